@@ -1,0 +1,120 @@
+//! Compiled modules keyed by everything that decides their output: the file's
+//! path and content, the compiler options and ssbuild's version. The cache is a
+//! file per environment in `APP/.ssbuild-cache/`, holding the entries the last
+//! pack used, plus a fingerprint of that pack's inputs so that a pack with
+//! nothing changed can stop early.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::js::{CodeOptions, Compiled};
+
+/// Bumped whenever compiled output would change for the same input.
+const CACHE_VERSION: &str = concat!("ssbuild-", env!("CARGO_PKG_VERSION"), "-cache-1");
+
+/// The state a pack leaves for the next one.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    /// Fingerprint of every input of the pack.
+    pub fingerprint: String,
+    /// sha256 of the manifest it wrote.
+    pub manifest_sha256: String,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Stored {
+    version: String,
+    entries: HashMap<String, Compiled>,
+}
+
+/// The persistent cache of one app and environment.
+#[derive(Debug)]
+pub struct Cache {
+    dir: Option<PathBuf>,
+    env: String,
+    old: HashMap<String, Compiled>,
+    used: HashMap<String, Compiled>,
+    changed: bool,
+}
+
+impl Cache {
+    /// A cache that keeps nothing (for `--no-cache` and tests).
+    pub fn disabled() -> Self {
+        Cache { dir: None, env: String::new(), old: HashMap::new(), used: HashMap::new(), changed: false }
+    }
+
+    /// The cache of the app at `root`; the entries are loaded later, only if needed.
+    pub fn open(root: &Path, env: &str) -> Self {
+        Cache { dir: Some(root.join(".ssbuild-cache")), env: env.to_string(), old: HashMap::new(), used: HashMap::new(), changed: false }
+    }
+
+    /// The state the last pack left, if any.
+    pub fn state(&self) -> Option<State> {
+        let path = self.dir.as_ref()?.join(format!("{}.state.json", self.env));
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
+    }
+
+    /// Loads the compiled entries of the last pack.
+    pub fn load_entries(&mut self) {
+        let Some(dir) = &self.dir else { return };
+        let path = dir.join(format!("{}.modules.json", self.env));
+        if let Ok(bytes) = fs::read(path)
+            && let Ok(stored) = serde_json::from_slice::<Stored>(&bytes)
+            && stored.version == CACHE_VERSION
+        {
+            self.old = stored.entries;
+        }
+    }
+
+    /// The key of a compilation.
+    pub fn key(what: &str, path: &str, digest: &[u8; 32], options: CodeOptions) -> String {
+        let mut h = Sha256::new();
+        for part in [CACHE_VERSION, what, path, &format!("{}{}", options.minify, options.source_map)] {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        h.update(digest);
+        hex::encode(h.finalize())
+    }
+
+    /// A cached result.
+    pub fn get(&self, key: &str) -> Option<&Compiled> {
+        self.old.get(key)
+    }
+
+    /// Records a result used by this pack (`fresh`: it was compiled now).
+    pub fn keep(&mut self, key: String, compiled: Compiled, fresh: bool) {
+        self.changed |= fresh;
+        self.used.insert(key, compiled);
+    }
+
+    /// Saves the entries this pack used and its state. Failures only cost speed, so they are ignored.
+    pub fn save(mut self, state: &State) {
+        let Some(dir) = self.dir.take() else { return };
+        if fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        let _ = fs::write(dir.join(".gitignore"), "*\n");
+        let changed = self.changed || self.used.len() != self.old.len();
+        if changed {
+            let stored = Stored { version: CACHE_VERSION.to_string(), entries: std::mem::take(&mut self.used) };
+            if let Ok(bytes) = serde_json::to_vec(&stored) {
+                write_replacing(&dir.join(format!("{}.modules.json", self.env)), &bytes);
+            }
+        }
+        if let Ok(bytes) = serde_json::to_vec(state) {
+            write_replacing(&dir.join(format!("{}.state.json", self.env)), &bytes);
+        }
+    }
+}
+
+fn write_replacing(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if fs::write(&tmp, bytes).is_ok() && fs::rename(&tmp, path).is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+}

@@ -1,0 +1,227 @@
+//! Stage 1: walk the app's folders and read every source, with its kind.
+//!
+//! Input: an app root and a [`Disk`]. Output: [`Sources`], every file that takes
+//! part in a pack, read and checked to be UTF-8, in a deterministic order.
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::diagnostic::{Diagnostic, PackError, display_path};
+use crate::disk::Disk;
+
+/// What a source file is, by the folder it sits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// `app/client`: browser modules, the `SS.client` tree.
+    Client,
+    /// `app/shared`: modules for both sides, the `SS.shared` tree.
+    Shared,
+    /// `app/server`: server modules, the `SS.server` tree (never sent to browsers).
+    Server,
+    /// `lib/client`: third-party browser scripts, concatenated in order.
+    LibClient,
+    /// `lib/server`: server modules used by name (authentication, helpers).
+    LibServer,
+}
+
+impl Kind {
+    /// The folder of this kind, relative to the app root.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Kind::Client => "app/client",
+            Kind::Shared => "app/shared",
+            Kind::Server => "app/server",
+            Kind::LibClient => "lib/client",
+            Kind::LibServer => "lib/server",
+        }
+    }
+
+    /// Every kind, in the order bundles list them.
+    pub const ALL: [Kind; 5] = [Kind::LibClient, Kind::Client, Kind::Shared, Kind::Server, Kind::LibServer];
+}
+
+/// One source file.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Path relative to the app root, with forward slashes (`app/client/a/b.js`).
+    pub path: String,
+    /// Its kind.
+    pub kind: Kind,
+    /// Its text.
+    pub text: String,
+    /// sha256 of its bytes.
+    pub digest: [u8; 32],
+}
+
+impl Source {
+    /// The path below its kind's folder (`a/b.js` for `app/client/a/b.js`).
+    pub fn inner_path(&self) -> &str {
+        self.path.strip_prefix(self.kind.folder()).map(|p| p.trim_start_matches('/')).unwrap_or(&self.path)
+    }
+
+    /// Whether the file is TypeScript.
+    pub fn is_typescript(&self) -> bool {
+        [".ts", ".mts", ".cts"].iter().any(|ext| self.path.ends_with(ext))
+    }
+}
+
+/// The sources of an app, each kind in its load order.
+#[derive(Debug, Default)]
+pub struct Sources {
+    /// All files, grouped by kind in [`Kind::ALL`] order, sorted inside a kind.
+    pub files: Vec<Source>,
+    /// Files found but not used (wrong extension), for a warning.
+    pub ignored: Vec<String>,
+}
+
+impl Sources {
+    /// The files of one kind, in order.
+    pub fn of(&self, kind: Kind) -> impl Iterator<Item = &Source> {
+        self.files.iter().filter(move |s| s.kind == kind)
+    }
+}
+
+/// Extensions of module files (app folders and lib/server).
+pub const MODULE_EXTENSIONS: [&str; 6] = ["js", "ts", "mjs", "cjs", "mts", "cts"];
+
+/// Whether a path component is skipped: names starting with `_` or `.`, or ending with `~`.
+pub fn is_skipped_name(name: &str) -> bool {
+    name.starts_with('_') || name.starts_with('.') || name.ends_with('~')
+}
+
+/// Walks the app and reads every source. Unreadable or non-UTF-8 files are diagnostics.
+pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
+    let mut found: Vec<(PathBuf, Kind)> = Vec::new();
+    let mut ignored = Vec::new();
+    for kind in Kind::ALL {
+        let dir = root.join(kind.folder());
+        let files = disk.files_under(&dir).map_err(|e| PackError::io("reading folder", &dir, e))?;
+        for file in files {
+            let rel = display_path(&dir, &file);
+            if rel.split('/').any(is_skipped_name) {
+                continue;
+            }
+            let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+            let wanted = match kind {
+                Kind::LibClient => ext == "js",
+                _ => MODULE_EXTENSIONS.contains(&ext) && !rel.ends_with(".d.ts"),
+            };
+            if wanted {
+                found.push((file, kind));
+            } else {
+                ignored.push(display_path(root, &file));
+            }
+        }
+    }
+
+    let read: Vec<Result<Source, Diagnostic>> = found
+        .par_iter()
+        .map(|(file, kind)| {
+            let path = display_path(root, file);
+            let bytes = disk
+                .read(file)
+                .map_err(|e| Diagnostic::file(&path, format!("cannot read this file: {e}")).with_help("check its permissions"))?;
+            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            let text = String::from_utf8(bytes).map_err(|e| {
+                let valid = e.utf8_error().valid_up_to();
+                let before = &e.as_bytes()[..valid];
+                let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                let col = valid - before.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0) + 1;
+                let shown = String::from_utf8_lossy(e.as_bytes());
+                Diagnostic::at(&path, &shown, line, col, format!("this file is not valid UTF-8 (byte {valid})"))
+                    .with_help("save the file as UTF-8")
+            })?;
+            Ok(Source { path, kind: *kind, text, digest })
+        })
+        .collect();
+
+    let mut files = Vec::with_capacity(read.len());
+    let mut problems = Vec::new();
+    for r in read {
+        match r {
+            Ok(s) => files.push(s),
+            Err(d) => problems.push(d),
+        }
+    }
+    if !problems.is_empty() {
+        problems.sort_by(|a, b| a.file.cmp(&b.file));
+        return Err(PackError::Invalid(problems));
+    }
+    files.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| load_order(a, b)));
+    ignored.sort();
+    Ok(Sources { files, ignored })
+}
+
+/// The load order inside one kind: `lib/client` by numeric prefix (`2.x` before
+/// `10.x`), app folders with `app.*` first in each folder, then by name.
+fn load_order(a: &Source, b: &Source) -> Ordering {
+    let (ka, kb) = (a.inner_path().split('/'), b.inner_path().split('/'));
+    for (x, y) in ka.clone().zip(kb.clone()) {
+        let ord = match a.kind {
+            Kind::LibClient => numeric_key(x).cmp(&numeric_key(y)),
+            _ => (tree_key(x) != "app", x).cmp(&(tree_key(y) != "app", y)),
+        };
+        if ord != Ordering::Equal {
+            return ord;
+        }
+    }
+    ka.count().cmp(&kb.count())
+}
+
+/// `10.jquery.js` sorts as (10, "10.jquery.js"); names without a number come last.
+fn numeric_key(name: &str) -> (u64, &str) {
+    let digits: String = name.chars().take_while(char::is_ascii_digit).collect();
+    (digits.parse().unwrap_or(u64::MAX), name)
+}
+
+/// A file's key in an API tree: its name up to the first dot.
+pub fn tree_key(name: &str) -> &str {
+    name.split('.').next().unwrap_or(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::MemoryDisk;
+
+    fn paths(s: &Sources, kind: Kind) -> Vec<&str> {
+        s.of(kind).map(|f| f.path.as_str()).collect()
+    }
+
+    #[test]
+    fn skips_private_names_and_orders_files() {
+        let mut disk = MemoryDisk::new();
+        for p in [
+            "/a/app/client/zed.js",
+            "/a/app/client/app.js",
+            "/a/app/client/_private.js",
+            "/a/app/client/.hidden/x.js",
+            "/a/app/client/backup.js~",
+            "/a/app/client/notes.md",
+            "/a/lib/client/10.b.js",
+            "/a/lib/client/2.a.js",
+            "/a/lib/client/plain.js",
+        ] {
+            disk.insert(p, "x");
+        }
+        let s = discover(&disk, Path::new("/a")).unwrap();
+        assert_eq!(paths(&s, Kind::Client), ["app/client/app.js", "app/client/zed.js"]);
+        assert_eq!(paths(&s, Kind::LibClient), ["lib/client/2.a.js", "lib/client/10.b.js", "lib/client/plain.js"]);
+        assert_eq!(s.ignored, ["app/client/notes.md"]);
+    }
+
+    #[test]
+    fn non_utf8_is_a_diagnostic_with_a_position() {
+        let mut disk = MemoryDisk::new();
+        disk.insert("/a/app/client/app.js", b"ok\nab\xffc".to_vec());
+        let err = discover(&disk, Path::new("/a")).unwrap_err();
+        let d = &err.diagnostics()[0];
+        assert_eq!(d.file, "app/client/app.js");
+        assert_eq!(d.position, Some((2, 3)));
+        assert!(d.message.contains("UTF-8"));
+    }
+}

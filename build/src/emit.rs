@@ -1,0 +1,146 @@
+//! Stage 4: bundles in, files on disk out.
+//!
+//! Names every output by a hash of its content, computes its SRI integrity
+//! (sha384), writes `manifest.json`, and swaps the new output folder in place of
+//! the old one only once everything is written, so that a failed pack leaves
+//! the previous output untouched.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256, Sha384};
+
+use crate::diagnostic::PackError;
+
+/// The version of the manifest format (see docs/manifest.md).
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// One written file, as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the output folder (`assets/app.3f2a9c01b2d4.js`).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// sha256 of the bytes, hex.
+    pub sha256: String,
+    /// Subresource integrity: `sha384-` and the base64 digest.
+    pub integrity: String,
+}
+
+/// A file to write: a logical name (`app.js`) in a folder (`assets`).
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// The name before hashing, such as `app.js`.
+    pub name: String,
+    /// The folder inside the output, such as `assets` or `server`.
+    pub folder: &'static str,
+    /// The content.
+    pub bytes: Vec<u8>,
+    /// A source map for it, written beside it as `NAME.HASH.EXT.map`.
+    pub map: Option<Vec<u8>>,
+}
+
+/// Names an output by its content and describes it.
+pub fn hashed(output: Output) -> Vec<(String, FileEntry, Vec<u8>)> {
+    let digest = Sha256::digest(&output.bytes);
+    let short = hex::encode(&digest[..6]);
+    let (stem, ext) = output.name.rsplit_once('.').unwrap_or((output.name.as_str(), ""));
+    let file = if ext.is_empty() { format!("{stem}.{short}") } else { format!("{stem}.{short}.{ext}") };
+    let path = format!("{}/{file}", output.folder);
+    let mut bytes = output.bytes;
+    let mut out = Vec::new();
+    if let Some(map) = output.map {
+        bytes.extend_from_slice(format!("\n//# sourceMappingURL={file}.map\n").as_bytes());
+        let map_path = format!("{path}.map");
+        out.push((format!("{}.map", output.name), describe(&map_path, &map), map));
+    }
+    out.insert(0, (output.name, describe(&path, &bytes), bytes));
+    out
+}
+
+/// Size, sha256 and integrity of some bytes at a path.
+pub fn describe(path: &str, bytes: &[u8]) -> FileEntry {
+    FileEntry {
+        path: path.to_string(),
+        size: bytes.len() as u64,
+        sha256: hex::encode(Sha256::digest(bytes)),
+        integrity: integrity(bytes),
+    }
+}
+
+/// The SRI value of some bytes.
+pub fn integrity(bytes: &[u8]) -> String {
+    format!("sha384-{}", base64::engine::general_purpose::STANDARD.encode(Sha384::digest(bytes)))
+}
+
+/// Writes `files` (relative path -> bytes) and `manifest.json` into a new
+/// folder beside `out`, then puts it in place of `out`.
+pub fn write_atomically(out: &Path, files: &BTreeMap<String, Vec<u8>>, manifest: &[u8]) -> Result<(), PackError> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(|e| PackError::io("creating", parent, e))?;
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "dist".into());
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{name}.new-"))
+        .tempdir_in(parent)
+        .map_err(|e| PackError::io("creating a temporary folder in", parent, e))?;
+    for (rel, bytes) in files {
+        let path = staging.path().join(rel);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| PackError::io("creating", dir, e))?;
+        }
+        fs::write(&path, bytes).map_err(|e| PackError::io("writing", &path, e))?;
+    }
+    let manifest_path = staging.path().join("manifest.json");
+    fs::write(&manifest_path, manifest).map_err(|e| PackError::io("writing", &manifest_path, e))?;
+
+    // Swap: the old output moves aside, the new one takes its name, the old one goes.
+    let staged: PathBuf = staging.keep();
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    let had_old = out.exists();
+    if had_old {
+        fs::rename(out, &old).map_err(|e| PackError::io("moving aside", out, e))?;
+    }
+    if let Err(e) = fs::rename(&staged, out) {
+        if had_old {
+            let _ = fs::rename(&old, out);
+        }
+        let _ = fs::remove_dir_all(&staged);
+        return Err(PackError::io("moving into place", out, e));
+    }
+    if had_old {
+        let _ = fs::remove_dir_all(&old);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_content_hash_and_maps_sit_beside() {
+        let out = hashed(Output { name: "app.js".into(), folder: "assets", bytes: b"x".to_vec(), map: Some(b"{}".to_vec()) });
+        assert_eq!(out[0].1.path, "assets/app.2d711642b726.js");
+        assert_eq!(out[1].1.path, "assets/app.2d711642b726.js.map");
+        assert!(out[0].2.ends_with(b"//# sourceMappingURL=app.2d711642b726.js.map\n"));
+        assert_eq!(out[0].1.integrity, integrity(&out[0].2));
+    }
+
+    #[test]
+    fn the_swap_replaces_the_whole_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("dist");
+        fs::create_dir_all(&out).unwrap();
+        fs::write(out.join("stale.txt"), "old").unwrap();
+        let files = BTreeMap::from([("assets/a.js".to_string(), b"1".to_vec())]);
+        write_atomically(&out, &files, b"{}").unwrap();
+        assert!(!out.join("stale.txt").exists());
+        assert_eq!(fs::read(out.join("assets/a.js")).unwrap(), b"1");
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "only dist remains");
+    }
+}

@@ -1,0 +1,363 @@
+//! Stage 2 for code: one JavaScript or TypeScript file in, compiled code out.
+//!
+//! A module is parsed with swc, its exports are read ([`crate::exports`]),
+//! TypeScript is stripped, ES `import`/`export` become CommonJS
+//! `require`/`exports`, and the result is minified (production) or printed with
+//! a source map (development). The output is the *body* of a module function
+//! `function (require, module, exports) { ... }`: the linker writes the wrapper,
+//! so that compiled code does not depend on module numbering and can be cached
+//! by the file's content alone. Library scripts (`lib/client`) are plain
+//! scripts: minified without renaming their globals, or passed through.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use swc_core::common::comments::{Comment, CommentKind, SingleThreadedComments};
+use swc_core::common::source_map::SourceMapGenConfig;
+use swc_core::common::sync::Lrc;
+use swc_core::common::{BytePos, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned};
+use swc_core::ecma::ast::{CallExpr, Callee, EsVersion, Expr, Lit, Program};
+use swc_core::ecma::codegen::text_writer::JsWriter;
+use swc_core::ecma::codegen::{Config as CodegenConfig, Emitter};
+use swc_core::ecma::minifier::option::{CompressOptions, ExtraOptions, MangleOptions, MinifyOptions, TopLevelOptions};
+use swc_core::ecma::parser::{EsSyntax, Syntax, TsSyntax, parse_file_as_program, parse_file_as_script};
+use swc_core::ecma::transforms::base::fixer::fixer;
+use swc_core::ecma::transforms::base::helpers::{HELPERS, Helpers, inject_helpers};
+use swc_core::ecma::transforms::base::hygiene::hygiene;
+use swc_core::ecma::transforms::base::resolver;
+use swc_core::ecma::transforms::module::common_js::{self, FeatureFlag};
+use swc_core::ecma::visit::{Visit, VisitWith};
+
+use crate::diagnostic::Diagnostic;
+use crate::exports::{Exports, read_exports};
+
+/// How code is compiled; part of every cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CodeOptions {
+    /// Minify (compress and mangle).
+    pub minify: bool,
+    /// Produce a source map.
+    pub source_map: bool,
+}
+
+/// A `require('...')` (or `import`) found in a module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Require {
+    /// The specifier as written.
+    pub specifier: String,
+    /// 1-based line and column of the specifier, when known.
+    pub position: Option<(usize, usize)>,
+}
+
+/// A compiled module or script.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compiled {
+    /// The code (a module's function body, or a script).
+    pub code: String,
+    /// The source map of `code`, as JSON, when asked for.
+    pub map: Option<String>,
+    /// What the module exports (empty for scripts).
+    pub exports: Exports,
+    /// The modules it requires, in order of appearance, without duplicates.
+    pub requires: Vec<Require>,
+}
+
+/// Compiles one module of an app folder or `lib/server`.
+pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Compiled, Vec<Diagnostic>> {
+    let typescript = [".ts", ".mts", ".cts"].iter().any(|ext| path.ends_with(ext));
+    let syntax = if typescript {
+        Syntax::Typescript(TsSyntax::default())
+    } else {
+        Syntax::Es(EsSyntax { allow_return_outside_function: true, ..Default::default() })
+    };
+    let unit = Unit::new(path, text);
+    let mut errors = Vec::new();
+    let parsed = parse_file_as_program(&unit.file, syntax, EsVersion::latest(), Some(&unit.comments), &mut errors);
+    let program = match parsed {
+        Ok(program) if errors.is_empty() => program,
+        Ok(_) => return Err(unit.syntax_errors(errors)),
+        Err(e) => {
+            errors.push(e);
+            return Err(unit.syntax_errors(errors));
+        }
+    };
+
+    let (exports, problems) = read_exports(&program);
+    if !problems.is_empty() {
+        return Err(problems
+            .into_iter()
+            .map(|p| unit.diagnostic(p.span, p.message).with_help(p.help))
+            .collect());
+    }
+
+    GLOBALS.set(&Globals::new(), || {
+        HELPERS.set(&Helpers::new(false), || {
+            let unresolved = Mark::new();
+            let top_level = Mark::new();
+            let mut program = program;
+            program.mutate(resolver(unresolved, top_level, typescript));
+            if typescript {
+                program.mutate(swc_core::ecma::transforms::typescript::strip(unresolved, top_level));
+            }
+            if program.is_module() {
+                let features = FeatureFlag { support_block_scoping: true, support_arrow: true };
+                program.mutate(common_js::common_js(Default::default(), unresolved, Default::default(), features));
+            }
+            program.mutate(inject_helpers(unresolved));
+            let requires = unit.requires(&program, unresolved);
+            let (code, map) = unit.finish(program, options, unresolved, top_level, true);
+            Ok(Compiled { code, map, exports, requires })
+        })
+    })
+}
+
+/// Compiles one classic script of `lib/client`. Names containing `.min` pass through as they are.
+pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Compiled, Vec<Diagnostic>> {
+    let passthrough = path.rsplit('/').next().is_some_and(|name| name.contains(".min")) || !options.minify;
+    if passthrough {
+        return Ok(Compiled { code: text.to_string(), map: None, exports: Exports::default(), requires: Vec::new() });
+    }
+    let unit = Unit::new(path, text);
+    let mut errors = Vec::new();
+    let parsed = parse_file_as_script(&unit.file, Syntax::Es(EsSyntax::default()), EsVersion::latest(), Some(&unit.comments), &mut errors);
+    let script = match parsed {
+        Ok(script) if errors.is_empty() => script,
+        Ok(_) => return Err(unit.syntax_errors(errors)),
+        Err(e) => {
+            errors.push(e);
+            return Err(unit.syntax_errors(errors));
+        }
+    };
+    GLOBALS.set(&Globals::new(), || {
+        let unresolved = Mark::new();
+        let top_level = Mark::new();
+        let mut program = Program::Script(script);
+        program.mutate(resolver(unresolved, top_level, false));
+        let (code, map) = unit.finish(program, options, unresolved, top_level, false);
+        Ok(Compiled { code, map, exports: Exports::default(), requires: Vec::new() })
+    })
+}
+
+/// One file being compiled: its source map, file and comments.
+struct Unit {
+    cm: Lrc<SourceMap>,
+    file: Lrc<swc_core::common::SourceFile>,
+    comments: SingleThreadedComments,
+    path: String,
+}
+
+impl Unit {
+    fn new(path: &str, text: &str) -> Self {
+        let cm: Lrc<SourceMap> = Default::default();
+        let file = cm.new_source_file(FileName::Real(PathBuf::from(path)).into(), text.to_string());
+        Unit { cm, file, comments: SingleThreadedComments::default(), path: path.to_string() }
+    }
+
+    fn position(&self, span: Span) -> Option<(usize, usize)> {
+        if span.lo.is_dummy() || span.lo < self.file.start_pos || span.lo > self.file.end_pos {
+            return None;
+        }
+        let loc = self.cm.lookup_char_pos(span.lo);
+        Some((loc.line, loc.col_display + 1))
+    }
+
+    fn diagnostic(&self, span: Span, message: impl Into<String>) -> Diagnostic {
+        match self.position(span) {
+            Some((line, col)) => Diagnostic::at(&self.path, &self.file.src, line, col, message),
+            None => Diagnostic::file(&self.path, message),
+        }
+    }
+
+    fn syntax_errors(&self, errors: Vec<swc_core::ecma::parser::error::Error>) -> Vec<Diagnostic> {
+        let mut seen = BTreeSet::new();
+        errors
+            .into_iter()
+            .filter(|e| seen.insert((e.span().lo, e.kind().msg().to_string())))
+            .map(|e| self.diagnostic(e.span(), format!("syntax error: {}", e.kind().msg())))
+            .collect()
+    }
+
+    /// Every `require("literal")` that refers to the module's own `require`.
+    fn requires(&self, program: &Program, unresolved: Mark) -> Vec<Require> {
+        let mut finder = RequireFinder { unresolved, found: Vec::new() };
+        program.visit_with(&mut finder);
+        let mut seen = BTreeSet::new();
+        finder
+            .found
+            .into_iter()
+            .filter(|(spec, _)| seen.insert(spec.clone()))
+            .map(|(specifier, span)| Require { specifier, position: self.position(span) })
+            .collect()
+    }
+
+    /// Minifies or prints, then emits code (and a source map).
+    fn finish(&self, program: Program, options: CodeOptions, unresolved: Mark, top_level: Mark, module: bool) -> (String, Option<String>) {
+        let program = if options.minify {
+            let compress = CompressOptions {
+                top_level: module.then_some(TopLevelOptions { functions: true }),
+                ..Default::default()
+            };
+            let mangle = MangleOptions { top_level: Some(module), ..Default::default() };
+            let minify = MinifyOptions { compress: Some(compress), mangle: Some(mangle), ..Default::default() };
+            let extra = ExtraOptions { unresolved_mark: unresolved, top_level_mark: top_level, mangle_name_cache: None };
+            let mut p = swc_core::ecma::minifier::optimize(program, self.cm.clone(), Some(&self.comments), None, &minify, &extra);
+            p.mutate(fixer(None));
+            p
+        } else {
+            let mut p = program;
+            p.mutate(hygiene());
+            p.mutate(fixer(Some(&self.comments)));
+            p
+        };
+
+        let mut buf = Vec::new();
+        let mut mappings: Vec<(BytePos, LineCol)> = Vec::new();
+        {
+            let writer = JsWriter::new(self.cm.clone(), "\n", &mut buf, options.source_map.then_some(&mut mappings));
+            let mut emitter = Emitter {
+                cfg: CodegenConfig::default().with_minify(options.minify).with_target(EsVersion::latest()),
+                cm: self.cm.clone(),
+                comments: if options.minify { None } else { Some(&self.comments) },
+                wr: writer,
+            };
+            emitter.emit_program(&program).expect("writing to memory cannot fail");
+        }
+        let mut code = String::from_utf8(buf).expect("swc emits UTF-8");
+        if options.minify {
+            let legal = self.legal_comments();
+            if !legal.is_empty() {
+                code = format!("{legal}{code}");
+            }
+        }
+        let map = options.source_map.then(|| {
+            let map = self.cm.build_source_map(&mappings, None, MapConfig);
+            let mut out = Vec::new();
+            map.to_writer(&mut out).expect("writing to memory cannot fail");
+            String::from_utf8(out).expect("source maps are JSON")
+        });
+        (code, map)
+    }
+
+    /// License comments (`/*! ... */`, `@license`, `@preserve`), kept in minified output.
+    fn legal_comments(&self) -> String {
+        let (leading, trailing) = self.comments.borrow_all();
+        let mut all: Vec<&Comment> = leading.values().chain(trailing.values()).flatten().collect();
+        all.sort_by_key(|c| c.span.lo);
+        let mut out = String::new();
+        for c in all {
+            let text = c.text.as_str();
+            let legal = text.starts_with('!') || text.contains("@license") || text.contains("@preserve");
+            if legal {
+                match c.kind {
+                    CommentKind::Block => out.push_str(&format!("/*{text}*/\n")),
+                    CommentKind::Line => out.push_str(&format!("//{text}\n")),
+                }
+            }
+        }
+        out
+    }
+}
+
+struct MapConfig;
+
+impl SourceMapGenConfig for MapConfig {
+    fn file_name_to_source(&self, f: &FileName) -> String {
+        f.to_string()
+    }
+
+    fn inline_sources_content(&self, _: &FileName) -> bool {
+        true
+    }
+}
+
+struct RequireFinder {
+    unresolved: Mark,
+    found: Vec<(String, Span)>,
+}
+
+impl Visit for RequireFinder {
+    fn visit_call_expr(&mut self, call: &CallExpr) {
+        if let Callee::Expr(callee) = &call.callee
+            && let Expr::Ident(id) = &**callee
+            && id.sym == "require"
+            && id.ctxt.outer() == self.unresolved
+            && let [arg] = call.args.as_slice()
+            && arg.spread.is_none()
+            && let Expr::Lit(Lit::Str(s)) = &*arg.expr
+        {
+            let span = if s.span.lo.is_dummy() { call.span } else { s.span };
+            self.found.push((s.value.to_atom_lossy().to_string(), span));
+        }
+        call.visit_children_with(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV: CodeOptions = CodeOptions { minify: false, source_map: true };
+    const PROD: CodeOptions = CodeOptions { minify: true, source_map: false };
+
+    #[test]
+    fn es_exports_become_commonjs() {
+        let c = compile_module("app/client/a.js", "import { b } from './b';\nexport function twice(x) { return b(x) * 2 }\nfunction hidden() {}\n", PROD).unwrap();
+        assert_eq!(c.exports.names.iter().collect::<Vec<_>>(), ["twice"]);
+        assert_eq!(c.requires, [Require { specifier: "./b".into(), position: Some((1, 19)) }]);
+        assert!(c.code.contains("require(\"./b\")"), "{}", c.code);
+        assert!(!c.code.contains("hidden"), "{}", c.code);
+        assert!(!c.code.contains("import"), "{}", c.code);
+    }
+
+    #[test]
+    fn typescript_is_stripped_and_type_exports_are_not_names() {
+        let src = "import type { T } from './types';\nexport interface I { a: number }\nexport type U = string;\nexport const n: number = 1;\nexport enum Color { Red }\n";
+        let c = compile_module("app/shared/t.ts", src, DEV).unwrap();
+        assert_eq!(c.exports.names.iter().collect::<Vec<_>>(), ["Color", "n"]);
+        assert!(c.requires.is_empty(), "{:?}", c.requires);
+        assert!(!c.code.contains(": number"), "{}", c.code);
+        assert!(c.map.is_some());
+    }
+
+    #[test]
+    fn server_actions_tree_is_read() {
+        let src = "const admin = { purge() {} };\nexports.authenticate = true;\nexports.actions = {\n  square(n, cb) { cb(n * n) },\n  later: async () => 1,\n  admin,\n  nested: { deeper: function () {} },\n};\n";
+        let c = compile_module("app/server/app.js", src, DEV).unwrap();
+        let json = serde_json::to_string(&c.exports.actions).unwrap();
+        assert_eq!(json, r#"{"admin":{"purge":true},"later":true,"nested":{"deeper":true},"square":true}"#);
+        assert!(c.exports.authenticate);
+        assert_eq!(c.exports.names.iter().collect::<Vec<_>>(), ["actions", "authenticate"]);
+    }
+
+    #[test]
+    fn reserved_action_names_are_refused() {
+        let err = compile_module("app/server/app.js", "exports.actions = { session() {} }", DEV).unwrap_err();
+        assert!(err[0].message.contains("`session` cannot be an action name"), "{:?}", err);
+        assert_eq!(err[0].position, Some((1, 19)));
+    }
+
+    #[test]
+    fn every_syntax_error_has_a_position() {
+        let err = compile_module("app/client/bad.js", "let ok = 1;\nlet = ;\n", DEV).unwrap_err();
+        assert!(!err.is_empty());
+        assert_eq!(err[0].position.map(|p| p.0), Some(2), "{:?}", err);
+        assert!(err[0].frame.as_deref().unwrap_or("").contains("let = ;"));
+    }
+
+    #[test]
+    fn min_scripts_pass_through_byte_for_byte() {
+        let text = "var  spaced = 1 ;";
+        let c = compile_script("lib/client/1.x.min.js", text, PROD).unwrap();
+        assert_eq!(c.code, text);
+        let c = compile_script("lib/client/1.x.js", "var  spaced = 1 ;", PROD).unwrap();
+        assert_eq!(c.code, "var spaced=1;");
+    }
+
+    #[test]
+    fn license_comments_survive_minification() {
+        let c = compile_module("app/client/l.js", "/*! keep me */\n// drop me\nexports.a = 1;\n", PROD).unwrap();
+        assert!(c.code.starts_with("/*! keep me */"), "{}", c.code);
+        assert!(!c.code.contains("drop me"));
+    }
+}

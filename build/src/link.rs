@@ -1,0 +1,452 @@
+//! Stage 3: compiled modules in, bundles out.
+//!
+//! Resolves every `require`/`import` to a module of the same bundle, works out
+//! the API trees, and writes the client bundle (lib/client scripts, the module
+//! loader, app/client and app/shared modules) and the server bundle (app/server,
+//! lib/server and app/shared modules), each ending with the boot call that
+//! mounts its trees.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::BuildConfig;
+use crate::diagnostic::Diagnostic;
+use crate::discover::{Kind, MODULE_EXTENSIONS, Source, tree_key};
+use crate::exports::ActionNode;
+use crate::js::Compiled;
+use crate::tree::{Node, Tree, build_tree, is_private, modules_of};
+
+/// One bundle's text and (in development) its source map.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// JavaScript.
+    pub code: String,
+    /// An index source map of `code`, as JSON.
+    pub map: Option<String>,
+}
+
+/// What the manifest says about one module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleEntry {
+    /// `client` or `server`: the bundle holding the module (shared modules are in both).
+    pub bundles: Vec<String>,
+    /// Its id in the client bundle, if there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<usize>,
+    /// Its id in the server bundle, if there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_id: Option<usize>,
+    /// Exported names (with those of `export * from` followed).
+    pub exports: BTreeSet<String>,
+    /// Server files: the `exports.actions` tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<BTreeMap<String, ActionNode>>,
+    /// Server files: `exports.authenticate = true`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authenticate: bool,
+}
+
+/// The linked app.
+#[derive(Debug)]
+pub struct Linked {
+    /// The bundle for browsers.
+    pub client: Bundle,
+    /// The bundle for ssrun (never served).
+    pub server: Bundle,
+    /// `SS.client`, `SS.shared`, `SS.server` (leaves are module paths).
+    pub trees: BTreeMap<&'static str, Tree>,
+    /// Every module, by path.
+    pub modules: BTreeMap<String, ModuleEntry>,
+    /// `lib/server` modules by the name server code uses for them.
+    pub lib_server: BTreeMap<String, usize>,
+}
+
+/// The module loader every bundle starts with.
+pub const LOADER_PATH: &str = "client/modules.js";
+/// Its text, embedded.
+pub const LOADER_SOURCE: &str = include_str!("../../client/modules.js");
+
+/// Links compiled sources. `compiled[i]` belongs to `sources[i]`; `loader` is the compiled loader.
+pub fn link(sources: &[Source], compiled: &[Compiled], loader: &Compiled, config: &BuildConfig) -> Result<Linked, Vec<Diagnostic>> {
+    let mut problems = Vec::new();
+    let by_path: HashMap<&str, usize> = sources.iter().enumerate().map(|(i, s)| (s.path.as_str(), i)).collect();
+
+    // Trees.
+    let mut trees = BTreeMap::new();
+    for (name, kind) in [("client", Kind::Client), ("shared", Kind::Shared), ("server", Kind::Server)] {
+        match build_tree(sources.iter().filter(|s| s.kind == kind), &config.private_folders) {
+            Ok(tree) => {
+                trees.insert(name, tree);
+            }
+            Err(mut d) => problems.append(&mut d),
+        }
+    }
+    check_app_init(sources, compiled, &by_path, &mut problems);
+
+    // Bundles: which sources each holds, in load order.
+    let client_members: Vec<usize> = members(sources, &[Kind::Client, Kind::Shared]);
+    let server_members: Vec<usize> = members(sources, &[Kind::Server, Kind::LibServer, Kind::Shared]);
+    let client_deps = resolve_all(sources, compiled, &client_members, Side::Client, &by_path, &mut problems);
+    let server_deps = resolve_all(sources, compiled, &server_members, Side::Server, &by_path, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+
+    let exports = follow_star_exports(sources, compiled, &by_path);
+    let client_ids: HashMap<usize, usize> = client_members.iter().enumerate().map(|(id, &s)| (s, id)).collect();
+    let server_ids: HashMap<usize, usize> = server_members.iter().enumerate().map(|(id, &s)| (s, id)).collect();
+
+    let mut modules = BTreeMap::new();
+    for (i, source) in sources.iter().enumerate() {
+        if source.kind == Kind::LibClient {
+            continue;
+        }
+        let (client_id, server_id) = (client_ids.get(&i).copied(), server_ids.get(&i).copied());
+        let bundles = [("client", client_id), ("server", server_id)].iter().filter(|(_, id)| id.is_some()).map(|(n, _)| n.to_string()).collect();
+        let is_server = source.kind == Kind::Server;
+        modules.insert(
+            source.path.clone(),
+            ModuleEntry {
+                bundles,
+                client_id,
+                server_id,
+                exports: exports[i].clone(),
+                actions: if is_server { Some(compiled[i].exports.actions.clone().unwrap_or_default()) } else { None },
+                authenticate: is_server && compiled[i].exports.authenticate,
+            },
+        );
+    }
+    let lib_server = server_members
+        .iter()
+        .filter(|&&s| sources[s].kind == Kind::LibServer)
+        .map(|&s| (lib_server_name(&sources[s]), server_ids[&s]))
+        .collect();
+
+    let development = config.env == "development";
+    let lib_scripts: Vec<usize> = sources.iter().enumerate().filter(|(_, s)| s.kind == Kind::LibClient).map(|(i, _)| i).collect();
+    let mut client = Writer::new(config.source_maps);
+    for &i in &lib_scripts {
+        client.push_script(&compiled[i]);
+        client.push_raw("\n;\n");
+    }
+    client.push_script(loader);
+    client.push_raw("\n");
+    write_modules(&mut client, sources, compiled, &client_members, &client_deps);
+    let client_trees = [("client", &trees["client"]), ("shared", &trees["shared"])];
+    let start: Vec<usize> = client_members.iter().filter(|&&s| tree_member(&trees, &sources[s], config)).map(|s| client_ids[s]).collect();
+    client.push_raw(&boot_call(&client_trees, &client_ids, &by_path, &start, development.then_some((&client_members, sources))));
+
+    let mut server = Writer::new(config.source_maps);
+    server.push_script(loader);
+    server.push_raw("\n");
+    write_modules(&mut server, sources, compiled, &server_members, &server_deps);
+    let start: Vec<usize> = server_members.iter().filter(|&&s| tree_member(&trees, &sources[s], config)).map(|s| server_ids[s]).collect();
+    let server_trees = [("shared", &trees["shared"])];
+    server.push_raw(&boot_call(&server_trees, &server_ids, &by_path, &start, Some((&server_members, sources))));
+
+    Ok(Linked { client: client.finish(), server: server.finish(), trees, modules, lib_server })
+}
+
+/// Modules that start with their bundle: every module in an API tree (others run when required).
+fn tree_member(trees: &BTreeMap<&'static str, Tree>, source: &Source, config: &BuildConfig) -> bool {
+    let name = match source.kind {
+        Kind::Client => "client",
+        Kind::Shared => "shared",
+        Kind::Server => "server",
+        _ => return false,
+    };
+    !is_private(&source.path, &config.private_folders) && modules_of(&trees[name]).contains(&source.path.as_str())
+}
+
+fn members(sources: &[Source], kinds: &[Kind]) -> Vec<usize> {
+    kinds.iter().flat_map(|k| sources.iter().enumerate().filter(move |(_, s)| s.kind == *k).map(|(i, _)| i)).collect()
+}
+
+fn check_app_init(sources: &[Source], compiled: &[Compiled], by_path: &HashMap<&str, usize>, problems: &mut Vec<Diagnostic>) {
+    let app = ["app/client/app.js", "app/client/app.ts"].iter().find_map(|p| by_path.get(p).copied());
+    match app {
+        None => problems.push(
+            Diagnostic::file("app/client/app.js", "the app has no app/client/app.js (or app.ts)")
+                .with_help("create it with `exports.init = function () { ... }`: it runs once the socket is up and the session is ready"),
+        ),
+        Some(i) if !compiled[i].exports.names.contains("init") && compiled[i].exports.star_from.is_empty() => problems.push(
+            Diagnostic::file(&sources[i].path, "app/client/app must export `init`")
+                .with_help("add `exports.init = function () { ... }` (or `export function init() { ... }`): it runs once the session is ready"),
+        ),
+        Some(_) => {}
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
+}
+
+/// For each member (in order): specifier -> member index in the bundle.
+fn resolve_all(
+    sources: &[Source],
+    compiled: &[Compiled],
+    members: &[usize],
+    side: Side,
+    by_path: &HashMap<&str, usize>,
+    problems: &mut Vec<Diagnostic>,
+) -> Vec<BTreeMap<String, usize>> {
+    let in_bundle: HashMap<usize, usize> = members.iter().enumerate().map(|(id, &s)| (s, id)).collect();
+    let mut out = Vec::with_capacity(members.len());
+    for &m in members {
+        let source = &sources[m];
+        let mut deps = BTreeMap::new();
+        for req in &compiled[m].requires {
+            let found = resolve(&source.path, &req.specifier, side, by_path);
+            let problem = match found {
+                Ok(target) => match in_bundle.get(&target) {
+                    Some(&id) => {
+                        deps.insert(req.specifier.clone(), id);
+                        continue;
+                    }
+                    None => wrong_side(&sources[target], side),
+                },
+                Err(p) => p,
+            };
+            // Shared modules are linked into both bundles: report each problem once.
+            if side == Side::Server && source.kind == Kind::Shared && problem.0.contains("not found") {
+                continue;
+            }
+            let (message, help) = problem;
+            let d = match req.position {
+                Some((line, col)) => Diagnostic::at(&source.path, &source.text, line, col, message),
+                None => Diagnostic::file(&source.path, message),
+            };
+            problems.push(d.with_help(help));
+        }
+        out.push(deps);
+    }
+    out
+}
+
+fn wrong_side(target: &Source, side: Side) -> (String, String) {
+    match side {
+        Side::Client => (
+            format!("`{}` is not sent to browsers, so browser code cannot require it", target.path),
+            "move the code both sides need to app/shared".to_string(),
+        ),
+        Side::Server => (
+            format!("`{}` runs only in browsers, so server code cannot require it", target.path),
+            "move the code both sides need to app/shared".to_string(),
+        ),
+    }
+}
+
+/// Resolves a specifier written in `from` to a source index.
+fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usize>) -> Result<usize, (String, String)> {
+    let candidates_of = |base: &str| -> Vec<String> {
+        let mut c = vec![base.to_string()];
+        c.extend(MODULE_EXTENSIONS.iter().map(|ext| format!("{base}.{ext}")));
+        // TypeScript style: `./x.js` written for `x.ts`.
+        if let Some(stem) = base.strip_suffix(".js") {
+            c.extend(["ts", "mts", "cts"].iter().map(|ext| format!("{stem}.{ext}")));
+        }
+        c.extend(MODULE_EXTENSIONS.iter().map(|ext| format!("{base}/index.{ext}")));
+        c
+    };
+    let base = if specifier.starts_with("./") || specifier.starts_with("../") || specifier == "." || specifier == ".." {
+        let dir = from.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+        match normalize(&format!("{dir}/{specifier}")) {
+            Some(p) => p,
+            None => return Err((format!("'{specifier}' points outside the app"), "require files inside the app folders".into())),
+        }
+    } else if specifier.starts_with('/') {
+        return Err((format!("'{specifier}' is an absolute path"), "use a path relative to this file, such as './x'".into()));
+    } else if side == Side::Server {
+        format!("lib/server/{specifier}")
+    } else {
+        return Err((
+            format!("'{specifier}' is a package name, and packages from node_modules are not supported yet"),
+            "put the library's file in lib/client (a script) or app/client (a module), and require it by relative path".into(),
+        ));
+    };
+    for candidate in candidates_of(&base) {
+        if let Some(&i) = by_path.get(candidate.as_str()) {
+            return Ok(i);
+        }
+    }
+    let help = if side == Side::Server && !specifier.starts_with('.') {
+        format!("server code finds bare names in lib/server: create lib/server/{specifier}.js, or use a relative path")
+    } else {
+        "check the path; names starting with `_` or `.` are not packed".to_string()
+    };
+    Err((format!("module '{specifier}' not found (looked for {base}, with .js/.ts and /index)"), help))
+}
+
+/// Folds `.` and `..` out of a slash path; None when it climbs above the root.
+fn normalize(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Exported names with `export * from` followed (cycles stop).
+fn follow_star_exports(sources: &[Source], compiled: &[Compiled], by_path: &HashMap<&str, usize>) -> Vec<BTreeSet<String>> {
+    fn collect(i: usize, sources: &[Source], compiled: &[Compiled], by_path: &HashMap<&str, usize>, seen: &mut BTreeSet<usize>, out: &mut BTreeSet<String>) {
+        if !seen.insert(i) {
+            return;
+        }
+        out.extend(compiled[i].exports.names.iter().cloned());
+        for spec in &compiled[i].exports.star_from {
+            let side = if matches!(sources[i].kind, Kind::Server | Kind::LibServer) { Side::Server } else { Side::Client };
+            if let Ok(target) = resolve(&sources[i].path, spec, side, by_path) {
+                let mut inner = BTreeSet::new();
+                collect(target, sources, compiled, by_path, seen, &mut inner);
+                inner.remove("default");
+                out.extend(inner);
+            }
+        }
+    }
+    (0..sources.len())
+        .map(|i| {
+            let mut out = BTreeSet::new();
+            if !compiled[i].exports.star_from.is_empty() {
+                collect(i, sources, compiled, by_path, &mut BTreeSet::new(), &mut out);
+            } else {
+                out = compiled[i].exports.names.clone();
+            }
+            out
+        })
+        .collect()
+}
+
+fn lib_server_name(source: &Source) -> String {
+    let inner = source.inner_path();
+    let (dir, file) = inner.rsplit_once('/').map(|(d, f)| (Some(d), f)).unwrap_or((None, inner));
+    let stem = tree_key(file);
+    match (dir, stem) {
+        (Some(d), "index") => d.to_string(),
+        (Some(d), s) => format!("{d}/{s}"),
+        (None, s) => s.to_string(),
+    }
+}
+
+fn write_modules(w: &mut Writer, sources: &[Source], compiled: &[Compiled], members: &[usize], deps: &[BTreeMap<String, usize>]) {
+    for (id, (&s, deps)) in members.iter().zip(deps).enumerate() {
+        let deps = serde_json::to_string(deps).expect("a map of strings to numbers is JSON");
+        w.push_raw(&format!("__ss.d({id},{deps},function(require,module,exports){{\n"));
+        w.push_module(&compiled[s]);
+        let _ = &sources[s];
+        w.push_raw("\n});\n");
+    }
+}
+
+fn boot_call(
+    trees: &[(&str, &Tree)],
+    ids: &HashMap<usize, usize>,
+    by_path: &HashMap<&str, usize>,
+    start: &[usize],
+    names: Option<(&Vec<usize>, &[Source])>,
+) -> String {
+    fn numbered(tree: &Tree, ids: &HashMap<usize, usize>, by_path: &HashMap<&str, usize>) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for (key, node) in tree {
+            let value = match node {
+                Node::Module(path) => match by_path.get(path.as_str()).and_then(|s| ids.get(s)) {
+                    Some(id) => serde_json::Value::from(*id),
+                    None => continue,
+                },
+                Node::Folder(inner) => numbered(inner, ids, by_path),
+            };
+            map.insert(key.clone(), value);
+        }
+        serde_json::Value::Object(map)
+    }
+    let mut mounts = serde_json::Map::new();
+    for (name, tree) in trees {
+        mounts.insert((*name).to_string(), numbered(tree, ids, by_path));
+    }
+    let start = serde_json::to_string(start).expect("numbers are JSON");
+    let names = match names {
+        Some((members, sources)) => {
+            let paths: Vec<&str> = members.iter().map(|&s| sources[s].path.as_str()).collect();
+            format!(",{}", serde_json::to_string(&paths).expect("strings are JSON"))
+        }
+        None => String::new(),
+    };
+    format!("__ss.boot({},{start}{names});\n", serde_json::Value::Object(mounts))
+}
+
+/// Concatenates code and builds an index source map of the parts that have one.
+struct Writer {
+    code: String,
+    line: usize,
+    sections: Option<Vec<(usize, String)>>,
+}
+
+impl Writer {
+    fn new(source_maps: bool) -> Self {
+        Writer { code: String::new(), line: 0, sections: source_maps.then(Vec::new) }
+    }
+
+    fn push_raw(&mut self, text: &str) {
+        self.line += text.matches('\n').count();
+        self.code.push_str(text);
+    }
+
+    fn push_script(&mut self, compiled: &Compiled) {
+        self.push_module(compiled);
+    }
+
+    fn push_module(&mut self, compiled: &Compiled) {
+        if let (Some(sections), Some(map)) = (&mut self.sections, &compiled.map) {
+            sections.push((self.line, map.clone()));
+        }
+        self.push_raw(&compiled.code);
+    }
+
+    fn finish(self) -> Bundle {
+        let map = self.sections.map(|sections| {
+            let mut out = String::from(r#"{"version":3,"sections":["#);
+            for (n, (line, map)) in sections.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(&format!(r#"{{"offset":{{"line":{line},"column":0}},"map":{map}}}"#));
+            }
+            out.push_str("]}");
+            out
+        });
+        Bundle { code: self.code, map }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_normalize_inside_the_app_only() {
+        assert_eq!(normalize("app/client/a/../b/./c").as_deref(), Some("app/client/b/c"));
+        assert_eq!(normalize("app/../../x"), None);
+    }
+
+    #[test]
+    fn specifiers_resolve_with_extensions_and_index_files() {
+        let paths = ["app/client/a.js", "app/client/lib/index.ts", "app/shared/x.ts", "lib/server/auth.js"];
+        let by_path: HashMap<&str, usize> = paths.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        assert_eq!(resolve("app/client/b.js", "./a", Side::Client, &by_path), Ok(0));
+        assert_eq!(resolve("app/client/b.js", "./lib", Side::Client, &by_path), Ok(1));
+        assert_eq!(resolve("app/client/b.js", "../shared/x.js", Side::Client, &by_path), Ok(2));
+        assert_eq!(resolve("app/server/s.js", "auth", Side::Server, &by_path), Ok(3));
+        let err = resolve("app/client/b.js", "lodash", Side::Client, &by_path).unwrap_err();
+        assert!(err.0.contains("packages from node_modules are not supported yet"));
+        let err = resolve("app/client/b.js", "./nope", Side::Client, &by_path).unwrap_err();
+        assert!(err.0.contains("module './nope' not found"));
+    }
+}

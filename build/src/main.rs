@@ -1,0 +1,76 @@
+//! The `ssbuild` command line: `ssbuild pack [APP] [--out DIR] [--env ENV]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// SocketStream's offline compiler: packs an app into content-hashed, minified
+/// bundles and a manifest, ready for a CDN.
+#[derive(Parser)]
+#[command(name = "ssbuild", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pack an app into its output folder (dist/ by default).
+    Pack {
+        /// The app's root folder.
+        #[arg(default_value = ".")]
+        app: PathBuf,
+        /// The output folder [default: APP/dist].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The environment: development, staging, production, or any name [default: $SS_ENV, else development].
+        #[arg(long)]
+        env: Option<String>,
+        /// Compile every file again instead of reusing APP/.ssbuild-cache.
+        #[arg(long)]
+        no_cache: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Pack { app, out, env, no_cache } => {
+            let env = env.or_else(|| std::env::var("SS_ENV").ok().filter(|e| !e.is_empty())).unwrap_or_else(|| "development".into());
+            if !app.is_dir() {
+                eprintln!("error: {} is not a folder\n  help: run ssbuild pack in an app's root folder, or pass its path", app.display());
+                return ExitCode::from(2);
+            }
+            let options = ssbuild::PackOptions { app, out, env, cache: !no_cache };
+            match ssbuild::pack(&options) {
+                Ok(report) => {
+                    for w in &report.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    let what = if report.unchanged {
+                        "nothing changed".to_string()
+                    } else {
+                        format!("{} compiled, {} from cache", report.compiled, report.cached)
+                    };
+                    let sizes: Vec<String> = report.manifest.assets.values().filter(|f| !f.path.ends_with(".map")).map(|f| format!("{} ({} B)", f.path, f.size)).collect();
+                    println!(
+                        "packed {} for {} in {:.1} ms: {what}\n  {}",
+                        report.out.display(),
+                        report.manifest.env,
+                        report.elapsed.as_secs_f64() * 1000.0,
+                        sizes.join("\n  ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

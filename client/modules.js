@@ -1,0 +1,84 @@
+// SocketStream module loader: the first part of every packed bundle.
+//
+// ssbuild wraps each module of the app as
+//   __ss.d(id, { "./specifier": otherId, ... }, function (require, module, exports) { ... });
+// and ends the bundle with
+//   __ss.boot({ client: tree, shared: tree }, [ids to load at start], [module paths]);
+// where a tree's leaves are module ids. Modules run once, on first require,
+// with CommonJS semantics (a cycle sees the partial exports of the module that
+// is still loading). The trees become SS.client, SS.shared, ... : each leaf is
+// the exports of its module.
+var __ss = (function (global) {
+  'use strict';
+  var SS = global.SS || (global.SS = {});
+  var definitions = [];
+  var loaded = [];
+  var names = [];
+
+  function describe(id) {
+    return names[id] || 'module #' + id;
+  }
+
+  function load(id) {
+    var record = loaded[id];
+    if (record) return record.exports;
+    var definition = definitions[id];
+    if (!definition) throw new Error('SocketStream: ' + describe(id) + ' is not in this bundle');
+    var module = { id: id, exports: {} };
+    loaded[id] = module;
+    var deps = definition[0];
+    var require = function (specifier) {
+      var target = deps[specifier];
+      if (target === undefined) {
+        throw new Error("Cannot find module '" + specifier + "' from " + describe(id) +
+          ': only paths written as string literals are packed');
+      }
+      return load(target);
+    };
+    try {
+      definition[1].call(module.exports, require, module, module.exports);
+    } catch (error) {
+      loaded[id] = undefined;
+      throw error;
+    }
+    return module.exports;
+  }
+
+  function mount(target, tree) {
+    Object.keys(tree).forEach(function (key) {
+      var node = tree[key];
+      if (typeof node === 'number') {
+        Object.defineProperty(target, key, {
+          enumerable: true,
+          configurable: true,
+          get: function () { return load(node); }
+        });
+      } else {
+        mount(target[key] || (target[key] = {}), node);
+      }
+    });
+  }
+
+  return {
+    d: function (id, deps, body) {
+      definitions[id] = [deps, body];
+    },
+    load: load,
+    boot: function (trees, start, paths) {
+      names = paths || [];
+      Object.keys(trees).forEach(function (name) {
+        mount(SS[name] || (SS[name] = {}), trees[name]);
+      });
+      var failures = [];
+      start.forEach(function (id) {
+        try {
+          load(id);
+        } catch (error) {
+          failures.push(error);
+          if (global.console) global.console.error('SocketStream: ' + describe(id) + ' failed to load:', error);
+        }
+      });
+      return failures;
+    }
+  };
+})(typeof globalThis !== 'undefined' ? globalThis : this);

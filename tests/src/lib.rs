@@ -1,0 +1,96 @@
+//! Support for the cross-program tests: fixture apps copied to temporary
+//! folders, packed, and their bundles evaluated in Node.js.
+//!
+//! Tests that need an outside program (Node.js, npm packages) skip with a
+//! printed reason when it is missing, except under `CI`, where they fail.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
+}
+
+/// Copies `fixtures/apps/NAME` to a new temporary folder and returns it.
+pub fn fixture(name: &str) -> tempfile::TempDir {
+    let src = repo_root().join("fixtures/apps").join(name);
+    assert!(src.is_dir(), "no fixture app {}", src.display());
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    copy_tree(&src, dir.path());
+    dir
+}
+
+/// Copies every file below `from` into `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.expect("walk");
+        let rel = entry.path().strip_prefix(from).expect("below");
+        let target = to.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Writes a file (and its folders).
+pub fn write(root: &Path, rel: &str, text: impl AsRef<[u8]>) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+}
+
+/// True when a missing dependency must fail the test rather than skip it.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Whether `node` runs; prints why a test is skipped when it does not (and fails under CI).
+pub fn have_node() -> bool {
+    let ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(!in_ci(), "Node.js is required under CI to evaluate packed bundles");
+        eprintln!("skipped: Node.js is not installed, so packed bundles cannot be evaluated");
+    }
+    ok
+}
+
+/// An npm package from the repository's pinned dev dependencies (`npm ci` installs them).
+pub fn npm_package(name: &str) -> Option<PathBuf> {
+    let dir = repo_root().join("node_modules").join(name);
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(!in_ci(), "node_modules/{name} is missing under CI: run `npm ci` first");
+    eprintln!("skipped: node_modules/{name} is missing (run `npm ci`)");
+    None
+}
+
+/// Evaluates `script` in Node.js after running the bundle at `bundle` as a
+/// classic script in the global scope. `script` is the body of an async
+/// function; whatever it returns is printed as JSON and parsed here.
+pub fn eval_bundle(bundle: &Path, script: &str) -> serde_json::Value {
+    let program = format!(
+        "const fs = require('fs'); const vm = require('vm');\n\
+         vm.runInThisContext(fs.readFileSync({bundle:?}, 'utf8'), {{ filename: {bundle:?} }});\n\
+         (async () => {{ {script} }})().then(\n\
+           (v) => process.stdout.write(JSON.stringify(v === undefined ? null : v)),\n\
+           (e) => {{ console.error(e && e.stack || e); process.exit(3); }});\n",
+        bundle = bundle.display().to_string(),
+    );
+    let out = Command::new("node").arg("-e").arg(program).output().expect("node runs");
+    assert!(out.status.success(), "node failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON from node ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The path of the client bundle of a packed app.
+pub fn client_bundle(report: &ssbuild::PackReport) -> PathBuf {
+    report.out.join(&report.manifest.assets["app.js"].path)
+}
+
+/// The path of the server bundle of a packed app.
+pub fn server_bundle(report: &ssbuild::PackReport) -> PathBuf {
+    report.out.join(&report.manifest.server["server.js"].path)
+}
