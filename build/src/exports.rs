@@ -49,7 +49,11 @@ pub struct ExportProblem {
 
 /// Reads the exports of a parsed program.
 pub fn read_exports(program: &Program) -> (Exports, Vec<ExportProblem>) {
-    let mut reader = Reader { exports: Exports::default(), problems: Vec::new(), top: HashMap::new() };
+    let mut reader = Reader {
+        exports: Exports::default(),
+        problems: Vec::new(),
+        top: HashMap::new(),
+    };
     let items: Vec<&ModuleItem>;
     let stmts: Vec<&Stmt>;
     match program {
@@ -98,7 +102,8 @@ impl<'a> Reader<'a> {
         for decl in exported_decls.chain(plain_decls) {
             match decl {
                 Decl::Fn(f) => {
-                    self.top.insert(f.ident.sym.to_string(), TopBinding::Function);
+                    self.top
+                        .insert(f.ident.sym.to_string(), TopBinding::Function);
                 }
                 Decl::Var(v) => {
                     for d in &v.decls {
@@ -139,14 +144,24 @@ impl<'a> Reader<'a> {
                     self.add(name);
                 }
             }
-            ModuleDecl::ExportNamed(NamedExport { specifiers, type_only: false, .. }) => {
+            ModuleDecl::ExportNamed(NamedExport {
+                specifiers,
+                type_only: false,
+                ..
+            }) => {
                 for spec in specifiers {
                     match spec {
-                        ExportSpecifier::Named(ExportNamedSpecifier { orig, exported, is_type_only: false, .. }) => {
+                        ExportSpecifier::Named(ExportNamedSpecifier {
+                            orig,
+                            exported,
+                            is_type_only: false,
+                            ..
+                        }) => {
                             let name = export_name(exported.as_ref().unwrap_or(orig));
                             if name == "actions"
                                 && let ModuleExportName::Ident(local) = orig
-                                && let Some(TopBinding::Value(init)) = self.top.get(local.sym.as_str())
+                                && let Some(TopBinding::Value(init)) =
+                                    self.top.get(local.sym.as_str())
                             {
                                 let init: &'a Expr = init;
                                 self.set_actions(init);
@@ -165,8 +180,14 @@ impl<'a> Reader<'a> {
                 }
             }
             ModuleDecl::ExportDefaultExpr(_) => self.add("default"),
-            ModuleDecl::ExportAll(ExportAll { src, type_only: false, .. }) => {
-                self.exports.star_from.push(src.value.to_atom_lossy().to_string());
+            ModuleDecl::ExportAll(ExportAll {
+                src,
+                type_only: false,
+                ..
+            }) => {
+                self.exports
+                    .star_from
+                    .push(src.value.to_atom_lossy().to_string());
             }
             _ => {}
         }
@@ -217,7 +238,9 @@ impl<'a> Reader<'a> {
             return;
         }
         // module.exports = { a, b }
-        if is_ident(&target.obj, "module") && member_name(&target.prop).as_deref() == Some("exports") {
+        if is_ident(&target.obj, "module")
+            && member_name(&target.prop).as_deref() == Some("exports")
+        {
             if let Expr::Object(obj) = unparen(value) {
                 for prop in &obj.props {
                     if let Some((key, prop_value)) = prop_entry(prop) {
@@ -242,7 +265,10 @@ impl<'a> Reader<'a> {
             && let Some(name) = member_name(&target.prop)
         {
             let node = self.action_node(value);
-            self.exports.actions.get_or_insert_with(BTreeMap::new).insert(name, node);
+            self.exports
+                .actions
+                .get_or_insert_with(BTreeMap::new)
+                .insert(name, node);
         }
     }
 
@@ -291,7 +317,9 @@ impl<'a> Reader<'a> {
                         }
                         None => self.problems.push(ExportProblem {
                             span: prop.span(),
-                            message: "this entry of the actions object has no name ssbuild can read".into(),
+                            message:
+                                "this entry of the actions object has no name ssbuild can read"
+                                    .into(),
                             help: "use plain names for actions (no spread, no computed keys)",
                         }),
                     }
@@ -313,7 +341,9 @@ impl<'a> Reader<'a> {
 /// The key and (for key-value and shorthand entries) the value of an object entry.
 /// Methods and shorthands are `(key, None)`; spreads and computed keys are `None`.
 fn prop_entry(prop: &PropOrSpread) -> Option<(String, Option<&Expr>)> {
-    let PropOrSpread::Prop(prop) = prop else { return None };
+    let PropOrSpread::Prop(prop) = prop else {
+        return None;
+    };
     match &**prop {
         Prop::KeyValue(kv) => prop_name(&kv.key).map(|k| (k, Some(&*kv.value))),
         Prop::Method(m) => prop_name(&m.key).map(|k| (k, None)),
@@ -350,7 +380,9 @@ fn is_ident(e: &Expr, name: &str) -> bool {
 fn is_exports_object(e: &Expr) -> bool {
     match unparen(e) {
         Expr::Ident(id) => id.sym == "exports",
-        Expr::Member(m) => is_ident(&m.obj, "module") && member_name(&m.prop).as_deref() == Some("exports"),
+        Expr::Member(m) => {
+            is_ident(&m.obj, "module") && member_name(&m.prop).as_deref() == Some("exports")
+        }
         _ => false,
     }
 }
@@ -378,12 +410,18 @@ fn value_decl_names(decl: &Decl) -> Vec<String> {
     match decl {
         Decl::Fn(f) if !f.declare => vec![f.ident.sym.to_string()],
         Decl::Class(c) if !c.declare => vec![c.ident.sym.to_string()],
-        Decl::Var(v) if !v.declare => {
-            v.decls.iter().flat_map(|d| find_pat_ids::<_, Ident>(&d.name)).map(|id| id.sym.to_string()).collect()
-        }
-        Decl::Using(u) => {
-            u.decls.iter().flat_map(|d| find_pat_ids::<_, Ident>(&d.name)).map(|id| id.sym.to_string()).collect()
-        }
+        Decl::Var(v) if !v.declare => v
+            .decls
+            .iter()
+            .flat_map(|d| find_pat_ids::<_, Ident>(&d.name))
+            .map(|id| id.sym.to_string())
+            .collect(),
+        Decl::Using(u) => u
+            .decls
+            .iter()
+            .flat_map(|d| find_pat_ids::<_, Ident>(&d.name))
+            .map(|id| id.sym.to_string())
+            .collect(),
         Decl::TsEnum(e) if !e.declare => vec![e.id.sym.to_string()],
         Decl::TsModule(m) if !m.declare => match &m.id {
             TsModuleName::Ident(id) => vec![id.sym.to_string()],

@@ -45,7 +45,12 @@ pub struct PackOptions {
 impl PackOptions {
     /// Options for packing `app` in `env`, with the cache on.
     pub fn new(app: impl Into<PathBuf>, env: impl Into<String>) -> Self {
-        PackOptions { app: app.into(), out: None, env: env.into(), cache: true }
+        PackOptions {
+            app: app.into(),
+            out: None,
+            env: env.into(),
+            cache: true,
+        }
     }
 
     /// The output folder.
@@ -84,15 +89,33 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     let root = options.app.as_path();
     let out = options.out_dir();
     let config = config::load(disk, root, &options.env)?;
-    let code = CodeOptions { minify: config.minify, source_map: config.source_maps };
+    let code = CodeOptions {
+        minify: config.minify,
+        source_map: config.source_maps,
+    };
     let sources = discover::discover(disk, root)?;
-    let warnings: Vec<String> =
-        sources.ignored.iter().map(|p| format!("{p} is not a .js or .ts file, so it is not packed")).collect();
+    let warnings: Vec<String> = sources
+        .ignored
+        .iter()
+        .map(|p| format!("{p} is not a .js or .ts file, so it is not packed"))
+        .collect();
 
-    let mut cache = if options.cache { cache::Cache::open(root, &options.env) } else { cache::Cache::disabled() };
+    let mut cache = if options.cache {
+        cache::Cache::open(root, &options.env)
+    } else {
+        cache::Cache::disabled()
+    };
     let fingerprint = fingerprint(&sources.files, &config, &out);
     if let Some(manifest) = unchanged_output(&cache, &fingerprint, &out) {
-        return Ok(PackReport { manifest, out, compiled: 0, cached: sources.files.len(), unchanged: true, warnings, elapsed: started.elapsed() });
+        return Ok(PackReport {
+            manifest,
+            out,
+            compiled: 0,
+            cached: sources.files.len(),
+            unchanged: true,
+            warnings,
+            elapsed: started.elapsed(),
+        });
     }
     cache.load_entries();
 
@@ -103,11 +126,19 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         text: link::LOADER_SOURCE.to_string(),
         digest: Sha256::digest(link::LOADER_SOURCE).into(),
     };
-    let all: Vec<&Source> = sources.files.iter().chain(std::iter::once(&loader)).collect();
+    let all: Vec<&Source> = sources
+        .files
+        .iter()
+        .chain(std::iter::once(&loader))
+        .collect();
     let results: Vec<(String, bool, Result<Compiled, Vec<Diagnostic>>)> = all
         .par_iter()
         .map(|source| {
-            let what = if source.kind == Kind::LibClient { "script" } else { "module" };
+            let what = if source.kind == Kind::LibClient {
+                "script"
+            } else {
+                "module"
+            };
             let key = cache::Cache::key(what, &source.path, &source.digest, code);
             if let Some(hit) = cache.get(&key) {
                 return (key, false, Ok(hit.clone()));
@@ -127,7 +158,11 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     for (key, is_fresh, result) in results {
         match result {
             Ok(c) => {
-                if is_fresh { fresh += 1 } else { cached += 1 }
+                if is_fresh {
+                    fresh += 1
+                } else {
+                    cached += 1
+                }
                 compiled.push(c.clone());
                 cache.keep(key, c, is_fresh);
             }
@@ -138,29 +173,68 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         return Err(PackError::Invalid(problems));
     }
     let loader = compiled.pop().expect("the loader was compiled last");
-    let linked = link::link(&sources.files, &compiled, &loader, &config).map_err(PackError::Invalid)?;
-    let link::Linked { client, server: server_bundle, trees, modules, lib_server } = linked;
+    let linked =
+        link::link(&sources.files, &compiled, &loader, &config).map_err(PackError::Invalid)?;
+    let link::Linked {
+        client,
+        server: server_bundle,
+        trees,
+        modules,
+        lib_server,
+    } = linked;
 
     // Name, describe and write.
     let mut files = BTreeMap::new();
     let mut assets = BTreeMap::new();
     let bundles = [
-        emit::Output { name: "app.js".into(), folder: "assets", bytes: client.code.into_bytes(), map: client.map.map(String::into_bytes) },
-        emit::Output { name: "server.js".into(), folder: "server", bytes: server_bundle.code.into_bytes(), map: server_bundle.map.map(String::into_bytes) },
+        emit::Output {
+            name: "app.js".into(),
+            folder: "assets",
+            bytes: client.code.into_bytes(),
+            map: client.map.map(String::into_bytes),
+        },
+        emit::Output {
+            name: "server.js".into(),
+            folder: "server",
+            bytes: server_bundle.code.into_bytes(),
+            map: server_bundle.map.map(String::into_bytes),
+        },
     ];
     let mut server = Vec::new();
     for bundle in bundles {
         let is_server = bundle.folder == "server";
         for (name, entry, bytes) in emit::hashed(bundle) {
             files.insert(entry.path.clone(), bytes);
-            if is_server { server.push((name, entry)) } else { assets.insert(name, entry); }
+            if is_server {
+                server.push((name, entry))
+            } else {
+                assets.insert(name, entry);
+            }
         }
     }
-    let manifest = Manifest::new(&config.env, assets, server.into_iter().collect(), trees, modules, lib_server);
+    let manifest = Manifest::new(
+        &config.env,
+        assets,
+        server.into_iter().collect(),
+        trees,
+        modules,
+        lib_server,
+    );
     let manifest_bytes = manifest.to_json();
     emit::write_atomically(&out, &files, &manifest_bytes)?;
-    cache.save(&cache::State { fingerprint, manifest_sha256: hex::encode(Sha256::digest(&manifest_bytes)) });
-    Ok(PackReport { manifest, out, compiled: fresh, cached, unchanged: false, warnings, elapsed: started.elapsed() })
+    cache.save(&cache::State {
+        fingerprint,
+        manifest_sha256: hex::encode(Sha256::digest(&manifest_bytes)),
+    });
+    Ok(PackReport {
+        manifest,
+        out,
+        compiled: fresh,
+        cached,
+        unchanged: false,
+        warnings,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// A digest of everything a pack's output depends on.
@@ -188,6 +262,8 @@ fn unchanged_output(cache: &cache::Cache, fingerprint: &str, out: &Path) -> Opti
         return None;
     }
     let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;
-    let complete = manifest.files().all(|f| std::fs::metadata(out.join(&f.path)).is_ok_and(|m| m.len() == f.size));
+    let complete = manifest
+        .files()
+        .all(|f| std::fs::metadata(out.join(&f.path)).is_ok_and(|m| m.len() == f.size));
     complete.then_some(manifest)
 }

@@ -39,13 +39,28 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Pack { app, out, env, no_cache } => {
-            let env = env.or_else(|| std::env::var("SS_ENV").ok().filter(|e| !e.is_empty())).unwrap_or_else(|| "development".into());
+        Command::Pack {
+            app,
+            out,
+            env,
+            no_cache,
+        } => {
+            let env = env
+                .or_else(|| std::env::var("SS_ENV").ok().filter(|e| !e.is_empty()))
+                .unwrap_or_else(|| "development".into());
             if !app.is_dir() {
-                eprintln!("error: {} is not a folder\n  help: run ssbuild pack in an app's root folder, or pass its path", app.display());
+                eprintln!(
+                    "error: {} is not a folder\n  help: run ssbuild pack in an app's root folder, or pass its path",
+                    app.display()
+                );
                 return ExitCode::from(2);
             }
-            let options = ssbuild::PackOptions { app, out, env, cache: !no_cache };
+            let options = ssbuild::PackOptions {
+                app,
+                out,
+                env,
+                cache: !no_cache,
+            };
             match ssbuild::pack(&options) {
                 Ok(report) => {
                     for w in &report.warnings {
@@ -56,7 +71,13 @@ fn main() -> ExitCode {
                     } else {
                         format!("{} compiled, {} from cache", report.compiled, report.cached)
                     };
-                    let sizes: Vec<String> = report.manifest.assets.values().filter(|f| !f.path.ends_with(".map")).map(|f| format!("{} ({} B)", f.path, f.size)).collect();
+                    let sizes: Vec<String> = report
+                        .manifest
+                        .assets
+                        .values()
+                        .filter(|f| !f.path.ends_with(".map"))
+                        .map(|f| format!("{} ({} B)", f.path, f.size))
+                        .collect();
                     println!(
                         "packed {} for {} in {:.1} ms: {what}\n  {}",
                         report.out.display(),

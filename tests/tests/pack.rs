@@ -1,0 +1,310 @@
+//! Packing fixture apps: API trees, privacy, lib ordering, determinism,
+//! atomicity, the cache, and packed bundles evaluated in Node.js.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::json;
+use ss_tests::{client_bundle, eval_bundle, fixture, have_node, server_bundle, write};
+use ssbuild::{PackOptions, PackReport, pack};
+
+fn pack_env(app: &Path, env: &str) -> PackReport {
+    let mut options = PackOptions::new(app, env);
+    options.cache = false;
+    pack(&options).unwrap_or_else(|e| panic!("pack failed:\n{e}"))
+}
+
+fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            (
+                e.path().strip_prefix(dir).unwrap().display().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn trees_hold_exported_names_only() {
+    let app = fixture("basic");
+    let report = pack_env(app.path(), "production");
+    let m = &report.manifest;
+    let trees = serde_json::to_value(&m.trees).unwrap();
+    assert_eq!(
+        trees["client"],
+        json!({"app": "app/client/app.js", "cycle": {"a": "app/client/cycle/a.js", "b": "app/client/cycle/b.js"},
+               "nav": {"deep": {"item": "app/client/nav/deep/item.js"}, "menu": "app/client/nav/menu.ts"}})
+    );
+    assert_eq!(
+        trees["shared"],
+        json!({"format": "app/shared/format.ts", "math": "app/shared/math.js"})
+    );
+    assert_eq!(
+        trees["server"],
+        json!({"admin": {"users": "app/server/admin/users.ts"}, "app": "app/server/app.js"})
+    );
+
+    let exports = |p: &str| m.modules[p].exports.iter().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        exports("app/client/app.js"),
+        ["init", "squareLocally", "timesStarted", "usesSecret"]
+    );
+    assert_eq!(
+        exports("app/client/nav/menu.ts"),
+        ["firstItem", "size", "titles"]
+    );
+    assert_eq!(
+        exports("app/shared/math.js"),
+        ["answer", "circumference", "square"]
+    );
+    let all: String = serde_json::to_string(&m.modules).unwrap();
+    for private in [
+        "secretHelper",
+        "privateCount",
+        "notShared",
+        "privateToTheServer",
+        "_skipped",
+        "entries",
+    ] {
+        assert!(!all.contains(private), "{private} leaked into the manifest");
+    }
+
+    let actions = serde_json::to_value(&m.modules["app/server/app.js"].actions).unwrap();
+    assert_eq!(
+        actions,
+        json!({"checkAuth": true, "nested": {"ping": true}, "square": true, "squareLater": true})
+    );
+    assert!(m.modules["app/server/admin/users.ts"].authenticate);
+    assert!(!m.modules["app/server/app.js"].authenticate);
+    assert_eq!(m.lib_server.keys().collect::<Vec<_>>(), ["custom_auth"]);
+    assert_eq!(
+        m.modules["app/shared/math.js"].bundles,
+        ["client", "server"]
+    );
+}
+
+#[test]
+fn server_code_is_never_in_public_assets() {
+    let app = fixture("basic");
+    let report = pack_env(app.path(), "production");
+    for asset in report.manifest.assets.values() {
+        assert!(asset.path.starts_with("assets/"), "{}", asset.path);
+        let text = std::fs::read_to_string(report.out.join(&asset.path)).unwrap();
+        assert!(
+            !text.contains("squareLater") && !text.contains("custom_auth"),
+            "server code in {}",
+            asset.path
+        );
+    }
+    let server = std::fs::read_to_string(server_bundle(&report)).unwrap();
+    assert!(server.contains("squareLater"));
+}
+
+#[test]
+fn lib_scripts_load_in_numeric_order_and_min_files_pass_through() {
+    let app = fixture("basic");
+    let report = pack_env(app.path(), "production");
+    let bundle = std::fs::read_to_string(client_bundle(&report)).unwrap();
+    let min = std::fs::read_to_string(app.path().join("lib/client/3.vendor.min.js")).unwrap();
+    assert!(
+        bundle.contains(&min),
+        "the .min file is not byte-for-byte in the bundle"
+    );
+    assert!(
+        !bundle.contains("Loaded first"),
+        "lib/client/2.first.js was not minified"
+    );
+    let (first, vendor, second) = (
+        bundle.find("\"first\"").unwrap(),
+        bundle.find("'vendor-min'").unwrap(),
+        bundle.find("\"second\"").unwrap(),
+    );
+    assert!(first < vendor && vendor < second);
+}
+
+fn check_client_bundle(report: &PackReport) {
+    let result = eval_bundle(
+        &client_bundle(report),
+        "return {
+            lib: libOrder,
+            square: SS.client.app.squareLocally(7),
+            secret: SS.client.app.usesSecret(),
+            privateHidden: typeof SS.client.app.secretHelper,
+            skipped: typeof SS.client._skipped,
+            titles: SS.client.nav.menu.titles(),
+            size: SS.client.nav.menu.size(),
+            first: SS.client.nav.menu.firstItem(),
+            made: SS.client.nav.deep.item.default('x').describe(),
+            cycle: SS.client.cycle.a.fromB,
+            circle: SS.shared.math.circumference(1),
+            answer: SS.shared.math.answer(),
+            label: SS.shared.format.labelFor('Mixed', 'lower'),
+            server: typeof SS.server,
+        };",
+    );
+    assert_eq!(
+        result,
+        json!({
+            "lib": ["first", "vendor-min", "second"], "square": 49, "secret": 6, "privateHidden": "undefined",
+            "skipped": "undefined", "titles": ["HOME", "PRODUCTS"], "size": 2, "first": "item:home", "made": "item:x",
+            "cycle": {"loadedBeforeB": true, "done": false}, "circle": std::f64::consts::TAU, "answer": 42,
+            "label": "mixed", "server": "undefined"
+        })
+    );
+}
+
+#[test]
+fn production_client_bundle_runs() {
+    if !have_node() {
+        return;
+    }
+    let app = fixture("basic");
+    check_client_bundle(&pack_env(app.path(), "production"));
+}
+
+#[test]
+fn development_client_bundle_runs_and_has_a_source_map() {
+    if !have_node() {
+        return;
+    }
+    let app = fixture("basic");
+    let report = pack_env(app.path(), "development");
+    check_client_bundle(&report);
+    let map_entry = &report.manifest.assets["app.js.map"];
+    let map: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.out.join(&map_entry.path)).unwrap()).unwrap();
+    let sources: Vec<String> = map["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["map"]["sources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+        })
+        .collect();
+    assert!(
+        sources.contains(&"app/client/nav/menu.ts".to_string()),
+        "{sources:?}"
+    );
+    let bundle = std::fs::read_to_string(client_bundle(&report)).unwrap();
+    assert!(bundle.ends_with(&format!(
+        "//# sourceMappingURL={}\n",
+        map_entry.path.trim_start_matches("assets/")
+    )));
+}
+
+#[test]
+fn server_bundle_runs_actions_with_shared_and_lib_server_modules() {
+    if !have_node() {
+        return;
+    }
+    let app = fixture("basic");
+    let report = pack_env(app.path(), "production");
+    let m = &report.manifest;
+    let app_id = m.modules["app/server/app.js"].server_id.unwrap();
+    let users_id = m.modules["app/server/admin/users.ts"].server_id.unwrap();
+    let auth_id = m.lib_server["custom_auth"];
+    let result = eval_bundle(
+        &server_bundle(&report),
+        &format!(
+            "const app = __ss.load({app_id}).actions;
+             let viaCallback; app.square(6, (v) => {{ viaCallback = v; }});
+             const auth = __ss.load({auth_id});
+             let authed; auth.authenticate({{ user: 'admin', password: 'secret' }}, (r) => {{ authed = r; }});
+             return {{
+               viaCallback, later: await app.squareLater(9), ping: app.nested.ping(),
+               check: app.checkAuth('admin', 'secret'), authed,
+               users: __ss.load({users_id}).actions.list(), shared: SS.shared.math.square(4), client: typeof SS.client,
+             }};"
+        ),
+    );
+    assert_eq!(
+        result,
+        json!({"viaCallback": 36, "later": 81, "ping": "pong", "check": true, "authed": {"success": true, "user_id": "admin"},
+               "users": [], "shared": 16, "client": "undefined"})
+    );
+}
+
+#[test]
+fn output_is_byte_identical_whatever_the_order_on_disk() {
+    let first = fixture("basic");
+    // A second copy written in reverse order, so directory listings differ.
+    let second = tempfile::tempdir().unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = files_of(first.path()).into_iter().collect();
+    files.reverse();
+    for (rel, bytes) in &files {
+        write(second.path(), rel, bytes);
+    }
+    for env in ["production", "development"] {
+        let a = pack_env(first.path(), env);
+        let b = pack_env(second.path(), env);
+        assert_eq!(files_of(&a.out), files_of(&b.out), "{env} output differs");
+    }
+}
+
+#[test]
+fn a_failed_pack_leaves_the_previous_output_untouched() {
+    let app = fixture("basic");
+    let good = pack_env(app.path(), "production");
+    let before = files_of(&good.out);
+    write(app.path(), "app/client/nav/broken.js", "export function (");
+    let mut options = PackOptions::new(app.path(), "production");
+    options.cache = false;
+    let err = pack(&options).unwrap_err();
+    assert!(
+        err.to_string().contains("app/client/nav/broken.js:1:"),
+        "{err}"
+    );
+    assert_eq!(files_of(&good.out), before);
+    let siblings: Vec<String> = std::fs::read_dir(app.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !siblings.iter().any(|n| n.starts_with(".dist")),
+        "temporary folders left: {siblings:?}"
+    );
+}
+
+#[test]
+fn the_cache_skips_unchanged_work() {
+    let app = fixture("basic");
+    let options = PackOptions::new(app.path(), "production");
+    let cold = pack(&options).unwrap();
+    assert_eq!(
+        (cold.compiled, cold.unchanged),
+        (14, false),
+        "13 files and the loader"
+    );
+    let again = pack(&options).unwrap();
+    assert!(again.unchanged);
+    assert_eq!(again.manifest, cold.manifest);
+
+    write(
+        app.path(),
+        "app/shared/math.js",
+        "export const square = (n) => n * n * 1;\nexport const circumference = (r) => 2 * Math.PI * r;\nexport const answer = () => 42;\n",
+    );
+    let edited = pack(&options).unwrap();
+    assert_eq!(
+        (edited.compiled, edited.cached, edited.unchanged),
+        (1, 13, false)
+    );
+    assert_ne!(
+        edited.manifest.assets["app.js"].path,
+        cold.manifest.assets["app.js"].path
+    );
+
+    // Deleting an output file makes the next pack write it again.
+    std::fs::remove_file(client_bundle(&edited)).unwrap();
+    let repaired = pack(&options).unwrap();
+    assert!(!repaired.unchanged);
+    assert!(client_bundle(&repaired).is_file());
+}
