@@ -101,47 +101,38 @@ pub fn link(
     check_app_init(sources, compiled, &by_path, &mut problems);
 
     // Bundles: which sources each holds, in load order.
-    let client_members: Vec<usize> = members(sources, &[Kind::Client, Kind::Shared]);
-    let server_members: Vec<usize> =
-        members(sources, &[Kind::Server, Kind::LibServer, Kind::Shared]);
-    let client_deps = resolve_all(
+    let client = plan(
         sources,
         compiled,
-        &client_members,
+        &[Kind::Client, Kind::Shared],
         Side::Client,
         &by_path,
+        config,
         &mut problems,
     );
-    let server_deps = resolve_all(
+    let server = plan(
         sources,
         compiled,
-        &server_members,
+        &[Kind::Server, Kind::LibServer, Kind::Shared],
         Side::Server,
         &by_path,
+        config,
         &mut problems,
     );
     if !problems.is_empty() {
         return Err(problems);
     }
+    let (client_members, client_ids, client_deps) = (client.members, client.ids, client.deps);
+    let (server_members, server_ids, server_deps) = (server.members, server.ids, server.deps);
 
     let exports = follow_star_exports(sources, compiled, &by_path);
-    let client_ids: HashMap<usize, usize> = client_members
-        .iter()
-        .enumerate()
-        .map(|(id, &s)| (s, id))
-        .collect();
-    let server_ids: HashMap<usize, usize> = server_members
-        .iter()
-        .enumerate()
-        .map(|(id, &s)| (s, id))
-        .collect();
 
     let mut modules = BTreeMap::new();
     for (i, source) in sources.iter().enumerate() {
-        if source.kind == Kind::LibClient {
+        let (client_id, server_id) = (client_ids.get(&i).copied(), server_ids.get(&i).copied());
+        if client_id.is_none() && server_id.is_none() {
             continue;
         }
-        let (client_id, server_id) = (client_ids.get(&i).copied(), server_ids.get(&i).copied());
         let bundles = [("client", client_id), ("server", server_id)]
             .iter()
             .filter(|(_, id)| id.is_some())
@@ -184,13 +175,7 @@ pub fn link(
     }
     client.push_script(loader);
     client.push_raw("\n");
-    write_modules(
-        &mut client,
-        sources,
-        compiled,
-        &client_members,
-        &client_deps,
-    );
+    write_modules(&mut client, compiled, &client_members, &client_deps);
     let client_trees = [("client", &trees["client"]), ("shared", &trees["shared"])];
     let start: Vec<usize> = client_members
         .iter()
@@ -208,13 +193,7 @@ pub fn link(
     let mut server = Writer::new(config.source_maps);
     server.push_script(loader);
     server.push_raw("\n");
-    write_modules(
-        &mut server,
-        sources,
-        compiled,
-        &server_members,
-        &server_deps,
-    );
+    write_modules(&mut server, compiled, &server_members, &server_deps);
     let start: Vec<usize> = server_members
         .iter()
         .filter(|&&s| tree_member(&trees, &sources[s], config))
@@ -295,50 +274,101 @@ enum Side {
     Server,
 }
 
-/// For each member (in order): specifier -> member index in the bundle.
-fn resolve_all(
+/// The modules of one bundle, in load order, with their ids and resolved requires.
+struct Plan {
+    /// Source indexes, in load order; a module's id is its position here.
+    members: Vec<usize>,
+    /// Source index -> id.
+    ids: HashMap<usize, usize>,
+    /// For each member: specifier -> id.
+    deps: Vec<BTreeMap<String, usize>>,
+}
+
+/// Resolves the requires of the sources of `kinds`, then keeps the modules
+/// that can run: every module outside the private folders, and the private
+/// modules they require (directly or not).
+fn plan(
     sources: &[Source],
     compiled: &[Compiled],
-    members: &[usize],
+    kinds: &[Kind],
+    side: Side,
+    by_path: &HashMap<&str, usize>,
+    config: &BuildConfig,
+    problems: &mut Vec<Diagnostic>,
+) -> Plan {
+    let candidates = members(sources, kinds);
+    let in_bundle: BTreeSet<usize> = candidates.iter().copied().collect();
+    let resolved: HashMap<usize, BTreeMap<String, usize>> = candidates
+        .iter()
+        .map(|&m| {
+            (
+                m,
+                resolve_requires(sources, compiled, m, &in_bundle, side, by_path, problems),
+            )
+        })
+        .collect();
+
+    let mut reachable: BTreeSet<usize> = BTreeSet::new();
+    let mut queue: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&m| !is_private(&sources[m].path, &config.private_folders))
+        .collect();
+    while let Some(m) = queue.pop() {
+        if reachable.insert(m) {
+            queue.extend(resolved[&m].values().copied());
+        }
+    }
+    let members: Vec<usize> = candidates
+        .into_iter()
+        .filter(|m| reachable.contains(m))
+        .collect();
+    let ids: HashMap<usize, usize> = members.iter().enumerate().map(|(id, &s)| (s, id)).collect();
+    let deps = members
+        .iter()
+        .map(|m| {
+            resolved[m]
+                .iter()
+                .map(|(spec, target)| (spec.clone(), ids[target]))
+                .collect()
+        })
+        .collect();
+    Plan { members, ids, deps }
+}
+
+/// One module's requires: specifier -> source index of a module in the same bundle.
+fn resolve_requires(
+    sources: &[Source],
+    compiled: &[Compiled],
+    m: usize,
+    in_bundle: &BTreeSet<usize>,
     side: Side,
     by_path: &HashMap<&str, usize>,
     problems: &mut Vec<Diagnostic>,
-) -> Vec<BTreeMap<String, usize>> {
-    let in_bundle: HashMap<usize, usize> =
-        members.iter().enumerate().map(|(id, &s)| (s, id)).collect();
-    let mut out = Vec::with_capacity(members.len());
-    for &m in members {
-        let source = &sources[m];
-        let mut deps = BTreeMap::new();
-        for req in &compiled[m].requires {
-            let found = resolve(&source.path, &req.specifier, side, by_path);
-            let problem = match found {
-                Ok(target) => match in_bundle.get(&target) {
-                    Some(&id) => {
-                        deps.insert(req.specifier.clone(), id);
-                        continue;
-                    }
-                    None => wrong_side(&sources[target], side),
-                },
-                Err(p) => p,
-            };
-            // Shared modules are linked into both bundles: report each problem once.
-            if side == Side::Server
-                && source.kind == Kind::Shared
-                && problem.0.contains("not found")
-            {
+) -> BTreeMap<String, usize> {
+    let source = &sources[m];
+    let mut deps = BTreeMap::new();
+    for req in &compiled[m].requires {
+        let problem = match resolve(&source.path, &req.specifier, side, by_path) {
+            Ok(target) if in_bundle.contains(&target) => {
+                deps.insert(req.specifier.clone(), target);
                 continue;
             }
-            let (message, help) = problem;
-            let d = match req.position {
-                Some((line, col)) => Diagnostic::at(&source.path, &source.text, line, col, message),
-                None => Diagnostic::file(&source.path, message),
-            };
-            problems.push(d.with_help(help));
+            Ok(target) => wrong_side(&sources[target], side),
+            Err(p) => p,
+        };
+        // Shared modules are linked into both bundles: report each problem once.
+        if side == Side::Server && source.kind == Kind::Shared && problem.0.contains("not found") {
+            continue;
         }
-        out.push(deps);
+        let (message, help) = problem;
+        let d = match req.position {
+            Some((line, col)) => Diagnostic::at(&source.path, &source.text, line, col, message),
+            None => Diagnostic::file(&source.path, message),
+        };
+        problems.push(d.with_help(help));
     }
-    out
+    deps
 }
 
 fn wrong_side(target: &Source, side: Side) -> (String, String) {
@@ -514,7 +544,6 @@ fn lib_server_name(source: &Source) -> String {
 
 fn write_modules(
     w: &mut Writer,
-    sources: &[Source],
     compiled: &[Compiled],
     members: &[usize],
     deps: &[BTreeMap<String, usize>],
@@ -525,7 +554,6 @@ fn write_modules(
             "__ss.d({id},{deps},function(require,module,exports){{\n"
         ));
         w.push_module(&compiled[s]);
-        let _ = &sources[s];
         w.push_raw("\n});\n");
     }
 }

@@ -1,0 +1,279 @@
+//! Packing benchmark: three.js (npm `three`, pinned in package.json) packed by
+//! `ssbuild pack` and minified or bundled by esbuild, alternating runs of each.
+//!
+//! - three.core.js (one 1.47 MB ES module) as `app/client/three.js`, against
+//!   `esbuild three.core.js --minify`;
+//! - the same with nothing changed (the persistent cache), against the same esbuild run;
+//! - three's src/ folder (about 750 ES modules) under `app/client/three/`, against
+//!   `esbuild src/Three.js --bundle --minify`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// The repository root (bench/ sits in it).
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is in the repository")
+        .to_path_buf()
+}
+
+/// The ssbuild binary built beside this one.
+fn ssbuild() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("no parent folder")?.join("ssbuild");
+    if !path.is_file() {
+        bail!(
+            "{} is missing: run `cargo build --release -p ssbuild` first",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// esbuild's native binary from node_modules (not the Node.js wrapper, whose start-up would count against it).
+fn esbuild() -> anyhow::Result<PathBuf> {
+    let scope = repo().join("node_modules/@esbuild");
+    for entry in std::fs::read_dir(&scope)
+        .with_context(|| format!("{} is missing: run `npm ci`", scope.display()))?
+    {
+        let bin = entry?.path().join("bin/esbuild");
+        if bin.is_file() {
+            return Ok(bin);
+        }
+    }
+    bail!("no esbuild binary under {}", scope.display())
+}
+
+fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let out = cmd.output()?;
+    let elapsed = started.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{:?} failed:\n{}{}",
+            cmd,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(elapsed)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn gzip_len(bytes: &[u8]) -> anyhow::Result<usize> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes)?;
+    Ok(enc.finish()?.len())
+}
+
+fn client_bundle(dist: &Path) -> anyhow::Result<Vec<u8>> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dist.join("manifest.json"))?)?;
+    let path = manifest["assets"]["app.js"]["path"]
+        .as_str()
+        .context("no app.js in the manifest")?;
+    Ok(std::fs::read(dist.join(path))?)
+}
+
+fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+    for entry in walk(from)? {
+        let rel = entry.strip_prefix(from)?;
+        let target = to.join(rel);
+        std::fs::create_dir_all(target.parent().context("a parent")?)?;
+        std::fs::copy(&entry, &target)?;
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?)
+        } else {
+            out.push(path)
+        }
+    }
+    Ok(out)
+}
+
+struct Row {
+    name: &'static str,
+    ours: Duration,
+    theirs: Duration,
+    ours_bytes: Option<(usize, usize)>,
+    theirs_bytes: Option<(usize, usize)>,
+}
+
+/// Runs the packing benchmark and prints a Markdown report.
+pub fn run(runs: usize) -> anyhow::Result<()> {
+    let ssbuild = ssbuild()?;
+    let esbuild = esbuild()?;
+    let three = repo().join("node_modules/three");
+    if !three.is_dir() {
+        bail!("node_modules/three is missing: run `npm ci`");
+    }
+    let work = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+
+    // 1. three.core.js as one module.
+    let app = work.path().join("core");
+    std::fs::create_dir_all(app.join("app/client"))?;
+    std::fs::write(
+        app.join("app/client/app.js"),
+        "exports.init = function () {};\n",
+    )?;
+    std::fs::copy(
+        three.join("build/three.core.js"),
+        app.join("app/client/three.js"),
+    )?;
+    let es_out = work.path().join("esbuild-core.js");
+    let pack_cold = || {
+        Command::new(&ssbuild)
+            .args(["pack", "--env", "production", "--no-cache"])
+            .arg(&app)
+            .output()
+    };
+    let es_core = || {
+        let mut c = Command::new(&esbuild);
+        c.arg(three.join("build/three.core.js"))
+            .arg("--minify")
+            .arg(format!("--outfile={}", es_out.display()))
+            .arg("--log-level=warning");
+        c
+    };
+    pack_cold()?; // warm the file system cache for both
+    time(&mut es_core())?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        ours.push(time(
+            Command::new(&ssbuild)
+                .args(["pack", "--env", "production", "--no-cache"])
+                .arg(&app),
+        )?);
+        theirs.push(time(&mut es_core())?);
+    }
+    let bundle = client_bundle(&app.join("dist"))?;
+    let es_bytes = std::fs::read(&es_out)?;
+    rows.push(Row {
+        name: "three.core.js, cold pack vs `esbuild --minify`",
+        ours: median(ours),
+        theirs: median(theirs.clone()),
+        ours_bytes: Some((bundle.len(), gzip_len(&bundle)?)),
+        theirs_bytes: Some((es_bytes.len(), gzip_len(&es_bytes)?)),
+    });
+
+    // 2. Nothing changed: the cache answers.
+    time(
+        Command::new(&ssbuild)
+            .args(["pack", "--env", "production"])
+            .arg(&app),
+    )?;
+    let mut warm = Vec::new();
+    for _ in 0..runs {
+        warm.push(time(
+            Command::new(&ssbuild)
+                .args(["pack", "--env", "production"])
+                .arg(&app),
+        )?);
+    }
+    rows.push(Row {
+        name: "three.core.js, pack with nothing changed",
+        ours: median(warm),
+        theirs: median(theirs),
+        ours_bytes: None,
+        theirs_bytes: None,
+    });
+
+    // 3. three's src/ folder of ES modules.
+    let app = work.path().join("src");
+    std::fs::create_dir_all(app.join("app/client"))?;
+    std::fs::create_dir_all(app.join("config"))?;
+    std::fs::write(
+        app.join("app/client/app.js"),
+        "import * as THREE from './three/Three.js';\nexport function init() {}\nexport const three = () => THREE;\n",
+    )?;
+    std::fs::write(
+        app.join("config/app.toml"),
+        "[build]\nprivate_folders = [\"app/client/three\"]\n",
+    )?;
+    copy_tree(&three.join("src"), &app.join("app/client/three"))?;
+    let es_out = work.path().join("esbuild-src.js");
+    let es_src = || {
+        let mut c = Command::new(&esbuild);
+        c.arg(three.join("src/Three.js"))
+            .args([
+                "--bundle",
+                "--minify",
+                "--format=iife",
+                "--global-name=THREE",
+            ])
+            .arg(format!("--outfile={}", es_out.display()))
+            .arg("--log-level=warning");
+        c
+    };
+    time(
+        Command::new(&ssbuild)
+            .args(["pack", "--env", "production", "--no-cache"])
+            .arg(&app),
+    )?;
+    time(&mut es_src())?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        ours.push(time(
+            Command::new(&ssbuild)
+                .args(["pack", "--env", "production", "--no-cache"])
+                .arg(&app),
+        )?);
+        theirs.push(time(&mut es_src())?);
+    }
+    let bundle = client_bundle(&app.join("dist"))?;
+    let es_bytes = std::fs::read(&es_out)?;
+    rows.push(Row {
+        name: "three src/ (757 modules), cold pack vs `esbuild --bundle --minify`",
+        ours: median(ours),
+        theirs: median(theirs),
+        ours_bytes: Some((bundle.len(), gzip_len(&bundle)?)),
+        theirs_bytes: Some((es_bytes.len(), gzip_len(&es_bytes)?)),
+    });
+
+    let es_version = String::from_utf8(Command::new(&esbuild).arg("--version").output()?.stdout)?;
+    println!(
+        "Packing, median of {runs} alternating runs; esbuild {}; gzip at level 9.\n",
+        es_version.trim()
+    );
+    println!(
+        "| input | ssbuild | esbuild | time ratio | ssbuild bytes (gzip) | esbuild bytes (gzip) | gzip ratio |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let bytes = |b: Option<(usize, usize)>| {
+            b.map(|(raw, gz)| format!("{raw} ({gz})"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let gz_ratio = match (r.ours_bytes, r.theirs_bytes) {
+            (Some((_, a)), Some((_, b))) => format!("{:.3}", a as f64 / b as f64),
+            _ => "-".into(),
+        };
+        println!(
+            "| {} | {:.1} ms | {:.1} ms | {:.2}x | {} | {} | {gz_ratio} |",
+            r.name,
+            r.ours.as_secs_f64() * 1000.0,
+            r.theirs.as_secs_f64() * 1000.0,
+            r.ours.as_secs_f64() / r.theirs.as_secs_f64(),
+            bytes(r.ours_bytes),
+            bytes(r.theirs_bytes),
+        );
+    }
+    Ok(())
+}
