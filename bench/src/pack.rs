@@ -16,10 +16,7 @@ use anyhow::{Context, bail};
 
 /// The repository root (bench/ sits in it).
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("bench/ is in the repository")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ is in the repository").to_path_buf()
 }
 
 /// The ssbuild binary built beside this one.
@@ -27,10 +24,7 @@ fn ssbuild() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.parent().context("no parent folder")?.join("ssbuild");
     if !path.is_file() {
-        bail!(
-            "{} is missing: run `cargo build --release -p ssbuild` first",
-            path.display()
-        );
+        bail!("{} is missing: run `cargo build --release -p ssbuild` first", path.display());
     }
     Ok(path)
 }
@@ -38,9 +32,7 @@ fn ssbuild() -> anyhow::Result<PathBuf> {
 /// esbuild's native binary from node_modules (not the Node.js wrapper, whose start-up would count against it).
 fn esbuild() -> anyhow::Result<PathBuf> {
     let scope = repo().join("node_modules/@esbuild");
-    for entry in std::fs::read_dir(&scope)
-        .with_context(|| format!("{} is missing: run `npm ci`", scope.display()))?
-    {
+    for entry in std::fs::read_dir(&scope).with_context(|| format!("{} is missing: run `npm ci`", scope.display()))? {
         let bin = entry?.path().join("bin/esbuild");
         if bin.is_file() {
             return Ok(bin);
@@ -54,12 +46,7 @@ fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
     let out = cmd.output()?;
     let elapsed = started.elapsed();
     if !out.status.success() {
-        bail!(
-            "{:?} failed:\n{}{}",
-            cmd,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{:?} failed:\n{}{}", cmd, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     }
     Ok(elapsed)
 }
@@ -76,11 +63,8 @@ fn gzip_len(bytes: &[u8]) -> anyhow::Result<usize> {
 }
 
 fn client_bundle(dist: &Path) -> anyhow::Result<Vec<u8>> {
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dist.join("manifest.json"))?)?;
-    let path = manifest["assets"]["app.js"]["path"]
-        .as_str()
-        .context("no app.js in the manifest")?;
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dist.join("manifest.json"))?)?;
+    let path = manifest["assets"]["app.js"]["path"].as_str().context("no app.js in the manifest")?;
     Ok(std::fs::read(dist.join(path))?)
 }
 
@@ -98,11 +82,7 @@ fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.is_dir() {
-            out.extend(walk(&path)?)
-        } else {
-            out.push(path)
-        }
+        if path.is_dir() { out.extend(walk(&path)?) } else { out.push(path) }
     }
     Ok(out)
 }
@@ -129,21 +109,10 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     // 1. three.core.js as one module.
     let app = work.path().join("core");
     std::fs::create_dir_all(app.join("app/client"))?;
-    std::fs::write(
-        app.join("app/client/app.js"),
-        "exports.init = function () {};\n",
-    )?;
-    std::fs::copy(
-        three.join("build/three.core.js"),
-        app.join("app/client/three.js"),
-    )?;
+    std::fs::write(app.join("app/client/app.js"), "exports.init = function () {};\n")?;
+    std::fs::copy(three.join("build/three.core.js"), app.join("app/client/three.js"))?;
     let es_out = work.path().join("esbuild-core.js");
-    let pack_cold = || {
-        Command::new(&ssbuild)
-            .args(["pack", "--env", "production", "--no-cache"])
-            .arg(&app)
-            .output()
-    };
+    let pack_cold = || Command::new(&ssbuild).args(["pack", "--env", "production", "--no-cache"]).arg(&app).output();
     let es_core = || {
         let mut c = Command::new(&esbuild);
         c.arg(three.join("build/three.core.js"))
@@ -156,11 +125,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     time(&mut es_core())?;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        ours.push(time(
-            Command::new(&ssbuild)
-                .args(["pack", "--env", "production", "--no-cache"])
-                .arg(&app),
-        )?);
+        ours.push(time(Command::new(&ssbuild).args(["pack", "--env", "production", "--no-cache"]).arg(&app))?);
         theirs.push(time(&mut es_core())?);
     }
     let bundle = client_bundle(&app.join("dist"))?;
@@ -174,18 +139,10 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     });
 
     // 2. Nothing changed: the cache answers.
-    time(
-        Command::new(&ssbuild)
-            .args(["pack", "--env", "production"])
-            .arg(&app),
-    )?;
+    time(Command::new(&ssbuild).args(["pack", "--env", "production"]).arg(&app))?;
     let mut warm = Vec::new();
     for _ in 0..runs {
-        warm.push(time(
-            Command::new(&ssbuild)
-                .args(["pack", "--env", "production"])
-                .arg(&app),
-        )?);
+        warm.push(time(Command::new(&ssbuild).args(["pack", "--env", "production"]).arg(&app))?);
     }
     rows.push(Row {
         name: "three.core.js, pack with nothing changed",
@@ -203,38 +160,22 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         app.join("app/client/app.js"),
         "import * as THREE from './three/Three.js';\nexport function init() {}\nexport const three = () => THREE;\n",
     )?;
-    std::fs::write(
-        app.join("config/app.toml"),
-        "[build]\nprivate_folders = [\"app/client/three\"]\n",
-    )?;
+    std::fs::write(app.join("config/app.toml"), "[build]\nprivate_folders = [\"app/client/three\"]\n")?;
     copy_tree(&three.join("src"), &app.join("app/client/three"))?;
     let es_out = work.path().join("esbuild-src.js");
     let es_src = || {
         let mut c = Command::new(&esbuild);
         c.arg(three.join("src/Three.js"))
-            .args([
-                "--bundle",
-                "--minify",
-                "--format=iife",
-                "--global-name=THREE",
-            ])
+            .args(["--bundle", "--minify", "--format=iife", "--global-name=THREE"])
             .arg(format!("--outfile={}", es_out.display()))
             .arg("--log-level=warning");
         c
     };
-    time(
-        Command::new(&ssbuild)
-            .args(["pack", "--env", "production", "--no-cache"])
-            .arg(&app),
-    )?;
+    time(Command::new(&ssbuild).args(["pack", "--env", "production", "--no-cache"]).arg(&app))?;
     time(&mut es_src())?;
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        ours.push(time(
-            Command::new(&ssbuild)
-                .args(["pack", "--env", "production", "--no-cache"])
-                .arg(&app),
-        )?);
+        ours.push(time(Command::new(&ssbuild).args(["pack", "--env", "production", "--no-cache"]).arg(&app))?);
         theirs.push(time(&mut es_src())?);
     }
     let bundle = client_bundle(&app.join("dist"))?;
@@ -248,19 +189,12 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     });
 
     let es_version = String::from_utf8(Command::new(&esbuild).arg("--version").output()?.stdout)?;
-    println!(
-        "Packing, median of {runs} alternating runs; esbuild {}; gzip at level 9.\n",
-        es_version.trim()
-    );
-    println!(
-        "| input | ssbuild | esbuild | time ratio | ssbuild bytes (gzip) | esbuild bytes (gzip) | gzip ratio |"
-    );
+    println!("Packing, median of {runs} alternating runs; esbuild {}; gzip at level 9.\n", es_version.trim());
+    println!("| input | ssbuild | esbuild | time ratio | ssbuild bytes (gzip) | esbuild bytes (gzip) | gzip ratio |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in rows {
-        let bytes = |b: Option<(usize, usize)>| {
-            b.map(|(raw, gz)| format!("{raw} ({gz})"))
-                .unwrap_or_else(|| "-".into())
-        };
+        let bytes =
+            |b: Option<(usize, usize)>| b.map(|(raw, gz)| format!("{raw} ({gz})")).unwrap_or_else(|| "-".into());
         let gz_ratio = match (r.ours_bytes, r.theirs_bytes) {
             (Some((_, a)), Some((_, b))) => format!("{:.3}", a as f64 / b as f64),
             _ => "-".into(),

@@ -44,13 +44,7 @@ pub struct Cache {
 impl Cache {
     /// A cache that keeps nothing (for `--no-cache` and tests).
     pub fn disabled() -> Self {
-        Cache {
-            dir: None,
-            env: String::new(),
-            old: HashMap::new(),
-            used: HashMap::new(),
-            changed: false,
-        }
+        Cache { dir: None, env: String::new(), old: HashMap::new(), used: HashMap::new(), changed: false }
     }
 
     /// The cache of the app at `root`; the entries are loaded later, only if needed.
@@ -85,12 +79,7 @@ impl Cache {
     /// The key of a compilation.
     pub fn key(what: &str, path: &str, digest: &[u8; 32], options: CodeOptions) -> String {
         let mut h = Sha256::new();
-        for part in [
-            CACHE_VERSION,
-            what,
-            path,
-            &format!("{}{}", options.minify, options.source_map),
-        ] {
+        for part in [CACHE_VERSION, what, path, &format!("{}{}", options.minify, options.source_map)] {
             h.update(part.as_bytes());
             h.update([0]);
         }
@@ -118,10 +107,7 @@ impl Cache {
         let _ = fs::write(dir.join(".gitignore"), "*\n");
         let changed = self.changed || self.used.len() != self.old.len();
         if changed {
-            let stored = Stored {
-                version: CACHE_VERSION.to_string(),
-                entries: std::mem::take(&mut self.used),
-            };
+            let stored = Stored { version: CACHE_VERSION.to_string(), entries: std::mem::take(&mut self.used) };
             if let Ok(bytes) = serde_json::to_vec(&stored) {
                 write_replacing(&dir.join(format!("{}.modules.json", self.env)), &bytes);
             }

@@ -41,17 +41,12 @@ const KEYS: [&str; 3] = ["minify", "source_maps", "private_folders"];
 pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, PackError> {
     let mut config = BuildConfig::defaults(env);
     let mut problems = Vec::new();
-    for rel in [
-        "config/app.toml".to_string(),
-        format!("config/environments/{env}.toml"),
-    ] {
+    for rel in ["config/app.toml".to_string(), format!("config/environments/{env}.toml")] {
         let path = root.join(&rel);
         if !disk.is_file(&path) {
             continue;
         }
-        let bytes = disk
-            .read(&path)
-            .map_err(|e| PackError::io("reading", &path, e))?;
+        let bytes = disk.read(&path).map_err(|e| PackError::io("reading", &path, e))?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let table: toml::Table = match text.parse() {
             Ok(t) => t,
@@ -65,8 +60,7 @@ pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, Pack
         };
         let Some(build) = build.as_table() else {
             problems.push(
-                Diagnostic::file(&rel, "`build` must be a table")
-                    .with_help("write `[build]` followed by its keys"),
+                Diagnostic::file(&rel, "`build` must be a table").with_help("write `[build]` followed by its keys"),
             );
             continue;
         };
@@ -94,23 +88,13 @@ pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, Pack
                 }
             };
             if !ok {
-                let wanted = if key == "private_folders" {
-                    "an array of strings"
-                } else {
-                    "true or false"
-                };
-                problems.push(Diagnostic::file(
-                    &rel,
-                    format!("`build.{key}` must be {wanted}, not {}", value.type_str()),
-                ));
+                let wanted = if key == "private_folders" { "an array of strings" } else { "true or false" };
+                problems
+                    .push(Diagnostic::file(&rel, format!("`build.{key}` must be {wanted}, not {}", value.type_str())));
             }
         }
     }
-    if problems.is_empty() {
-        Ok(config)
-    } else {
-        Err(PackError::Invalid(problems))
-    }
+    if problems.is_empty() { Ok(config) } else { Err(PackError::Invalid(problems)) }
 }
 
 fn toml_error(file: &str, text: &str, error: &toml::de::Error) -> Diagnostic {
@@ -134,34 +118,15 @@ mod tests {
     #[test]
     fn environment_file_wins_and_unknown_keys_are_named() {
         let mut disk = MemoryDisk::new();
-        disk.insert(
-            "/a/config/app.toml",
-            "[build]\nminify = false\nprivate_folders = ['app/client/three/']\n",
-        );
-        disk.insert(
-            "/a/config/environments/production.toml",
-            "[build]\nminify = true\n",
-        );
+        disk.insert("/a/config/app.toml", "[build]\nminify = false\nprivate_folders = ['app/client/three/']\n");
+        disk.insert("/a/config/environments/production.toml", "[build]\nminify = true\n");
         let c = load(&disk, Path::new("/a"), "production").unwrap();
         assert!(c.minify);
         assert_eq!(c.private_folders, ["app/client/three"]);
 
-        disk.insert(
-            "/a/config/environments/staging.toml",
-            "[build]\nminfy = true\nsource_maps = 1\n",
-        );
+        disk.insert("/a/config/environments/staging.toml", "[build]\nminfy = true\nsource_maps = 1\n");
         let err = load(&disk, Path::new("/a"), "staging").unwrap_err();
-        let messages: Vec<_> = err
-            .diagnostics()
-            .iter()
-            .map(|d| d.message.as_str())
-            .collect();
-        assert_eq!(
-            messages,
-            [
-                "unknown key `build.minfy`",
-                "`build.source_maps` must be true or false, not integer"
-            ]
-        );
+        let messages: Vec<_> = err.diagnostics().iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages, ["unknown key `build.minfy`", "`build.source_maps` must be true or false, not integer"]);
     }
 }

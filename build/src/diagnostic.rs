@@ -25,23 +25,11 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A problem with a whole file (no position).
     pub fn file(file: impl Into<String>, message: impl Into<String>) -> Self {
-        Diagnostic {
-            file: file.into(),
-            position: None,
-            message: message.into(),
-            help: None,
-            frame: None,
-        }
+        Diagnostic { file: file.into(), position: None, message: message.into(), help: None, frame: None }
     }
 
     /// A problem at a line and column of a file whose text is `source`.
-    pub fn at(
-        file: impl Into<String>,
-        source: &str,
-        line: usize,
-        column: usize,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn at(file: impl Into<String>, source: &str, line: usize, column: usize, message: impl Into<String>) -> Self {
         Diagnostic {
             file: file.into(),
             position: Some((line, column)),
@@ -61,11 +49,7 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.position {
-            Some((line, col)) => writeln!(
-                f,
-                "error: {}\n  --> {}:{}:{}",
-                self.message, self.file, line, col
-            )?,
+            Some((line, col)) => writeln!(f, "error: {}\n  --> {}:{}:{}", self.message, self.file, line, col)?,
             None => writeln!(f, "error: {}\n  --> {}", self.message, self.file)?,
         }
         if let Some(frame) = &self.frame {
@@ -108,14 +92,8 @@ pub fn code_frame(source: &str, line: usize, column: usize) -> String {
 
 /// A path relative to `root`, with forward slashes, for messages and manifests.
 pub fn display_path(root: &Path, path: &Path) -> String {
-    let rel: PathBuf = path
-        .strip_prefix(root)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|_| path.to_path_buf());
-    rel.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
+    let rel: PathBuf = path.strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| path.to_path_buf());
+    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// Everything that can stop a pack.
@@ -139,11 +117,7 @@ pub enum PackError {
 impl PackError {
     /// Wraps an I/O error with what was being done and where.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        PackError::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+        PackError::Io { action, path: path.into(), source }
     }
 
     /// The diagnostics, when the error is about the app's content.
@@ -162,10 +136,7 @@ fn render_all(diagnostics: &[Diagnostic]) -> String {
         out.push('\n');
     }
     let n = diagnostics.len();
-    out.push_str(&format!(
-        "{n} error{} found; nothing was written",
-        if n == 1 { "" } else { "s" }
-    ));
+    out.push_str(&format!("{n} error{} found; nothing was written", if n == 1 { "" } else { "s" }));
     out
 }
 
@@ -177,16 +148,12 @@ mod tests {
     fn frame_points_at_the_column() {
         let src = "let a = 1;\nlet b = ;\nlet c = 3;\n";
         let frame = code_frame(src, 2, 9);
-        assert_eq!(
-            frame,
-            "  1 | let a = 1;\n> 2 | let b = ;\n    |         ^\n  3 | let c = 3;\n"
-        );
+        assert_eq!(frame, "  1 | let a = 1;\n> 2 | let b = ;\n    |         ^\n  3 | let c = 3;\n");
     }
 
     #[test]
     fn display_names_file_line_and_column() {
-        let d = Diagnostic::at("app/client/a.js", "x y", 1, 3, "Unexpected token")
-            .with_help("remove it");
+        let d = Diagnostic::at("app/client/a.js", "x y", 1, 3, "Unexpected token").with_help("remove it");
         let text = d.to_string();
         assert!(text.contains("app/client/a.js:1:3"), "{text}");
         assert!(text.contains("help: remove it"), "{text}");

@@ -13,9 +13,7 @@ use crate::diagnostic::{Diagnostic, PackError, display_path};
 use crate::disk::Disk;
 
 /// What a source file is, by the folder it sits in.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// `app/client`: browser modules, the `SS.client` tree.
@@ -43,13 +41,7 @@ impl Kind {
     }
 
     /// Every kind, in the order bundles list them.
-    pub const ALL: [Kind; 5] = [
-        Kind::LibClient,
-        Kind::Client,
-        Kind::Shared,
-        Kind::Server,
-        Kind::LibServer,
-    ];
+    pub const ALL: [Kind; 5] = [Kind::LibClient, Kind::Client, Kind::Shared, Kind::Server, Kind::LibServer];
 }
 
 /// One source file.
@@ -68,17 +60,12 @@ pub struct Source {
 impl Source {
     /// The path below its kind's folder (`a/b.js` for `app/client/a/b.js`).
     pub fn inner_path(&self) -> &str {
-        self.path
-            .strip_prefix(self.kind.folder())
-            .map(|p| p.trim_start_matches('/'))
-            .unwrap_or(&self.path)
+        self.path.strip_prefix(self.kind.folder()).map(|p| p.trim_start_matches('/')).unwrap_or(&self.path)
     }
 
     /// Whether the file is TypeScript.
     pub fn is_typescript(&self) -> bool {
-        [".ts", ".mts", ".cts"]
-            .iter()
-            .any(|ext| self.path.ends_with(ext))
+        [".ts", ".mts", ".cts"].iter().any(|ext| self.path.ends_with(ext))
     }
 }
 
@@ -112,9 +99,7 @@ pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
     let mut ignored = Vec::new();
     for kind in Kind::ALL {
         let dir = root.join(kind.folder());
-        let files = disk
-            .files_under(&dir)
-            .map_err(|e| PackError::io("reading folder", &dir, e))?;
+        let files = disk.files_under(&dir).map_err(|e| PackError::io("reading folder", &dir, e))?;
         for file in files {
             let rel = display_path(&dir, &file);
             if rel.split('/').any(is_skipped_name) {
@@ -138,37 +123,19 @@ pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
         .map(|(file, kind)| {
             let path = display_path(root, file);
             let bytes = disk.read(file).map_err(|e| {
-                Diagnostic::file(&path, format!("cannot read this file: {e}"))
-                    .with_help("check its permissions")
+                Diagnostic::file(&path, format!("cannot read this file: {e}")).with_help("check its permissions")
             })?;
             let digest: [u8; 32] = Sha256::digest(&bytes).into();
             let text = String::from_utf8(bytes).map_err(|e| {
                 let valid = e.utf8_error().valid_up_to();
                 let before = &e.as_bytes()[..valid];
                 let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-                let col = valid
-                    - before
-                        .iter()
-                        .rposition(|b| *b == b'\n')
-                        .map(|i| i + 1)
-                        .unwrap_or(0)
-                    + 1;
+                let col = valid - before.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0) + 1;
                 let shown = String::from_utf8_lossy(e.as_bytes());
-                Diagnostic::at(
-                    &path,
-                    &shown,
-                    line,
-                    col,
-                    format!("this file is not valid UTF-8 (byte {valid})"),
-                )
-                .with_help("save the file as UTF-8")
+                Diagnostic::at(&path, &shown, line, col, format!("this file is not valid UTF-8 (byte {valid})"))
+                    .with_help("save the file as UTF-8")
             })?;
-            Ok(Source {
-                path,
-                kind: *kind,
-                text,
-                digest,
-            })
+            Ok(Source { path, kind: *kind, text, digest })
         })
         .collect();
 
@@ -242,18 +209,8 @@ mod tests {
             disk.insert(p, "x");
         }
         let s = discover(&disk, Path::new("/a")).unwrap();
-        assert_eq!(
-            paths(&s, Kind::Client),
-            ["app/client/app.js", "app/client/zed.js"]
-        );
-        assert_eq!(
-            paths(&s, Kind::LibClient),
-            [
-                "lib/client/2.a.js",
-                "lib/client/10.b.js",
-                "lib/client/plain.js"
-            ]
-        );
+        assert_eq!(paths(&s, Kind::Client), ["app/client/app.js", "app/client/zed.js"]);
+        assert_eq!(paths(&s, Kind::LibClient), ["lib/client/2.a.js", "lib/client/10.b.js", "lib/client/plain.js"]);
         assert_eq!(s.ignored, ["app/client/notes.md"]);
     }
 

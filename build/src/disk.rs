@@ -31,11 +31,7 @@ impl Disk for RealDisk {
                 Ok(entry) if entry.file_type().is_file() => out.push(entry.into_path()),
                 Ok(_) => {}
                 // A link to nothing is listed, so that reading it reports the file by name.
-                Err(e)
-                    if e.io_error()
-                        .is_some_and(|io| io.kind() == io::ErrorKind::NotFound)
-                        && e.path().is_some() =>
-                {
+                Err(e) if e.io_error().is_some_and(|io| io.kind() == io::ErrorKind::NotFound) && e.path().is_some() => {
                     out.push(e.path().map(Path::to_path_buf).expect("checked"));
                 }
                 Err(e) => return Err(io::Error::other(e.to_string())),
@@ -74,12 +70,7 @@ impl MemoryDisk {
 
 impl Disk for MemoryDisk {
     fn files_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        Ok(self
-            .files
-            .keys()
-            .filter(|p| p.starts_with(dir))
-            .cloned()
-            .collect())
+        Ok(self.files.keys().filter(|p| p.starts_with(dir)).cloned().collect())
     }
 
     fn is_file(&self, path: &Path) -> bool {
@@ -87,11 +78,9 @@ impl Disk for MemoryDisk {
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        self.files.get(path).cloned().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{} not found", path.display()),
-            )
-        })
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display())))
     }
 }

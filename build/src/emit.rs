@@ -48,26 +48,15 @@ pub struct Output {
 pub fn hashed(output: Output) -> Vec<(String, FileEntry, Vec<u8>)> {
     let digest = Sha256::digest(&output.bytes);
     let short = hex::encode(&digest[..6]);
-    let (stem, ext) = output
-        .name
-        .rsplit_once('.')
-        .unwrap_or((output.name.as_str(), ""));
-    let file = if ext.is_empty() {
-        format!("{stem}.{short}")
-    } else {
-        format!("{stem}.{short}.{ext}")
-    };
+    let (stem, ext) = output.name.rsplit_once('.').unwrap_or((output.name.as_str(), ""));
+    let file = if ext.is_empty() { format!("{stem}.{short}") } else { format!("{stem}.{short}.{ext}") };
     let path = format!("{}/{file}", output.folder);
     let mut bytes = output.bytes;
     let mut out = Vec::new();
     if let Some(map) = output.map {
         bytes.extend_from_slice(format!("\n//# sourceMappingURL={file}.map\n").as_bytes());
         let map_path = format!("{path}.map");
-        out.push((
-            format!("{}.map", output.name),
-            describe(&map_path, &map),
-            map,
-        ));
+        out.push((format!("{}.map", output.name), describe(&map_path, &map), map));
     }
     out.insert(0, (output.name, describe(&path, &bytes), bytes));
     out
@@ -85,28 +74,15 @@ pub fn describe(path: &str, bytes: &[u8]) -> FileEntry {
 
 /// The SRI value of some bytes.
 pub fn integrity(bytes: &[u8]) -> String {
-    format!(
-        "sha384-{}",
-        base64::engine::general_purpose::STANDARD.encode(Sha384::digest(bytes))
-    )
+    format!("sha384-{}", base64::engine::general_purpose::STANDARD.encode(Sha384::digest(bytes)))
 }
 
 /// Writes `files` (relative path -> bytes) and `manifest.json` into a new
 /// folder beside `out`, then puts it in place of `out`.
-pub fn write_atomically(
-    out: &Path,
-    files: &BTreeMap<String, Vec<u8>>,
-    manifest: &[u8],
-) -> Result<(), PackError> {
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+pub fn write_atomically(out: &Path, files: &BTreeMap<String, Vec<u8>>, manifest: &[u8]) -> Result<(), PackError> {
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| PackError::io("creating", parent, e))?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "dist".into());
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "dist".into());
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{name}.new-"))
         .tempdir_in(parent)
@@ -147,19 +123,11 @@ mod tests {
 
     #[test]
     fn names_carry_the_content_hash_and_maps_sit_beside() {
-        let out = hashed(Output {
-            name: "app.js".into(),
-            folder: "assets",
-            bytes: b"x".to_vec(),
-            map: Some(b"{}".to_vec()),
-        });
+        let out =
+            hashed(Output { name: "app.js".into(), folder: "assets", bytes: b"x".to_vec(), map: Some(b"{}".to_vec()) });
         assert_eq!(out[0].1.path, "assets/app.2d711642b726.js");
         assert_eq!(out[1].1.path, "assets/app.2d711642b726.js.map");
-        assert!(
-            out[0]
-                .2
-                .ends_with(b"//# sourceMappingURL=app.2d711642b726.js.map\n")
-        );
+        assert!(out[0].2.ends_with(b"//# sourceMappingURL=app.2d711642b726.js.map\n"));
         assert_eq!(out[0].1.integrity, integrity(&out[0].2));
     }
 

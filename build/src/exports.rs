@@ -49,11 +49,7 @@ pub struct ExportProblem {
 
 /// Reads the exports of a parsed program.
 pub fn read_exports(program: &Program) -> (Exports, Vec<ExportProblem>) {
-    let mut reader = Reader {
-        exports: Exports::default(),
-        problems: Vec::new(),
-        top: HashMap::new(),
-    };
+    let mut reader = Reader { exports: Exports::default(), problems: Vec::new(), top: HashMap::new() };
     let items: Vec<&ModuleItem>;
     let stmts: Vec<&Stmt>;
     match program {
@@ -102,8 +98,7 @@ impl<'a> Reader<'a> {
         for decl in exported_decls.chain(plain_decls) {
             match decl {
                 Decl::Fn(f) => {
-                    self.top
-                        .insert(f.ident.sym.to_string(), TopBinding::Function);
+                    self.top.insert(f.ident.sym.to_string(), TopBinding::Function);
                 }
                 Decl::Var(v) => {
                     for d in &v.decls {
@@ -144,24 +139,16 @@ impl<'a> Reader<'a> {
                     self.add(name);
                 }
             }
-            ModuleDecl::ExportNamed(NamedExport {
-                specifiers,
-                type_only: false,
-                ..
-            }) => {
+            ModuleDecl::ExportNamed(NamedExport { specifiers, type_only: false, .. }) => {
                 for spec in specifiers {
                     match spec {
                         ExportSpecifier::Named(ExportNamedSpecifier {
-                            orig,
-                            exported,
-                            is_type_only: false,
-                            ..
+                            orig, exported, is_type_only: false, ..
                         }) => {
                             let name = export_name(exported.as_ref().unwrap_or(orig));
                             if name == "actions"
                                 && let ModuleExportName::Ident(local) = orig
-                                && let Some(TopBinding::Value(init)) =
-                                    self.top.get(local.sym.as_str())
+                                && let Some(TopBinding::Value(init)) = self.top.get(local.sym.as_str())
                             {
                                 let init: &'a Expr = init;
                                 self.set_actions(init);
@@ -174,20 +161,14 @@ impl<'a> Reader<'a> {
                     }
                 }
             }
-            ModuleDecl::ExportDefaultDecl(ExportDefaultDecl { decl, .. }) => {
-                if !matches!(decl, DefaultDecl::TsInterfaceDecl(_)) {
-                    self.add("default");
-                }
+            ModuleDecl::ExportDefaultDecl(ExportDefaultDecl { decl, .. })
+                if !matches!(decl, DefaultDecl::TsInterfaceDecl(_)) =>
+            {
+                self.add("default");
             }
             ModuleDecl::ExportDefaultExpr(_) => self.add("default"),
-            ModuleDecl::ExportAll(ExportAll {
-                src,
-                type_only: false,
-                ..
-            }) => {
-                self.exports
-                    .star_from
-                    .push(src.value.to_atom_lossy().to_string());
+            ModuleDecl::ExportAll(ExportAll { src, type_only: false, .. }) => {
+                self.exports.star_from.push(src.value.to_atom_lossy().to_string());
             }
             _ => {}
         }
@@ -238,9 +219,7 @@ impl<'a> Reader<'a> {
             return;
         }
         // module.exports = { a, b }
-        if is_ident(&target.obj, "module")
-            && member_name(&target.prop).as_deref() == Some("exports")
-        {
+        if is_ident(&target.obj, "module") && member_name(&target.prop).as_deref() == Some("exports") {
             if let Expr::Object(obj) = unparen(value) {
                 for prop in &obj.props {
                     if let Some((key, prop_value)) = prop_entry(prop) {
@@ -265,10 +244,7 @@ impl<'a> Reader<'a> {
             && let Some(name) = member_name(&target.prop)
         {
             let node = self.action_node(value);
-            self.exports
-                .actions
-                .get_or_insert_with(BTreeMap::new)
-                .insert(name, node);
+            self.exports.actions.get_or_insert_with(BTreeMap::new).insert(name, node);
         }
     }
 
@@ -279,7 +255,9 @@ impl<'a> Reader<'a> {
                     if tree.contains_key(reserved) {
                         self.problems.push(ExportProblem {
                             span: value.span(),
-                            message: format!("`{reserved}` cannot be an action name: actions reach the session as `this.{reserved}`"),
+                            message: format!(
+                                "`{reserved}` cannot be an action name: actions reach the session as `this.{reserved}`"
+                            ),
                             help: "rename the action",
                         });
                     }
@@ -317,9 +295,7 @@ impl<'a> Reader<'a> {
                         }
                         None => self.problems.push(ExportProblem {
                             span: prop.span(),
-                            message:
-                                "this entry of the actions object has no name ssbuild can read"
-                                    .into(),
+                            message: "this entry of the actions object has no name ssbuild can read".into(),
                             help: "use plain names for actions (no spread, no computed keys)",
                         }),
                     }
@@ -380,9 +356,7 @@ fn is_ident(e: &Expr, name: &str) -> bool {
 fn is_exports_object(e: &Expr) -> bool {
     match unparen(e) {
         Expr::Ident(id) => id.sym == "exports",
-        Expr::Member(m) => {
-            is_ident(&m.obj, "module") && member_name(&m.prop).as_deref() == Some("exports")
-        }
+        Expr::Member(m) => is_ident(&m.obj, "module") && member_name(&m.prop).as_deref() == Some("exports"),
         _ => false,
     }
 }
@@ -410,18 +384,12 @@ fn value_decl_names(decl: &Decl) -> Vec<String> {
     match decl {
         Decl::Fn(f) if !f.declare => vec![f.ident.sym.to_string()],
         Decl::Class(c) if !c.declare => vec![c.ident.sym.to_string()],
-        Decl::Var(v) if !v.declare => v
-            .decls
-            .iter()
-            .flat_map(|d| find_pat_ids::<_, Ident>(&d.name))
-            .map(|id| id.sym.to_string())
-            .collect(),
-        Decl::Using(u) => u
-            .decls
-            .iter()
-            .flat_map(|d| find_pat_ids::<_, Ident>(&d.name))
-            .map(|id| id.sym.to_string())
-            .collect(),
+        Decl::Var(v) if !v.declare => {
+            v.decls.iter().flat_map(|d| find_pat_ids::<_, Ident>(&d.name)).map(|id| id.sym.to_string()).collect()
+        }
+        Decl::Using(u) => {
+            u.decls.iter().flat_map(|d| find_pat_ids::<_, Ident>(&d.name)).map(|id| id.sym.to_string()).collect()
+        }
         Decl::TsEnum(e) if !e.declare => vec![e.id.sym.to_string()],
         Decl::TsModule(m) if !m.declare => match &m.id {
             TsModuleName::Ident(id) => vec![id.sym.to_string()],

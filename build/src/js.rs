@@ -16,18 +16,12 @@ use serde::{Deserialize, Serialize};
 use swc_core::common::comments::{Comment, CommentKind, SingleThreadedComments};
 use swc_core::common::source_map::SourceMapGenConfig;
 use swc_core::common::sync::Lrc;
-use swc_core::common::{
-    BytePos, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned,
-};
+use swc_core::common::{BytePos, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned};
 use swc_core::ecma::ast::{CallExpr, Callee, EsVersion, Expr, Lit, Program};
 use swc_core::ecma::codegen::text_writer::JsWriter;
 use swc_core::ecma::codegen::{Config as CodegenConfig, Emitter};
-use swc_core::ecma::minifier::option::{
-    CompressOptions, ExtraOptions, MangleOptions, MinifyOptions,
-};
-use swc_core::ecma::parser::{
-    EsSyntax, Syntax, TsSyntax, parse_file_as_program, parse_file_as_script,
-};
+use swc_core::ecma::minifier::option::{CompressOptions, ExtraOptions, MangleOptions, MinifyOptions};
+use swc_core::ecma::parser::{EsSyntax, Syntax, TsSyntax, parse_file_as_program, parse_file_as_script};
 use swc_core::ecma::transforms::base::fixer::fixer;
 use swc_core::ecma::transforms::base::helpers::{HELPERS, Helpers, inject_helpers};
 use swc_core::ecma::transforms::base::hygiene::hygiene;
@@ -57,7 +51,7 @@ pub struct Require {
 }
 
 /// A compiled module or script.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compiled {
     /// The code (a module's function body, or a script).
     pub code: String,
@@ -70,31 +64,16 @@ pub struct Compiled {
 }
 
 /// Compiles one module of an app folder or `lib/server`.
-pub fn compile_module(
-    path: &str,
-    text: &str,
-    options: CodeOptions,
-) -> Result<Compiled, Vec<Diagnostic>> {
-    let typescript = [".ts", ".mts", ".cts"]
-        .iter()
-        .any(|ext| path.ends_with(ext));
+pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Compiled, Vec<Diagnostic>> {
+    let typescript = [".ts", ".mts", ".cts"].iter().any(|ext| path.ends_with(ext));
     let syntax = if typescript {
         Syntax::Typescript(TsSyntax::default())
     } else {
-        Syntax::Es(EsSyntax {
-            allow_return_outside_function: true,
-            ..Default::default()
-        })
+        Syntax::Es(EsSyntax { allow_return_outside_function: true, ..Default::default() })
     };
     let unit = Unit::new(path, text);
     let mut errors = Vec::new();
-    let parsed = parse_file_as_program(
-        &unit.file,
-        syntax,
-        EsVersion::latest(),
-        Some(&unit.comments),
-        &mut errors,
-    );
+    let parsed = parse_file_as_program(&unit.file, syntax, EsVersion::latest(), Some(&unit.comments), &mut errors);
     let program = match parsed {
         Ok(program) if errors.is_empty() => program,
         Ok(_) => return Err(unit.syntax_errors(errors)),
@@ -106,10 +85,7 @@ pub fn compile_module(
 
     let (exports, problems) = read_exports(&program);
     if !problems.is_empty() {
-        return Err(problems
-            .into_iter()
-            .map(|p| unit.diagnostic(p.span, p.message).with_help(p.help))
-            .collect());
+        return Err(problems.into_iter().map(|p| unit.diagnostic(p.span, p.message).with_help(p.help)).collect());
     }
 
     GLOBALS.set(&Globals::new(), || {
@@ -119,53 +95,25 @@ pub fn compile_module(
             let mut program = program;
             program.mutate(resolver(unresolved, top_level, typescript));
             if typescript {
-                program.mutate(swc_core::ecma::transforms::typescript::strip(
-                    unresolved, top_level,
-                ));
+                program.mutate(swc_core::ecma::transforms::typescript::strip(unresolved, top_level));
             }
             if program.is_module() {
-                let features = FeatureFlag {
-                    support_block_scoping: true,
-                    support_arrow: true,
-                };
-                program.mutate(common_js::common_js(
-                    Default::default(),
-                    unresolved,
-                    Default::default(),
-                    features,
-                ));
+                let features = FeatureFlag { support_block_scoping: true, support_arrow: true };
+                program.mutate(common_js::common_js(Default::default(), unresolved, Default::default(), features));
             }
             program.mutate(inject_helpers(unresolved));
             let requires = unit.requires(&program, unresolved);
             let (code, map) = unit.finish(program, options, unresolved, top_level, true);
-            Ok(Compiled {
-                code,
-                map,
-                exports,
-                requires,
-            })
+            Ok(Compiled { code, map, exports, requires })
         })
     })
 }
 
 /// Compiles one classic script of `lib/client`. Names containing `.min` pass through as they are.
-pub fn compile_script(
-    path: &str,
-    text: &str,
-    options: CodeOptions,
-) -> Result<Compiled, Vec<Diagnostic>> {
-    let passthrough = path
-        .rsplit('/')
-        .next()
-        .is_some_and(|name| name.contains(".min"))
-        || !options.minify;
+pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Compiled, Vec<Diagnostic>> {
+    let passthrough = path.rsplit('/').next().is_some_and(|name| name.contains(".min")) || !options.minify;
     if passthrough {
-        return Ok(Compiled {
-            code: text.to_string(),
-            map: None,
-            exports: Exports::default(),
-            requires: Vec::new(),
-        });
+        return Ok(Compiled { code: text.to_string(), map: None, exports: Exports::default(), requires: Vec::new() });
     }
     let unit = Unit::new(path, text);
     let mut errors = Vec::new();
@@ -190,12 +138,7 @@ pub fn compile_script(
         let mut program = Program::Script(script);
         program.mutate(resolver(unresolved, top_level, false));
         let (code, map) = unit.finish(program, options, unresolved, top_level, false);
-        Ok(Compiled {
-            code,
-            map,
-            exports: Exports::default(),
-            requires: Vec::new(),
-        })
+        Ok(Compiled { code, map, exports: Exports::default(), requires: Vec::new() })
     })
 }
 
@@ -211,12 +154,7 @@ impl Unit {
     fn new(path: &str, text: &str) -> Self {
         let cm: Lrc<SourceMap> = Default::default();
         let file = cm.new_source_file(FileName::Real(PathBuf::from(path)).into(), text.to_string());
-        Unit {
-            cm,
-            file,
-            comments: SingleThreadedComments::default(),
-            path: path.to_string(),
-        }
+        Unit { cm, file, comments: SingleThreadedComments::default(), path: path.to_string() }
     }
 
     fn position(&self, span: Span) -> Option<(usize, usize)> {
@@ -245,20 +183,14 @@ impl Unit {
 
     /// Every `require("literal")` that refers to the module's own `require`.
     fn requires(&self, program: &Program, unresolved: Mark) -> Vec<Require> {
-        let mut finder = RequireFinder {
-            unresolved,
-            found: Vec::new(),
-        };
+        let mut finder = RequireFinder { unresolved, found: Vec::new() };
         program.visit_with(&mut finder);
         let mut seen = BTreeSet::new();
         finder
             .found
             .into_iter()
             .filter(|(spec, _)| seen.insert(spec.clone()))
-            .map(|(specifier, span)| Require {
-                specifier,
-                position: self.position(span),
-            })
+            .map(|(specifier, span)| Require { specifier, position: self.position(span) })
             .collect()
     }
 
@@ -279,20 +211,10 @@ impl Unit {
                 passes: 1,
                 ..Default::default()
             };
-            let mangle = MangleOptions {
-                top_level: Some(module),
-                ..Default::default()
-            };
-            let minify = MinifyOptions {
-                compress: Some(compress),
-                mangle: Some(mangle),
-                ..Default::default()
-            };
-            let extra = ExtraOptions {
-                unresolved_mark: unresolved,
-                top_level_mark: top_level,
-                mangle_name_cache: None,
-            };
+            let mangle = MangleOptions { top_level: Some(module), ..Default::default() };
+            let minify = MinifyOptions { compress: Some(compress), mangle: Some(mangle), ..Default::default() };
+            let extra =
+                ExtraOptions { unresolved_mark: unresolved, top_level_mark: top_level, mangle_name_cache: None };
             let mut p = swc_core::ecma::minifier::optimize(
                 program,
                 self.cm.clone(),
@@ -313,27 +235,14 @@ impl Unit {
         let mut buf = Vec::new();
         let mut mappings: Vec<(BytePos, LineCol)> = Vec::new();
         {
-            let writer = JsWriter::new(
-                self.cm.clone(),
-                "\n",
-                &mut buf,
-                options.source_map.then_some(&mut mappings),
-            );
+            let writer = JsWriter::new(self.cm.clone(), "\n", &mut buf, options.source_map.then_some(&mut mappings));
             let mut emitter = Emitter {
-                cfg: CodegenConfig::default()
-                    .with_minify(options.minify)
-                    .with_target(EsVersion::latest()),
+                cfg: CodegenConfig::default().with_minify(options.minify).with_target(EsVersion::latest()),
                 cm: self.cm.clone(),
-                comments: if options.minify {
-                    None
-                } else {
-                    Some(&self.comments)
-                },
+                comments: if options.minify { None } else { Some(&self.comments) },
                 wr: writer,
             };
-            emitter
-                .emit_program(&program)
-                .expect("writing to memory cannot fail");
+            emitter.emit_program(&program).expect("writing to memory cannot fail");
         }
         let mut code = String::from_utf8(buf).expect("swc emits UTF-8");
         if options.minify {
@@ -345,8 +254,7 @@ impl Unit {
         let map = options.source_map.then(|| {
             let map = self.cm.build_source_map(&mappings, None, MapConfig);
             let mut out = Vec::new();
-            map.to_writer(&mut out)
-                .expect("writing to memory cannot fail");
+            map.to_writer(&mut out).expect("writing to memory cannot fail");
             String::from_utf8(out).expect("source maps are JSON")
         });
         (code, map)
@@ -355,17 +263,12 @@ impl Unit {
     /// License comments (`/*! ... */`, `@license`, `@preserve`), kept in minified output.
     fn legal_comments(&self) -> String {
         let (leading, trailing) = self.comments.borrow_all();
-        let mut all: Vec<&Comment> = leading
-            .values()
-            .chain(trailing.values())
-            .flatten()
-            .collect();
+        let mut all: Vec<&Comment> = leading.values().chain(trailing.values()).flatten().collect();
         all.sort_by_key(|c| c.span.lo);
         let mut out = String::new();
         for c in all {
             let text = c.text.as_str();
-            let legal =
-                text.starts_with('!') || text.contains("@license") || text.contains("@preserve");
+            let legal = text.starts_with('!') || text.contains("@license") || text.contains("@preserve");
             if legal {
                 match c.kind {
                     CommentKind::Block => out.push_str(&format!("/*{text}*/\n")),
@@ -404,11 +307,7 @@ impl Visit for RequireFinder {
             && arg.spread.is_none()
             && let Expr::Lit(Lit::Str(s)) = &*arg.expr
         {
-            let span = if s.span.lo.is_dummy() {
-                call.span
-            } else {
-                s.span
-            };
+            let span = if s.span.lo.is_dummy() { call.span } else { s.span };
             self.found.push((s.value.to_atom_lossy().to_string(), span));
         }
         call.visit_children_with(self);
@@ -419,26 +318,19 @@ impl Visit for RequireFinder {
 mod tests {
     use super::*;
 
-    const DEV: CodeOptions = CodeOptions {
-        minify: false,
-        source_map: true,
-    };
-    const PROD: CodeOptions = CodeOptions {
-        minify: true,
-        source_map: false,
-    };
+    const DEV: CodeOptions = CodeOptions { minify: false, source_map: true };
+    const PROD: CodeOptions = CodeOptions { minify: true, source_map: false };
 
     #[test]
     fn es_exports_become_commonjs() {
-        let c = compile_module("app/client/a.js", "import { b } from './b';\nexport function twice(x) { return b(x) * 2 }\nfunction hidden() {}\n", PROD).unwrap();
+        let c = compile_module(
+            "app/client/a.js",
+            "import { b } from './b';\nexport function twice(x) { return b(x) * 2 }\nfunction hidden() {}\n",
+            PROD,
+        )
+        .unwrap();
         assert_eq!(c.exports.names.iter().collect::<Vec<_>>(), ["twice"]);
-        assert_eq!(
-            c.requires,
-            [Require {
-                specifier: "./b".into(),
-                position: Some((1, 19))
-            }]
-        );
+        assert_eq!(c.requires, [Require { specifier: "./b".into(), position: Some((1, 19)) }]);
         assert!(c.code.contains("require(\"./b\")"), "{}", c.code);
         assert!(!c.code.contains("hidden"), "{}", c.code);
         assert!(!c.code.contains("import"), "{}", c.code);
@@ -459,32 +351,15 @@ mod tests {
         let src = "const admin = { purge() {} };\nexports.authenticate = true;\nexports.actions = {\n  square(n, cb) { cb(n * n) },\n  later: async () => 1,\n  admin,\n  nested: { deeper: function () {} },\n};\n";
         let c = compile_module("app/server/app.js", src, DEV).unwrap();
         let json = serde_json::to_string(&c.exports.actions).unwrap();
-        assert_eq!(
-            json,
-            r#"{"admin":{"purge":true},"later":true,"nested":{"deeper":true},"square":true}"#
-        );
+        assert_eq!(json, r#"{"admin":{"purge":true},"later":true,"nested":{"deeper":true},"square":true}"#);
         assert!(c.exports.authenticate);
-        assert_eq!(
-            c.exports.names.iter().collect::<Vec<_>>(),
-            ["actions", "authenticate"]
-        );
+        assert_eq!(c.exports.names.iter().collect::<Vec<_>>(), ["actions", "authenticate"]);
     }
 
     #[test]
     fn reserved_action_names_are_refused() {
-        let err = compile_module(
-            "app/server/app.js",
-            "exports.actions = { session() {} }",
-            DEV,
-        )
-        .unwrap_err();
-        assert!(
-            err[0]
-                .message
-                .contains("`session` cannot be an action name"),
-            "{:?}",
-            err
-        );
+        let err = compile_module("app/server/app.js", "exports.actions = { session() {} }", DEV).unwrap_err();
+        assert!(err[0].message.contains("`session` cannot be an action name"), "{:?}", err);
         assert_eq!(err[0].position, Some((1, 19)));
     }
 
@@ -507,12 +382,7 @@ mod tests {
 
     #[test]
     fn license_comments_survive_minification() {
-        let c = compile_module(
-            "app/client/l.js",
-            "/*! keep me */\n// drop me\nexports.a = 1;\n",
-            PROD,
-        )
-        .unwrap();
+        let c = compile_module("app/client/l.js", "/*! keep me */\n// drop me\nexports.a = 1;\n", PROD).unwrap();
         assert!(c.code.starts_with("/*! keep me */"), "{}", c.code);
         assert!(!c.code.contains("drop me"));
     }

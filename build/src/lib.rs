@@ -45,12 +45,7 @@ pub struct PackOptions {
 impl PackOptions {
     /// Options for packing `app` in `env`, with the cache on.
     pub fn new(app: impl Into<PathBuf>, env: impl Into<String>) -> Self {
-        PackOptions {
-            app: app.into(),
-            out: None,
-            env: env.into(),
-            cache: true,
-        }
+        PackOptions { app: app.into(), out: None, env: env.into(), cache: true }
     }
 
     /// The output folder.
@@ -76,6 +71,8 @@ pub struct PackReport {
     pub warnings: Vec<String>,
     /// Wall time of the pack.
     pub elapsed: Duration,
+    /// Wall time of each stage, in order (for `ssbuild pack --timings`).
+    pub stages: Vec<(&'static str, Duration)>,
 }
 
 /// Packs an app from the real disk.
@@ -88,23 +85,15 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     let started = Instant::now();
     let root = options.app.as_path();
     let out = options.out_dir();
+    let mut stages = Stages::new(started);
     let config = config::load(disk, root, &options.env)?;
-    let code = CodeOptions {
-        minify: config.minify,
-        source_map: config.source_maps,
-    };
+    let code = CodeOptions { minify: config.minify, source_map: config.source_maps };
     let sources = discover::discover(disk, root)?;
-    let warnings: Vec<String> = sources
-        .ignored
-        .iter()
-        .map(|p| format!("{p} is not a .js or .ts file, so it is not packed"))
-        .collect();
+    stages.mark("discover");
+    let warnings: Vec<String> =
+        sources.ignored.iter().map(|p| format!("{p} is not a .js or .ts file, so it is not packed")).collect();
 
-    let mut cache = if options.cache {
-        cache::Cache::open(root, &options.env)
-    } else {
-        cache::Cache::disabled()
-    };
+    let mut cache = if options.cache { cache::Cache::open(root, &options.env) } else { cache::Cache::disabled() };
     let fingerprint = fingerprint(&sources.files, &config, &out);
     if let Some(manifest) = unchanged_output(&cache, &fingerprint, &out) {
         return Ok(PackReport {
@@ -115,9 +104,11 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
             unchanged: true,
             warnings,
             elapsed: started.elapsed(),
+            stages: stages.done(),
         });
     }
     cache.load_entries();
+    stages.mark("load cache");
 
     // Compile every file (and the loader), in parallel, through the cache.
     let loader = Source {
@@ -126,19 +117,11 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         text: link::LOADER_SOURCE.to_string(),
         digest: Sha256::digest(link::LOADER_SOURCE).into(),
     };
-    let all: Vec<&Source> = sources
-        .files
-        .iter()
-        .chain(std::iter::once(&loader))
-        .collect();
+    let all: Vec<&Source> = sources.files.iter().chain(std::iter::once(&loader)).collect();
     let results: Vec<(String, bool, Result<Compiled, Vec<Diagnostic>>)> = all
         .par_iter()
         .map(|source| {
-            let what = if source.kind == Kind::LibClient {
-                "script"
-            } else {
-                "module"
-            };
+            let what = if source.kind == Kind::LibClient { "script" } else { "module" };
             let key = cache::Cache::key(what, &source.path, &source.digest, code);
             if let Some(hit) = cache.get(&key) {
                 return (key, false, Ok(hit.clone()));
@@ -152,10 +135,12 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         })
         .collect();
 
+    stages.mark("compile");
     let mut compiled = Vec::with_capacity(results.len());
+    let mut failed = std::collections::BTreeSet::new();
     let mut problems = Vec::new();
     let (mut fresh, mut cached) = (0, 0);
-    for (key, is_fresh, result) in results {
+    for (index, (key, is_fresh, result)) in results.into_iter().enumerate() {
         match result {
             Ok(c) => {
                 if is_fresh {
@@ -163,25 +148,29 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
                 } else {
                     cached += 1
                 }
-                compiled.push(c.clone());
-                cache.keep(key, c, is_fresh);
+                cache.keep(key, c.clone(), is_fresh);
+                compiled.push(c);
             }
-            Err(mut d) => problems.append(&mut d),
+            Err(mut d) => {
+                problems.append(&mut d);
+                failed.insert(index);
+                compiled.push(Compiled::default());
+            }
         }
     }
-    if !problems.is_empty() {
-        return Err(PackError::Invalid(problems));
-    }
     let loader = compiled.pop().expect("the loader was compiled last");
-    let linked =
-        link::link(&sources.files, &compiled, &loader, &config).map_err(PackError::Invalid)?;
-    let link::Linked {
-        client,
-        server: server_bundle,
-        trees,
-        modules,
-        lib_server,
-    } = linked;
+    // Link even when some files failed, to report the link's errors in the same run.
+    let linked = link::link(&sources.files, &compiled, &loader, &failed, &config);
+    let linked = match linked {
+        Ok(linked) if problems.is_empty() => linked,
+        Ok(_) => return Err(PackError::Invalid(problems)),
+        Err(mut more) => {
+            problems.append(&mut more);
+            return Err(PackError::Invalid(problems));
+        }
+    };
+    stages.mark("link");
+    let link::Linked { client, server: server_bundle, trees, modules, lib_server } = linked;
 
     // Name, describe and write.
     let mut files = BTreeMap::new();
@@ -212,20 +201,13 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
             }
         }
     }
-    let manifest = Manifest::new(
-        &config.env,
-        assets,
-        server.into_iter().collect(),
-        trees,
-        modules,
-        lib_server,
-    );
+    let manifest = Manifest::new(&config.env, assets, server.into_iter().collect(), trees, modules, lib_server);
     let manifest_bytes = manifest.to_json();
+    stages.mark("hash");
     emit::write_atomically(&out, &files, &manifest_bytes)?;
-    cache.save(&cache::State {
-        fingerprint,
-        manifest_sha256: hex::encode(Sha256::digest(&manifest_bytes)),
-    });
+    stages.mark("write");
+    cache.save(&cache::State { fingerprint, manifest_sha256: hex::encode(Sha256::digest(&manifest_bytes)) });
+    stages.mark("save cache");
     Ok(PackReport {
         manifest,
         out,
@@ -234,7 +216,30 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         unchanged: false,
         warnings,
         elapsed: started.elapsed(),
+        stages: stages.done(),
     })
+}
+
+/// Wall-clock marks between stages.
+struct Stages {
+    last: Instant,
+    marks: Vec<(&'static str, Duration)>,
+}
+
+impl Stages {
+    fn new(started: Instant) -> Self {
+        Stages { last: started, marks: Vec::new() }
+    }
+
+    fn mark(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        self.marks.push((stage, now - self.last));
+        self.last = now;
+    }
+
+    fn done(self) -> Vec<(&'static str, Duration)> {
+        self.marks
+    }
 }
 
 /// A digest of everything a pack's output depends on.
@@ -262,8 +267,6 @@ fn unchanged_output(cache: &cache::Cache, fingerprint: &str, out: &Path) -> Opti
         return None;
     }
     let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;
-    let complete = manifest
-        .files()
-        .all(|f| std::fs::metadata(out.join(&f.path)).is_ok_and(|m| m.len() == f.size));
+    let complete = manifest.files().all(|f| std::fs::metadata(out.join(&f.path)).is_ok_and(|m| m.len() == f.size));
     complete.then_some(manifest)
 }

@@ -67,49 +67,33 @@ pub const LOADER_PATH: &str = "client/modules.js";
 /// Its text, embedded.
 pub const LOADER_SOURCE: &str = include_str!("../../client/modules.js");
 
-/// Links compiled sources. `compiled[i]` belongs to `sources[i]`; `loader` is the compiled loader.
+/// Links compiled sources. `compiled[i]` belongs to `sources[i]`; `loader` is
+/// the compiled loader. `failed` lists sources that did not compile (their
+/// entries in `compiled` are empty): linking then only looks for more errors.
 pub fn link(
     sources: &[Source],
     compiled: &[Compiled],
     loader: &Compiled,
+    failed: &BTreeSet<usize>,
     config: &BuildConfig,
 ) -> Result<Linked, Vec<Diagnostic>> {
     let mut problems = Vec::new();
-    let by_path: HashMap<&str, usize> = sources
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.path.as_str(), i))
-        .collect();
+    let by_path: HashMap<&str, usize> = sources.iter().enumerate().map(|(i, s)| (s.path.as_str(), i)).collect();
 
     // Trees.
     let mut trees = BTreeMap::new();
-    for (name, kind) in [
-        ("client", Kind::Client),
-        ("shared", Kind::Shared),
-        ("server", Kind::Server),
-    ] {
-        match build_tree(
-            sources.iter().filter(|s| s.kind == kind),
-            &config.private_folders,
-        ) {
+    for (name, kind) in [("client", Kind::Client), ("shared", Kind::Shared), ("server", Kind::Server)] {
+        match build_tree(sources.iter().filter(|s| s.kind == kind), &config.private_folders) {
             Ok(tree) => {
                 trees.insert(name, tree);
             }
             Err(mut d) => problems.append(&mut d),
         }
     }
-    check_app_init(sources, compiled, &by_path, &mut problems);
+    check_app_init(sources, compiled, failed, &by_path, &mut problems);
 
     // Bundles: which sources each holds, in load order.
-    let client = plan(
-        sources,
-        compiled,
-        &[Kind::Client, Kind::Shared],
-        Side::Client,
-        &by_path,
-        config,
-        &mut problems,
-    );
+    let client = plan(sources, compiled, &[Kind::Client, Kind::Shared], Side::Client, &by_path, config, &mut problems);
     let server = plan(
         sources,
         compiled,
@@ -119,7 +103,7 @@ pub fn link(
         config,
         &mut problems,
     );
-    if !problems.is_empty() {
+    if !problems.is_empty() || !failed.is_empty() {
         return Err(problems);
     }
     let (client_members, client_ids, client_deps) = (client.members, client.ids, client.deps);
@@ -146,11 +130,7 @@ pub fn link(
                 client_id,
                 server_id,
                 exports: exports[i].clone(),
-                actions: if is_server {
-                    Some(compiled[i].exports.actions.clone().unwrap_or_default())
-                } else {
-                    None
-                },
+                actions: if is_server { Some(compiled[i].exports.actions.clone().unwrap_or_default()) } else { None },
                 authenticate: is_server && compiled[i].exports.authenticate,
             },
         );
@@ -162,12 +142,8 @@ pub fn link(
         .collect();
 
     let development = config.env == "development";
-    let lib_scripts: Vec<usize> = sources
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.kind == Kind::LibClient)
-        .map(|(i, _)| i)
-        .collect();
+    let lib_scripts: Vec<usize> =
+        sources.iter().enumerate().filter(|(_, s)| s.kind == Kind::LibClient).map(|(i, _)| i).collect();
     let mut client = Writer::new(config.source_maps);
     for &i in &lib_scripts {
         client.push_script(&compiled[i]);
@@ -177,11 +153,8 @@ pub fn link(
     client.push_raw("\n");
     write_modules(&mut client, compiled, &client_members, &client_deps);
     let client_trees = [("client", &trees["client"]), ("shared", &trees["shared"])];
-    let start: Vec<usize> = client_members
-        .iter()
-        .filter(|&&s| tree_member(&trees, &sources[s], config))
-        .map(|s| client_ids[s])
-        .collect();
+    let start: Vec<usize> =
+        client_members.iter().filter(|&&s| tree_member(&trees, &sources[s], config)).map(|s| client_ids[s]).collect();
     client.push_raw(&boot_call(
         &client_trees,
         &client_ids,
@@ -194,73 +167,43 @@ pub fn link(
     server.push_script(loader);
     server.push_raw("\n");
     write_modules(&mut server, compiled, &server_members, &server_deps);
-    let start: Vec<usize> = server_members
-        .iter()
-        .filter(|&&s| tree_member(&trees, &sources[s], config))
-        .map(|s| server_ids[s])
-        .collect();
+    let start: Vec<usize> =
+        server_members.iter().filter(|&&s| tree_member(&trees, &sources[s], config)).map(|s| server_ids[s]).collect();
     let server_trees = [("shared", &trees["shared"])];
-    server.push_raw(&boot_call(
-        &server_trees,
-        &server_ids,
-        &by_path,
-        &start,
-        Some((&server_members, sources)),
-    ));
+    server.push_raw(&boot_call(&server_trees, &server_ids, &by_path, &start, Some((&server_members, sources))));
 
-    Ok(Linked {
-        client: client.finish(),
-        server: server.finish(),
-        trees,
-        modules,
-        lib_server,
-    })
+    Ok(Linked { client: client.finish(), server: server.finish(), trees, modules, lib_server })
 }
 
 /// Modules that start with their bundle: every module in an API tree (others run when required).
-fn tree_member(
-    trees: &BTreeMap<&'static str, Tree>,
-    source: &Source,
-    config: &BuildConfig,
-) -> bool {
+fn tree_member(trees: &BTreeMap<&'static str, Tree>, source: &Source, config: &BuildConfig) -> bool {
     let name = match source.kind {
         Kind::Client => "client",
         Kind::Shared => "shared",
         Kind::Server => "server",
         _ => return false,
     };
-    !is_private(&source.path, &config.private_folders)
-        && modules_of(&trees[name]).contains(&source.path.as_str())
+    !is_private(&source.path, &config.private_folders) && modules_of(&trees[name]).contains(&source.path.as_str())
 }
 
 fn members(sources: &[Source], kinds: &[Kind]) -> Vec<usize> {
-    kinds
-        .iter()
-        .flat_map(|k| {
-            sources
-                .iter()
-                .enumerate()
-                .filter(move |(_, s)| s.kind == *k)
-                .map(|(i, _)| i)
-        })
-        .collect()
+    kinds.iter().flat_map(|k| sources.iter().enumerate().filter(move |(_, s)| s.kind == *k).map(|(i, _)| i)).collect()
 }
 
 fn check_app_init(
     sources: &[Source],
     compiled: &[Compiled],
+    failed: &BTreeSet<usize>,
     by_path: &HashMap<&str, usize>,
     problems: &mut Vec<Diagnostic>,
 ) {
-    let app = ["app/client/app.js", "app/client/app.ts"]
-        .iter()
-        .find_map(|p| by_path.get(p).copied());
+    let app = ["app/client/app.js", "app/client/app.ts"].iter().find_map(|p| by_path.get(p).copied());
     match app {
         None => problems.push(
             Diagnostic::file("app/client/app.js", "the app has no app/client/app.js (or app.ts)")
                 .with_help("create it with `exports.init = function () { ... }`: it runs once the socket is up and the session is ready"),
         ),
-        Some(i) if !compiled[i].exports.names.contains("init") && compiled[i].exports.star_from.is_empty() => problems.push(
+        Some(i) if !failed.contains(&i) && !compiled[i].exports.names.contains("init") && compiled[i].exports.star_from.is_empty() => problems.push(
             Diagnostic::file(&sources[i].path, "app/client/app must export `init`")
                 .with_help("add `exports.init = function () { ... }` (or `export function init() { ... }`): it runs once the session is ready"),
         ),
@@ -300,38 +243,22 @@ fn plan(
     let in_bundle: BTreeSet<usize> = candidates.iter().copied().collect();
     let resolved: HashMap<usize, BTreeMap<String, usize>> = candidates
         .iter()
-        .map(|&m| {
-            (
-                m,
-                resolve_requires(sources, compiled, m, &in_bundle, side, by_path, problems),
-            )
-        })
+        .map(|&m| (m, resolve_requires(sources, compiled, m, &in_bundle, side, by_path, problems)))
         .collect();
 
     let mut reachable: BTreeSet<usize> = BTreeSet::new();
-    let mut queue: Vec<usize> = candidates
-        .iter()
-        .copied()
-        .filter(|&m| !is_private(&sources[m].path, &config.private_folders))
-        .collect();
+    let mut queue: Vec<usize> =
+        candidates.iter().copied().filter(|&m| !is_private(&sources[m].path, &config.private_folders)).collect();
     while let Some(m) = queue.pop() {
         if reachable.insert(m) {
             queue.extend(resolved[&m].values().copied());
         }
     }
-    let members: Vec<usize> = candidates
-        .into_iter()
-        .filter(|m| reachable.contains(m))
-        .collect();
+    let members: Vec<usize> = candidates.into_iter().filter(|m| reachable.contains(m)).collect();
     let ids: HashMap<usize, usize> = members.iter().enumerate().map(|(id, &s)| (s, id)).collect();
     let deps = members
         .iter()
-        .map(|m| {
-            resolved[m]
-                .iter()
-                .map(|(spec, target)| (spec.clone(), ids[target]))
-                .collect()
-        })
+        .map(|m| resolved[m].iter().map(|(spec, target)| (spec.clone(), ids[target])).collect())
         .collect();
     Plan { members, ids, deps }
 }
@@ -374,52 +301,29 @@ fn resolve_requires(
 fn wrong_side(target: &Source, side: Side) -> (String, String) {
     match side {
         Side::Client => (
-            format!(
-                "`{}` is not sent to browsers, so browser code cannot require it",
-                target.path
-            ),
+            format!("`{}` is not sent to browsers, so browser code cannot require it", target.path),
             "move the code both sides need to app/shared".to_string(),
         ),
         Side::Server => (
-            format!(
-                "`{}` runs only in browsers, so server code cannot require it",
-                target.path
-            ),
+            format!("`{}` runs only in browsers, so server code cannot require it", target.path),
             "move the code both sides need to app/shared".to_string(),
         ),
     }
 }
 
 /// Resolves a specifier written in `from` to a source index.
-fn resolve(
-    from: &str,
-    specifier: &str,
-    side: Side,
-    by_path: &HashMap<&str, usize>,
-) -> Result<usize, (String, String)> {
+fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usize>) -> Result<usize, (String, String)> {
     let candidates_of = |base: &str| -> Vec<String> {
         let mut c = vec![base.to_string()];
         c.extend(MODULE_EXTENSIONS.iter().map(|ext| format!("{base}.{ext}")));
         // TypeScript style: `./x.js` written for `x.ts`.
         if let Some(stem) = base.strip_suffix(".js") {
-            c.extend(
-                ["ts", "mts", "cts"]
-                    .iter()
-                    .map(|ext| format!("{stem}.{ext}")),
-            );
+            c.extend(["ts", "mts", "cts"].iter().map(|ext| format!("{stem}.{ext}")));
         }
-        c.extend(
-            MODULE_EXTENSIONS
-                .iter()
-                .map(|ext| format!("{base}/index.{ext}")),
-        );
+        c.extend(MODULE_EXTENSIONS.iter().map(|ext| format!("{base}/index.{ext}")));
         c
     };
-    let base = if specifier.starts_with("./")
-        || specifier.starts_with("../")
-        || specifier == "."
-        || specifier == ".."
-    {
+    let base = if specifier.starts_with("./") || specifier.starts_with("../") || specifier == "." || specifier == ".." {
         let dir = from.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         match normalize(&format!("{dir}/{specifier}")) {
             Some(p) => p,
@@ -440,7 +344,8 @@ fn resolve(
     } else {
         return Err((
             format!("'{specifier}' is a package name, and packages from node_modules are not supported yet"),
-            "put the library's file in lib/client (a script) or app/client (a module), and require it by relative path".into(),
+            "put the library's file in lib/client (a script) or app/client (a module), and require it by relative path"
+                .into(),
         ));
     };
     for candidate in candidates_of(&base) {
@@ -449,16 +354,11 @@ fn resolve(
         }
     }
     let help = if side == Side::Server && !specifier.starts_with('.') {
-        format!(
-            "server code finds bare names in lib/server: create lib/server/{specifier}.js, or use a relative path"
-        )
+        format!("server code finds bare names in lib/server: create lib/server/{specifier}.js, or use a relative path")
     } else {
         "check the path; names starting with `_` or `.` are not packed".to_string()
     };
-    Err((
-        format!("module '{specifier}' not found (looked for {base}, with .js/.ts and /index)"),
-        help,
-    ))
+    Err((format!("module '{specifier}' not found (looked for {base}, with .js/.ts and /index)"), help))
 }
 
 /// Folds `.` and `..` out of a slash path; None when it climbs above the root.
@@ -495,11 +395,8 @@ fn follow_star_exports(
         }
         out.extend(compiled[i].exports.names.iter().cloned());
         for spec in &compiled[i].exports.star_from {
-            let side = if matches!(sources[i].kind, Kind::Server | Kind::LibServer) {
-                Side::Server
-            } else {
-                Side::Client
-            };
+            let side =
+                if matches!(sources[i].kind, Kind::Server | Kind::LibServer) { Side::Server } else { Side::Client };
             if let Ok(target) = resolve(&sources[i].path, spec, side, by_path) {
                 let mut inner = BTreeSet::new();
                 collect(target, sources, compiled, by_path, seen, &mut inner);
@@ -512,14 +409,7 @@ fn follow_star_exports(
         .map(|i| {
             let mut out = BTreeSet::new();
             if !compiled[i].exports.star_from.is_empty() {
-                collect(
-                    i,
-                    sources,
-                    compiled,
-                    by_path,
-                    &mut BTreeSet::new(),
-                    &mut out,
-                );
+                collect(i, sources, compiled, by_path, &mut BTreeSet::new(), &mut out);
             } else {
                 out = compiled[i].exports.names.clone();
             }
@@ -530,10 +420,7 @@ fn follow_star_exports(
 
 fn lib_server_name(source: &Source) -> String {
     let inner = source.inner_path();
-    let (dir, file) = inner
-        .rsplit_once('/')
-        .map(|(d, f)| (Some(d), f))
-        .unwrap_or((None, inner));
+    let (dir, file) = inner.rsplit_once('/').map(|(d, f)| (Some(d), f)).unwrap_or((None, inner));
     let stem = tree_key(file);
     match (dir, stem) {
         (Some(d), "index") => d.to_string(),
@@ -542,17 +429,10 @@ fn lib_server_name(source: &Source) -> String {
     }
 }
 
-fn write_modules(
-    w: &mut Writer,
-    compiled: &[Compiled],
-    members: &[usize],
-    deps: &[BTreeMap<String, usize>],
-) {
+fn write_modules(w: &mut Writer, compiled: &[Compiled], members: &[usize], deps: &[BTreeMap<String, usize>]) {
     for (id, (&s, deps)) in members.iter().zip(deps).enumerate() {
         let deps = serde_json::to_string(deps).expect("a map of strings to numbers is JSON");
-        w.push_raw(&format!(
-            "__ss.d({id},{deps},function(require,module,exports){{\n"
-        ));
+        w.push_raw(&format!("__ss.d({id},{deps},function(require,module,exports){{\n"));
         w.push_module(&compiled[s]);
         w.push_raw("\n});\n");
     }
@@ -565,11 +445,7 @@ fn boot_call(
     start: &[usize],
     names: Option<(&Vec<usize>, &[Source])>,
 ) -> String {
-    fn numbered(
-        tree: &Tree,
-        ids: &HashMap<usize, usize>,
-        by_path: &HashMap<&str, usize>,
-    ) -> serde_json::Value {
+    fn numbered(tree: &Tree, ids: &HashMap<usize, usize>, by_path: &HashMap<&str, usize>) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         for (key, node) in tree {
             let value = match node {
@@ -591,17 +467,11 @@ fn boot_call(
     let names = match names {
         Some((members, sources)) => {
             let paths: Vec<&str> = members.iter().map(|&s| sources[s].path.as_str()).collect();
-            format!(
-                ",{}",
-                serde_json::to_string(&paths).expect("strings are JSON")
-            )
+            format!(",{}", serde_json::to_string(&paths).expect("strings are JSON"))
         }
         None => String::new(),
     };
-    format!(
-        "__ss.boot({},{start}{names});\n",
-        serde_json::Value::Object(mounts)
-    )
+    format!("__ss.boot({},{start}{names});\n", serde_json::Value::Object(mounts))
 }
 
 /// Concatenates code and builds an index source map of the parts that have one.
@@ -613,11 +483,7 @@ struct Writer {
 
 impl Writer {
     fn new(source_maps: bool) -> Self {
-        Writer {
-            code: String::new(),
-            line: 0,
-            sections: source_maps.then(Vec::new),
-        }
+        Writer { code: String::new(), line: 0, sections: source_maps.then(Vec::new) }
     }
 
     fn push_raw(&mut self, text: &str) {
@@ -643,17 +509,12 @@ impl Writer {
                 if n > 0 {
                     out.push(',');
                 }
-                out.push_str(&format!(
-                    r#"{{"offset":{{"line":{line},"column":0}},"map":{map}}}"#
-                ));
+                out.push_str(&format!(r#"{{"offset":{{"line":{line},"column":0}},"map":{map}}}"#));
             }
             out.push_str("]}");
             out
         });
-        Bundle {
-            code: self.code,
-            map,
-        }
+        Bundle { code: self.code, map }
     }
 }
 
@@ -663,44 +524,20 @@ mod tests {
 
     #[test]
     fn paths_normalize_inside_the_app_only() {
-        assert_eq!(
-            normalize("app/client/a/../b/./c").as_deref(),
-            Some("app/client/b/c")
-        );
+        assert_eq!(normalize("app/client/a/../b/./c").as_deref(), Some("app/client/b/c"));
         assert_eq!(normalize("app/../../x"), None);
     }
 
     #[test]
     fn specifiers_resolve_with_extensions_and_index_files() {
-        let paths = [
-            "app/client/a.js",
-            "app/client/lib/index.ts",
-            "app/shared/x.ts",
-            "lib/server/auth.js",
-        ];
-        let by_path: HashMap<&str, usize> =
-            paths.iter().enumerate().map(|(i, p)| (*p, i)).collect();
-        assert_eq!(
-            resolve("app/client/b.js", "./a", Side::Client, &by_path),
-            Ok(0)
-        );
-        assert_eq!(
-            resolve("app/client/b.js", "./lib", Side::Client, &by_path),
-            Ok(1)
-        );
-        assert_eq!(
-            resolve("app/client/b.js", "../shared/x.js", Side::Client, &by_path),
-            Ok(2)
-        );
-        assert_eq!(
-            resolve("app/server/s.js", "auth", Side::Server, &by_path),
-            Ok(3)
-        );
+        let paths = ["app/client/a.js", "app/client/lib/index.ts", "app/shared/x.ts", "lib/server/auth.js"];
+        let by_path: HashMap<&str, usize> = paths.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        assert_eq!(resolve("app/client/b.js", "./a", Side::Client, &by_path), Ok(0));
+        assert_eq!(resolve("app/client/b.js", "./lib", Side::Client, &by_path), Ok(1));
+        assert_eq!(resolve("app/client/b.js", "../shared/x.js", Side::Client, &by_path), Ok(2));
+        assert_eq!(resolve("app/server/s.js", "auth", Side::Server, &by_path), Ok(3));
         let err = resolve("app/client/b.js", "lodash", Side::Client, &by_path).unwrap_err();
-        assert!(
-            err.0
-                .contains("packages from node_modules are not supported yet")
-        );
+        assert!(err.0.contains("packages from node_modules are not supported yet"));
         let err = resolve("app/client/b.js", "./nope", Side::Client, &by_path).unwrap_err();
         assert!(err.0.contains("module './nope' not found"));
     }

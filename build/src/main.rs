@@ -33,18 +33,16 @@ enum Command {
         /// Compile every file again instead of reusing APP/.ssbuild-cache.
         #[arg(long)]
         no_cache: bool,
+        /// Print how long each stage took.
+        #[arg(long)]
+        timings: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Pack {
-            app,
-            out,
-            env,
-            no_cache,
-        } => {
+        Command::Pack { app, out, env, no_cache, timings } => {
             let env = env
                 .or_else(|| std::env::var("SS_ENV").ok().filter(|e| !e.is_empty()))
                 .unwrap_or_else(|| "development".into());
@@ -55,16 +53,16 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            let options = ssbuild::PackOptions {
-                app,
-                out,
-                env,
-                cache: !no_cache,
-            };
+            let options = ssbuild::PackOptions { app, out, env, cache: !no_cache };
             match ssbuild::pack(&options) {
                 Ok(report) => {
                     for w in &report.warnings {
                         eprintln!("warning: {w}");
+                    }
+                    if timings {
+                        for (stage, took) in &report.stages {
+                            eprintln!("  {stage:<12} {:>8.1} ms", took.as_secs_f64() * 1000.0);
+                        }
                     }
                     let what = if report.unchanged {
                         "nothing changed".to_string()

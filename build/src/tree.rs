@@ -27,10 +27,7 @@ pub type Tree = BTreeMap<String, Node>;
 
 /// Builds the tree of one kind from its sources. `private` lists folders whose
 /// modules are left out of the tree (they can still be required).
-pub fn build_tree<'a>(
-    sources: impl Iterator<Item = &'a Source>,
-    private: &[String],
-) -> Result<Tree, Vec<Diagnostic>> {
+pub fn build_tree<'a>(sources: impl Iterator<Item = &'a Source>, private: &[String]) -> Result<Tree, Vec<Diagnostic>> {
     let mut tree = Tree::new();
     // Where each key came from, to name both sides of a conflict.
     let mut origins: BTreeMap<Vec<String>, String> = BTreeMap::new();
@@ -43,18 +40,12 @@ pub fn build_tree<'a>(
         let (file, folders) = parts.split_last().expect("a path has a file name");
         let key_path: Vec<String> = folders.iter().map(|f| (*f).to_string()).collect();
         for depth in 1..=key_path.len() {
-            origins
-                .entry(key_path[..depth].to_vec())
-                .or_insert_with(|| folder_path(source, &key_path[..depth]));
+            origins.entry(key_path[..depth].to_vec()).or_insert_with(|| folder_path(source, &key_path[..depth]));
         }
         let node = match descend(&mut tree, folders) {
             Ok(node) => node,
             Err((depth, other)) => {
-                problems.push(conflict(
-                    &other,
-                    &folder_path(source, &key_path[..=depth]),
-                    source.kind,
-                ));
+                problems.push(conflict(&other, &folder_path(source, &key_path[..=depth]), source.kind));
                 continue;
             }
         };
@@ -72,19 +63,13 @@ pub fn build_tree<'a>(
             }
         }
     }
-    if problems.is_empty() {
-        Ok(tree)
-    } else {
-        Err(problems)
-    }
+    if problems.is_empty() { Ok(tree) } else { Err(problems) }
 }
 
 /// The folder node at `folders`, created as needed; a module in the way is an error (its depth and path).
 fn descend<'t>(mut node: &'t mut Tree, folders: &[&str]) -> Result<&'t mut Tree, (usize, String)> {
     for (depth, folder) in folders.iter().enumerate() {
-        let entry = node
-            .entry((*folder).to_string())
-            .or_insert_with(|| Node::Folder(Tree::new()));
+        let entry = node.entry((*folder).to_string()).or_insert_with(|| Node::Folder(Tree::new()));
         node = match entry {
             Node::Folder(inner) => inner,
             Node::Module(other) => return Err((depth, other.clone())),
@@ -97,8 +82,7 @@ fn descend<'t>(mut node: &'t mut Tree, folders: &[&str]) -> Result<&'t mut Tree,
 pub fn is_private(path: &str, private: &[String]) -> bool {
     private.iter().any(|folder| {
         let folder = folder.trim_end_matches('/');
-        path.strip_prefix(folder)
-            .is_some_and(|rest| rest.starts_with('/'))
+        path.strip_prefix(folder).is_some_and(|rest| rest.starts_with('/'))
     })
 }
 
@@ -137,20 +121,12 @@ mod tests {
     use super::*;
 
     fn src(path: &str, kind: Kind) -> Source {
-        Source {
-            path: path.into(),
-            kind,
-            text: String::new(),
-            digest: [0; 32],
-        }
+        Source { path: path.into(), kind, text: String::new(), digest: [0; 32] }
     }
 
     #[test]
     fn folders_nest_and_keys_stop_at_the_first_dot() {
-        let files = [
-            src("app/client/app.js", Kind::Client),
-            src("app/client/a/b.view.ts", Kind::Client),
-        ];
+        let files = [src("app/client/app.js", Kind::Client), src("app/client/a/b.view.ts", Kind::Client)];
         let tree = build_tree(files.iter(), &[]).unwrap();
         assert_eq!(
             serde_json::to_string(&tree).unwrap(),
@@ -160,42 +136,21 @@ mod tests {
 
     #[test]
     fn file_and_folder_with_one_key_name_both_paths() {
-        let files = [
-            src("app/client/a/b.js", Kind::Client),
-            src("app/client/a/b/c.js", Kind::Client),
-        ];
+        let files = [src("app/client/a/b.js", Kind::Client), src("app/client/a/b/c.js", Kind::Client)];
         let err = build_tree(files.iter(), &[]).unwrap_err();
-        assert!(
-            err[0]
-                .message
-                .contains("`app/client/a/b.js` and `app/client/a/b/`"),
-            "{}",
-            err[0].message
-        );
+        assert!(err[0].message.contains("`app/client/a/b.js` and `app/client/a/b/`"), "{}", err[0].message);
     }
 
     #[test]
     fn two_files_with_one_key_name_both_paths() {
-        let files = [
-            src("app/shared/x.js", Kind::Shared),
-            src("app/shared/x.util.js", Kind::Shared),
-        ];
+        let files = [src("app/shared/x.js", Kind::Shared), src("app/shared/x.util.js", Kind::Shared)];
         let err = build_tree(files.iter(), &[]).unwrap_err();
-        assert!(
-            err[0]
-                .message
-                .contains("`app/shared/x.js` and `app/shared/x.util.js`"),
-            "{}",
-            err[0].message
-        );
+        assert!(err[0].message.contains("`app/shared/x.js` and `app/shared/x.util.js`"), "{}", err[0].message);
     }
 
     #[test]
     fn private_folders_stay_out() {
-        let files = [
-            src("app/client/vendor/x.js", Kind::Client),
-            src("app/client/vendor/x.y.js", Kind::Client),
-        ];
+        let files = [src("app/client/vendor/x.js", Kind::Client), src("app/client/vendor/x.y.js", Kind::Client)];
         let tree = build_tree(files.iter(), &["app/client/vendor".into()]).unwrap();
         assert!(tree.is_empty());
     }

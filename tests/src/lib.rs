@@ -9,10 +9,7 @@ use std::process::Command;
 
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the repository")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
 }
 
 /// Copies `fixtures/apps/NAME` to a new temporary folder and returns it.
@@ -52,15 +49,9 @@ pub fn in_ci() -> bool {
 
 /// Whether `node` runs; prints why a test is skipped when it does not (and fails under CI).
 pub fn have_node() -> bool {
-    let ok = Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(
-            !in_ci(),
-            "Node.js is required under CI to evaluate packed bundles"
-        );
+        assert!(!in_ci(), "Node.js is required under CI to evaluate packed bundles");
         eprintln!("skipped: Node.js is not installed, so packed bundles cannot be evaluated");
     }
     ok
@@ -72,10 +63,7 @@ pub fn npm_package(name: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         return Some(dir);
     }
-    assert!(
-        !in_ci(),
-        "node_modules/{name} is missing under CI: run `npm ci` first"
-    );
+    assert!(!in_ci(), "node_modules/{name} is missing under CI: run `npm ci` first");
     eprintln!("skipped: node_modules/{name} is missing (run `npm ci`)");
     None
 }
@@ -92,22 +80,10 @@ pub fn eval_bundle(bundle: &Path, script: &str) -> serde_json::Value {
            (e) => {{ console.error(e && e.stack || e); process.exit(3); }});\n",
         bundle = bundle.display().to_string(),
     );
-    let out = Command::new("node")
-        .arg("-e")
-        .arg(program)
-        .output()
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "node failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "bad JSON from node ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    let out = Command::new("node").arg("-e").arg(program).output().expect("node runs");
+    assert!(out.status.success(), "node failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON from node ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// The path of the client bundle of a packed app.

@@ -19,25 +19,17 @@ fn pack_err(app: &Path) -> (PackError, String) {
 #[test]
 fn every_syntax_error_is_reported_with_a_code_frame() {
     let app = fixture("basic");
-    write(
-        app.path(),
-        "app/client/one.js",
-        "export const a = 1;\nexport const b = ;\n",
-    );
-    write(
-        app.path(),
-        "app/shared/two.ts",
-        "let x: number = 1\nfunction (\n",
-    );
+    write(app.path(), "app/client/one.js", "export const a = 1;\nexport const b = ;\n");
+    write(app.path(), "app/shared/two.ts", "let x: number = 1\nfunction (\n");
+    write(app.path(), "app/client/three.js", "import { z } from './missing';\n");
     let (err, text) = pack_err(app.path());
     let files: Vec<&str> = err.diagnostics().iter().map(|d| d.file.as_str()).collect();
-    assert!(
-        files.contains(&"app/client/one.js") && files.contains(&"app/shared/two.ts"),
-        "{text}"
-    );
+    assert!(files.contains(&"app/client/one.js") && files.contains(&"app/shared/two.ts"), "{text}");
     assert!(text.contains("app/client/one.js:2:18"), "{text}");
     assert!(text.contains("> 2 | export const b = ;"), "{text}");
     assert!(text.contains("app/shared/two.ts:2:"), "{text}");
+    // Errors found while linking the files that did compile are in the same report.
+    assert!(text.contains("app/client/three.js:1:19"), "{text}");
     assert!(text.contains("nothing was written"), "{text}");
 }
 
@@ -46,10 +38,7 @@ fn a_file_and_a_folder_with_one_key_name_both_paths() {
     let app = fixture("basic");
     write(app.path(), "app/client/nav.js", "exports.x = 1;");
     let (_, text) = pack_err(app.path());
-    assert!(
-        text.contains("`app/client/nav.js` and `app/client/nav/` have the same key in SS.client"),
-        "{text}"
-    );
+    assert!(text.contains("`app/client/nav.js` and `app/client/nav/` have the same key in SS.client"), "{text}");
 }
 
 #[test]
@@ -57,24 +46,14 @@ fn missing_app_entry_is_explained() {
     let app = fixture("basic");
     std::fs::remove_file(app.path().join("app/client/app.js")).unwrap();
     let (_, text) = pack_err(app.path());
-    assert!(
-        text.contains("the app has no app/client/app.js (or app.ts)"),
-        "{text}"
-    );
-    assert!(
-        text.contains("help: create it with `exports.init"),
-        "{text}"
-    );
+    assert!(text.contains("the app has no app/client/app.js (or app.ts)"), "{text}");
+    assert!(text.contains("help: create it with `exports.init"), "{text}");
 }
 
 #[test]
 fn app_entry_without_init_is_explained() {
     let app = fixture("basic");
-    write(
-        app.path(),
-        "app/client/app.js",
-        "exports.start = function () {};\n",
-    );
+    write(app.path(), "app/client/app.js", "exports.start = function () {};\n");
     let (_, text) = pack_err(app.path());
     assert!(text.contains("app/client/app.js"), "{text}");
     assert!(text.contains("app/client/app must export `init`"), "{text}");
@@ -83,11 +62,7 @@ fn app_entry_without_init_is_explained() {
 #[test]
 fn non_utf8_file_is_named_with_its_position() {
     let app = fixture("basic");
-    write(
-        app.path(),
-        "app/client/latin1.js",
-        b"// ok\nexports.name = 'caf\xe9';\n",
-    );
+    write(app.path(), "app/client/latin1.js", b"// ok\nexports.name = 'caf\xe9';\n");
     let (_, text) = pack_err(app.path());
     assert!(text.contains("app/client/latin1.js:2:20"), "{text}");
     assert!(text.contains("not valid UTF-8"), "{text}");
@@ -98,11 +73,7 @@ fn non_utf8_file_is_named_with_its_position() {
 #[test]
 fn unreadable_file_is_named() {
     let app = fixture("basic");
-    std::os::unix::fs::symlink(
-        app.path().join("nowhere.js"),
-        app.path().join("app/client/gone.js"),
-    )
-    .unwrap();
+    std::os::unix::fs::symlink(app.path().join("nowhere.js"), app.path().join("app/client/gone.js")).unwrap();
     let (_, text) = pack_err(app.path());
     assert!(text.contains("app/client/gone.js"), "{text}");
     assert!(text.contains("cannot read this file"), "{text}");
@@ -111,23 +82,13 @@ fn unreadable_file_is_named() {
 #[test]
 fn a_missing_import_names_the_importing_file_and_line() {
     let app = fixture("basic");
-    write(
-        app.path(),
-        "app/client/uses.js",
-        "// first line\nimport { x } from './not-there';\nexports.y = x;\n",
-    );
-    write(
-        app.path(),
-        "app/client/pkg.js",
-        "const _ = require('lodash');\n",
-    );
+    write(app.path(), "app/client/uses.js", "// first line\nimport { x } from './not-there';\nexports.y = x;\n");
+    write(app.path(), "app/client/pkg.js", "const _ = require('lodash');\n");
     let (_, text) = pack_err(app.path());
     assert!(text.contains("module './not-there' not found"), "{text}");
     assert!(text.contains("app/client/uses.js:2:19"), "{text}");
     assert!(
-        text.contains(
-            "'lodash' is a package name, and packages from node_modules are not supported yet"
-        ),
+        text.contains("'lodash' is a package name, and packages from node_modules are not supported yet"),
         "{text}"
     );
     assert!(text.contains("app/client/pkg.js:1:19"), "{text}");
@@ -136,16 +97,9 @@ fn a_missing_import_names_the_importing_file_and_line() {
 #[test]
 fn browser_code_cannot_require_server_files() {
     let app = fixture("basic");
-    write(
-        app.path(),
-        "app/client/sneaky.js",
-        "const s = require('../server/app');\n",
-    );
+    write(app.path(), "app/client/sneaky.js", "const s = require('../server/app');\n");
     let (_, text) = pack_err(app.path());
-    assert!(
-        text.contains("`app/server/app.js` is not sent to browsers"),
-        "{text}"
-    );
+    assert!(text.contains("`app/server/app.js` is not sent to browsers"), "{text}");
 }
 
 #[test]

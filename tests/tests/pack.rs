@@ -19,12 +19,7 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .into_iter()
         .map(|e| e.unwrap())
         .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            (
-                e.path().strip_prefix(dir).unwrap().display().to_string(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
+        .map(|e| (e.path().strip_prefix(dir).unwrap().display().to_string(), std::fs::read(e.path()).unwrap()))
         .collect()
 }
 
@@ -39,52 +34,24 @@ fn trees_hold_exported_names_only() {
         json!({"app": "app/client/app.js", "cycle": {"a": "app/client/cycle/a.js", "b": "app/client/cycle/b.js"},
                "nav": {"deep": {"item": "app/client/nav/deep/item.js"}, "menu": "app/client/nav/menu.ts"}})
     );
-    assert_eq!(
-        trees["shared"],
-        json!({"format": "app/shared/format.ts", "math": "app/shared/math.js"})
-    );
-    assert_eq!(
-        trees["server"],
-        json!({"admin": {"users": "app/server/admin/users.ts"}, "app": "app/server/app.js"})
-    );
+    assert_eq!(trees["shared"], json!({"format": "app/shared/format.ts", "math": "app/shared/math.js"}));
+    assert_eq!(trees["server"], json!({"admin": {"users": "app/server/admin/users.ts"}, "app": "app/server/app.js"}));
 
     let exports = |p: &str| m.modules[p].exports.iter().cloned().collect::<Vec<_>>();
-    assert_eq!(
-        exports("app/client/app.js"),
-        ["init", "squareLocally", "timesStarted", "usesSecret"]
-    );
-    assert_eq!(
-        exports("app/client/nav/menu.ts"),
-        ["firstItem", "size", "titles"]
-    );
-    assert_eq!(
-        exports("app/shared/math.js"),
-        ["answer", "circumference", "square"]
-    );
+    assert_eq!(exports("app/client/app.js"), ["init", "squareLocally", "timesStarted", "usesSecret"]);
+    assert_eq!(exports("app/client/nav/menu.ts"), ["firstItem", "size", "titles"]);
+    assert_eq!(exports("app/shared/math.js"), ["answer", "circumference", "square"]);
     let all: String = serde_json::to_string(&m.modules).unwrap();
-    for private in [
-        "secretHelper",
-        "privateCount",
-        "notShared",
-        "privateToTheServer",
-        "_skipped",
-        "entries",
-    ] {
+    for private in ["secretHelper", "privateCount", "notShared", "privateToTheServer", "_skipped", "entries"] {
         assert!(!all.contains(private), "{private} leaked into the manifest");
     }
 
     let actions = serde_json::to_value(&m.modules["app/server/app.js"].actions).unwrap();
-    assert_eq!(
-        actions,
-        json!({"checkAuth": true, "nested": {"ping": true}, "square": true, "squareLater": true})
-    );
+    assert_eq!(actions, json!({"checkAuth": true, "nested": {"ping": true}, "square": true, "squareLater": true}));
     assert!(m.modules["app/server/admin/users.ts"].authenticate);
     assert!(!m.modules["app/server/app.js"].authenticate);
     assert_eq!(m.lib_server.keys().collect::<Vec<_>>(), ["custom_auth"]);
-    assert_eq!(
-        m.modules["app/shared/math.js"].bundles,
-        ["client", "server"]
-    );
+    assert_eq!(m.modules["app/shared/math.js"].bundles, ["client", "server"]);
 }
 
 #[test]
@@ -94,11 +61,7 @@ fn server_code_is_never_in_public_assets() {
     for asset in report.manifest.assets.values() {
         assert!(asset.path.starts_with("assets/"), "{}", asset.path);
         let text = std::fs::read_to_string(report.out.join(&asset.path)).unwrap();
-        assert!(
-            !text.contains("squareLater") && !text.contains("custom_auth"),
-            "server code in {}",
-            asset.path
-        );
+        assert!(!text.contains("squareLater") && !text.contains("custom_auth"), "server code in {}", asset.path);
     }
     let server = std::fs::read_to_string(server_bundle(&report)).unwrap();
     assert!(server.contains("squareLater"));
@@ -110,19 +73,10 @@ fn lib_scripts_load_in_numeric_order_and_min_files_pass_through() {
     let report = pack_env(app.path(), "production");
     let bundle = std::fs::read_to_string(client_bundle(&report)).unwrap();
     let min = std::fs::read_to_string(app.path().join("lib/client/3.vendor.min.js")).unwrap();
-    assert!(
-        bundle.contains(&min),
-        "the .min file is not byte-for-byte in the bundle"
-    );
-    assert!(
-        !bundle.contains("Loaded first"),
-        "lib/client/2.first.js was not minified"
-    );
-    let (first, vendor, second) = (
-        bundle.find("\"first\"").unwrap(),
-        bundle.find("'vendor-min'").unwrap(),
-        bundle.find("\"second\"").unwrap(),
-    );
+    assert!(bundle.contains(&min), "the .min file is not byte-for-byte in the bundle");
+    assert!(!bundle.contains("Loaded first"), "lib/client/2.first.js was not minified");
+    let (first, vendor, second) =
+        (bundle.find("\"first\"").unwrap(), bundle.find("'vendor-min'").unwrap(), bundle.find("\"second\"").unwrap());
     assert!(first < vendor && vendor < second);
 }
 
@@ -181,23 +135,11 @@ fn development_client_bundle_runs_and_has_a_source_map() {
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|s| {
-            s["map"]["sources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string())
-        })
+        .flat_map(|s| s["map"]["sources"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()))
         .collect();
-    assert!(
-        sources.contains(&"app/client/nav/menu.ts".to_string()),
-        "{sources:?}"
-    );
+    assert!(sources.contains(&"app/client/nav/menu.ts".to_string()), "{sources:?}");
     let bundle = std::fs::read_to_string(client_bundle(&report)).unwrap();
-    assert!(bundle.ends_with(&format!(
-        "//# sourceMappingURL={}\n",
-        map_entry.path.trim_start_matches("assets/")
-    )));
+    assert!(bundle.ends_with(&format!("//# sourceMappingURL={}\n", map_entry.path.trim_start_matches("assets/"))));
 }
 
 #[test]
@@ -258,19 +200,11 @@ fn a_failed_pack_leaves_the_previous_output_untouched() {
     let mut options = PackOptions::new(app.path(), "production");
     options.cache = false;
     let err = pack(&options).unwrap_err();
-    assert!(
-        err.to_string().contains("app/client/nav/broken.js:1:"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("app/client/nav/broken.js:1:"), "{err}");
     assert_eq!(files_of(&good.out), before);
-    let siblings: Vec<String> = std::fs::read_dir(app.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        !siblings.iter().any(|n| n.starts_with(".dist")),
-        "temporary folders left: {siblings:?}"
-    );
+    let siblings: Vec<String> =
+        std::fs::read_dir(app.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!siblings.iter().any(|n| n.starts_with(".dist")), "temporary folders left: {siblings:?}");
 }
 
 #[test]
@@ -278,11 +212,7 @@ fn the_cache_skips_unchanged_work() {
     let app = fixture("basic");
     let options = PackOptions::new(app.path(), "production");
     let cold = pack(&options).unwrap();
-    assert_eq!(
-        (cold.compiled, cold.unchanged),
-        (14, false),
-        "13 files and the loader"
-    );
+    assert_eq!((cold.compiled, cold.unchanged), (14, false), "13 files and the loader");
     let again = pack(&options).unwrap();
     assert!(again.unchanged);
     assert_eq!(again.manifest, cold.manifest);
@@ -293,14 +223,8 @@ fn the_cache_skips_unchanged_work() {
         "export const square = (n) => n * n * 1;\nexport const circumference = (r) => 2 * Math.PI * r;\nexport const answer = () => 42;\n",
     );
     let edited = pack(&options).unwrap();
-    assert_eq!(
-        (edited.compiled, edited.cached, edited.unchanged),
-        (1, 13, false)
-    );
-    assert_ne!(
-        edited.manifest.assets["app.js"].path,
-        cold.manifest.assets["app.js"].path
-    );
+    assert_eq!((edited.compiled, edited.cached, edited.unchanged), (1, 13, false));
+    assert_ne!(edited.manifest.assets["app.js"].path, cold.manifest.assets["app.js"].path);
 
     // Deleting an output file makes the next pack write it again.
     std::fs::remove_file(client_bundle(&edited)).unwrap();

@@ -28,16 +28,10 @@ const CALCULATIONS: &str = "
     };";
 
 fn compare(bundle: &Path, packed_binding: &str, original: &Path) {
-    let packed = ss_tests::eval_bundle(
-        bundle,
-        &format!("const THREE = {packed_binding};\n{CALCULATIONS}"),
-    );
+    let packed = ss_tests::eval_bundle(bundle, &format!("const THREE = {packed_binding};\n{CALCULATIONS}"));
     let reference = ss_tests::eval_bundle(
         bundle,
-        &format!(
-            "const THREE = await import({:?});\n{CALCULATIONS}",
-            original.display().to_string()
-        ),
+        &format!("const THREE = await import({:?});\n{CALCULATIONS}", original.display().to_string()),
     );
     assert_eq!(packed, reference);
     assert_eq!(packed["revision"], "187");
@@ -78,21 +72,19 @@ fn three_source_folder_of_es_modules() {
     // Private modules are packed when something requires them: the WebGL
     // library, not the WebGPU renderer that Three.js does not import.
     let modules = &report.manifest.modules;
-    let packed = modules
-        .keys()
-        .filter(|p| p.starts_with("app/client/three/"))
-        .count();
+    let packed = modules.keys().filter(|p| p.starts_with("app/client/three/")).count();
     assert!(packed > 300, "{packed} modules");
     assert!(modules.contains_key("app/client/three/renderers/WebGLRenderer.js"));
     assert!(!modules.contains_key("app/client/three/renderers/webgpu/WebGPURenderer.js"));
-    compare(
-        &client_bundle(&report),
-        "SS.client.app.three()",
-        &three.join("src/Three.js"),
-    );
+    compare(&client_bundle(&report), "SS.client.app.three()", &three.join("src/Three.js"));
 
     // The same folder without `private_folders` breaks the API tree rules, and says so.
     write(app.path(), "config/app.toml", "");
     let err = pack(&options).unwrap_err().to_string();
-    assert!(err.contains("app/client/three/renderers/shaders/ShaderLib.js` and `app/client/three/renderers/shaders/ShaderLib/`"), "{err}");
+    assert!(
+        err.contains(
+            "app/client/three/renderers/shaders/ShaderLib.js` and `app/client/three/renderers/shaders/ShaderLib/`"
+        ),
+        "{err}"
+    );
 }
