@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use crate::js::{CodeOptions, Compiled};
 
-/// Bumped whenever compiled output would change for the same input.
-const CACHE_VERSION: &str = concat!("ssbuild-", env!("CARGO_PKG_VERSION"), "-cache-1");
+/// The build of ssbuild (version and a hash of its sources): output of another build is never reused.
+const CACHE_VERSION: &str = env!("SSBUILD_BUILD_ID");
 
 /// The state a pack leaves for the next one.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -23,6 +23,10 @@ pub struct State {
     pub fingerprint: String,
     /// sha256 of the manifest it wrote.
     pub manifest_sha256: String,
+    /// Files the pack read beyond the discovered sources (SCSS from elsewhere,
+    /// url() targets): path relative to the app -> sha256.
+    #[serde(default)]
+    pub extra_inputs: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -96,6 +100,38 @@ impl Cache {
     pub fn keep(&mut self, key: String, compiled: Compiled, fresh: bool) {
         self.changed |= fresh;
         self.used.insert(key, compiled);
+    }
+
+    /// gzip and brotli of content with this sha256, from an earlier pack.
+    pub fn compressed(&self, sha256: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+        let dir = self.compressed_dir()?;
+        Some((fs::read(dir.join(format!("{sha256}.gz"))).ok()?, fs::read(dir.join(format!("{sha256}.br"))).ok()?))
+    }
+
+    /// Keeps gzip and brotli of content with this sha256 for later packs.
+    pub fn store_compressed(&self, sha256: &str, gz: &[u8], br: &[u8]) {
+        let Some(dir) = self.compressed_dir() else { return };
+        if fs::create_dir_all(&dir).is_ok() {
+            write_replacing(&dir.join(format!("{sha256}.gz")), gz);
+            write_replacing(&dir.join(format!("{sha256}.br")), br);
+        }
+    }
+
+    /// Removes compressed content this pack did not use.
+    pub fn prune_compressed(&self, used: &std::collections::BTreeSet<String>) {
+        let Some(dir) = self.compressed_dir() else { return };
+        let Ok(entries) = fs::read_dir(&dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let sha = name.split('.').next().unwrap_or("");
+            if !used.contains(sha) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    fn compressed_dir(&self) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.join("compressed").join(&self.env))
     }
 
     /// Saves the entries this pack used and its state. Failures only cost speed, so they are ignored.

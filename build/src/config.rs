@@ -20,6 +20,12 @@ pub struct BuildConfig {
     /// required, but are not part of an API tree: vendored code such as a
     /// library's source folder.
     pub private_folders: Vec<String>,
+    /// Browsers to prefix and lower CSS for, as browserslist queries (empty: [`crate::css::DEFAULT_BROWSERS`]).
+    pub browsers: Vec<String>,
+    /// Where browsers fetch the assets folder from: `/assets/`, or a CDN's URL.
+    pub public_url: String,
+    /// Write `.gz` and `.br` beside each text asset (default: when minifying).
+    pub precompress: bool,
 }
 
 impl BuildConfig {
@@ -31,11 +37,22 @@ impl BuildConfig {
             minify: !development,
             source_maps: development,
             private_folders: Vec::new(),
+            browsers: Vec::new(),
+            public_url: DEFAULT_PUBLIC_URL.to_string(),
+            precompress: !development,
         }
     }
 }
 
-const KEYS: [&str; 3] = ["minify", "source_maps", "private_folders"];
+/// Where assets are served from when nothing else is said.
+pub const DEFAULT_PUBLIC_URL: &str = "/assets/";
+
+const KEYS: [&str; 6] = ["minify", "source_maps", "private_folders", "browsers", "public_url", "precompress"];
+
+/// A public URL ends with a slash, so that file names can follow it.
+pub fn normalize_public_url(url: &str) -> String {
+    if url.ends_with('/') { url.to_string() } else { format!("{url}/") }
+}
 
 /// Reads the build config of the app at `root` for `env`.
 pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, PackError> {
@@ -68,6 +85,15 @@ pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, Pack
             let ok = match key.as_str() {
                 "minify" => value.as_bool().map(|b| config.minify = b).is_some(),
                 "source_maps" => value.as_bool().map(|b| config.source_maps = b).is_some(),
+                "precompress" => value.as_bool().map(|b| config.precompress = b).is_some(),
+                "public_url" => value.as_str().map(|u| config.public_url = normalize_public_url(u)).is_some(),
+                "browsers" => match value.as_array() {
+                    Some(items) if items.iter().all(|i| i.is_str()) => {
+                        config.browsers = items.iter().filter_map(|i| i.as_str()).map(str::to_string).collect();
+                        true
+                    }
+                    _ => false,
+                },
                 "private_folders" => match value.as_array() {
                     Some(items) if items.iter().all(|i| i.is_str()) => {
                         config.private_folders = items
@@ -88,11 +114,21 @@ pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, Pack
                 }
             };
             if !ok {
-                let wanted = if key == "private_folders" { "an array of strings" } else { "true or false" };
+                let wanted = match key.as_str() {
+                    "private_folders" | "browsers" => "an array of strings",
+                    "public_url" => "a string",
+                    _ => "true or false",
+                };
                 problems
                     .push(Diagnostic::file(&rel, format!("`build.{key}` must be {wanted}, not {}", value.type_str())));
             }
         }
+    }
+    if let Err(e) = crate::css::targets(&config.browsers) {
+        problems.push(
+            Diagnostic::file("config/app.toml", format!("`build.browsers` is not a valid browserslist query: {e}"))
+                .with_help(format!("for example: browsers = [\"{}\"]", crate::css::DEFAULT_BROWSERS)),
+        );
     }
     if problems.is_empty() { Ok(config) } else { Err(PackError::Invalid(problems)) }
 }

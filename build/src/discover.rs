@@ -26,6 +26,12 @@ pub enum Kind {
     LibClient,
     /// `lib/server`: server modules used by name (authentication, helpers).
     LibServer,
+    /// `lib/css`: third-party stylesheets, in numeric-prefix order.
+    LibStyle,
+    /// `app/css`: the app's stylesheet entry (`app.scss` or `app.css`) and its partials.
+    Style,
+    /// `app/views`: the layout (`app.html`) and templates.
+    View,
 }
 
 impl Kind {
@@ -37,11 +43,30 @@ impl Kind {
             Kind::Server => "app/server",
             Kind::LibClient => "lib/client",
             Kind::LibServer => "lib/server",
+            Kind::LibStyle => "lib/css",
+            Kind::Style => "app/css",
+            Kind::View => "app/views",
         }
     }
 
-    /// Every kind, in the order bundles list them.
-    pub const ALL: [Kind; 5] = [Kind::LibClient, Kind::Client, Kind::Shared, Kind::Server, Kind::LibServer];
+    /// Every kind of code, in the order bundles list them.
+    pub const CODE: [Kind; 5] = [Kind::LibClient, Kind::Client, Kind::Shared, Kind::Server, Kind::LibServer];
+    /// Every kind.
+    pub const ALL: [Kind; 8] = [
+        Kind::LibClient,
+        Kind::Client,
+        Kind::Shared,
+        Kind::Server,
+        Kind::LibServer,
+        Kind::LibStyle,
+        Kind::Style,
+        Kind::View,
+    ];
+
+    /// Whether files of this kind are JavaScript or TypeScript.
+    pub fn is_code(self) -> bool {
+        Kind::CODE.contains(&self)
+    }
 }
 
 /// One source file.
@@ -72,8 +97,12 @@ impl Source {
 /// The sources of an app, each kind in its load order.
 #[derive(Debug, Default)]
 pub struct Sources {
-    /// All files, grouped by kind in [`Kind::ALL`] order, sorted inside a kind.
+    /// Code files, grouped by kind in [`Kind::CODE`] order, sorted inside a kind.
     pub files: Vec<Source>,
+    /// Stylesheets: `lib/css` in order, then everything under `app/css` (partials included).
+    pub styles: Vec<Source>,
+    /// Views: everything under `app/views`.
+    pub views: Vec<Source>,
     /// Files found but not used (wrong extension), for a warning.
     pub ignored: Vec<String>,
 }
@@ -102,17 +131,26 @@ pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
         let files = disk.files_under(&dir).map_err(|e| PackError::io("reading folder", &dir, e))?;
         for file in files {
             let rel = display_path(&dir, &file);
-            if rel.split('/').any(is_skipped_name) {
+            // SCSS partials (`_name.scss`) are read through @import and @use.
+            let skipped = |name: &str| match kind {
+                Kind::Style => name.starts_with('.') || name.ends_with('~'),
+                _ => is_skipped_name(name),
+            };
+            if rel.split('/').any(skipped) {
                 continue;
             }
             let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
             let wanted = match kind {
                 Kind::LibClient => ext == "js",
+                Kind::LibStyle => ext == "css",
+                Kind::Style => ["scss", "sass", "css"].contains(&ext),
+                Kind::View => ext == "html",
                 _ => MODULE_EXTENSIONS.contains(&ext) && !rel.ends_with(".d.ts"),
             };
             if wanted {
                 found.push((file, kind));
-            } else {
+            } else if kind != Kind::Style {
+                // app/css also holds the images and fonts its url()s point to.
                 ignored.push(display_path(root, &file));
             }
         }
@@ -153,7 +191,9 @@ pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
     }
     files.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| load_order(a, b)));
     ignored.sort();
-    Ok(Sources { files, ignored })
+    let (code, rest): (Vec<Source>, Vec<Source>) = files.into_iter().partition(|s| s.kind.is_code());
+    let (views, styles): (Vec<Source>, Vec<Source>) = rest.into_iter().partition(|s| s.kind == Kind::View);
+    Ok(Sources { files: code, styles, views, ignored })
 }
 
 /// The load order inside one kind: `lib/client` by numeric prefix (`2.x` before
@@ -162,7 +202,7 @@ fn load_order(a: &Source, b: &Source) -> Ordering {
     let (ka, kb) = (a.inner_path().split('/'), b.inner_path().split('/'));
     for (x, y) in ka.clone().zip(kb.clone()) {
         let ord = match a.kind {
-            Kind::LibClient => numeric_key(x).cmp(&numeric_key(y)),
+            Kind::LibClient | Kind::LibStyle => numeric_key(x).cmp(&numeric_key(y)),
             _ => (tree_key(x) != "app", x).cmp(&(tree_key(y) != "app", y)),
         };
         if ord != Ordering::Equal {

@@ -6,7 +6,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// Read access to an app's source tree.
-pub trait Disk: Sync {
+pub trait Disk: Sync + std::fmt::Debug {
     /// Every file below `dir` (recursively), in any order. A missing `dir` is an empty list.
     /// Entries are full paths (`dir` joined with the relative path).
     fn files_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;

@@ -29,6 +29,9 @@ pub struct FileEntry {
     pub sha256: String,
     /// Subresource integrity: `sha384-` and the base64 digest.
     pub integrity: String,
+    /// Precompressed variants beside the file (`PATH.gz`, `PATH.br`): encoding -> size in bytes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub compressed: BTreeMap<String, u64>,
 }
 
 /// A file to write: a logical name (`app.js`) in a folder (`assets`).
@@ -69,7 +72,26 @@ pub fn describe(path: &str, bytes: &[u8]) -> FileEntry {
         size: bytes.len() as u64,
         sha256: hex::encode(Sha256::digest(bytes)),
         integrity: integrity(bytes),
+        compressed: BTreeMap::new(),
     }
+}
+
+/// Whether a file is text that compresses well (by its extension).
+pub fn compressible(path: &str) -> bool {
+    let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    ["js", "mjs", "css", "html", "svg", "json", "txt", "xml", "map", "ico", "wasm", "ttf", "otf", "eot"].contains(&ext)
+}
+
+/// gzip (level 9) and brotli (quality 11) of some bytes. Both are deterministic.
+pub fn compress(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes).expect("writing to memory cannot fail");
+    let gz = gz.finish().expect("writing to memory cannot fail");
+    let params = brotli::enc::BrotliEncoderParams { quality: 11, lgwin: 22, ..Default::default() };
+    let mut br = Vec::new();
+    brotli::BrotliCompress(&mut &bytes[..], &mut br, &params).expect("writing to memory cannot fail");
+    (gz, br)
 }
 
 /// The SRI value of some bytes.

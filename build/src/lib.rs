@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod css;
 pub mod diagnostic;
 pub mod discover;
 pub mod disk;
@@ -16,8 +17,9 @@ pub mod js;
 pub mod link;
 pub mod manifest;
 pub mod tree;
+pub mod views;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -40,12 +42,14 @@ pub struct PackOptions {
     pub env: String,
     /// Use and update the persistent cache in `APP/.ssbuild-cache`.
     pub cache: bool,
+    /// Where browsers load assets from, over `build.public_url` (default `/assets/`).
+    pub public_url: Option<String>,
 }
 
 impl PackOptions {
     /// Options for packing `app` in `env`, with the cache on.
     pub fn new(app: impl Into<PathBuf>, env: impl Into<String>) -> Self {
-        PackOptions { app: app.into(), out: None, env: env.into(), cache: true }
+        PackOptions { app: app.into(), out: None, env: env.into(), cache: true, public_url: None }
     }
 
     /// The output folder.
@@ -86,16 +90,19 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     let root = options.app.as_path();
     let out = options.out_dir();
     let mut stages = Stages::new(started);
-    let config = config::load(disk, root, &options.env)?;
+    let mut config = config::load(disk, root, &options.env)?;
+    if let Some(url) = &options.public_url {
+        config.public_url = config::normalize_public_url(url);
+    }
     let code = CodeOptions { minify: config.minify, source_map: config.source_maps };
     let sources = discover::discover(disk, root)?;
     stages.mark("discover");
-    let warnings: Vec<String> =
-        sources.ignored.iter().map(|p| format!("{p} is not a .js or .ts file, so it is not packed")).collect();
+    let mut warnings: Vec<String> =
+        sources.ignored.iter().map(|p| format!("{p} is not packed: {}", why_ignored(p))).collect();
 
     let mut cache = if options.cache { cache::Cache::open(root, &options.env) } else { cache::Cache::disabled() };
-    let fingerprint = fingerprint(&sources.files, &config, &out);
-    if let Some(manifest) = unchanged_output(&cache, &fingerprint, &out) {
+    let fingerprint = fingerprint(&sources, &config, &out);
+    if let Some(manifest) = unchanged_output(disk, root, &cache, &fingerprint, &out) {
         return Ok(PackReport {
             manifest,
             out,
@@ -110,14 +117,17 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     cache.load_entries();
     stages.mark("load cache");
 
-    // Compile every file (and the loader), in parallel, through the cache.
-    let loader = Source {
-        path: link::LOADER_PATH.to_string(),
-        kind: Kind::LibClient,
-        text: link::LOADER_SOURCE.to_string(),
-        digest: Sha256::digest(link::LOADER_SOURCE).into(),
-    };
-    let all: Vec<&Source> = sources.files.iter().chain(std::iter::once(&loader)).collect();
+    // Compile every file (and the client library), in parallel, through the cache.
+    let library =
+        [(link::LOADER_PATH, link::LOADER_SOURCE), (link::BROWSER_PATH, link::BROWSER_SOURCE)].map(|(path, text)| {
+            Source {
+                path: path.to_string(),
+                kind: Kind::LibClient,
+                text: text.to_string(),
+                digest: Sha256::digest(text).into(),
+            }
+        });
+    let all: Vec<&Source> = sources.files.iter().chain(&library).collect();
     let results: Vec<(String, bool, Result<Compiled, Vec<Diagnostic>>)> = all
         .par_iter()
         .map(|source| {
@@ -134,10 +144,10 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
             (key, true, result)
         })
         .collect();
-
     stages.mark("compile");
+
     let mut compiled = Vec::with_capacity(results.len());
-    let mut failed = std::collections::BTreeSet::new();
+    let mut failed = BTreeSet::new();
     let mut problems = Vec::new();
     let (mut fresh, mut cached) = (0, 0);
     for (index, (key, is_fresh, result)) in results.into_iter().enumerate() {
@@ -158,55 +168,96 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
             }
         }
     }
-    let loader = compiled.pop().expect("the loader was compiled last");
-    // Link even when some files failed, to report the link's errors in the same run.
-    let linked = link::link(&sources.files, &compiled, &loader, &failed, &config);
-    let linked = match linked {
-        Ok(linked) if problems.is_empty() => linked,
-        Ok(_) => return Err(PackError::Invalid(problems)),
-        Err(mut more) => {
-            problems.append(&mut more);
+    let browser = compiled.pop().expect("the browser library was compiled last");
+    let loader = compiled.pop().expect("the loader was compiled before it");
+
+    // Link, style and template even when some files failed, to report every error in one run.
+    let linked = link::link(&sources.files, &compiled, &loader, &browser, &failed, &config);
+    stages.mark("link");
+    let targets = css::targets(&config.browsers).expect("config::load checked the browsers");
+    let styles = css::build(disk, root, &sources.styles, targets, config.minify);
+    stages.mark("styles");
+    let templates = views::templates(&sources.views);
+    let (linked, styles, (templates, view_warnings)) = match (linked, styles, templates) {
+        (Ok(l), Ok(s), Ok(t)) if problems.is_empty() => (l, s, t),
+        (l, s, t) => {
+            problems.extend(l.err().into_iter().flatten());
+            problems.extend(s.err().into_iter().flatten());
+            problems.extend(t.err().into_iter().flatten());
             return Err(PackError::Invalid(problems));
         }
     };
-    stages.mark("link");
+    warnings.extend(view_warnings);
     let link::Linked { client, server: server_bundle, trees, modules, lib_server } = linked;
 
-    // Name, describe and write.
-    let mut files = BTreeMap::new();
+    // Name and describe every output.
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut assets = BTreeMap::new();
-    let bundles = [
-        emit::Output {
-            name: "app.js".into(),
+    let mut server = BTreeMap::new();
+    let mut outputs = vec![emit::Output {
+        name: "app.js".into(),
+        folder: "assets",
+        bytes: client.code.into_bytes(),
+        map: client.map.map(String::into_bytes),
+    }];
+    if !styles.css.is_empty() {
+        outputs.push(emit::Output {
+            name: "app.css".into(),
             folder: "assets",
-            bytes: client.code.into_bytes(),
-            map: client.map.map(String::into_bytes),
-        },
-        emit::Output {
-            name: "server.js".into(),
-            folder: "server",
-            bytes: server_bundle.code.into_bytes(),
-            map: server_bundle.map.map(String::into_bytes),
-        },
-    ];
-    let mut server = Vec::new();
-    for bundle in bundles {
-        let is_server = bundle.folder == "server";
-        for (name, entry, bytes) in emit::hashed(bundle) {
+            bytes: styles.css.into_bytes(),
+            map: None,
+        });
+    }
+    outputs.push(emit::Output {
+        name: "server.js".into(),
+        folder: "server",
+        bytes: server_bundle.code.into_bytes(),
+        map: server_bundle.map.map(String::into_bytes),
+    });
+    for output in outputs {
+        let folder = output.folder;
+        for (name, entry, bytes) in emit::hashed(output) {
             files.insert(entry.path.clone(), bytes);
-            if is_server {
-                server.push((name, entry))
+            if folder == "server" {
+                server.insert(name, entry)
             } else {
-                assets.insert(name, entry);
-            }
+                assets.insert(name, entry)
+            };
         }
     }
-    let manifest = Manifest::new(&config.env, assets, server.into_iter().collect(), trees, modules, lib_server);
-    let manifest_bytes = manifest.to_json();
+    for (app_path, (name, bytes)) in styles.assets {
+        let entry = emit::describe(&format!("assets/{name}"), &bytes);
+        files.insert(entry.path.clone(), bytes);
+        assets.insert(app_path, entry);
+    }
+
+    // The page: the layout with tags pointing at the public URL.
+    let url = |name: &str| format!("{}{}", config.public_url, assets[name].path.trim_start_matches("assets/"));
+    let mut tags = Vec::new();
+    if assets.contains_key("app.css") {
+        tags.push(views::Tag::Style(url("app.css"), assets["app.css"].integrity.clone()));
+    }
+    tags.push(views::Tag::Script(url("app.js"), assets["app.js"].integrity.clone()));
+    let html = views::render_page(&sources.views, &tags, &templates, config.minify)
+        .map_err(|d| PackError::Invalid(vec![d]))?;
+    let page = emit::describe("index.html", html.as_bytes());
+    files.insert(page.path.clone(), html.into_bytes());
+    let mut manifest = Manifest::new(&config.env, &config.public_url, page, assets, server, trees, modules, lib_server);
     stages.mark("hash");
+
+    if config.precompress {
+        precompress(&mut files, &mut manifest, &cache);
+        stages.mark("compress");
+    }
+    let manifest_bytes = manifest.to_json();
     emit::write_atomically(&out, &files, &manifest_bytes)?;
     stages.mark("write");
-    cache.save(&cache::State { fingerprint, manifest_sha256: hex::encode(Sha256::digest(&manifest_bytes)) });
+    let state = cache::State {
+        fingerprint,
+        manifest_sha256: hex::encode(Sha256::digest(&manifest_bytes)),
+        extra_inputs: styles.inputs,
+    };
+    cache.save(&state);
     stages.mark("save cache");
     Ok(PackReport {
         manifest,
@@ -218,6 +269,47 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         elapsed: started.elapsed(),
         stages: stages.done(),
     })
+}
+
+/// Writes `.gz` and `.br` beside each text file of the page and the assets, in
+/// parallel, reusing what an earlier pack compressed.
+fn precompress(files: &mut BTreeMap<String, Vec<u8>>, manifest: &mut Manifest, cache: &cache::Cache) {
+    let entries: Vec<&mut emit::FileEntry> = std::iter::once(&mut manifest.page)
+        .chain(manifest.assets.values_mut())
+        .filter(|e| emit::compressible(&e.path) && !e.path.ends_with(".map"))
+        .collect();
+    let done: Vec<(Vec<u8>, Vec<u8>)> = entries
+        .par_iter()
+        .map(|entry| {
+            cache.compressed(&entry.sha256).unwrap_or_else(|| {
+                let (gz, br) = emit::compress(&files[&entry.path]);
+                cache.store_compressed(&entry.sha256, &gz, &br);
+                (gz, br)
+            })
+        })
+        .collect();
+    let mut used = BTreeSet::new();
+    for (entry, (gz, br)) in entries.into_iter().zip(done) {
+        used.insert(entry.sha256.clone());
+        entry.compressed.insert("gzip".into(), gz.len() as u64);
+        entry.compressed.insert("br".into(), br.len() as u64);
+        files.insert(format!("{}.gz", entry.path), gz);
+        files.insert(format!("{}.br", entry.path), br);
+    }
+    cache.prune_compressed(&used);
+}
+
+/// Why discovery left a file out, for the warning.
+fn why_ignored(path: &str) -> &'static str {
+    if path.starts_with("lib/css/") {
+        "lib/css holds .css files"
+    } else if path.starts_with("app/views/") {
+        "app/views holds .html files"
+    } else if path.starts_with("lib/client/") {
+        "lib/client holds .js scripts"
+    } else {
+        "app folders and lib/server hold .js and .ts modules"
+    }
 }
 
 /// Wall-clock marks between stages.
@@ -242,13 +334,15 @@ impl Stages {
     }
 }
 
-/// A digest of everything a pack's output depends on.
-fn fingerprint(files: &[Source], config: &config::BuildConfig, out: &Path) -> String {
+/// A digest of everything a pack's output depends on (files read beyond the
+/// sources are checked separately, from the state the last pack left).
+fn fingerprint(sources: &discover::Sources, config: &config::BuildConfig, out: &Path) -> String {
     let mut h = Sha256::new();
-    h.update(env!("CARGO_PKG_VERSION"));
+    h.update(env!("SSBUILD_BUILD_ID"));
     h.update(format!("{config:?}\0{}\0", out.display()));
     h.update(Sha256::digest(link::LOADER_SOURCE));
-    for f in files {
+    h.update(Sha256::digest(link::BROWSER_SOURCE));
+    for f in sources.files.iter().chain(&sources.styles).chain(&sources.views) {
         h.update(f.path.as_bytes());
         h.update([0]);
         h.update(f.digest);
@@ -257,9 +351,22 @@ fn fingerprint(files: &[Source], config: &config::BuildConfig, out: &Path) -> St
 }
 
 /// The current manifest, when the output is exactly what the last pack of the same inputs wrote.
-fn unchanged_output(cache: &cache::Cache, fingerprint: &str, out: &Path) -> Option<Manifest> {
+fn unchanged_output(
+    disk: &dyn disk::Disk,
+    root: &Path,
+    cache: &cache::Cache,
+    fingerprint: &str,
+    out: &Path,
+) -> Option<Manifest> {
     let state = cache.state()?;
     if state.fingerprint != fingerprint {
+        return None;
+    }
+    let same_extras = state
+        .extra_inputs
+        .iter()
+        .all(|(path, sha)| disk.read(&root.join(path)).is_ok_and(|bytes| hex::encode(Sha256::digest(&bytes)) == *sha));
+    if !same_extras {
         return None;
     }
     let bytes = std::fs::read(out.join("manifest.json")).ok()?;

@@ -66,14 +66,19 @@ pub struct Linked {
 pub const LOADER_PATH: &str = "client/modules.js";
 /// Its text, embedded.
 pub const LOADER_SOURCE: &str = include_str!("../../client/modules.js");
+/// The browser library that only the client bundle carries (`SS.tmpl`).
+pub const BROWSER_PATH: &str = "client/tmpl.js";
+/// Its text, embedded.
+pub const BROWSER_SOURCE: &str = include_str!("../../client/tmpl.js");
 
 /// Links compiled sources. `compiled[i]` belongs to `sources[i]`; `loader` is
-/// the compiled loader. `failed` lists sources that did not compile (their
+/// the compiled loader, `browser` the compiled browser library. `failed` lists sources that did not compile (their
 /// entries in `compiled` are empty): linking then only looks for more errors.
 pub fn link(
     sources: &[Source],
     compiled: &[Compiled],
     loader: &Compiled,
+    browser: &Compiled,
     failed: &BTreeSet<usize>,
     config: &BuildConfig,
 ) -> Result<Linked, Vec<Diagnostic>> {
@@ -150,6 +155,8 @@ pub fn link(
         client.push_raw("\n;\n");
     }
     client.push_script(loader);
+    client.push_raw("\n");
+    client.push_script(browser);
     client.push_raw("\n");
     write_modules(&mut client, compiled, &client_members, &client_deps);
     let client_trees = [("client", &trees["client"]), ("shared", &trees["shared"])];

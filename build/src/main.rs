@@ -33,6 +33,9 @@ enum Command {
         /// Compile every file again instead of reusing APP/.ssbuild-cache.
         #[arg(long)]
         no_cache: bool,
+        /// The URL browsers load the assets folder from, such as https://cdn.example.com/app/ [default: /assets/].
+        #[arg(long)]
+        public_url: Option<String>,
         /// Print how long each stage took.
         #[arg(long)]
         timings: bool,
@@ -42,7 +45,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Pack { app, out, env, no_cache, timings } => {
+        Command::Pack { app, out, env, no_cache, timings, public_url } => {
             let env = env
                 .or_else(|| std::env::var("SS_ENV").ok().filter(|e| !e.is_empty()))
                 .unwrap_or_else(|| "development".into());
@@ -53,7 +56,7 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            let options = ssbuild::PackOptions { app, out, env, cache: !no_cache };
+            let options = ssbuild::PackOptions { app, out, env, cache: !no_cache, public_url };
             match ssbuild::pack(&options) {
                 Ok(report) => {
                     for w in &report.warnings {

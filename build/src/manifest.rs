@@ -19,6 +19,10 @@ pub struct Manifest {
     pub generator: String,
     /// The environment the app was packed for.
     pub env: String,
+    /// The URL the page loads assets from (`/assets/`, or a CDN's).
+    pub public_url: String,
+    /// The single page, `index.html`.
+    pub page: FileEntry,
     /// Public files (served to browsers), by logical name (`app.js`).
     pub assets: BTreeMap<String, FileEntry>,
     /// Server files (never served), by logical name (`server.js`).
@@ -33,8 +37,11 @@ pub struct Manifest {
 
 impl Manifest {
     /// Assembles the manifest of a linked app whose files were named.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         env: &str,
+        public_url: &str,
+        page: FileEntry,
         assets: BTreeMap<String, FileEntry>,
         server: BTreeMap<String, FileEntry>,
         trees: BTreeMap<&'static str, Tree>,
@@ -45,6 +52,8 @@ impl Manifest {
             format: MANIFEST_FORMAT,
             generator: concat!("ssbuild ", env!("CARGO_PKG_VERSION")).to_string(),
             env: env.to_string(),
+            public_url: public_url.to_string(),
+            page,
             assets,
             server,
             trees: trees.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
@@ -55,7 +64,7 @@ impl Manifest {
 
     /// Every file the manifest lists.
     pub fn files(&self) -> impl Iterator<Item = &FileEntry> {
-        self.assets.values().chain(self.server.values())
+        std::iter::once(&self.page).chain(self.assets.values()).chain(self.server.values())
     }
 
     /// Pretty JSON with a final newline; the same manifest gives the same bytes.

@@ -1,0 +1,362 @@
+//! Styles: `lib/css/*.css` in numeric order, then the app's stylesheet
+//! (`app/css/app.scss` compiled with grass, or `app/css/app.css`), each parsed,
+//! prefixed for the configured browsers and (in production) minified by
+//! lightningcss, into one `app.css`. Files that `url()` points to inside the app
+//! become content-hashed assets and the references are rewritten.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use lightningcss::dependencies::{Dependency, DependencyOptions};
+use lightningcss::printer::PrinterOptions;
+use lightningcss::stylesheet::{MinifyOptions, ParserOptions, StyleSheet};
+use lightningcss::targets::{Browsers, Targets};
+use sha2::{Digest, Sha256};
+
+use crate::diagnostic::{Diagnostic, display_path};
+use crate::discover::{Kind, Source};
+use crate::disk::Disk;
+
+/// The browsers styles are prefixed for when the config names none
+/// (browserslist's own defaults).
+pub const DEFAULT_BROWSERS: &str = "> 0.5%, last 2 versions, Firefox ESR, not dead";
+
+/// The stylesheet of an app and the files it references.
+#[derive(Debug, Default)]
+pub struct Styles {
+    /// The CSS of `app.css`, with asset URLs written in (relative to the assets folder).
+    pub css: String,
+    /// Files referenced by `url()`: app path -> (hashed file name, bytes).
+    pub assets: BTreeMap<String, (String, Vec<u8>)>,
+    /// Files read outside the discovered sources (SCSS imported from elsewhere,
+    /// url() targets), with their sha256, so that the next pack can tell whether they changed.
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// Resolves `browsers` (browserslist queries) to lightningcss targets.
+pub fn targets(browsers: &[String]) -> Result<Targets, String> {
+    let queries: Vec<&str> = if browsers.is_empty() {
+        DEFAULT_BROWSERS.split(',').map(str::trim).collect()
+    } else {
+        browsers.iter().map(String::as_str).collect()
+    };
+    match Browsers::from_browserslist(queries) {
+        Ok(browsers) => Ok(Targets { browsers, ..Targets::default() }),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Builds the app's stylesheet. `styles` are the discovered `lib/css` and `app/css` files.
+pub fn build(
+    disk: &dyn Disk,
+    root: &Path,
+    styles: &[Source],
+    targets: Targets,
+    minify: bool,
+) -> Result<Styles, Vec<Diagnostic>> {
+    let mut out = Styles::default();
+    let mut problems = Vec::new();
+    let mut sheets: Vec<(String, String, String)> = Vec::new(); // (file named in errors, base folder for url(), css)
+    for lib in styles.iter().filter(|s| s.kind == Kind::LibStyle) {
+        let base = lib.path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+        sheets.push((lib.path.clone(), base, lib.text.clone()));
+    }
+    let app_styles: Vec<&Source> = styles.iter().filter(|s| s.kind == Kind::Style).collect();
+    let entry = ["app/css/app.scss", "app/css/app.sass", "app/css/app.css"]
+        .iter()
+        .find_map(|p| app_styles.iter().find(|s| s.path == *p));
+    if let Some(entry) = entry {
+        if entry.path.ends_with(".css") {
+            sheets.push((entry.path.clone(), "app/css".into(), entry.text.clone()));
+        } else {
+            match compile_sass(disk, root, entry, styles) {
+                Ok((css, read)) => {
+                    out.inputs.extend(read);
+                    sheets.push((entry.path.clone(), "app/css".into(), css));
+                }
+                Err(d) => problems.push(d),
+            }
+        }
+    }
+
+    let mut parts = Vec::new();
+    for (file, base, css) in &sheets {
+        match process(disk, root, file, base, css, targets, minify, &mut out) {
+            Ok(code) => parts.push(code),
+            Err(mut d) => problems.append(&mut d),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    out.css = parts.join(if minify { "" } else { "\n" });
+    Ok(out)
+}
+
+/// Compiles an SCSS entry with grass, reading through `disk`. Returns the CSS
+/// and the files read that are not among the discovered styles.
+fn compile_sass(
+    disk: &dyn Disk,
+    root: &Path,
+    entry: &Source,
+    styles: &[Source],
+) -> Result<(String, BTreeMap<String, String>), Diagnostic> {
+    let fs = SassFs { disk, read: Mutex::new(Vec::new()) };
+    let options = grass::Options::default()
+        .fs(&fs)
+        .load_path(root.join("app/css"))
+        .style(grass::OutputStyle::Expanded)
+        .quiet(true);
+    let path = root.join(&entry.path);
+    let result = grass::from_path(&path, &options);
+    let css = result.map_err(|e| sass_error(root, *e))?;
+    let mut extra = BTreeMap::new();
+    for file in fs.read.into_inner().unwrap_or_default() {
+        let rel = display_path(root, &file);
+        if !styles.iter().any(|s| s.path == rel)
+            && let Ok(bytes) = disk.read(&file)
+        {
+            extra.insert(rel, hex::encode(Sha256::digest(&bytes)));
+        }
+    }
+    Ok((css, extra))
+}
+
+fn sass_error(root: &Path, error: grass::Error) -> Diagnostic {
+    match error.kind() {
+        grass::ErrorKind::ParseError { message, loc, .. } => {
+            let file = display_path(root, Path::new(loc.file.name()));
+            Diagnostic::at(
+                file,
+                loc.file.source(),
+                loc.begin.line + 1,
+                loc.begin.column + 1,
+                format!("SCSS error: {message}"),
+            )
+        }
+        grass::ErrorKind::IoError(e) => Diagnostic::file("app/css", format!("cannot read the stylesheet: {e}")),
+        grass::ErrorKind::FromUtf8Error(e) => {
+            Diagnostic::file("app/css", format!("a stylesheet is not valid UTF-8: {e}"))
+        }
+        _ => Diagnostic::file("app/css", "the SCSS compiler failed"),
+    }
+}
+
+/// grass reads files through the pack's disk; it records what it read.
+#[derive(Debug)]
+struct SassFs<'a> {
+    disk: &'a dyn Disk,
+    read: Mutex<Vec<PathBuf>>,
+}
+
+impl grass::Fs for SassFs<'_> {
+    fn is_dir(&self, path: &Path) -> bool {
+        !self.disk.is_file(path) && self.disk.files_under(path).is_ok_and(|f| !f.is_empty())
+    }
+
+    fn is_file(&self, path: &Path) -> bool {
+        self.disk.is_file(path)
+    }
+
+    fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        if let Ok(mut read) = self.read.lock() {
+            read.push(path.to_path_buf());
+        }
+        self.disk.read(path)
+    }
+}
+
+/// Parses, prefixes, minifies and prints one stylesheet; rewrites its url()s.
+#[allow(clippy::too_many_arguments)]
+fn process(
+    disk: &dyn Disk,
+    root: &Path,
+    file: &str,
+    base: &str,
+    css: &str,
+    targets: Targets,
+    minify: bool,
+    out: &mut Styles,
+) -> Result<String, Vec<Diagnostic>> {
+    let options = ParserOptions { filename: file.to_string(), ..ParserOptions::default() };
+    let mut sheet = StyleSheet::parse(css, options).map_err(|e| {
+        let message = format!("CSS error: {}", e.kind);
+        vec![match e.loc {
+            Some(loc) => Diagnostic::at(file, css, loc.line as usize + 1, loc.column as usize, message),
+            None => Diagnostic::file(file, message),
+        }]
+    })?;
+    sheet
+        .minify(MinifyOptions { targets, ..MinifyOptions::default() })
+        .map_err(|e| vec![Diagnostic::file(file, format!("CSS error: {}", e.kind))])?;
+    let printed = sheet
+        .to_css(PrinterOptions {
+            minify,
+            targets,
+            analyze_dependencies: Some(DependencyOptions { remove_imports: false }),
+            ..PrinterOptions::default()
+        })
+        .map_err(|e| vec![Diagnostic::file(file, format!("CSS error: {}", e.kind))])?;
+    let mut code = printed.code;
+    let mut problems = Vec::new();
+    for dep in printed.dependencies.unwrap_or_default() {
+        match dep {
+            Dependency::Url(url) => {
+                let (target, suffix) = split_suffix(&url.url);
+                let replacement = if is_external(&url.url) {
+                    url.url.clone()
+                } else {
+                    match asset(disk, root, base, target, out) {
+                        Ok(name) => format!("{name}{suffix}"),
+                        Err(message) => {
+                            let (line, col) = (url.loc.start.line as usize, url.loc.start.column as usize);
+                            let d = if file.ends_with(".scss") || file.ends_with(".sass") {
+                                Diagnostic::file(file, message)
+                            } else {
+                                Diagnostic::at(file, css, line, col, message)
+                            };
+                            problems.push(d.with_help("url() paths are relative to the stylesheet (for SCSS, to app/css); use a full URL for files outside the app"));
+                            continue;
+                        }
+                    }
+                };
+                // lightningcss prints placeholders quoted; a plain URL needs no quotes.
+                let quoted = format!("\"{}\"", url.placeholder);
+                code = if code.contains(&quoted) {
+                    code.replace(&quoted, &css_string(&replacement))
+                } else {
+                    code.replace(&url.placeholder, &replacement)
+                };
+            }
+            Dependency::Import(import) => problems.push(
+                Diagnostic::at(
+                    file,
+                    css,
+                    import.loc.start.line as usize,
+                    import.loc.start.column as usize,
+                    format!("@import of '{}' is not bundled from a .css file", import.url),
+                )
+                .with_help("name the entry app/css/app.scss: SCSS inlines its @imports"),
+            ),
+        }
+    }
+    if problems.is_empty() { Ok(code) } else { Err(problems) }
+}
+
+/// `data:`, `http:`, `//host`, `/root` and `#fragment` URLs are left as they are.
+fn is_external(url: &str) -> bool {
+    url.starts_with('/') || url.starts_with('#') || url.contains(':')
+}
+
+/// `font.woff2?v=3#iefix` -> (`font.woff2`, `?v=3#iefix`).
+fn split_suffix(url: &str) -> (&str, &str) {
+    match url.find(['?', '#']) {
+        Some(i) => url.split_at(i),
+        None => (url, ""),
+    }
+}
+
+/// Quotes a URL for `url(...)` when it needs it.
+fn css_string(url: &str) -> String {
+    if url.chars().any(|c| c.is_whitespace() || "()'\"\\".contains(c)) {
+        format!("\"{}\"", url.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        url.to_string()
+    }
+}
+
+/// Reads a referenced file and names it by content; returns the file name to use in CSS.
+fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Styles) -> Result<String, String> {
+    let joined = format!("{base}/{target}");
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop().ok_or_else(|| format!("url({target}) points outside the app"))?;
+            }
+            p => parts.push(p),
+        }
+    }
+    let rel = parts.join("/");
+    if let Some((name, _)) = out.assets.get(&rel) {
+        return Ok(name.clone());
+    }
+    let bytes =
+        disk.read(&root.join(&rel)).map_err(|_| format!("url({target}) points to {rel}, which does not exist"))?;
+    let digest = Sha256::digest(&bytes);
+    let file = rel.rsplit('/').next().unwrap_or(&rel);
+    let (stem, ext) = file.rsplit_once('.').unwrap_or((file, ""));
+    let name = if ext.is_empty() {
+        format!("{stem}.{}", hex::encode(&digest[..6]))
+    } else {
+        format!("{stem}.{}.{ext}", hex::encode(&digest[..6]))
+    };
+    out.inputs.insert(rel.clone(), hex::encode(digest));
+    out.assets.insert(rel, (name.clone(), bytes));
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::MemoryDisk;
+
+    fn style(path: &str, kind: Kind, text: &str) -> Source {
+        Source { path: path.into(), kind, text: text.into(), digest: [0; 32] }
+    }
+
+    #[test]
+    fn lib_css_comes_first_and_urls_become_hashed_assets() {
+        let mut disk = MemoryDisk::new();
+        disk.insert("/a/app/css/img/logo.png", b"PNG".to_vec());
+        let styles = [
+            style("lib/css/1.reset.css", Kind::LibStyle, "html { margin: 0 }"),
+            style(
+                "app/css/app.scss",
+                Kind::Style,
+                "$c: #ff0000;\n.logo { color: $c; background: url(img/logo.png?x=1) }\n",
+            ),
+        ];
+        for (path, s) in [("/a/app/css/app.scss", &styles[1].text)] {
+            disk.insert(path, s.as_bytes().to_vec());
+        }
+        let out = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap();
+        let name = &out.assets["app/css/img/logo.png"].0;
+        assert!(name.starts_with("logo.") && name.ends_with(".png"));
+        assert_eq!(out.css, format!("html{{margin:0}}.logo{{color:red;background:url({name}?x=1)}}"));
+    }
+
+    #[test]
+    fn a_url_to_a_missing_file_is_named() {
+        let disk = MemoryDisk::new();
+        let styles = [style("lib/css/1.x.css", Kind::LibStyle, "a {}\nb { background: url(../img/none.png) }")];
+        let err = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap_err();
+        assert_eq!(err[0].file, "lib/css/1.x.css");
+        assert_eq!(err[0].position, Some((2, 21)));
+        assert!(err[0].message.contains("lib/img/none.png, which does not exist"), "{}", err[0].message);
+    }
+
+    #[test]
+    fn scss_errors_name_the_partial() {
+        let mut disk = MemoryDisk::new();
+        disk.insert("/a/app/css/app.scss", "@import 'parts/colors';\n");
+        disk.insert("/a/app/css/parts/_colors.scss", "$a: 1;\n.x { width: $missing; }\n");
+        let styles = [style("app/css/app.scss", Kind::Style, "@import 'parts/colors';\n")];
+        let err = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap_err();
+        assert_eq!(err[0].file, "app/css/parts/_colors.scss");
+        assert_eq!(err[0].position, Some((2, 13)));
+        assert!(err[0].message.contains("Undefined variable"), "{}", err[0].message);
+    }
+
+    #[test]
+    fn prefixes_follow_the_targets() {
+        let disk = MemoryDisk::new();
+        let styles = [style("lib/css/1.x.css", Kind::LibStyle, ".a { user-select: none }")];
+        let old = build(&disk, Path::new("/a"), &styles, targets(&["safari 12".into()]).unwrap(), true).unwrap();
+        assert!(old.css.contains("-webkit-user-select:none"), "{}", old.css);
+        let new = build(&disk, Path::new("/a"), &styles, targets(&["chrome 120".into()]).unwrap(), true).unwrap();
+        assert_eq!(new.css, ".a{user-select:none}");
+    }
+}

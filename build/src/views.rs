@@ -1,0 +1,277 @@
+//! Views: the layout `app/views/app.html` becomes `index.html`, with
+//! `<SocketStream>` in its head replaced by the stylesheet and script tags
+//! (each with SRI `integrity`) and the templates. Every other `.html` file in a
+//! sub-folder of `app/views` is a template: `app/views/people/customers/info.html`
+//! becomes `<template id="people-customers-info">`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use html5ever::TokenizerResult;
+use html5ever::tokenizer::{BufferQueue, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts};
+
+use crate::diagnostic::Diagnostic;
+use crate::discover::Source;
+
+/// The layout's path.
+pub const LAYOUT: &str = "app/views/app.html";
+
+/// A tag to put in place of `<SocketStream>`.
+#[derive(Debug, Clone)]
+pub enum Tag {
+    /// A stylesheet: URL and integrity.
+    Style(String, String),
+    /// A script: URL and integrity.
+    Script(String, String),
+}
+
+/// The templates of the app: id -> (path, HTML), sorted by id.
+pub fn templates(views: &[Source]) -> Result<(BTreeMap<String, (String, String)>, Vec<String>), Vec<Diagnostic>> {
+    let mut out: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    for view in views {
+        let inner = view.inner_path();
+        if !inner.contains('/') {
+            if view.path != LAYOUT {
+                warnings.push(format!("{} is not used: templates live in sub-folders of app/views", view.path));
+            }
+            continue;
+        }
+        let id = inner.trim_end_matches(".html").replace('/', "-");
+        if view.text.to_ascii_lowercase().contains("</template") {
+            problems.push(Diagnostic::file(&view.path, "a template cannot contain `</template>`").with_help(
+                "templates are wrapped in <template> elements; nest another template with a folder instead",
+            ));
+            continue;
+        }
+        if let Some((other, _)) = out.get(&id) {
+            problems.push(
+                Diagnostic::file(&view.path, format!("`{}` and `{other}` both make the template id `{id}`", view.path))
+                    .with_help(
+                        "a template's id is its path below app/views with `/` turned into `-`: rename one of them",
+                    ),
+            );
+            continue;
+        }
+        out.insert(id, (view.path.clone(), view.text.clone()));
+    }
+    if problems.is_empty() { Ok((out, warnings)) } else { Err(problems) }
+}
+
+/// Renders `index.html`: the layout with `<SocketStream>` replaced by `tags` and the templates.
+pub fn render_page(
+    views: &[Source],
+    tags: &[Tag],
+    templates: &BTreeMap<String, (String, String)>,
+    minify: bool,
+) -> Result<String, Diagnostic> {
+    let layout = views.iter().find(|v| v.path == LAYOUT).ok_or_else(|| {
+        Diagnostic::file(LAYOUT, "the app has no layout app/views/app.html")
+            .with_help("create it with `<SocketStream>` in its <head>: ssbuild puts the app's tags there")
+    })?;
+    let (start, end) = find_marker(&layout.text)?;
+    let mut inserted = String::new();
+    for tag in tags {
+        match tag {
+            Tag::Style(url, integrity) => inserted.push_str(&format!(
+                "<link rel=\"stylesheet\" href=\"{}\" integrity=\"{integrity}\" crossorigin=\"anonymous\">",
+                attr(url)
+            )),
+            Tag::Script(url, integrity) => inserted.push_str(&format!(
+                "<script src=\"{}\" integrity=\"{integrity}\" crossorigin=\"anonymous\" defer></script>",
+                attr(url)
+            )),
+        }
+        if !minify {
+            inserted.push('\n');
+        }
+    }
+    for (id, (_, html)) in templates {
+        inserted.push_str(&format!("<template id=\"{}\">{}</template>", attr(id), html.trim()));
+        if !minify {
+            inserted.push('\n');
+        }
+    }
+    let page = format!("{}{}{}", &layout.text[..start], inserted.trim_end(), &layout.text[end..]);
+    if !minify {
+        return Ok(page);
+    }
+    let cfg = minify_html::Cfg {
+        keep_closing_tags: true,
+        keep_html_and_head_opening_tags: true,
+        preserve_brace_template_syntax: true,
+        minify_css: true,
+        minify_js: true,
+        ..minify_html::Cfg::new()
+    };
+    Ok(String::from_utf8(minify_html::minify(page.as_bytes(), &cfg)).expect("minify-html keeps UTF-8"))
+}
+
+fn attr(value: &str) -> String {
+    value.replace('&', "&amp;").replace('"', "&quot;")
+}
+
+/// Finds the one `<SocketStream>` tag of the layout (with its optional end
+/// tag), checks with html5ever that it sits in the head, and returns its byte range.
+fn find_marker(html: &str) -> Result<(usize, usize), Diagnostic> {
+    let found = scan(html);
+    let no_marker = || {
+        Diagnostic::file(LAYOUT, "the layout has no <SocketStream> tag")
+            .with_help("put <SocketStream> in the layout's <head>: ssbuild replaces it with the app's stylesheet, script and templates")
+    };
+    let (line, in_head) = match found.markers.as_slice() {
+        [] => return Err(no_marker()),
+        [only] => *only,
+        [_, (line, _), ..] => {
+            return Err(Diagnostic::at(
+                LAYOUT,
+                html,
+                *line as usize,
+                1,
+                "the layout has more than one <SocketStream> tag",
+            )
+            .with_help("keep one, in <head>"));
+        }
+    };
+    if !in_head {
+        return Err(Diagnostic::at(LAYOUT, html, line as usize, 1, "<SocketStream> must be in the layout's <head>")
+            .with_help("move it into <head>, where stylesheets and scripts load before the page shows"));
+    }
+    // The tokenizer gives the line; find the tag's bytes on it, outside comments.
+    let lower = html.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(offset) = lower[from..].find("<socketstream") {
+        let start = from + offset;
+        from = start + 1;
+        let before = &lower[..start];
+        let in_comment = before.rfind("<!--").is_some_and(|open| !before[open..].contains("-->"));
+        let at_line = html[..start].matches('\n').count() as u64 + 1;
+        if in_comment || at_line != line {
+            continue;
+        }
+        let close = lower[start..].find('>').map(|i| start + i + 1).ok_or_else(no_marker)?;
+        let rest = &lower[close..];
+        let trimmed = rest.trim_start();
+        let end = if trimmed.starts_with("</socketstream") {
+            let skip = rest.len() - trimmed.len();
+            trimmed.find('>').map(|i| close + skip + i + 1).unwrap_or(close)
+        } else {
+            close
+        };
+        return Ok((start, end));
+    }
+    Err(no_marker())
+}
+
+/// What html5ever's tokenizer saw: each `<SocketStream>` start tag with its line and whether it was in the head.
+#[derive(Default)]
+struct Scan {
+    markers: Vec<(u64, bool)>,
+}
+
+struct Sink {
+    state: RefCell<(Scan, HeadState)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HeadState {
+    Before,
+    In,
+    After,
+}
+
+impl TokenSink for Sink {
+    type Handle = ();
+
+    fn process_token(&self, token: Token, line: u64) -> TokenSinkResult<()> {
+        if let Token::TagToken(tag) = token {
+            let mut state = self.state.borrow_mut();
+            let name = tag.name.as_ref();
+            match (tag.kind, name) {
+                (TagKind::StartTag, "head") => state.1 = HeadState::In,
+                (TagKind::EndTag, "head") | (TagKind::StartTag, "body") => state.1 = HeadState::After,
+                (TagKind::StartTag, "socketstream") => {
+                    let in_head = state.1 != HeadState::After;
+                    state.0.markers.push((line, in_head));
+                }
+                _ => {}
+            }
+        }
+        TokenSinkResult::Continue
+    }
+}
+
+fn scan(html: &str) -> Scan {
+    let sink = Sink { state: RefCell::new((Scan::default(), HeadState::Before)) };
+    let tokenizer = Tokenizer::new(sink, TokenizerOpts::default());
+    let input = BufferQueue::default();
+    input.push_back(html.into());
+    while let TokenizerResult::Script(_) = tokenizer.feed(&input) {}
+    tokenizer.end();
+    tokenizer.sink.state.into_inner().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::Kind;
+
+    fn view(path: &str, text: &str) -> Source {
+        Source { path: path.into(), kind: Kind::View, text: text.into(), digest: [0; 32] }
+    }
+
+    const LAYOUT_HTML: &str = "<!doctype html>\n<html>\n<head>\n  <title>t</title>\n  <SocketStream>\n</head>\n<body><p>hi</p></body>\n</html>\n";
+
+    #[test]
+    fn tags_and_templates_replace_the_marker_in_order() {
+        let views = [view(LAYOUT, LAYOUT_HTML), view("app/views/people/info.html", "<b>{{name}}</b>")];
+        let (templates, warnings) = templates(&views).unwrap();
+        assert!(warnings.is_empty());
+        let tags = [
+            Tag::Style("/assets/a.css".into(), "sha384-A".into()),
+            Tag::Script("/assets/a.js".into(), "sha384-B".into()),
+        ];
+        let page = render_page(&views, &tags, &templates, false).unwrap();
+        let css = page.find("a.css").unwrap();
+        let js = page.find("a.js").unwrap();
+        let tmpl = page.find("<template id=\"people-info\"><b>{{name}}</b></template>").unwrap();
+        assert!(css < js && js < tmpl, "{page}");
+        assert!(!page.to_lowercase().contains("socketstream"));
+        let small = render_page(&views, &tags, &templates, true).unwrap();
+        assert!(small.len() < page.len());
+        assert!(
+            small.contains("{{name}}") && small.contains("integrity=sha384-B")
+                || small.contains("integrity=\"sha384-B\""),
+            "{small}"
+        );
+    }
+
+    #[test]
+    fn marker_problems_are_explained() {
+        let none = [view(LAYOUT, "<html><head></head><body></body></html>")];
+        assert!(render_page(&none, &[], &BTreeMap::new(), false).unwrap_err().message.contains("no <SocketStream>"));
+        let body = [view(LAYOUT, "<html><head></head>\n<body>\n<SocketStream>\n</body></html>")];
+        let err = render_page(&body, &[], &BTreeMap::new(), false).unwrap_err();
+        assert!(err.message.contains("must be in the layout's <head>"));
+        assert_eq!(err.position, Some((3, 1)));
+        let commented =
+            [view(LAYOUT, "<html><head><!-- <SocketStream> -->\n<SocketStream></SocketStream></head></html>")];
+        let page = render_page(&commented, &[], &BTreeMap::new(), false).unwrap();
+        assert_eq!(page, "<html><head><!-- <SocketStream> -->\n</head></html>");
+        assert!(render_page(&[], &[], &BTreeMap::new(), false).unwrap_err().message.contains("no layout"));
+    }
+
+    #[test]
+    fn colliding_template_ids_name_both_files() {
+        let views = [view("app/views/a/b-c.html", "x"), view("app/views/a-b/c.html", "y")];
+        let err = templates(&views).unwrap_err();
+        assert!(
+            err[0]
+                .message
+                .contains("`app/views/a-b/c.html` and `app/views/a/b-c.html` both make the template id `a-b-c`"),
+            "{}",
+            err[0].message
+        );
+    }
+}
