@@ -3,6 +3,7 @@
 //! check behaviour. Run `cargo run --release -p ss-bench -- pack` after
 //! `npm ci` (for the pinned inputs and peers) and a release build of ssbuild.
 
+mod css;
 mod pack;
 
 use clap::{Parser, Subcommand};
@@ -23,10 +24,17 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         runs: usize,
     },
+    /// Bootstrap's SCSS: ssbuild (grass + lightningcss) against dart-sass followed by lightningcss-cli or esbuild.
+    Css {
+        /// Runs of each command (the median is reported).
+        #[arg(long, default_value_t = 9)]
+        runs: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Pack { runs } => pack::run(runs),
+        Command::Css { runs } => css::run(runs),
     }
 }

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 /// The repository root (bench/ sits in it).
-fn repo() -> PathBuf {
+pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ is in the repository").to_path_buf()
 }
 
 /// The ssbuild binary built beside this one.
-fn ssbuild() -> anyhow::Result<PathBuf> {
+pub fn ssbuild() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let path = exe.parent().context("no parent folder")?.join("ssbuild");
     if !path.is_file() {
@@ -30,7 +30,7 @@ fn ssbuild() -> anyhow::Result<PathBuf> {
 }
 
 /// esbuild's native binary from node_modules (not the Node.js wrapper, whose start-up would count against it).
-fn esbuild() -> anyhow::Result<PathBuf> {
+pub fn esbuild() -> anyhow::Result<PathBuf> {
     let scope = repo().join("node_modules/@esbuild");
     for entry in std::fs::read_dir(&scope).with_context(|| format!("{} is missing: run `npm ci`", scope.display()))? {
         let bin = entry?.path().join("bin/esbuild");
@@ -41,7 +41,7 @@ fn esbuild() -> anyhow::Result<PathBuf> {
     bail!("no esbuild binary under {}", scope.display())
 }
 
-fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
+pub fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let out = cmd.output()?;
     let elapsed = started.elapsed();
@@ -51,12 +51,12 @@ fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
     Ok(elapsed)
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+pub fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn gzip_len(bytes: &[u8]) -> anyhow::Result<usize> {
+pub fn gzip_len(bytes: &[u8]) -> anyhow::Result<usize> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(bytes)?;
     Ok(enc.finish()?.len())
@@ -68,7 +68,7 @@ fn client_bundle(dist: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(std::fs::read(dist.join(path))?)
 }
 
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     for entry in walk(from)? {
         let rel = entry.strip_prefix(from)?;
         let target = to.join(rel);
@@ -78,7 +78,7 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();

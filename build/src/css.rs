@@ -319,9 +319,7 @@ mod tests {
                 "$c: #ff0000;\n.logo { color: $c; background: url(img/logo.png?x=1) }\n",
             ),
         ];
-        for (path, s) in [("/a/app/css/app.scss", &styles[1].text)] {
-            disk.insert(path, s.as_bytes().to_vec());
-        }
+        disk.insert("/a/app/css/app.scss", styles[1].text.as_bytes().to_vec());
         let out = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap();
         let name = &out.assets["app/css/img/logo.png"].0;
         assert!(name.starts_with("logo.") && name.ends_with(".png"));

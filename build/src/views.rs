@@ -25,9 +25,12 @@ pub enum Tag {
     Script(String, String),
 }
 
-/// The templates of the app: id -> (path, HTML), sorted by id.
-pub fn templates(views: &[Source]) -> Result<(BTreeMap<String, (String, String)>, Vec<String>), Vec<Diagnostic>> {
-    let mut out: BTreeMap<String, (String, String)> = BTreeMap::new();
+/// Templates by id: (the file's path, its HTML), sorted by id.
+pub type Templates = BTreeMap<String, (String, String)>;
+
+/// The templates of the app, and warnings about `.html` files that are not templates.
+pub fn templates(views: &[Source]) -> Result<(Templates, Vec<String>), Vec<Diagnostic>> {
+    let mut out = Templates::new();
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     for view in views {
@@ -60,12 +63,7 @@ pub fn templates(views: &[Source]) -> Result<(BTreeMap<String, (String, String)>
 }
 
 /// Renders `index.html`: the layout with `<SocketStream>` replaced by `tags` and the templates.
-pub fn render_page(
-    views: &[Source],
-    tags: &[Tag],
-    templates: &BTreeMap<String, (String, String)>,
-    minify: bool,
-) -> Result<String, Diagnostic> {
+pub fn render_page(views: &[Source], tags: &[Tag], templates: &Templates, minify: bool) -> Result<String, Diagnostic> {
     let layout = views.iter().find(|v| v.path == LAYOUT).ok_or_else(|| {
         Diagnostic::file(LAYOUT, "the app has no layout app/views/app.html")
             .with_help("create it with `<SocketStream>` in its <head>: ssbuild puts the app's tags there")
