@@ -87,6 +87,19 @@ pub fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The layout and config every benchmark app needs. Precompression is off:
+/// the peers do not compress (docs/benchmarks.md measures it apart).
+fn write_shell(app: &Path, build_config: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(app.join("app/views"))?;
+    std::fs::write(
+        app.join("app/views/app.html"),
+        "<!doctype html><html><head><SocketStream></head><body></body></html>\n",
+    )?;
+    std::fs::create_dir_all(app.join("config"))?;
+    std::fs::write(app.join("config/app.toml"), format!("[build]\nprecompress = false\n{build_config}"))?;
+    Ok(())
+}
+
 struct Row {
     name: &'static str,
     ours: Duration,
@@ -111,6 +124,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     std::fs::create_dir_all(app.join("app/client"))?;
     std::fs::write(app.join("app/client/app.js"), "exports.init = function () {};\n")?;
     std::fs::copy(three.join("build/three.core.js"), app.join("app/client/three.js"))?;
+    write_shell(&app, "")?;
     let es_out = work.path().join("esbuild-core.js");
     let pack_cold = || Command::new(&ssbuild).args(["pack", "--env", "production", "--no-cache"]).arg(&app).output();
     let es_core = || {
@@ -138,7 +152,24 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         theirs_bytes: Some((es_bytes.len(), gzip_len(&es_bytes)?)),
     });
 
-    // 2. Nothing changed: the cache answers.
+    // 2. The same without swc's compress pass (config `build.compress = false`).
+    write_shell(&app, "compress = false\n")?;
+    let (mut fast, mut theirs_fast) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        fast.push(time(Command::new(&ssbuild).args(["pack", "--env", "production", "--no-cache"]).arg(&app))?);
+        theirs_fast.push(time(&mut es_core())?);
+    }
+    let bundle = client_bundle(&app.join("dist"))?;
+    rows.push(Row {
+        name: "three.core.js, cold pack with `compress = false` vs `esbuild --minify`",
+        ours: median(fast),
+        theirs: median(theirs_fast),
+        ours_bytes: Some((bundle.len(), gzip_len(&bundle)?)),
+        theirs_bytes: Some((es_bytes.len(), gzip_len(&es_bytes)?)),
+    });
+    write_shell(&app, "")?;
+
+    // 3. Nothing changed: the cache answers.
     time(Command::new(&ssbuild).args(["pack", "--env", "production"]).arg(&app))?;
     let mut warm = Vec::new();
     for _ in 0..runs {
@@ -152,15 +183,14 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         theirs_bytes: None,
     });
 
-    // 3. three's src/ folder of ES modules.
+    // 4. three's src/ folder of ES modules.
     let app = work.path().join("src");
     std::fs::create_dir_all(app.join("app/client"))?;
-    std::fs::create_dir_all(app.join("config"))?;
     std::fs::write(
         app.join("app/client/app.js"),
         "import * as THREE from './three/Three.js';\nexport function init() {}\nexport const three = () => THREE;\n",
     )?;
-    std::fs::write(app.join("config/app.toml"), "[build]\nprivate_folders = [\"app/client/three\"]\n")?;
+    write_shell(&app, "private_folders = [\"app/client/three\"]\n")?;
     copy_tree(&three.join("src"), &app.join("app/client/three"))?;
     let es_out = work.path().join("esbuild-src.js");
     let es_src = || {

@@ -83,7 +83,9 @@ impl Cache {
     /// The key of a compilation.
     pub fn key(what: &str, path: &str, digest: &[u8; 32], options: CodeOptions) -> String {
         let mut h = Sha256::new();
-        for part in [CACHE_VERSION, what, path, &format!("{}{}", options.minify, options.source_map)] {
+        for part in
+            [CACHE_VERSION, what, path, &format!("{}{}{}", options.minify, options.compress, options.source_map)]
+        {
             h.update(part.as_bytes());
             h.update([0]);
         }

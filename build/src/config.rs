@@ -14,6 +14,9 @@ pub struct BuildConfig {
     pub env: String,
     /// Minify code (default: every environment but development).
     pub minify: bool,
+    /// When minifying, also compress code (default: true). Off, packs of large
+    /// files take about half the time and output grows about 2% (gzip).
+    pub compress: bool,
     /// Write source maps (default: development only).
     pub source_maps: bool,
     /// Folders (relative to the app root) whose modules are packed and can be
@@ -35,6 +38,7 @@ impl BuildConfig {
         BuildConfig {
             env: env.to_string(),
             minify: !development,
+            compress: true,
             source_maps: development,
             private_folders: Vec::new(),
             browsers: Vec::new(),
@@ -47,7 +51,8 @@ impl BuildConfig {
 /// Where assets are served from when nothing else is said.
 pub const DEFAULT_PUBLIC_URL: &str = "/assets/";
 
-const KEYS: [&str; 6] = ["minify", "source_maps", "private_folders", "browsers", "public_url", "precompress"];
+const KEYS: [&str; 7] =
+    ["minify", "compress", "source_maps", "private_folders", "browsers", "public_url", "precompress"];
 
 /// A public URL ends with a slash, so that file names can follow it.
 pub fn normalize_public_url(url: &str) -> String {
@@ -84,6 +89,7 @@ pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, Pack
         for (key, value) in build {
             let ok = match key.as_str() {
                 "minify" => value.as_bool().map(|b| config.minify = b).is_some(),
+                "compress" => value.as_bool().map(|b| config.compress = b).is_some(),
                 "source_maps" => value.as_bool().map(|b| config.source_maps = b).is_some(),
                 "precompress" => value.as_bool().map(|b| config.precompress = b).is_some(),
                 "public_url" => value.as_str().map(|u| config.public_url = normalize_public_url(u)).is_some(),

@@ -94,7 +94,7 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     if let Some(url) = &options.public_url {
         config.public_url = config::normalize_public_url(url);
     }
-    let code = CodeOptions { minify: config.minify, source_map: config.source_maps };
+    let code = CodeOptions { minify: config.minify, compress: config.compress, source_map: config.source_maps };
     let sources = discover::discover(disk, root)?;
     stages.mark("discover");
     let mut warnings: Vec<String> =
