@@ -95,3 +95,88 @@ pub fn client_bundle(report: &ssbuild::PackReport) -> PathBuf {
 pub fn server_bundle(report: &ssbuild::PackReport) -> PathBuf {
     report.out.join(&report.manifest.server["server.js"].path)
 }
+
+/// A running `ssrun` serving a loaded app on a free port of 127.0.0.1; stopped on drop.
+pub struct RunningServer {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Loads the packed app at `path` and serves it.
+    pub fn start(path: &Path) -> RunningServer {
+        let app = std::sync::Arc::new(ssrun::LoadedApp::load(path).unwrap_or_else(|e| panic!("{e}")));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, addr) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                ready.send(listener.local_addr().expect("addr")).expect("report the address");
+                ssrun::serve(app, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve");
+            });
+        });
+        let addr = addr.recv().expect("the server started");
+        RunningServer { addr, stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// An HTTP response read off the wire.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body as sent (not decoded).
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header of that name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one HTTP/1.1 request with the path exactly as given (no normalising)
+/// and reads the whole response.
+pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    HttpResponse { status, headers, body: raw[split + 4..].to_vec() }
+}

@@ -1,0 +1,188 @@
+//! A loaded app: `manifest.json` from a packed `dist/` folder, and every file
+//! the page needs, read into memory once at start (with its precompressed
+//! variants), so that serving never touches the disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+/// The manifest formats this runtime reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// Why an app could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Neither `PATH/manifest.json` nor `PATH/dist/manifest.json` exists.
+    #[error("no packed app at {0}: neither manifest.json nor dist/manifest.json is there (run `ssbuild pack` first)")]
+    NotPacked(PathBuf),
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `manifest.json` is not what ssbuild writes.
+    #[error("{path} is not a valid manifest: {source}")]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// The manifest's format is newer or older than this runtime reads.
+    #[error(
+        "{path} has format {found}, and this ssrun reads format {MANIFEST_FORMAT}: pack the app again with the ssbuild of the same release"
+    )]
+    Format {
+        /// The manifest.
+        path: PathBuf,
+        /// Its format.
+        found: u32,
+    },
+    /// A file the manifest lists is missing or has another size.
+    #[error("{path} does not match the manifest (missing or changed since the pack): pack the app again")]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestFile {
+    format: u32,
+    env: String,
+    page: FileEntry,
+    assets: BTreeMap<String, FileEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FileEntry {
+    path: String,
+    size: u64,
+    sha256: String,
+    #[serde(default)]
+    compressed: BTreeMap<String, u64>,
+}
+
+/// One file ready to serve.
+#[derive(Debug, Clone)]
+pub struct Asset {
+    /// Its media type.
+    pub content_type: &'static str,
+    /// A strong validator: part of the sha256 of the content.
+    pub etag: String,
+    /// The content.
+    pub body: Bytes,
+    /// The gzip variant, when the pack made one.
+    pub gzip: Option<Bytes>,
+    /// The brotli variant, when the pack made one.
+    pub br: Option<Bytes>,
+}
+
+/// A packed app, loaded.
+#[derive(Debug)]
+pub struct LoadedApp {
+    /// The environment it was packed for.
+    pub env: String,
+    /// `index.html`.
+    pub page: Asset,
+    /// Public assets by URL path (`/assets/app.3f2a9c01b2d4.js`).
+    pub assets: HashMap<String, Asset>,
+    /// The app's `public/` folder, when the app's root is known.
+    pub public_dir: Option<PathBuf>,
+    /// `static/404.html`, when the app has one.
+    pub not_found_page: Option<Bytes>,
+}
+
+impl LoadedApp {
+    /// Loads the app at `path`: a `dist/` folder, or an app root holding `dist/`.
+    pub fn load(path: &Path) -> Result<LoadedApp, LoadError> {
+        let (dist, root) = if path.join("manifest.json").is_file() {
+            let root = path.parent().filter(|p| p.join("app").is_dir()).map(Path::to_path_buf);
+            (path.to_path_buf(), root)
+        } else if path.join("dist/manifest.json").is_file() {
+            (path.join("dist"), Some(path.to_path_buf()))
+        } else {
+            return Err(LoadError::NotPacked(path.to_path_buf()));
+        };
+        let manifest_path = dist.join("manifest.json");
+        let text = read(&manifest_path)?;
+        let manifest: ManifestFile = serde_json::from_slice(&text)
+            .map_err(|source| LoadError::Manifest { path: manifest_path.clone(), source })?;
+        if manifest.format != MANIFEST_FORMAT {
+            return Err(LoadError::Format { path: manifest_path, found: manifest.format });
+        }
+        let page = load_asset(&dist, &manifest.page)?;
+        let mut assets = HashMap::new();
+        for entry in manifest.assets.values() {
+            // Only the public folder is ever served: the server bundle is not in `assets`.
+            if entry.path.starts_with("assets/") {
+                assets.insert(format!("/{}", entry.path), load_asset(&dist, entry)?);
+            }
+        }
+        let public_dir = root.as_ref().map(|r| r.join("public")).filter(|p| p.is_dir());
+        let not_found_page =
+            root.as_ref().map(|r| r.join("static/404.html")).and_then(|p| std::fs::read(p).ok()).map(Bytes::from);
+        Ok(LoadedApp { env: manifest.env, page, assets, public_dir, not_found_page })
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+    std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })
+}
+
+fn load_asset(dist: &Path, entry: &FileEntry) -> Result<Asset, LoadError> {
+    let path = dist.join(&entry.path);
+    let body = read(&path)?;
+    if body.len() as u64 != entry.size {
+        return Err(LoadError::Mismatch { path });
+    }
+    let variant = |encoding: &str, ext: &str| -> Result<Option<Bytes>, LoadError> {
+        if entry.compressed.contains_key(encoding) {
+            Ok(Some(Bytes::from(read(&dist.join(format!("{}.{ext}", entry.path)))?)))
+        } else {
+            Ok(None)
+        }
+    };
+    Ok(Asset {
+        content_type: content_type(&entry.path),
+        etag: format!("\"{}\"", &entry.sha256[..entry.sha256.len().min(32)]),
+        body: Bytes::from(body),
+        gzip: variant("gzip", "gz")?,
+        br: variant("br", "br")?,
+    })
+}
+
+/// The media type of a file, by its extension.
+pub fn content_type(path: &str) -> &'static str {
+    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "txt" => "text/plain; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "avif" => "image/avif",
+        "ico" => "image/x-icon",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "wasm" => "application/wasm",
+        "pdf" => "application/pdf",
+        "mp3" => "audio/mpeg",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        _ => "application/octet-stream",
+    }
+}

@@ -1,0 +1,112 @@
+//! ssrun serving a packed app over HTTP: the page, hashed assets with their
+//! caching and precompressed variants, public files, the 404 page, and paths
+//! that must never be served.
+
+use ss_tests::{RunningServer, fixture, http};
+use ssbuild::{PackOptions, pack};
+
+fn packed_styled() -> (tempfile::TempDir, ssbuild::PackReport) {
+    let app = fixture("styled");
+    let mut options = PackOptions::new(app.path(), "production");
+    options.cache = false;
+    let report = pack(&options).unwrap_or_else(|e| panic!("{e}"));
+    (app, report)
+}
+
+#[test]
+fn the_page_is_never_cached_and_answers_304_to_its_etag() {
+    let (app, report) = packed_styled();
+    let server = RunningServer::start(app.path());
+    let page = http(server.addr, "GET", "/", &[]);
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("cache-control"), Some("no-cache"));
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(page.body, std::fs::read(report.out.join("index.html")).unwrap());
+    let etag = page.header("etag").expect("an etag").to_string();
+    let again = http(server.addr, "GET", "/", &[("If-None-Match", &etag)]);
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+}
+
+#[test]
+fn assets_are_immutable_and_sent_precompressed_when_accepted() {
+    let (app, report) = packed_styled();
+    let server = RunningServer::start(app.path());
+    let js = &report.manifest.assets["app.js"];
+    let url = format!("/{}", js.path);
+    let original = std::fs::read(report.out.join(&js.path)).unwrap();
+
+    let plain = http(server.addr, "GET", &url, &[]);
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("cache-control"), Some("public, max-age=31536000, immutable"));
+    assert_eq!(plain.header("content-type"), Some("text/javascript; charset=utf-8"));
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.body, original);
+
+    let br = http(server.addr, "GET", &url, &[("Accept-Encoding", "gzip, deflate, br")]);
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    assert_eq!(br.body, std::fs::read(report.out.join(format!("{}.br", js.path))).unwrap());
+    assert_eq!(br.header("vary"), Some("accept-encoding"));
+
+    let gz = http(server.addr, "GET", &url, &[("Accept-Encoding", "gzip, br;q=0")]);
+    assert_eq!(gz.header("content-encoding"), Some("gzip"));
+    assert_eq!(gz.body, std::fs::read(report.out.join(format!("{}.gz", js.path))).unwrap());
+
+    let etag = plain.header("etag").unwrap().to_string();
+    assert_eq!(http(server.addr, "GET", &url, &[("If-None-Match", &etag)]).status, 304);
+
+    let head = http(server.addr, "HEAD", &url, &[]);
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(http(server.addr, "POST", &url, &[("Content-Length", "0")]).status, 405);
+
+    let image = &report.manifest.assets["app/css/img/dot.png"];
+    let png = http(server.addr, "GET", &format!("/{}", image.path), &[("Accept-Encoding", "br")]);
+    assert_eq!(png.header("content-type"), Some("image/png"));
+    assert_eq!(png.header("content-encoding"), None, "images are not precompressed");
+}
+
+#[test]
+fn public_files_and_the_404_page() {
+    let (app, _) = packed_styled();
+    let server = RunningServer::start(app.path());
+    let robots = http(server.addr, "GET", "/robots.txt", &[]);
+    assert_eq!(robots.status, 200);
+    assert_eq!(robots.body, b"User-agent: *\nDisallow:\n");
+    assert_eq!(http(server.addr, "GET", "/img/logo.svg", &[]).header("content-type"), Some("image/svg+xml"));
+    let missing = http(server.addr, "GET", "/no/such/page", &[]);
+    assert_eq!(missing.status, 404);
+    assert!(String::from_utf8_lossy(&missing.body).contains("This page does not exist"));
+}
+
+#[test]
+fn server_code_the_manifest_and_paths_outside_public_are_never_served() {
+    let (app, report) = packed_styled();
+    let server = RunningServer::start(app.path());
+    let server_js = &report.manifest.server["server.js"].path;
+    std::fs::write(app.path().join("secret.txt"), "do not serve").unwrap();
+    for path in [
+        format!("/{server_js}"),
+        format!("/assets/../{server_js}"),
+        format!("/assets/%2e%2e/{server_js}"),
+        "/manifest.json".to_string(),
+        "/../secret.txt".to_string(),
+        "/%2e%2e/secret.txt".to_string(),
+        "/%2E%2E%2Fsecret.txt".to_string(),
+        "/img/..%2f..%2fsecret.txt".to_string(),
+        "/.ssbuild-cache/production.state.json".to_string(),
+        "/../app/server/app.js".to_string(),
+    ] {
+        let response = http(server.addr, "GET", &path, &[]);
+        assert!(response.status == 404 || response.status == 400, "{path}: {}", response.status);
+        let body = String::from_utf8_lossy(&response.body);
+        assert!(!body.contains("do not serve") && !body.contains("__ss.d("), "{path} leaked: {body}");
+    }
+}
+
+#[test]
+fn an_app_that_was_never_packed_is_explained() {
+    let app = fixture("styled");
+    let err = ssrun::LoadedApp::load(app.path()).unwrap_err().to_string();
+    assert!(err.contains("neither manifest.json nor dist/manifest.json") && err.contains("ssbuild pack"), "{err}");
+}
