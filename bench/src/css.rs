@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::pack::{copy_tree, esbuild, gzip_len, median, repo, ssbuild, time};
+use crate::pack::{copy_tree, esbuild, gzip_len, median, repo, ssbuild, time, write_shell};
 
 /// Runs the styles benchmark and prints a Markdown report.
 pub fn run(runs: usize) -> anyhow::Result<()> {
@@ -30,14 +30,8 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     std::fs::write(app.join("app/css/app.scss"), "@import 'bootstrap/bootstrap';\n")?;
     std::fs::create_dir_all(app.join("app/client"))?;
     std::fs::write(app.join("app/client/app.js"), "exports.init = function () {};\n")?;
-    std::fs::create_dir_all(app.join("app/views"))?;
-    std::fs::write(
-        app.join("app/views/app.html"),
-        "<!doctype html><html><head><SocketStream></head><body></body></html>\n",
-    )?;
-    std::fs::create_dir_all(app.join("config"))?;
     // Precompression is measured apart: the peers do not compress.
-    std::fs::write(app.join("config/app.toml"), "[build]\nprecompress = false\n")?;
+    write_shell(&app, "")?;
 
     let compiled = work.path().join("sass.css");
     let lcss_out = work.path().join("sass.lightningcss.css");

@@ -89,7 +89,7 @@ pub fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// The layout and config every benchmark app needs. Precompression is off:
 /// the peers do not compress (docs/benchmarks.md measures it apart).
-fn write_shell(app: &Path, build_config: &str) -> anyhow::Result<()> {
+pub fn write_shell(app: &Path, build_config: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(app.join("app/views"))?;
     std::fs::write(
         app.join("app/views/app.html"),

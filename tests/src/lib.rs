@@ -180,3 +180,28 @@ pub fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&s
         .collect();
     HttpResponse { status, headers, body: raw[split + 4..].to_vec() }
 }
+
+/// Packs the app at `app` for `env` with the cache off; panics with the
+/// diagnostics when the pack fails.
+pub fn pack_app(app: &Path, env: &str) -> ssbuild::PackReport {
+    pack_with_url(app, env, None)
+}
+
+/// Like [`pack_app`], with a public URL.
+pub fn pack_with_url(app: &Path, env: &str, public_url: Option<&str>) -> ssbuild::PackReport {
+    let mut options = ssbuild::PackOptions::new(app, env);
+    options.cache = false;
+    options.public_url = public_url.map(str::to_string);
+    ssbuild::pack(&options).unwrap_or_else(|e| panic!("pack failed:\n{e}"))
+}
+
+/// Packs the app at `app` for production, expecting a failure that writes
+/// nothing; returns the error and its text.
+pub fn pack_error(app: &Path) -> (ssbuild::PackError, String) {
+    let mut options = ssbuild::PackOptions::new(app, "production");
+    options.cache = false;
+    let err = ssbuild::pack(&options).expect_err("the pack should fail");
+    assert!(!app.join("dist").exists(), "a failed pack wrote output");
+    let text = err.to_string();
+    (err, text)
+}

@@ -2,19 +2,7 @@
 //! column where there is one), every error of the run is reported, and nothing
 //! is written.
 
-use std::path::Path;
-
-use ss_tests::{fixture, write};
-use ssbuild::{PackError, PackOptions, pack};
-
-fn pack_err(app: &Path) -> (PackError, String) {
-    let mut options = PackOptions::new(app, "production");
-    options.cache = false;
-    let err = pack(&options).expect_err("the pack should fail");
-    assert!(!app.join("dist").exists(), "a failed pack wrote output");
-    let text = err.to_string();
-    (err, text)
-}
+use ss_tests::{fixture, pack_error, write};
 
 #[test]
 fn every_syntax_error_is_reported_with_a_code_frame() {
@@ -22,7 +10,7 @@ fn every_syntax_error_is_reported_with_a_code_frame() {
     write(app.path(), "app/client/one.js", "export const a = 1;\nexport const b = ;\n");
     write(app.path(), "app/shared/two.ts", "let x: number = 1\nfunction (\n");
     write(app.path(), "app/client/three.js", "import { z } from './missing';\n");
-    let (err, text) = pack_err(app.path());
+    let (err, text) = pack_error(app.path());
     let files: Vec<&str> = err.diagnostics().iter().map(|d| d.file.as_str()).collect();
     assert!(files.contains(&"app/client/one.js") && files.contains(&"app/shared/two.ts"), "{text}");
     assert!(text.contains("app/client/one.js:2:18"), "{text}");
@@ -37,7 +25,7 @@ fn every_syntax_error_is_reported_with_a_code_frame() {
 fn a_file_and_a_folder_with_one_key_name_both_paths() {
     let app = fixture("basic");
     write(app.path(), "app/client/nav.js", "exports.x = 1;");
-    let (_, text) = pack_err(app.path());
+    let (_, text) = pack_error(app.path());
     assert!(text.contains("`app/client/nav.js` and `app/client/nav/` have the same key in SS.client"), "{text}");
 }
 
@@ -45,7 +33,7 @@ fn a_file_and_a_folder_with_one_key_name_both_paths() {
 fn missing_app_entry_is_explained() {
     let app = fixture("basic");
     std::fs::remove_file(app.path().join("app/client/app.js")).unwrap();
-    let (_, text) = pack_err(app.path());
+    let (_, text) = pack_error(app.path());
     assert!(text.contains("the app has no app/client/app.js (or app.ts)"), "{text}");
     assert!(text.contains("help: create it with `exports.init"), "{text}");
 }
@@ -54,7 +42,7 @@ fn missing_app_entry_is_explained() {
 fn app_entry_without_init_is_explained() {
     let app = fixture("basic");
     write(app.path(), "app/client/app.js", "exports.start = function () {};\n");
-    let (_, text) = pack_err(app.path());
+    let (_, text) = pack_error(app.path());
     assert!(text.contains("app/client/app.js"), "{text}");
     assert!(text.contains("app/client/app must export `init`"), "{text}");
 }
@@ -63,7 +51,7 @@ fn app_entry_without_init_is_explained() {
 fn non_utf8_file_is_named_with_its_position() {
     let app = fixture("basic");
     write(app.path(), "app/client/latin1.js", b"// ok\nexports.name = 'caf\xe9';\n");
-    let (_, text) = pack_err(app.path());
+    let (_, text) = pack_error(app.path());
     assert!(text.contains("app/client/latin1.js:2:20"), "{text}");
     assert!(text.contains("not valid UTF-8"), "{text}");
     assert!(text.contains("help: save the file as UTF-8"), "{text}");
@@ -74,7 +62,7 @@ fn non_utf8_file_is_named_with_its_position() {
 fn unreadable_file_is_named() {
     let app = fixture("basic");
     std::os::unix::fs::symlink(app.path().join("nowhere.js"), app.path().join("app/client/gone.js")).unwrap();
-    let (_, text) = pack_err(app.path());
+    let (_, text) = pack_error(app.path());
     assert!(text.contains("app/client/gone.js"), "{text}");
     assert!(text.contains("cannot read this file"), "{text}");
 }
@@ -84,7 +72,7 @@ fn a_missing_import_names_the_importing_file_and_line() {
     let app = fixture("basic");
     write(app.path(), "app/client/uses.js", "// first line\nimport { x } from './not-there';\nexports.y = x;\n");
     write(app.path(), "app/client/pkg.js", "const _ = require('lodash');\n");
-    let (_, text) = pack_err(app.path());
+    let (_, text) = pack_error(app.path());
     assert!(text.contains("module './not-there' not found"), "{text}");
     assert!(text.contains("app/client/uses.js:2:19"), "{text}");
     assert!(
@@ -98,7 +86,7 @@ fn a_missing_import_names_the_importing_file_and_line() {
 fn browser_code_cannot_require_server_files() {
     let app = fixture("basic");
     write(app.path(), "app/client/sneaky.js", "const s = require('../server/app');\n");
-    let (_, text) = pack_err(app.path());
+    let (_, text) = pack_error(app.path());
     assert!(text.contains("`app/server/app.js` is not sent to browsers"), "{text}");
 }
 
@@ -106,7 +94,7 @@ fn browser_code_cannot_require_server_files() {
 fn unknown_build_config_keys_are_named() {
     let app = fixture("basic");
     write(app.path(), "config/app.toml", "[build]\nminfy = false\n");
-    let (_, text) = pack_err(app.path());
+    let (_, text) = pack_error(app.path());
     assert!(text.contains("config/app.toml"), "{text}");
     assert!(text.contains("unknown key `build.minfy`"), "{text}");
 }

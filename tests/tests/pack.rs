@@ -5,14 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::json;
-use ss_tests::{client_bundle, eval_bundle, fixture, have_node, server_bundle, write};
+use ss_tests::{client_bundle, eval_bundle, fixture, have_node, pack_app, server_bundle, write};
 use ssbuild::{PackOptions, PackReport, pack};
-
-fn pack_env(app: &Path, env: &str) -> PackReport {
-    let mut options = PackOptions::new(app, env);
-    options.cache = false;
-    pack(&options).unwrap_or_else(|e| panic!("pack failed:\n{e}"))
-}
 
 fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     walkdir::WalkDir::new(dir)
@@ -26,7 +20,7 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 #[test]
 fn trees_hold_exported_names_only() {
     let app = fixture("basic");
-    let report = pack_env(app.path(), "production");
+    let report = pack_app(app.path(), "production");
     let m = &report.manifest;
     let trees = serde_json::to_value(&m.trees).unwrap();
     assert_eq!(
@@ -57,7 +51,7 @@ fn trees_hold_exported_names_only() {
 #[test]
 fn server_code_is_never_in_public_assets() {
     let app = fixture("basic");
-    let report = pack_env(app.path(), "production");
+    let report = pack_app(app.path(), "production");
     for asset in report.manifest.assets.values() {
         assert!(asset.path.starts_with("assets/"), "{}", asset.path);
         let text = std::fs::read_to_string(report.out.join(&asset.path)).unwrap();
@@ -70,7 +64,7 @@ fn server_code_is_never_in_public_assets() {
 #[test]
 fn lib_scripts_load_in_numeric_order_and_min_files_pass_through() {
     let app = fixture("basic");
-    let report = pack_env(app.path(), "production");
+    let report = pack_app(app.path(), "production");
     let bundle = std::fs::read_to_string(client_bundle(&report)).unwrap();
     let min = std::fs::read_to_string(app.path().join("lib/client/3.vendor.min.js")).unwrap();
     assert!(bundle.contains(&min), "the .min file is not byte-for-byte in the bundle");
@@ -117,7 +111,7 @@ fn production_client_bundle_runs() {
         return;
     }
     let app = fixture("basic");
-    check_client_bundle(&pack_env(app.path(), "production"));
+    check_client_bundle(&pack_app(app.path(), "production"));
 }
 
 #[test]
@@ -126,7 +120,7 @@ fn development_client_bundle_runs_and_has_a_source_map() {
         return;
     }
     let app = fixture("basic");
-    let report = pack_env(app.path(), "development");
+    let report = pack_app(app.path(), "development");
     check_client_bundle(&report);
     let map_entry = &report.manifest.assets["app.js.map"];
     let map: serde_json::Value =
@@ -148,7 +142,7 @@ fn server_bundle_runs_actions_with_shared_and_lib_server_modules() {
         return;
     }
     let app = fixture("basic");
-    let report = pack_env(app.path(), "production");
+    let report = pack_app(app.path(), "production");
     let m = &report.manifest;
     let app_id = m.modules["app/server/app.js"].server_id.unwrap();
     let users_id = m.modules["app/server/admin/users.ts"].server_id.unwrap();
@@ -185,8 +179,8 @@ fn output_is_byte_identical_whatever_the_order_on_disk() {
         write(second.path(), rel, bytes);
     }
     for env in ["production", "development"] {
-        let a = pack_env(first.path(), env);
-        let b = pack_env(second.path(), env);
+        let a = pack_app(first.path(), env);
+        let b = pack_app(second.path(), env);
         assert_eq!(files_of(&a.out), files_of(&b.out), "{env} output differs");
     }
 }
@@ -194,7 +188,7 @@ fn output_is_byte_identical_whatever_the_order_on_disk() {
 #[test]
 fn a_failed_pack_leaves_the_previous_output_untouched() {
     let app = fixture("basic");
-    let good = pack_env(app.path(), "production");
+    let good = pack_app(app.path(), "production");
     let before = files_of(&good.out);
     write(app.path(), "app/client/nav/broken.js", "export function (");
     let mut options = PackOptions::new(app.path(), "production");

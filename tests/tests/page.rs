@@ -3,18 +3,12 @@
 //! SS.tmpl's escaping, Bootstrap's SCSS, and each bad-input message.
 
 use std::io::Read;
-use std::path::Path;
 
 use sha2::{Digest, Sha384};
-use ss_tests::{client_bundle, eval_bundle, fixture, have_node, npm_package, write};
+use ss_tests::{
+    client_bundle, eval_bundle, fixture, have_node, npm_package, pack_app, pack_error, pack_with_url, write,
+};
 use ssbuild::{PackOptions, PackReport, pack};
-
-fn pack_app(app: &Path, env: &str, public_url: Option<&str>) -> PackReport {
-    let mut options = PackOptions::new(app, env);
-    options.cache = false;
-    options.public_url = public_url.map(str::to_string);
-    pack(&options).unwrap_or_else(|e| panic!("pack failed:\n{e}"))
-}
 
 fn read(report: &PackReport, path: &str) -> Vec<u8> {
     std::fs::read(report.out.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -55,7 +49,7 @@ fn tags(html: &str) -> Vec<(String, String, String)> {
 fn styles_follow_lib_order_and_are_minified() {
     let app = fixture("styled");
     write(app.path(), "config/app.toml", "[build]\nbrowsers = [\"safari 13\"]\n");
-    let report = pack_app(app.path(), "production", None);
+    let report = pack_app(app.path(), "production");
     let css = css(&report);
     let (reset, theme, logo) =
         (css.find("html,body{").unwrap(), css.find(".theme-marker{").unwrap(), css.find(".logo{").unwrap());
@@ -66,14 +60,14 @@ fn styles_follow_lib_order_and_are_minified() {
     assert!(css.contains("-webkit-user-select:none"), "prefixed for Safari 13: {css}");
 
     write(app.path(), "config/app.toml", "[build]\nbrowsers = [\"chrome 130\"]\n");
-    let modern = self::css(&pack_app(app.path(), "production", None));
+    let modern = self::css(&pack_app(app.path(), "production"));
     assert!(!modern.contains("-webkit-user-select"), "no prefix for Chrome 130: {modern}");
 }
 
 #[test]
 fn url_assets_are_hashed_copied_and_rewritten() {
     let app = fixture("styled");
-    let report = pack_app(app.path(), "production", None);
+    let report = pack_app(app.path(), "production");
     let css = css(&report);
     for (source, suffix) in [("app/css/img/dot.png", ""), ("app/css/fonts/icons.woff2", "?v=2#iefix")] {
         let entry = &report.manifest.assets[source];
@@ -90,7 +84,7 @@ fn url_assets_are_hashed_copied_and_rewritten() {
 fn index_has_tags_in_order_with_matching_integrity_and_templates() {
     let app = fixture("styled");
     for env in ["production", "development"] {
-        let report = pack_app(app.path(), env, None);
+        let report = pack_app(app.path(), env);
         let html = String::from_utf8(read(&report, "index.html")).unwrap();
         let found = tags(&html);
         assert_eq!(found.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(), ["link", "script"], "{html}");
@@ -116,7 +110,7 @@ fn index_has_tags_in_order_with_matching_integrity_and_templates() {
 #[test]
 fn public_url_prefixes_every_asset_url() {
     let app = fixture("styled");
-    let report = pack_app(app.path(), "production", Some("https://cdn.example.com/app"));
+    let report = pack_with_url(app.path(), "production", Some("https://cdn.example.com/app"));
     assert_eq!(report.manifest.public_url, "https://cdn.example.com/app/");
     let html = String::from_utf8(read(&report, "index.html")).unwrap();
     for (_, url, _) in tags(&html) {
@@ -128,7 +122,7 @@ fn public_url_prefixes_every_asset_url() {
 #[test]
 fn precompressed_files_decompress_to_the_asset() {
     let app = fixture("styled");
-    let report = pack_app(app.path(), "production", None);
+    let report = pack_app(app.path(), "production");
     let mut checked = 0;
     for entry in report.manifest.assets.values().chain([&report.manifest.page]) {
         let original = read(&report, &entry.path);
@@ -150,7 +144,7 @@ fn precompressed_files_decompress_to_the_asset() {
     }
     assert_eq!(checked, 3, "index.html, app.js and app.css");
 
-    let dev = pack_app(app.path(), "development", None);
+    let dev = pack_app(app.path(), "development");
     assert!(dev.manifest.assets.values().all(|e| e.compressed.is_empty()), "development builds are not precompressed");
 }
 
@@ -160,7 +154,7 @@ fn templates_escape_data_and_insert_trusted_html_only_when_asked() {
         return;
     }
     let app = fixture("styled");
-    let report = pack_app(app.path(), "production", None);
+    let report = pack_app(app.path(), "production");
     let html = String::from_utf8(read(&report, "index.html")).unwrap();
     // The template as the packed page has it, for a stand-in document.
     let start = html.find("<template id=chat-message>").unwrap() + "<template id=chat-message>".len();
@@ -196,7 +190,7 @@ fn bootstrap_scss_compiles() {
         "app/css/app.scss",
         "$primary: #6f42c1;\n@import 'bootstrap/bootstrap';\n.app { color: $primary; }\n",
     );
-    let report = pack_app(app.path(), "production", None);
+    let report = pack_app(app.path(), "production");
     let css = css(&report);
     assert!(
         css.starts_with("@charset \"UTF-8\";:root,[data-bs-theme=light]{")
@@ -210,19 +204,11 @@ fn bootstrap_scss_compiles() {
     assert!(css.len() > 150_000 && css.len() < 260_000, "{} bytes", css.len());
 }
 
-fn pack_err(app: &Path) -> String {
-    let mut options = PackOptions::new(app, "production");
-    options.cache = false;
-    let text = pack(&options).expect_err("the pack should fail").to_string();
-    assert!(!app.join("dist").exists(), "a failed pack wrote output");
-    text
-}
-
 #[test]
 fn an_scss_error_names_the_partial_and_line() {
     let app = fixture("styled");
     write(app.path(), "app/css/partials/_vars.scss", "$brand: #336699;\n$space: 4px\n.broken {\n");
-    let text = pack_err(app.path());
+    let text = pack_error(app.path()).1;
     assert!(text.contains("app/css/partials/_vars.scss:"), "{text}");
     assert!(text.contains("SCSS error"), "{text}");
 }
@@ -231,15 +217,15 @@ fn an_scss_error_names_the_partial_and_line() {
 fn a_layout_without_the_marker_or_a_layout_at_all_is_explained() {
     let app = fixture("styled");
     write(app.path(), "app/views/app.html", "<!doctype html><html><head><title>x</title></head><body></body></html>\n");
-    let text = pack_err(app.path());
+    let text = pack_error(app.path()).1;
     assert!(text.contains("app/views/app.html") && text.contains("no <SocketStream> tag"), "{text}");
 
     write(app.path(), "app/views/app.html", "<html><head></head>\n<body>\n  <SocketStream>\n</body></html>\n");
-    let text = pack_err(app.path());
+    let text = pack_error(app.path()).1;
     assert!(text.contains("app/views/app.html:3:1") && text.contains("must be in the layout's <head>"), "{text}");
 
     std::fs::remove_file(app.path().join("app/views/app.html")).unwrap();
-    let text = pack_err(app.path());
+    let text = pack_error(app.path()).1;
     assert!(text.contains("the app has no layout app/views/app.html"), "{text}");
 }
 
@@ -247,7 +233,7 @@ fn a_layout_without_the_marker_or_a_layout_at_all_is_explained() {
 fn colliding_template_ids_name_both_files() {
     let app = fixture("styled");
     write(app.path(), "app/views/people-customers/info.html", "<p>again</p>");
-    let text = pack_err(app.path());
+    let text = pack_error(app.path()).1;
     assert!(
         text.contains("`app/views/people/customers/info.html` and `app/views/people-customers/info.html` both make the template id `people-customers-info`")
             || text.contains("`app/views/people-customers/info.html` and `app/views/people/customers/info.html` both make the template id `people-customers-info`"),
@@ -259,7 +245,7 @@ fn colliding_template_ids_name_both_files() {
 fn a_url_to_a_missing_file_is_named() {
     let app = fixture("styled");
     write(app.path(), "lib/css/5.icons.css", ".icon {\n  background: url(../../app/css/img/missing.svg);\n}\n");
-    let text = pack_err(app.path());
+    let text = pack_error(app.path()).1;
     assert!(text.contains("lib/css/5.icons.css:2:"), "{text}");
     assert!(text.contains("app/css/img/missing.svg, which does not exist"), "{text}");
 }

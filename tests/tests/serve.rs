@@ -2,14 +2,11 @@
 //! caching and precompressed variants, public files, the 404 page, and paths
 //! that must never be served.
 
-use ss_tests::{RunningServer, fixture, http};
-use ssbuild::{PackOptions, pack};
+use ss_tests::{RunningServer, fixture, http, pack_app};
 
 fn packed_styled() -> (tempfile::TempDir, ssbuild::PackReport) {
     let app = fixture("styled");
-    let mut options = PackOptions::new(app.path(), "production");
-    options.cache = false;
-    let report = pack(&options).unwrap_or_else(|e| panic!("{e}"));
+    let report = pack_app(app.path(), "production");
     (app, report)
 }
 
