@@ -12,12 +12,25 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ sits in the repository").to_path_buf()
 }
 
-/// Copies `fixtures/apps/NAME` to a new temporary folder and returns it.
+/// Copies `fixtures/apps/NAME` to a new temporary folder and returns it,
+/// without what a pack of it left there (`dist/`, `.ssbuild-cache/`).
 pub fn fixture(name: &str) -> tempfile::TempDir {
     let src = repo_root().join("fixtures/apps").join(name);
     assert!(src.is_dir(), "no fixture app {}", src.display());
     let dir = tempfile::tempdir().expect("a temporary folder");
-    copy_tree(&src, dir.path());
+    for entry in std::fs::read_dir(&src).expect("list the fixture") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name();
+        if name == "dist" || name == ".ssbuild-cache" {
+            continue;
+        }
+        let target = dir.path().join(&name);
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
     dir
 }
 
