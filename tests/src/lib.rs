@@ -218,3 +218,40 @@ pub fn pack_error(app: &Path) -> (ssbuild::PackError, String) {
     let text = err.to_string();
     (err, text)
 }
+
+/// Debian's Chromium, when installed; prints why a test is skipped when it is
+/// not (and fails under CI, where `.ci/run` installs it).
+pub fn chromium() -> Option<PathBuf> {
+    for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
+        if Path::new(candidate).is_file() {
+            return Some(PathBuf::from(candidate));
+        }
+    }
+    assert!(!in_ci(), "Chromium is required under CI for browser tests (.ci/run installs it)");
+    eprintln!("skipped: Chromium is not installed (apt-get install chromium)");
+    None
+}
+
+/// Loads `url` in headless Chromium, lets its scripts run, and returns the DOM as HTML.
+pub fn chromium_dom(chromium: &Path, url: &str) -> String {
+    let profile = tempfile::tempdir().expect("a profile folder");
+    let out = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .output()
+        .expect("chromium runs");
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
