@@ -147,21 +147,26 @@ pub fn link(
         .collect();
 
     let development = config.env == "development";
+    // Modules of the API trees run when their bundle starts; the others when first required.
+    let in_trees: std::collections::HashSet<&str> = trees.values().flat_map(modules_of).collect();
     let lib_scripts: Vec<usize> =
         sources.iter().enumerate().filter(|(_, s)| s.kind == Kind::LibClient).map(|(i, _)| i).collect();
     let mut client = Writer::new(config.source_maps);
     for &i in &lib_scripts {
-        client.push_script(&compiled[i]);
+        client.push_module(&compiled[i]);
         client.push_raw("\n;\n");
     }
-    client.push_script(loader);
+    client.push_module(loader);
     client.push_raw("\n");
-    client.push_script(browser);
+    client.push_module(browser);
     client.push_raw("\n");
     write_modules(&mut client, compiled, &client_members, &client_deps);
     let client_trees = [("client", &trees["client"]), ("shared", &trees["shared"])];
-    let start: Vec<usize> =
-        client_members.iter().filter(|&&s| tree_member(&trees, &sources[s], config)).map(|s| client_ids[s]).collect();
+    let start: Vec<usize> = client_members
+        .iter()
+        .filter(|&&s| in_trees.contains(sources[s].path.as_str()))
+        .map(|s| client_ids[s])
+        .collect();
     client.push_raw(&boot_call(
         &client_trees,
         &client_ids,
@@ -171,26 +176,18 @@ pub fn link(
     ));
 
     let mut server = Writer::new(config.source_maps);
-    server.push_script(loader);
+    server.push_module(loader);
     server.push_raw("\n");
     write_modules(&mut server, compiled, &server_members, &server_deps);
-    let start: Vec<usize> =
-        server_members.iter().filter(|&&s| tree_member(&trees, &sources[s], config)).map(|s| server_ids[s]).collect();
+    let start: Vec<usize> = server_members
+        .iter()
+        .filter(|&&s| in_trees.contains(sources[s].path.as_str()))
+        .map(|s| server_ids[s])
+        .collect();
     let server_trees = [("shared", &trees["shared"])];
     server.push_raw(&boot_call(&server_trees, &server_ids, &by_path, &start, Some((&server_members, sources))));
 
     Ok(Linked { client: client.finish(), server: server.finish(), trees, modules, lib_server })
-}
-
-/// Modules that start with their bundle: every module in an API tree (others run when required).
-fn tree_member(trees: &BTreeMap<&'static str, Tree>, source: &Source, config: &BuildConfig) -> bool {
-    let name = match source.kind {
-        Kind::Client => "client",
-        Kind::Shared => "shared",
-        Kind::Server => "server",
-        _ => return false,
-    };
-    !is_private(&source.path, &config.private_folders) && modules_of(&trees[name]).contains(&source.path.as_str())
 }
 
 fn members(sources: &[Source], kinds: &[Kind]) -> Vec<usize> {
@@ -496,10 +493,6 @@ impl Writer {
     fn push_raw(&mut self, text: &str) {
         self.line += text.matches('\n').count();
         self.code.push_str(text);
-    }
-
-    fn push_script(&mut self, compiled: &Compiled) {
-        self.push_module(compiled);
     }
 
     fn push_module(&mut self, compiled: &Compiled) {
