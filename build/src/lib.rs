@@ -1,11 +1,12 @@
 //! ssbuild: the SocketStream offline compiler.
 //!
 //! `pack` reads like the pipeline it drives:
-//! [`discover`] the sources, compile each ([`js`], in parallel, through the
+//! [`discover`] the sources, [`compile`] each ([`js`], in parallel, through the
 //! [`cache`]), [`link`] them into bundles and API trees, [`emit`] the hashed
 //! files and `manifest.json`. See ARCHITECTURE.md beside this crate.
 
 pub mod cache;
+pub mod compile;
 pub mod config;
 pub mod css;
 pub mod diagnostic;
@@ -27,8 +28,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 pub use diagnostic::{Diagnostic, PackError};
-use discover::{Kind, Source};
-use js::{CodeOptions, Compiled};
+use js::CodeOptions;
 pub use manifest::Manifest;
 
 /// What to pack and where.
@@ -117,59 +117,9 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     cache.load_entries();
     stages.mark("load cache");
 
-    // Compile every file (and the client library), in parallel, through the cache.
-    let library =
-        [(link::LOADER_PATH, link::LOADER_SOURCE), (link::BROWSER_PATH, link::BROWSER_SOURCE)].map(|(path, text)| {
-            Source {
-                path: path.to_string(),
-                kind: Kind::LibClient,
-                text: text.to_string(),
-                digest: Sha256::digest(text).into(),
-            }
-        });
-    let all: Vec<&Source> = sources.files.iter().chain(&library).collect();
-    let results: Vec<(String, bool, Result<Compiled, Vec<Diagnostic>>)> = all
-        .par_iter()
-        .map(|source| {
-            let what = if source.kind == Kind::LibClient { "script" } else { "module" };
-            let key = cache::Cache::key(what, &source.path, &source.digest, code);
-            if let Some(hit) = cache.get(&key) {
-                return (key, false, Ok(hit.clone()));
-            }
-            let result = if source.kind == Kind::LibClient {
-                js::compile_script(&source.path, &source.text, code)
-            } else {
-                js::compile_module(&source.path, &source.text, code)
-            };
-            (key, true, result)
-        })
-        .collect();
+    let compiled = compile::compile_all(&sources.files, code, &mut cache);
     stages.mark("compile");
-
-    let mut compiled = Vec::with_capacity(results.len());
-    let mut failed = BTreeSet::new();
-    let mut problems = Vec::new();
-    let (mut fresh, mut cached) = (0, 0);
-    for (index, (key, is_fresh, result)) in results.into_iter().enumerate() {
-        match result {
-            Ok(c) => {
-                if is_fresh {
-                    fresh += 1
-                } else {
-                    cached += 1
-                }
-                cache.keep(key, c.clone(), is_fresh);
-                compiled.push(c);
-            }
-            Err(mut d) => {
-                problems.append(&mut d);
-                failed.insert(index);
-                compiled.push(Compiled::default());
-            }
-        }
-    }
-    let browser = compiled.pop().expect("the browser library was compiled last");
-    let loader = compiled.pop().expect("the loader was compiled before it");
+    let compile::CompiledApp { files: compiled, loader, browser, failed, mut problems, fresh, cached } = compiled;
 
     // Link, style and template even when some files failed, to report every error in one run.
     let linked = link::link(&sources.files, &compiled, &loader, &browser, &failed, &config);
