@@ -128,12 +128,14 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     let styles = css::build(disk, root, &sources.styles, targets, config.minify);
     stages.mark("styles");
     let templates = views::templates(&sources.views);
-    let (linked, styles, (templates, view_warnings)) = match (linked, styles, templates) {
-        (Ok(l), Ok(s), Ok(t)) if problems.is_empty() => (l, s, t),
-        (l, s, t) => {
+    let layout = views::check_layout(&sources.views);
+    let (linked, styles, (templates, view_warnings)) = match (linked, styles, templates, layout) {
+        (Ok(l), Ok(s), Ok(t), Ok(())) if problems.is_empty() => (l, s, t),
+        (l, s, t, layout) => {
             problems.extend(l.err().into_iter().flatten());
             problems.extend(s.err().into_iter().flatten());
             problems.extend(t.err().into_iter().flatten());
+            problems.extend(layout.err());
             return Err(PackError::Invalid(problems));
         }
     };

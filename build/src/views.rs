@@ -62,12 +62,22 @@ pub fn templates(views: &[Source]) -> Result<(Templates, Vec<String>), Vec<Diagn
     if problems.is_empty() { Ok((out, warnings)) } else { Err(problems) }
 }
 
-/// Renders `index.html`: the layout with `<SocketStream>` replaced by `tags` and the templates.
-pub fn render_page(views: &[Source], tags: &[Tag], templates: &Templates, minify: bool) -> Result<String, Diagnostic> {
-    let layout = views.iter().find(|v| v.path == LAYOUT).ok_or_else(|| {
+/// Checks that the layout exists and has one `<SocketStream>` in its head.
+pub fn check_layout(views: &[Source]) -> Result<(), Diagnostic> {
+    let layout = layout(views)?;
+    find_marker(&layout.text).map(|_| ())
+}
+
+fn layout(views: &[Source]) -> Result<&Source, Diagnostic> {
+    views.iter().find(|v| v.path == LAYOUT).ok_or_else(|| {
         Diagnostic::file(LAYOUT, "the app has no layout app/views/app.html")
             .with_help("create it with `<SocketStream>` in its <head>: ssbuild puts the app's tags there")
-    })?;
+    })
+}
+
+/// Renders `index.html`: the layout with `<SocketStream>` replaced by `tags` and the templates.
+pub fn render_page(views: &[Source], tags: &[Tag], templates: &Templates, minify: bool) -> Result<String, Diagnostic> {
+    let layout = layout(views)?;
     let (start, end) = find_marker(&layout.text)?;
     let mut inserted = String::new();
     for tag in tags {

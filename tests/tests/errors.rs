@@ -10,6 +10,7 @@ fn every_syntax_error_is_reported_with_a_code_frame() {
     write(app.path(), "app/client/one.js", "export const a = 1;\nexport const b = ;\n");
     write(app.path(), "app/shared/two.ts", "let x: number = 1\nfunction (\n");
     write(app.path(), "app/client/three.js", "import { z } from './missing';\n");
+    std::fs::remove_file(app.path().join("app/views/app.html")).unwrap();
     let (err, text) = pack_error(app.path());
     let files: Vec<&str> = err.diagnostics().iter().map(|d| d.file.as_str()).collect();
     assert!(files.contains(&"app/client/one.js") && files.contains(&"app/shared/two.ts"), "{text}");
@@ -18,6 +19,8 @@ fn every_syntax_error_is_reported_with_a_code_frame() {
     assert!(text.contains("app/shared/two.ts:2:"), "{text}");
     // Errors found while linking the files that did compile are in the same report.
     assert!(text.contains("app/client/three.js:1:19"), "{text}");
+    // And so are problems with the layout.
+    assert!(text.contains("the app has no layout app/views/app.html"), "{text}");
     assert!(text.contains("nothing was written"), "{text}");
 }
 
