@@ -69,22 +69,16 @@ fn client_bundle(dist: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    for entry in walk(from)? {
-        let rel = entry.strip_prefix(from)?;
-        let target = to.join(rel);
-        std::fs::create_dir_all(target.parent().context("a parent")?)?;
-        std::fs::copy(&entry, &target)?;
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry?;
+        let target = to.join(entry.path().strip_prefix(from)?);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
     }
     Ok(())
-}
-
-pub fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() { out.extend(walk(&path)?) } else { out.push(path) }
-    }
-    Ok(out)
 }
 
 /// The layout and config every benchmark app needs. Precompression is off:

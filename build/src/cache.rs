@@ -142,7 +142,10 @@ impl Cache {
         if fs::create_dir_all(&dir).is_err() {
             return;
         }
-        let _ = fs::write(dir.join(".gitignore"), "*\n");
+        let ignore = dir.join(".gitignore");
+        if !ignore.exists() {
+            let _ = fs::write(ignore, "*\n");
+        }
         let changed = self.changed || self.used.len() != self.old.len();
         if changed {
             let stored = Stored { version: CACHE_VERSION.to_string(), entries: std::mem::take(&mut self.used) };

@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::diagnostic::{Diagnostic, display_path};
 use crate::discover::{Kind, Source};
-use crate::disk::Disk;
+use crate::disk::{Disk, normalize};
+use crate::emit::hashed_name;
 
 /// The browsers styles are prefixed for when the config names none
 /// (browserslist's own defaults).
@@ -268,32 +269,14 @@ fn css_string(url: &str) -> String {
 
 /// Reads a referenced file and names it by content; returns the file name to use in CSS.
 fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Styles) -> Result<String, String> {
-    let joined = format!("{base}/{target}");
-    let mut parts: Vec<&str> = Vec::new();
-    for part in joined.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop().ok_or_else(|| format!("url({target}) points outside the app"))?;
-            }
-            p => parts.push(p),
-        }
-    }
-    let rel = parts.join("/");
+    let rel = normalize(&format!("{base}/{target}")).ok_or_else(|| format!("url({target}) points outside the app"))?;
     if let Some((name, _)) = out.assets.get(&rel) {
         return Ok(name.clone());
     }
     let bytes =
         disk.read(&root.join(&rel)).map_err(|_| format!("url({target}) points to {rel}, which does not exist"))?;
-    let digest = Sha256::digest(&bytes);
-    let file = rel.rsplit('/').next().unwrap_or(&rel);
-    let (stem, ext) = file.rsplit_once('.').unwrap_or((file, ""));
-    let name = if ext.is_empty() {
-        format!("{stem}.{}", hex::encode(&digest[..6]))
-    } else {
-        format!("{stem}.{}.{ext}", hex::encode(&digest[..6]))
-    };
-    out.inputs.insert(rel.clone(), hex::encode(digest));
+    let name = hashed_name(rel.rsplit('/').next().unwrap_or(&rel), &bytes);
+    out.inputs.insert(rel.clone(), hex::encode(Sha256::digest(&bytes)));
     out.assets.insert(rel, (name.clone(), bytes));
     Ok(name)
 }

@@ -47,12 +47,19 @@ pub struct Output {
     pub map: Option<Vec<u8>>,
 }
 
+/// The content-addressed name of a file: `app.js` -> `app.3f2a9c01b2d4.js`
+/// (the first 12 hex digits of the sha256 of `bytes`).
+pub fn hashed_name(name: &str, bytes: &[u8]) -> String {
+    let short = hex::encode(&Sha256::digest(bytes)[..6]);
+    match name.rsplit_once('.') {
+        Some((stem, ext)) => format!("{stem}.{short}.{ext}"),
+        None => format!("{name}.{short}"),
+    }
+}
+
 /// Names an output by its content and describes it.
 pub fn hashed(output: Output) -> Vec<(String, FileEntry, Vec<u8>)> {
-    let digest = Sha256::digest(&output.bytes);
-    let short = hex::encode(&digest[..6]);
-    let (stem, ext) = output.name.rsplit_once('.').unwrap_or((output.name.as_str(), ""));
-    let file = if ext.is_empty() { format!("{stem}.{short}") } else { format!("{stem}.{short}.{ext}") };
+    let file = hashed_name(&output.name, &output.bytes);
     let path = format!("{}/{file}", output.folder);
     let mut bytes = output.bytes;
     let mut out = Vec::new();

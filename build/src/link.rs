@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::BuildConfig;
 use crate::diagnostic::Diagnostic;
 use crate::discover::{Kind, MODULE_EXTENSIONS, Source, tree_key};
+use crate::disk::normalize;
 use crate::exports::ActionNode;
 use crate::js::Compiled;
 use crate::tree::{Node, Tree, build_tree, is_private, modules_of};
@@ -280,18 +281,19 @@ fn resolve_requires(
     let source = &sources[m];
     let mut deps = BTreeMap::new();
     for req in &compiled[m].requires {
+        // Shared modules are linked into both bundles. The client side reports
+        // every problem of theirs; the server side only what the client side
+        // cannot see: a require of a browser-only file.
+        let report_all = !(side == Side::Server && source.kind == Kind::Shared);
         let problem = match resolve(&source.path, &req.specifier, side, by_path) {
             Ok(target) if in_bundle.contains(&target) => {
                 deps.insert(req.specifier.clone(), target);
                 continue;
             }
             Ok(target) => wrong_side(&sources[target], side),
+            Err(_) if !report_all => continue,
             Err(p) => p,
         };
-        // Shared modules are linked into both bundles: report each problem once.
-        if side == Side::Server && source.kind == Kind::Shared && problem.0.contains("not found") {
-            continue;
-        }
         let (message, help) = problem;
         let d = match req.position {
             Some((line, col)) => Diagnostic::at(&source.path, &source.text, line, col, message),
@@ -363,21 +365,6 @@ fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usiz
         "check the path; names starting with `_` or `.` are not packed".to_string()
     };
     Err((format!("module '{specifier}' not found (looked for {base}, with .js/.ts and /index)"), help))
-}
-
-/// Folds `.` and `..` out of a slash path; None when it climbs above the root.
-fn normalize(path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            p => parts.push(p),
-        }
-    }
-    Some(parts.join("/"))
 }
 
 /// Exported names with `export * from` followed (cycles stop).

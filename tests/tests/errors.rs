@@ -101,3 +101,14 @@ fn unknown_build_config_keys_are_named() {
     assert!(text.contains("config/app.toml"), "{text}");
     assert!(text.contains("unknown key `build.minfy`"), "{text}");
 }
+
+#[test]
+fn a_shared_module_problem_is_reported_once_and_browser_only_requires_are_caught() {
+    let app = fixture("basic");
+    write(app.path(), "app/shared/uses.js", "const gone = require('./gone');\nconst ui = require('../client/app');\n");
+    let (err, text) = pack_error(app.path());
+    let missing = err.diagnostics().iter().filter(|d| d.message.contains("module './gone' not found")).count();
+    assert_eq!(missing, 1, "shared modules are linked twice but reported once:\n{text}");
+    assert!(text.contains("`app/client/app.js` runs only in browsers, so server code cannot require it"), "{text}");
+    assert!(text.contains("app/shared/uses.js:2:20"), "{text}");
+}
