@@ -23,8 +23,8 @@ pub struct CompiledApp {
     pub files: Vec<Compiled>,
     /// The module loader (`client/modules.js`), compiled.
     pub loader: Compiled,
-    /// The browser library (`client/tmpl.js`), compiled.
-    pub browser: Compiled,
+    /// The browser library ([`link::BROWSER_FILES`]), compiled.
+    pub browser: Vec<Compiled>,
     /// Indexes of files that failed to compile.
     pub failed: BTreeSet<usize>,
     /// Their diagnostics.
@@ -37,15 +37,15 @@ pub struct CompiledApp {
 
 /// Compiles `files` and the client library, reusing and filling `cache`.
 pub fn compile_all(files: &[Source], code: CodeOptions, cache: &mut Cache) -> CompiledApp {
-    let library =
-        [(link::LOADER_PATH, link::LOADER_SOURCE), (link::BROWSER_PATH, link::BROWSER_SOURCE)].map(|(path, text)| {
-            Source {
-                path: path.to_string(),
-                kind: Kind::LibClient,
-                text: text.to_string(),
-                digest: Sha256::digest(text).into(),
-            }
-        });
+    let library: Vec<Source> = std::iter::once((link::LOADER_PATH, link::LOADER_SOURCE))
+        .chain(link::BROWSER_FILES)
+        .map(|(path, text)| Source {
+            path: path.to_string(),
+            kind: Kind::LibClient,
+            text: text.to_string(),
+            digest: Sha256::digest(text).into(),
+        })
+        .collect();
     let all: Vec<&Source> = files.iter().chain(&library).collect();
     let results: Vec<(String, bool, Result<Compiled, Vec<Diagnostic>>)> = all
         .par_iter()
@@ -86,7 +86,7 @@ pub fn compile_all(files: &[Source], code: CodeOptions, cache: &mut Cache) -> Co
             }
         }
     }
-    let browser = compiled.pop().expect("the browser library was compiled last");
-    let loader = compiled.pop().expect("the loader was compiled before it");
+    let browser = compiled.split_off(compiled.len() - link::BROWSER_FILES.len());
+    let loader = compiled.pop().expect("the loader was compiled before the browser library");
     CompiledApp { files: compiled, loader, browser, failed, problems, fresh, cached }
 }

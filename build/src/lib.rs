@@ -293,7 +293,9 @@ fn fingerprint(sources: &discover::Sources, config: &config::BuildConfig, out: &
     h.update(env!("SSBUILD_BUILD_ID"));
     h.update(format!("{config:?}\0{}\0", out.display()));
     h.update(Sha256::digest(link::LOADER_SOURCE));
-    h.update(Sha256::digest(link::BROWSER_SOURCE));
+    for (_, text) in link::BROWSER_FILES {
+        h.update(Sha256::digest(text));
+    }
     for f in sources.files.iter().chain(&sources.styles).chain(&sources.views) {
         h.update(f.path.as_bytes());
         h.update([0]);

@@ -67,19 +67,21 @@ pub struct Linked {
 pub const LOADER_PATH: &str = "client/modules.js";
 /// Its text, embedded.
 pub const LOADER_SOURCE: &str = include_str!("../../client/modules.js");
-/// The browser library that only the client bundle carries (`SS.tmpl`).
-pub const BROWSER_PATH: &str = "client/tmpl.js";
-/// Its text, embedded.
-pub const BROWSER_SOURCE: &str = include_str!("../../client/tmpl.js");
+/// The browser library that only the client bundle carries, in order:
+/// `SS.tmpl`, then the socket (`SS.server`, `SS.events`, `SS.socket`).
+pub const BROWSER_FILES: [(&str, &str); 2] = [
+    ("client/tmpl.js", include_str!("../../client/tmpl.js")),
+    ("client/socket.js", include_str!("../../client/socket.js")),
+];
 
 /// Links compiled sources. `compiled[i]` belongs to `sources[i]`; `loader` is
-/// the compiled loader, `browser` the compiled browser library. `failed` lists sources that did not compile (their
+/// the compiled loader, `browser` the compiled browser library (one entry per [`BROWSER_FILES`]). `failed` lists sources that did not compile (their
 /// entries in `compiled` are empty): linking then only looks for more errors.
 pub fn link(
     sources: &[Source],
     compiled: &[Compiled],
     loader: &Compiled,
-    browser: &Compiled,
+    browser: &[Compiled],
     failed: &BTreeSet<usize>,
     config: &BuildConfig,
 ) -> Result<Linked, Vec<Diagnostic>> {
@@ -159,8 +161,10 @@ pub fn link(
     }
     client.push_module(loader);
     client.push_raw("\n");
-    client.push_module(browser);
-    client.push_raw("\n");
+    for part in browser {
+        client.push_module(part);
+        client.push_raw("\n");
+    }
     write_modules(&mut client, compiled, &client_members, &client_deps);
     let client_trees = [("client", &trees["client"]), ("shared", &trees["shared"])];
     let start: Vec<usize> = client_members

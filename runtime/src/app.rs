@@ -57,6 +57,14 @@ struct ManifestFile {
     env: String,
     page: FileEntry,
     assets: BTreeMap<String, FileEntry>,
+    #[serde(default)]
+    modules: BTreeMap<String, ModuleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ModuleFile {
+    #[serde(default)]
+    actions: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +104,8 @@ pub struct LoadedApp {
     pub public_dir: Option<PathBuf>,
     /// `static/404.html`, when the app has one.
     pub not_found_page: Option<Bytes>,
+    /// The actions `app/server` defines in JavaScript (`app.square`), sorted.
+    pub server_actions: Vec<String>,
 }
 
 impl LoadedApp {
@@ -127,7 +137,29 @@ impl LoadedApp {
         let public_dir = root.as_ref().map(|r| r.join("public")).filter(|p| p.is_dir());
         let not_found_page =
             root.as_ref().map(|r| r.join("static/404.html")).and_then(|p| std::fs::read(p).ok()).map(Bytes::from);
-        Ok(LoadedApp { env: manifest.env, page, assets, public_dir, not_found_page })
+        let mut server_actions = Vec::new();
+        for (path, module) in &manifest.modules {
+            if let (Some(rest), Some(actions)) = (path.strip_prefix("app/server/"), &module.actions) {
+                // A file's key is its name up to the first dot.
+                let (dir, file) = rest.rsplit_once('/').unwrap_or(("", rest));
+                let key = file.split('.').next().unwrap_or(file);
+                let base = if dir.is_empty() { key.to_string() } else { format!("{}.{key}", dir.replace('/', ".")) };
+                collect_actions(&base, actions, &mut server_actions);
+            }
+        }
+        server_actions.sort();
+        Ok(LoadedApp { env: manifest.env, page, assets, public_dir, not_found_page, server_actions })
+    }
+}
+
+fn collect_actions(base: &str, tree: &serde_json::Value, out: &mut Vec<String>) {
+    match tree {
+        serde_json::Value::Object(map) => {
+            for (key, node) in map {
+                collect_actions(&format!("{base}.{key}"), node, out);
+            }
+        }
+        _ => out.push(base.to_string()),
     }
 }
 

@@ -1,23 +1,242 @@
-//! ssrun: the SocketStream runtime. It loads a packed app (see
-//! [`app::LoadedApp`]) and serves it over HTTP ([`http`]).
+//! ssrun: the SocketStream runtime. It loads a packed app ([`LoadedApp`]) and
+//! serves it ([`App::serve`]): the page and assets over HTTP ([`http`]), the
+//! WebSocket protocol of docs/protocol.md ([`ws`]), the HTTP API, sessions
+//! ([`session`]), pub/sub and users online ([`pubsub`]).
 //!
-//! Built so far: the page, hashed assets (immutable, ETag, precompressed),
-//! `public/` files and the 404 page. Not built yet: the WebSocket protocol,
-//! server actions, the HTTP API, sessions, pub/sub and users online.
+//! Server actions are registered from Rust ([`App::action`]). Actions written
+//! in JavaScript in `app/server` are not run yet: [`App::serve`] lists the
+//! ones it cannot call.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let app = ssrun::App::new(ssrun::LoadedApp::load("my-app".as_ref())?)
+//!     .action("app.square", |call: ssrun::Call| async move {
+//!         let n: f64 = call.arg(0)?;
+//!         Ok(serde_json::json!(n * n))
+//!     });
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! app.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
 
+pub mod actions;
 pub mod app;
+pub mod config;
 pub mod http;
+pub mod pubsub;
+pub mod session;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use serde_json::Value;
+use tokio::sync::watch;
+
+pub use actions::{ActionError, ActionResult, Call, Registry, SessionHandle};
 pub use app::{LoadError, LoadedApp};
+pub use config::Config;
+pub use pubsub::{Bus, Hub, MemoryBus, MemoryPresence, Presence, Publisher, Target};
+pub use session::{MemoryStore, Session, SessionStore, StoreError};
 
-/// Serves `app` on `listener` until `shutdown` completes.
+use actions::SessionServices;
+use session::BoxFuture;
+
+type BasicAuth = Arc<dyn Fn(String, String) -> BoxFuture<'static, Result<Option<String>, StoreError>> + Send + Sync>;
+
+/// A packed app with its server actions, ready to serve.
+pub struct App {
+    loaded: Arc<LoadedApp>,
+    config: Config,
+    registry: Registry,
+    hub: Arc<Hub>,
+    store: Option<Arc<dyn SessionStore>>,
+    bus: Arc<dyn Bus>,
+    presence: Option<Arc<dyn Presence>>,
+    basic_auth: Option<BasicAuth>,
+}
+
+impl App {
+    /// An app with no actions yet, the defaults of its environment, and
+    /// sessions, pub/sub and users online in memory.
+    pub fn new(loaded: LoadedApp) -> App {
+        let hub = Arc::new(Hub::new());
+        App {
+            config: Config::for_env(&loaded.env),
+            loaded: Arc::new(loaded),
+            registry: Registry::default(),
+            bus: Arc::new(MemoryBus::new(hub.clone())),
+            hub,
+            store: None,
+            presence: None,
+            basic_auth: None,
+        }
+    }
+
+    /// Replaces the settings.
+    pub fn with_config(mut self, config: Config) -> App {
+        self.config = config;
+        self
+    }
+
+    /// Keeps sessions in `store` instead of this process's memory.
+    pub fn with_session_store(mut self, store: Arc<dyn SessionStore>) -> App {
+        self.store = Some(store);
+        self
+    }
+
+    /// Registers a native action, callable as `SS.server.<name>` (for
+    /// example `app.square`) over the WebSocket and the HTTP API. Panics on a
+    /// malformed or clashing name (see [`Registry::add`]).
+    pub fn action<F, Fut>(mut self, name: &str, handler: F) -> App
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ActionResult> + Send + 'static,
+    {
+        self.registry.add(name, false, handler);
+        self
+    }
+
+    /// Registers an action that refuses callers whose session has no user,
+    /// as `exports.authenticate = true` does for a JavaScript file.
+    pub fn authenticated_action<F, Fut>(mut self, name: &str, handler: F) -> App
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ActionResult> + Send + 'static,
+    {
+        self.registry.add(name, true, handler);
+        self
+    }
+
+    /// How the HTTP API checks Basic Auth credentials for authenticated
+    /// actions: `check(username, password)` gives the user id, or `None` to refuse.
+    pub fn api_basic_auth<F, Fut>(mut self, check: F) -> App
+    where
+        F: Fn(String, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<String>, StoreError>> + Send + 'static,
+    {
+        self.basic_auth = Some(Arc::new(move |user, password| Box::pin(check(user, password))));
+        self
+    }
+
+    /// `SS.publish`, usable from anywhere in the program.
+    pub fn publisher(&self) -> Publisher {
+        Publisher::new(self.bus.clone())
+    }
+
+    /// The environment the app was packed for.
+    pub fn env(&self) -> &str {
+        &self.loaded.env
+    }
+
+    /// This process's connections.
+    pub fn hub(&self) -> Arc<Hub> {
+        self.hub.clone()
+    }
+
+    /// The actions registered so far.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Actions the packed app defines in JavaScript that this runtime cannot call.
+    pub fn javascript_actions(&self) -> Vec<String> {
+        self.loaded.server_actions.iter().filter(|name| self.registry.get(name).is_none()).cloned().collect()
+    }
+
+    /// Serves the app on `listener` until `shutdown` completes; then open
+    /// sockets are closed with code 1001 so that browsers reconnect elsewhere.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let config = self.config.clone();
+        let memory_store = match self.store {
+            Some(_) => None,
+            None => Some(Arc::new(MemoryStore::new(config.session_max_age))),
+        };
+        let store: Arc<dyn SessionStore> = match (&self.store, &memory_store) {
+            (Some(store), _) => store.clone(),
+            (None, Some(memory)) => memory.clone(),
+            (None, None) => unreachable!("one of the two is set"),
+        };
+        let presence: Arc<dyn Presence> =
+            self.presence.unwrap_or_else(|| Arc::new(MemoryPresence::new(config.offline_after)));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            init_tail: format!(
+                r#","client":{{"log_level":{},"heartbeat_interval":{}}},"api":{}}}"#,
+                config.client_log_level,
+                config.heartbeat_interval.as_secs().max(1),
+                self.registry.tree()
+            ),
+            loaded: self.loaded,
+            publisher: Publisher::new(self.bus),
+            services: Arc::new(SessionServices { store, hub: self.hub.clone(), presence: presence.clone() }),
+            registry: self.registry,
+            basic_auth: self.basic_auth,
+            config,
+            stop: stop_rx,
+        });
+        let housekeeping = tokio::spawn(housekeeping(shared.clone(), memory_store));
+        let signal = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let result = axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(signal).await;
+        housekeeping.abort();
+        // Give sockets a moment to send their close frames.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !shared.services.hub.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        result
+    }
+}
+
+/// Everything the handlers share.
+pub(crate) struct Shared {
+    pub loaded: Arc<LoadedApp>,
+    pub config: Config,
+    pub registry: Registry,
+    pub services: Arc<SessionServices>,
+    pub publisher: Publisher,
+    pub basic_auth: Option<BasicAuth>,
+    /// The end of every `init` message: client settings and the API tree.
+    pub init_tail: String,
+    /// Becomes true when the server shuts down.
+    pub stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub(crate) fn call(&self, method: String, args: Vec<Value>, session: SessionHandle) -> Call {
+        Call { method, args, session, publish: self.publisher.clone(), presence: self.services.presence.clone() }
+    }
+}
+
+/// Purges users who stopped sending heartbeats, and old sessions.
+async fn housekeeping(shared: Arc<Shared>, memory_store: Option<Arc<MemoryStore>>) {
+    let mut tick = tokio::time::interval(shared.config.purge_interval.max(Duration::from_millis(100)));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = shared.services.presence.purge().await {
+            eprintln!("ssrun: cannot purge users online: {e}");
+        }
+        if let Some(store) = &memory_store {
+            store.purge();
+        }
+    }
+}
+
+/// Serves a packed app with no actions until `shutdown` completes (static
+/// files, the socket and the HTTP API with an empty tree).
 pub async fn serve(
-    app: Arc<LoadedApp>,
+    app: LoadedApp,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, http::router(app)).with_graceful_shutdown(shutdown).await
+    App::new(app).serve(listener, shutdown).await
 }

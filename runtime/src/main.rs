@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -42,17 +41,26 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Start(start)) => start,
         None => cli.start,
     };
-    let app = ssrun::LoadedApp::load(&start.app)?;
+    let app = ssrun::App::new(ssrun::LoadedApp::load(&start.app)?);
+    let javascript = app.javascript_actions();
+    if !javascript.is_empty() {
+        eprintln!(
+            "ssrun: warning: app/server defines {} JavaScript action(s) ({}); this ssrun cannot run JavaScript actions yet, so browsers and the HTTP API do not see them",
+            javascript.len(),
+            javascript.join(", ")
+        );
+    }
+    let env = app.env().to_string();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(start.host, start.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", start.host, start.port))?;
         let address = listener.local_addr()?;
-        println!("ssrun: serving {} ({}) on http://{}", start.app.display(), app.env, address);
+        println!("ssrun: serving {} ({env}) on http://{address}", start.app.display());
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        ssrun::serve(Arc::new(app), listener, shutdown).await.context("serving")
+        app.serve(listener, shutdown).await.context("serving")
     })
 }

@@ -118,18 +118,22 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Loads the packed app at `path` and serves it.
+    /// Loads the packed app at `path` and serves it, with no actions.
     pub fn start(path: &Path) -> RunningServer {
-        let app = std::sync::Arc::new(ssrun::LoadedApp::load(path).unwrap_or_else(|e| panic!("{e}")));
+        RunningServer::with_app(ssrun::App::new(ssrun::LoadedApp::load(path).unwrap_or_else(|e| panic!("{e}"))), 0)
+    }
+
+    /// Serves `app` on `port` of 127.0.0.1 (0: a free one).
+    pub fn with_app(app: ssrun::App, port: u16) -> RunningServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, addr) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
                 ready.send(listener.local_addr().expect("addr")).expect("report the address");
-                ssrun::serve(app, listener, async {
+                app.serve(listener, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -254,4 +258,304 @@ pub fn chromium_dom(chromium: &Path, url: &str) -> String {
         .expect("chromium runs");
     assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sends one HTTP/1.1 request with a body and reads the whole response.
+pub fn http_with_body(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let length = body.len().to_string();
+    let mut all: Vec<(&str, &str)> = headers.to_vec();
+    all.push(("Content-Length", &length));
+    http_raw(addr, method, path, &all, body)
+}
+
+fn http_raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let mut bytes = request.into_bytes();
+    bytes.extend_from_slice(body);
+    stream.write_all(&bytes).expect("send");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    HttpResponse { status, headers, body: raw[split + 4..].to_vec() }
+}
+
+/// What the demo actions of [`with_demo_actions`] record (`test.report`).
+pub type Reports = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// Registers the native actions the runtime tests call:
+/// `app.square(n)`, `app.echo(...args)`, `app.fail()`, `app.slow(ms, value)`,
+/// `app.login(user)`, `app.logout()`, `app.whoami()`, `app.join(channel)`,
+/// `app.leave(channel)`, `app.channels()`, `app.notify_me(text)` (to the caller's user),
+/// `app.tell(user, text)`, `app.broadcast(text)`, `app.say(channel, text)`,
+/// `app.online()`, `secure.secret()` (signed-in users only) and
+/// `test.report(step, value)` (appends to `reports`).
+pub fn with_demo_actions(app: ssrun::App, reports: Reports) -> ssrun::App {
+    use serde_json::{Value, json};
+    use ssrun::{ActionError, Call};
+    app.action("app.square", |call: Call| async move {
+        let n: f64 = call.arg(0)?;
+        let square = n * n;
+        // Whole numbers go out as integers, as JavaScript would print them.
+        Ok(if square.fract() == 0.0 && square.abs() < 9e15 { json!(square as i64) } else { json!(square) })
+    })
+    .action("app.echo", |call: Call| async move { Ok(Value::Array(call.args)) })
+    .action("app.fail", |_call: Call| async move { Err(ActionError::failed("the disk is full")) })
+    .action("app.slow", |call: Call| async move {
+        let ms: u64 = call.arg(0)?;
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        Ok(call.args.get(1).cloned().unwrap_or(Value::Null))
+    })
+    .action("app.login", |call: Call| async move {
+        let user: String = call.arg(0)?;
+        call.session.set_user_id(&user).await?;
+        Ok(json!(user))
+    })
+    .action("app.logout", |call: Call| async move {
+        call.session.logout().await?;
+        Ok(Value::Null)
+    })
+    .action("app.whoami", |call: Call| async move { Ok(json!(call.session.user_id())) })
+    .action("app.join", |call: Call| async move {
+        let channel: String = call.arg(0)?;
+        call.session.subscribe(&[&channel]).await?;
+        Ok(json!(call.session.channels()))
+    })
+    .action("app.leave", |call: Call| async move {
+        let channel: String = call.arg(0)?;
+        call.session.unsubscribe(&[&channel]).await?;
+        Ok(json!(call.session.channels()))
+    })
+    .action("app.channels", |call: Call| async move { Ok(json!(call.session.channels())) })
+    .action("app.notify_me", |call: Call| async move {
+        let user = call.session.user_id().ok_or_else(|| ActionError::failed("sign in first"))?;
+        call.publish.user(&user, "note", call.args.first().cloned().unwrap_or(Value::Null)).await?;
+        Ok(Value::Null)
+    })
+    .action("app.tell", |call: Call| async move {
+        let user: String = call.arg(0)?;
+        call.publish.user(&user, "note", call.args.get(1).cloned().unwrap_or(Value::Null)).await?;
+        Ok(Value::Null)
+    })
+    .action("app.broadcast", |call: Call| async move {
+        call.publish.broadcast("news", call.args.first().cloned().unwrap_or(Value::Null)).await?;
+        Ok(Value::Null)
+    })
+    .action("app.say", |call: Call| async move {
+        let channel: String = call.arg(0)?;
+        call.publish.channel(&[&channel], "said", call.args.get(1).cloned().unwrap_or(Value::Null)).await?;
+        Ok(Value::Null)
+    })
+    .action("app.online", |call: Call| async move { Ok(json!(call.users_online().await?)) })
+    .authenticated_action("secure.secret", |call: Call| async move { Ok(json!({ "for": call.session.user_id() })) })
+    .action("test.report", move |call: Call| {
+        let reports = reports.clone();
+        async move {
+            let step: String = call.arg(0)?;
+            reports.lock().expect("reports").push((step, call.args.get(1).cloned().unwrap_or(Value::Null)));
+            Ok(Value::Null)
+        }
+    })
+}
+
+/// A raw WebSocket client of the protocol in docs/protocol.md.
+pub struct WsClient {
+    stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    /// The `session_id` cookie the server set on the upgrade, if it set one.
+    pub set_cookie: Option<String>,
+    /// The `init` message.
+    pub init: serde_json::Value,
+}
+
+/// How a WebSocket connection attempt ended.
+pub type WsConnect = Result<
+    (
+        tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+>;
+
+/// Opens a WebSocket to `path` with extra request headers.
+pub async fn ws_open(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)]) -> WsConnect {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().expect("a request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            value.parse().expect("a header value"),
+        );
+    }
+    tokio_tungstenite::connect_async(request).await
+}
+
+impl WsClient {
+    /// Connects (with a `session_id` cookie when given) and reads `init`.
+    pub async fn connect(addr: std::net::SocketAddr, session: Option<&str>) -> WsClient {
+        let cookie = session.map(|id| format!("session_id={id}"));
+        let headers: Vec<(&str, &str)> = cookie.iter().map(|c| ("Cookie", c.as_str())).collect();
+        let (stream, response) = ws_open(addr, "/_ss/ws?v=1", &headers).await.expect("the upgrade succeeds");
+        let set_cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("session_id="))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string);
+        let mut client = WsClient { stream, set_cookie, init: serde_json::Value::Null };
+        client.init = client.next_json().await;
+        assert_eq!(client.init["type"], "init", "the first message is init");
+        client
+    }
+
+    /// Sends a text frame.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        use futures_util::SinkExt;
+        let text: String = text.into();
+        self.stream.send(tokio_tungstenite::tungstenite::Message::text(text)).await.expect("send");
+    }
+
+    /// Sends a raw WebSocket message.
+    pub async fn send_message(&mut self, message: tokio_tungstenite::tungstenite::Message) {
+        use futures_util::SinkExt;
+        let _ = self.stream.send(message).await;
+    }
+
+    /// Sends a call.
+    pub async fn send_call(&mut self, id: u64, method: &str, args: serde_json::Value) {
+        self.send_text(serde_json::json!({"type": "call", "id": id, "method": method, "args": args}).to_string()).await;
+    }
+
+    /// Calls and waits for the reply to this call (events in between are dropped).
+    pub async fn call(&mut self, id: u64, method: &str, args: serde_json::Value) -> serde_json::Value {
+        self.send_call(id, method, args).await;
+        loop {
+            let message = self.next_json().await;
+            if message["type"] == "reply" && message["id"] == id {
+                return message;
+            }
+        }
+    }
+
+    /// The next text message, parsed; panics on a close or after 10 s.
+    pub async fn next_json(&mut self) -> serde_json::Value {
+        use futures_util::StreamExt;
+        loop {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(10), self.stream.next())
+                .await
+                .expect("a message within 10 s");
+            match next {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
+                    return serde_json::from_str(&text).expect("the server sends JSON");
+                }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                    panic!("closed by the server: {frame:?}")
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("the connection ended: {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and reason.
+    pub async fn closed(&mut self) -> (u16, String) {
+        closed(&mut self.stream).await
+    }
+}
+
+/// Reads `stream` until the server closes it; returns the close code and reason.
+pub async fn closed(
+    stream: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> (u16, String) {
+    use futures_util::StreamExt;
+    loop {
+        let next =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await.expect("a close within 10 s");
+        match next {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(frame)))) => {
+                return (frame.code.into(), frame.reason.to_string());
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(None))) => return (1005, String::new()),
+            Some(Ok(_)) => continue,
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
+/// Headless Chromium showing one page until dropped.
+pub struct Browser {
+    child: std::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Opens `url` in a new headless Chromium with an empty profile.
+    pub fn open(chromium: &Path, url: &str) -> Browser {
+        let profile = tempfile::tempdir().expect("a profile folder");
+        let child = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromium starts");
+        Browser { child, _profile: profile }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits up to `seconds` for `step` among `reports`; returns its value.
+pub fn wait_for_report(reports: &Reports, step: &str, seconds: u64) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some((_, value)) = reports.lock().expect("reports").iter().find(|(s, _)| s == step) {
+            return value.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no report {step:?} within {seconds} s; reports so far: {:?}",
+            reports.lock().expect("reports")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

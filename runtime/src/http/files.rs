@@ -5,10 +5,8 @@
 //! app's folder, and no path can leave it.
 
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
 use bytes::Bytes;
 
@@ -19,16 +17,16 @@ const NO_CACHE: &str = "no-cache";
 const PUBLIC_FILES: &str = "public, max-age=3600";
 
 /// Serves the page, an asset, a public file, or the 404 page.
-pub async fn serve(State(app): State<Arc<LoadedApp>>, method: Method, uri: Uri, headers: HeaderMap) -> Response<Body> {
+pub async fn serve(app: &LoadedApp, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served here");
     }
     let path = uri.path();
     if path == "/" || path == "/index.html" {
-        return asset(&app.page, NO_CACHE, &headers);
+        return asset(&app.page, NO_CACHE, headers);
     }
     if let Some(found) = app.assets.get(path) {
-        return asset(found, IMMUTABLE, &headers);
+        return asset(found, IMMUTABLE, headers);
     }
     if let Some(dir) = &app.public_dir {
         match public_file(dir, path).await {
@@ -37,7 +35,7 @@ pub async fn serve(State(app): State<Arc<LoadedApp>>, method: Method, uri: Uri, 
             Err(status) => return plain(status, "bad path"),
         }
     }
-    not_found(&app)
+    not_found(app)
 }
 
 fn asset(asset: &Asset, cache_control: &'static str, request: &HeaderMap) -> Response<Body> {

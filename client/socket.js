@@ -1,0 +1,259 @@
+// SocketStream browser client: SS.server, SS.events and SS.socket over one
+// WebSocket, speaking the protocol of docs/protocol.md.
+//
+// - SS.server.a.b(args..., cb) calls an action; without a callback it returns
+//   a Promise. cb gets the result, or an Error (with .code) when the call failed.
+//   SS.server.a.b.with({ timeout: ms, silent: true })(args...) sets options.
+// - Calls made while disconnected wait in a bounded queue and go out once the
+//   session is ready again. Calls in flight when the connection drops fail with
+//   the code "disconnected": they may or may not have run.
+// - The socket reconnects forever, with exponential back-off and jitter.
+// - SS.client.app.init() runs once per page load, when the first session is ready.
+(function (global) {
+  'use strict';
+  var SS = global.SS || (global.SS = {});
+  var PROTOCOL = 1;
+  var QUEUE_LIMIT = 1000;
+  var MAX_DELAY = 30000;
+
+  var settings = { log_level: 2, heartbeat_interval: 30 };
+  var socket = null;
+  var ready = false;
+  var started = false;
+  var stopped = false;
+  var attempts = 0;
+  var nextId = 1;
+  var inFlight = {};
+  var queue = [];
+  var heartbeat = null;
+  var awaitingBeat = false;
+
+  function emitter() {
+    var handlers = {};
+    return {
+      on: function (name, fn) {
+        (handlers[name] || (handlers[name] = [])).push(fn);
+      },
+      off: function (name, fn) {
+        var list = handlers[name];
+        if (!list) return;
+        handlers[name] = fn ? list.filter(function (h) { return h !== fn; }) : [];
+      },
+      emit: function (name, args) {
+        (handlers[name] || []).slice().forEach(function (fn) {
+          try {
+            fn.apply(null, args);
+          } catch (error) {
+            log(1, 'error', ['SocketStream: a handler of "' + name + '" threw:', error]);
+          }
+        });
+      }
+    };
+  }
+
+  function log(level, kind, parts) {
+    if (settings.log_level >= level && global.console) global.console[kind].apply(global.console, parts);
+  }
+
+  var events = emitter();
+  var socketEvents = emitter();
+  SS.events = { on: events.on, off: events.off };
+  SS.socket = {
+    on: socketEvents.on,
+    off: socketEvents.off,
+    get connected() { return ready; }
+  };
+  SS.server = SS.server || {};
+
+  function failure(code, message) {
+    var error = new Error(message);
+    error.code = code;
+    return error;
+  }
+
+  function settle(entry, error, result) {
+    if (entry.done) return;
+    entry.done = true;
+    if (entry.timer) clearTimeout(entry.timer);
+    if (!entry.options.silent) {
+      if (error) log(1, 'error', ['SocketStream: ' + entry.method + ' failed:', error.message]);
+      else if (settings.log_level >= 3) log(3, 'log', ['-> ' + entry.method, entry.args, result]);
+      // Without a callback the result is printed, as typed calls in the browser console expect.
+      else log(2, 'log', entry.callback ? ['-> ' + entry.method] : ['-> ' + entry.method, result]);
+    }
+    if (entry.callback) {
+      entry.callback(error || result);
+    } else if (error) {
+      entry.reject(error);
+    } else {
+      entry.resolve(result);
+    }
+  }
+
+  function send(entry) {
+    entry.id = nextId++;
+    inFlight[entry.id] = entry;
+    var message = { type: 'call', id: entry.id, method: entry.method, args: entry.args };
+    if (entry.options.silent) message.silent = true;
+    else log(4, 'log', ['<- ' + entry.method, entry.args]);
+    socket.send(JSON.stringify(message));
+  }
+
+  function call(method, args, options) {
+    var entry = { method: method, args: args, options: options || {}, done: false };
+    if (typeof args[args.length - 1] === 'function') entry.callback = args.pop();
+    var promise = entry.callback ? undefined : new Promise(function (resolve, reject) {
+      entry.resolve = resolve;
+      entry.reject = reject;
+    });
+    if (entry.options.timeout > 0) {
+      entry.timer = setTimeout(function () {
+        var at = queue.indexOf(entry);
+        if (at >= 0) queue.splice(at, 1);
+        if (entry.id) delete inFlight[entry.id];
+        settle(entry, failure('timeout', method + ' got no reply within ' + entry.options.timeout + ' ms'));
+      }, entry.options.timeout);
+    }
+    if (ready) {
+      send(entry);
+    } else if (queue.length >= QUEUE_LIMIT) {
+      settle(entry, failure('queue_full', method + ': ' + QUEUE_LIMIT + ' calls are already waiting for the connection'));
+    } else {
+      queue.push(entry);
+    }
+    return promise;
+  }
+
+  function stub(method) {
+    var fn = function () {
+      return call(method, Array.prototype.slice.call(arguments), {});
+    };
+    fn.with = function (options) {
+      return function () {
+        return call(method, Array.prototype.slice.call(arguments), options);
+      };
+    };
+    return fn;
+  }
+
+  function mount(target, tree, path) {
+    Object.keys(tree).forEach(function (key) {
+      var name = path ? path + '.' + key : key;
+      if (tree[key] === 1) {
+        target[key] = stub(name);
+      } else {
+        if (!target[key] || typeof target[key] !== 'object') target[key] = {};
+        mount(target[key], tree[key], name);
+      }
+    });
+  }
+
+  function beat() {
+    if (!socket || !ready) return;
+    if (awaitingBeat) {
+      // The last heartbeat went unanswered: the connection is dead.
+      socket.close();
+      return;
+    }
+    awaitingBeat = true;
+    socket.send('{"type":"hb"}');
+  }
+
+  function onInit(message) {
+    settings = message.client || settings;
+    SS.env = message.env;
+    mount(SS.server, message.api || {}, '');
+    ready = true;
+    attempts = 0;
+    awaitingBeat = false;
+    heartbeat = setInterval(beat, Math.max(1, settings.heartbeat_interval) * 1000);
+    var waiting = queue;
+    queue = [];
+    waiting.forEach(send);
+    var first = !started;
+    started = true;
+    socketEvents.emit('connect', []);
+    if (!first) socketEvents.emit('reconnect', []);
+    if (first) {
+      var app = SS.client && SS.client.app;
+      if (app && typeof app.init === 'function') {
+        try {
+          app.init();
+        } catch (error) {
+          log(1, 'error', ['SocketStream: SS.client.app.init() threw:', error]);
+        }
+      }
+    }
+  }
+
+  function onMessage(text) {
+    var message;
+    try {
+      message = JSON.parse(text);
+    } catch (error) {
+      log(1, 'error', ['SocketStream: the server sent something that is not JSON']);
+      return;
+    }
+    switch (message.type) {
+      case 'init':
+        if (message.v !== PROTOCOL) log(1, 'error', ['SocketStream: the server speaks protocol ' + message.v + ', this page ' + PROTOCOL]);
+        onInit(message);
+        break;
+      case 'reply':
+        var entry = inFlight[message.id];
+        if (!entry) return;
+        delete inFlight[message.id];
+        if (message.error) settle(entry, failure(message.error.code, message.error.message));
+        else settle(entry, null, message.result);
+        break;
+      case 'event':
+        log(2, 'log', settings.log_level >= 3 ? ['=> ' + message.event, message.data] : ['=> ' + message.event]);
+        events.emit(message.event, [message.data, message.channel]);
+        break;
+      case 'hb':
+        awaitingBeat = false;
+        break;
+    }
+  }
+
+  function onClose(event) {
+    var wasReady = ready;
+    ready = false;
+    socket = null;
+    if (heartbeat) clearInterval(heartbeat);
+    heartbeat = null;
+    var lost = inFlight;
+    inFlight = {};
+    Object.keys(lost).forEach(function (id) {
+      settle(lost[id], failure('disconnected', lost[id].method + ': the connection dropped before the reply; the call may or may not have run'));
+    });
+    if (wasReady) socketEvents.emit('disconnect', [event.code, event.reason]);
+    if (event.code === 4001) {
+      stopped = true;
+      log(1, 'error', ['SocketStream: ' + event.reason + '; reload the page']);
+      socketEvents.emit('reconnect_failed', [event.reason]);
+      queue.splice(0).forEach(function (entry) {
+        settle(entry, failure('disconnected', entry.method + ': ' + event.reason));
+      });
+      return;
+    }
+    var ceiling = Math.min(MAX_DELAY, 250 * Math.pow(2, attempts));
+    var delay = ceiling / 2 + Math.random() * ceiling / 2;
+    attempts++;
+    socketEvents.emit('reconnecting', [attempts, Math.round(delay)]);
+    setTimeout(connect, delay);
+  }
+
+  function connect() {
+    if (stopped || socket) return;
+    var scheme = global.location.protocol === 'https:' ? 'wss:' : 'ws:';
+    socket = new global.WebSocket(scheme + '//' + global.location.host + '/_ss/ws?v=' + PROTOCOL);
+    socket.onmessage = function (event) {
+      onMessage(event.data);
+    };
+    socket.onclose = onClose;
+  }
+
+  // Only in a browser page served over HTTP(S); elsewhere (tests, file://) SS.server stays empty.
+  if (global.WebSocket && global.location && /^https?:$/.test(global.location.protocol)) connect();
+})(typeof globalThis !== 'undefined' ? globalThis : this);

@@ -1,0 +1,362 @@
+//! The action registry: `SS.server.<path>` names mapped to handlers, and what
+//! a handler gets ([`Call`]): its arguments, the caller's session, `SS.publish`
+//! and users online. Native (Rust) actions are registered through
+//! [`crate::App::action`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::pubsub::{Hub, Presence, Publisher};
+use crate::session::{BoxFuture, Change, Session, SessionStore, StoreError};
+
+/// Why a call failed. Each variant is a protocol error code (docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ActionError {
+    /// The call itself is malformed (`bad_request`).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such action (`not_found`).
+    #[error("{0}")]
+    NotFound(String),
+    /// Wrong number or type of arguments (`bad_args`).
+    #[error("{0}")]
+    BadArgs(String),
+    /// The action needs a signed-in user (`unauthorized`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The action failed (`failed`).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ActionError {
+    /// The protocol's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ActionError::BadRequest(_) => "bad_request",
+            ActionError::NotFound(_) => "not_found",
+            ActionError::BadArgs(_) => "bad_args",
+            ActionError::Unauthorized(_) => "unauthorized",
+            ActionError::Failed(_) => "failed",
+        }
+    }
+
+    /// A failure with this message.
+    pub fn failed(message: impl Into<String>) -> ActionError {
+        ActionError::Failed(message.into())
+    }
+}
+
+impl From<StoreError> for ActionError {
+    fn from(e: StoreError) -> ActionError {
+        ActionError::Failed(format!("session store: {e}"))
+    }
+}
+
+/// What an action returns.
+pub type ActionResult = Result<Value, ActionError>;
+
+type Handler = Arc<dyn Fn(Call) -> BoxFuture<'static, ActionResult> + Send + Sync>;
+
+/// One registered action.
+#[derive(Clone)]
+pub struct Action {
+    pub(crate) handler: Handler,
+    /// Whether callers need a signed-in user (`exports.authenticate = true`).
+    pub authenticate: bool,
+}
+
+/// Every action, by dotted name (`app.square`).
+#[derive(Clone, Default)]
+pub struct Registry {
+    actions: HashMap<String, Action>,
+}
+
+impl Registry {
+    /// Adds an action. Panics on a name that is not `a.b.c` of identifiers, on
+    /// the reserved names `session` and `user`, and on a name that is both an
+    /// action and a namespace of others: these are mistakes in the program.
+    pub fn add<F, Fut>(&mut self, name: &str, authenticate: bool, handler: F)
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ActionResult> + Send + 'static,
+    {
+        let parts: Vec<&str> = name.split('.').collect();
+        let identifier = |p: &str| {
+            !p.is_empty()
+                && !p.starts_with(|c: char| c.is_ascii_digit())
+                && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+        };
+        assert!(
+            parts.len() >= 2 && parts.iter().all(|p| identifier(p)),
+            "action name {name:?} must be a file path and an action, like \"app.square\""
+        );
+        let last = parts[parts.len() - 1];
+        assert!(last != "session" && last != "user", "action name {name:?}: `session` and `user` are reserved");
+        for existing in self.actions.keys() {
+            let clash = existing.starts_with(&format!("{name}.")) || name.starts_with(&format!("{existing}."));
+            assert!(
+                !clash,
+                "action {name:?} clashes with {existing:?}: a name cannot be both an action and a namespace"
+            );
+        }
+        let handler: Handler = Arc::new(move |call| Box::pin(handler(call)));
+        self.actions.insert(name.to_string(), Action { handler, authenticate });
+    }
+
+    /// The action with this name.
+    pub fn get(&self, name: &str) -> Option<&Action> {
+        self.actions.get(name)
+    }
+
+    /// Every name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.actions.keys().map(String::as_str).collect();
+        names.sort();
+        names
+    }
+
+    /// The API tree: nested objects whose leaves (`1`) are actions.
+    pub fn tree(&self) -> Value {
+        let mut root = Map::new();
+        for name in self.names() {
+            let mut node = &mut root;
+            let parts: Vec<&str> = name.split('.').collect();
+            for part in &parts[..parts.len() - 1] {
+                node = node
+                    .entry(part.to_string())
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+                    .expect("registration keeps namespaces and actions apart");
+            }
+            node.insert(parts[parts.len() - 1].to_string(), Value::from(1));
+        }
+        Value::Object(root)
+    }
+
+    /// The error for a call to an unknown action, naming the actions of the
+    /// same namespace (or, when it has none, some that exist).
+    pub fn not_found(&self, name: &str) -> ActionError {
+        let names = self.names();
+        let namespace = name.rsplit_once('.').map(|(ns, _)| ns).unwrap_or("");
+        let near: Vec<&str> =
+            names.iter().copied().filter(|n| n.rsplit_once('.').map(|(ns, _)| ns) == Some(namespace)).collect();
+        let (shown, total) = if near.is_empty() { (names.clone(), names.len()) } else { (near.clone(), near.len()) };
+        let known = if shown.is_empty() {
+            "this server has no actions".to_string()
+        } else {
+            let list: Vec<&str> = shown.into_iter().take(20).collect();
+            format!("actions here: {}{}", list.join(", "), if total > 20 { ", ..." } else { "" })
+        };
+        ActionError::NotFound(format!("no action {name}; {known}"))
+    }
+}
+
+/// The services a session handle needs to change a session everywhere.
+pub(crate) struct SessionServices {
+    pub store: Arc<dyn SessionStore>,
+    pub hub: Arc<Hub>,
+    pub presence: Arc<dyn Presence>,
+}
+
+/// The caller's session, as server code sees it (`this.session`).
+#[derive(Clone)]
+pub struct SessionHandle {
+    state: Arc<Mutex<Session>>,
+    stored: bool,
+    services: Arc<SessionServices>,
+}
+
+impl SessionHandle {
+    /// A handle on a stored session; `state` is shared with the connection's hub entry.
+    pub(crate) fn new(state: Arc<Mutex<Session>>, services: Arc<SessionServices>) -> SessionHandle {
+        SessionHandle { state, stored: true, services }
+    }
+
+    /// A session that exists for one HTTP API call only (no cookie came with it).
+    pub(crate) fn transient(services: Arc<SessionServices>) -> SessionHandle {
+        let session = Session { id: String::new(), created_at: 0, user_id: None, channels: Default::default() };
+        SessionHandle { state: Arc::new(Mutex::new(session)), stored: false, services }
+    }
+
+    /// Sets the user for the rest of this call only, without changing the
+    /// stored session (an HTTP API call signed in with Basic Auth).
+    pub(crate) fn sign_in_for_this_call(&self, user_id: String) {
+        self.state.lock().expect("session lock").user_id = Some(user_id);
+    }
+
+    /// A copy of the session as it is now.
+    pub fn snapshot(&self) -> Session {
+        self.state.lock().expect("session lock").clone()
+    }
+
+    /// The session id (empty for an HTTP API call without a session).
+    pub fn id(&self) -> String {
+        self.state.lock().expect("session lock").id.clone()
+    }
+
+    /// The signed-in user.
+    pub fn user_id(&self) -> Option<String> {
+        self.state.lock().expect("session lock").user_id.clone()
+    }
+
+    /// When the session was created, in milliseconds since the Unix epoch.
+    pub fn created_at(&self) -> u64 {
+        self.state.lock().expect("session lock").created_at
+    }
+
+    /// The channels the session has joined.
+    pub fn channels(&self) -> Vec<String> {
+        self.state.lock().expect("session lock").channels.iter().cloned().collect()
+    }
+
+    async fn change(&self, change: Change) -> Result<Session, ActionError> {
+        if !self.stored {
+            return Err(ActionError::failed(
+                "this call has no session to change: HTTP API calls have one only when they send the session_id cookie",
+            ));
+        }
+        let id = self.id();
+        let session = self
+            .services
+            .store
+            .update(&id, change)
+            .await?
+            .ok_or_else(|| ActionError::failed("the session has expired; reload the page"))?;
+        *self.state.lock().expect("session lock") = session.clone();
+        self.services.hub.refresh(&session);
+        Ok(session)
+    }
+
+    /// Signs the session in as `user_id`: events for that user reach it, and
+    /// the user is online (`setUserId`).
+    pub async fn set_user_id(&self, user_id: &str) -> Result<(), ActionError> {
+        self.change(Change::User(Some(user_id.to_string()))).await?;
+        self.services.presence.seen(user_id).await?;
+        Ok(())
+    }
+
+    /// Signs the session out (`user.logout`).
+    pub async fn logout(&self) -> Result<(), ActionError> {
+        let before = self.user_id();
+        self.change(Change::User(None)).await?;
+        if let Some(user) = before {
+            self.services.presence.gone(&user).await?;
+        }
+        Ok(())
+    }
+
+    /// Joins channels (`channel.subscribe`).
+    pub async fn subscribe(&self, channels: &[&str]) -> Result<(), ActionError> {
+        check_channels(channels)?;
+        self.change(Change::Subscribe(channels.iter().map(|s| s.to_string()).collect())).await.map(drop)
+    }
+
+    /// Leaves channels (`channel.unsubscribe`).
+    pub async fn unsubscribe(&self, channels: &[&str]) -> Result<(), ActionError> {
+        self.change(Change::Unsubscribe(channels.iter().map(|s| s.to_string()).collect())).await.map(drop)
+    }
+}
+
+fn check_channels(channels: &[&str]) -> Result<(), ActionError> {
+    for c in channels {
+        if c.is_empty() || c.len() > 200 || c.chars().any(char::is_control) {
+            return Err(ActionError::BadArgs(format!(
+                "channel name {c:?}: use 1 to 200 characters, none of them control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One call of an action.
+pub struct Call {
+    /// The action's name (`app.square`).
+    pub method: String,
+    /// Every argument, as given.
+    pub args: Vec<Value>,
+    /// The caller's session.
+    pub session: SessionHandle,
+    /// `SS.publish`.
+    pub publish: Publisher,
+    pub(crate) presence: Arc<dyn Presence>,
+}
+
+impl Call {
+    /// Argument `index` (from 0), converted to `T`; a `bad_args` error naming
+    /// the argument when it is missing or of another type.
+    pub fn arg<T: DeserializeOwned>(&self, index: usize) -> Result<T, ActionError> {
+        let value = self.args.get(index).cloned().unwrap_or(Value::Null);
+        serde_json::from_value(value).map_err(|e| {
+            let given = match self.args.get(index) {
+                None => "nothing".to_string(),
+                Some(v) => truncate(&v.to_string(), 60),
+            };
+            ActionError::BadArgs(format!("{}: argument {} is {given}: {e}", self.method, index + 1))
+        })
+    }
+
+    /// The users online now (`SS.users.online.now`).
+    pub async fn users_online(&self) -> Result<Vec<String>, ActionError> {
+        Ok(self.presence.online().await?)
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        let mut r = Registry::default();
+        r.add("app.square", false, |_call| async { Ok(Value::Null) });
+        r.add("admin.users.list", true, |_call| async { Ok(Value::Null) });
+        r
+    }
+
+    #[test]
+    fn tree_nests_namespaces() {
+        assert_eq!(registry().tree(), serde_json::json!({"admin": {"users": {"list": 1}}, "app": {"square": 1}}));
+    }
+
+    #[test]
+    fn not_found_names_what_exists() {
+        let e = registry().not_found("app.sqare");
+        assert_eq!(e.code(), "not_found");
+        assert_eq!(e.to_string(), "no action app.sqare; actions here: app.square");
+        let e = registry().not_found("shop.buy");
+        assert_eq!(e.to_string(), "no action shop.buy; actions here: admin.users.list, app.square");
+    }
+
+    #[test]
+    #[should_panic(expected = "both an action and a namespace")]
+    fn a_name_cannot_be_an_action_and_a_namespace() {
+        registry().add("app.square.more", false, |_call| async { Ok(Value::Null) });
+    }
+
+    #[test]
+    #[should_panic(expected = "reserved")]
+    fn reserved_names_are_refused() {
+        registry().add("app.session", false, |_call| async { Ok(Value::Null) });
+    }
+
+    #[test]
+    #[should_panic(expected = "must be a file path and an action")]
+    fn a_single_name_is_refused() {
+        registry().add("square", false, |_call| async { Ok(Value::Null) });
+    }
+}

@@ -1,0 +1,473 @@
+//! Pub/sub and users online.
+//!
+//! - [`Hub`]: this process's connections, by session, user and channel; it
+//!   delivers an event to the local connections it concerns.
+//! - [`Bus`]: how a published event reaches every instance's hub. [`MemoryBus`]
+//!   hands it straight to the local hub (one instance); a shared bus carries it
+//!   to the others.
+//! - [`Publisher`]: `SS.publish` for server code.
+//! - [`Presence`]: users online, from heartbeats; [`MemoryPresence`] keeps them here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::session::{BoxFuture, Session, StoreError};
+
+/// Who an event is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Every connection signed in as this user.
+    User(String),
+    /// Every connection signed in as one of these users.
+    Users(Vec<String>),
+    /// Every connection.
+    Broadcast,
+    /// Every connection whose session joined one of these channels.
+    Channels(Vec<String>),
+}
+
+/// One published event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Published {
+    /// Its audience.
+    pub target: Target,
+    /// The event name (`SS.events.on(name, ...)` in the browser).
+    pub event: String,
+    /// Its data.
+    pub data: Value,
+}
+
+#[derive(Serialize)]
+struct EventMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event: &'a str,
+    data: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+}
+
+fn event_text(event: &str, data: &Value, channel: Option<&str>) -> Utf8Bytes {
+    let message = EventMessage { kind: "event", event, data, channel };
+    Utf8Bytes::from(serde_json::to_string(&message).expect("JSON values serialize"))
+}
+
+/// A connection's number in its hub.
+pub type ConnId = u64;
+
+struct Conn {
+    tx: mpsc::Sender<Utf8Bytes>,
+    state: Arc<Mutex<Session>>,
+    session: String,
+    user: Option<String>,
+    channels: Vec<String>,
+}
+
+#[derive(Default)]
+struct Tables {
+    conns: HashMap<ConnId, Conn>,
+    by_session: HashMap<String, HashSet<ConnId>>,
+    by_user: HashMap<String, HashSet<ConnId>>,
+    by_channel: HashMap<String, HashSet<ConnId>>,
+}
+
+impl Tables {
+    fn index(map: &mut HashMap<String, HashSet<ConnId>>, key: &str, id: ConnId) {
+        map.entry(key.to_string()).or_default().insert(id);
+    }
+
+    fn unindex(map: &mut HashMap<String, HashSet<ConnId>>, key: &str, id: ConnId) {
+        if let Some(set) = map.get_mut(key) {
+            set.remove(&id);
+            if set.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: ConnId) -> bool {
+        let Some(conn) = self.conns.remove(&id) else { return false };
+        Self::unindex(&mut self.by_session, &conn.session, id);
+        if let Some(user) = &conn.user {
+            Self::unindex(&mut self.by_user, user, id);
+        }
+        for channel in &conn.channels {
+            Self::unindex(&mut self.by_channel, channel, id);
+        }
+        true
+    }
+}
+
+/// This process's connections.
+#[derive(Default)]
+pub struct Hub {
+    tables: RwLock<Tables>,
+    next: AtomicU64,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    /// Adds a connection of a session; events for it go to `tx`. `state` is
+    /// the connection's copy of its session, kept up to date by [`Hub::refresh`].
+    pub fn register(&self, state: Arc<Mutex<Session>>, tx: mpsc::Sender<Utf8Bytes>) -> ConnId {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let session = state.lock().expect("session lock").clone();
+        let mut t = self.tables.write().expect("hub lock");
+        Tables::index(&mut t.by_session, &session.id, id);
+        if let Some(user) = &session.user_id {
+            Tables::index(&mut t.by_user, user, id);
+        }
+        for channel in &session.channels {
+            Tables::index(&mut t.by_channel, channel, id);
+        }
+        let conn = Conn {
+            tx,
+            state,
+            session: session.id.clone(),
+            user: session.user_id.clone(),
+            channels: session.channels.iter().cloned().collect(),
+        };
+        t.conns.insert(id, conn);
+        id
+    }
+
+    /// Removes a connection (it closed).
+    pub fn unregister(&self, id: ConnId) {
+        self.tables.write().expect("hub lock").remove(id);
+    }
+
+    /// How many connections are here.
+    pub fn len(&self) -> usize {
+        self.tables.read().expect("hub lock").conns.len()
+    }
+
+    /// Whether there are no connections.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Brings the session's local connections up to date with `session`
+    /// (after a sign-in, sign-out or channel change).
+    pub fn refresh(&self, session: &Session) {
+        let mut guard = self.tables.write().expect("hub lock");
+        let t = &mut *guard;
+        let ids: Vec<ConnId> = t.by_session.get(&session.id).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        for id in ids {
+            let Some(conn) = t.conns.get_mut(&id) else { continue };
+            if conn.user != session.user_id {
+                if let Some(old) = &conn.user {
+                    Tables::unindex(&mut t.by_user, old, id);
+                }
+                if let Some(new) = &session.user_id {
+                    Tables::index(&mut t.by_user, new, id);
+                }
+                conn.user = session.user_id.clone();
+            }
+            for old in &conn.channels {
+                if !session.channels.contains(old) {
+                    Tables::unindex(&mut t.by_channel, old, id);
+                }
+            }
+            for new in &session.channels {
+                if !conn.channels.contains(new) {
+                    Tables::index(&mut t.by_channel, new, id);
+                }
+            }
+            conn.channels = session.channels.iter().cloned().collect();
+            *conn.state.lock().expect("session lock") = session.clone();
+        }
+    }
+
+    /// Delivers an event to the local connections it is for; returns how many
+    /// received it. A connection whose queue is full is dropped from the hub,
+    /// which closes it (it reads too slowly).
+    pub fn deliver(&self, published: &Published) -> usize {
+        let mut slow = Vec::new();
+        let mut sent = 0;
+        {
+            let t = self.tables.read().expect("hub lock");
+            let mut send = |id: ConnId, text: &Utf8Bytes| {
+                if let Some(conn) = t.conns.get(&id) {
+                    match conn.tx.try_send(text.clone()) {
+                        Ok(()) => sent += 1,
+                        Err(_) => slow.push(id),
+                    }
+                }
+            };
+            match &published.target {
+                Target::Broadcast => {
+                    let text = event_text(&published.event, &published.data, None);
+                    for &id in t.conns.keys() {
+                        send(id, &text);
+                    }
+                }
+                Target::User(user) => {
+                    let text = event_text(&published.event, &published.data, None);
+                    for &id in t.by_user.get(user).into_iter().flatten() {
+                        send(id, &text);
+                    }
+                }
+                Target::Users(users) => {
+                    let text = event_text(&published.event, &published.data, None);
+                    let mut seen = HashSet::new();
+                    for user in users {
+                        for &id in t.by_user.get(user).into_iter().flatten() {
+                            if seen.insert(id) {
+                                send(id, &text);
+                            }
+                        }
+                    }
+                }
+                Target::Channels(channels) => {
+                    let mut seen = HashSet::new();
+                    for channel in channels {
+                        let Some(ids) = t.by_channel.get(channel) else { continue };
+                        let text = event_text(&published.event, &published.data, Some(channel));
+                        for &id in ids {
+                            if seen.insert(id) {
+                                send(id, &text);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if !slow.is_empty() {
+            let mut t = self.tables.write().expect("hub lock");
+            for id in slow {
+                t.remove(id);
+            }
+        }
+        sent
+    }
+}
+
+/// Carries published events to every instance's hub.
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes one event.
+    fn publish(&self, published: Published) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// One instance: events go straight to the local hub.
+pub struct MemoryBus {
+    hub: Arc<Hub>,
+}
+
+impl MemoryBus {
+    /// A bus delivering to `hub`.
+    pub fn new(hub: Arc<Hub>) -> MemoryBus {
+        MemoryBus { hub }
+    }
+}
+
+impl Bus for MemoryBus {
+    fn publish(&self, published: Published) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.hub.deliver(&published);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// `SS.publish`: sends events to users, channels or everyone.
+#[derive(Clone)]
+pub struct Publisher {
+    bus: Arc<dyn Bus>,
+}
+
+impl Publisher {
+    /// A publisher over `bus`.
+    pub fn new(bus: Arc<dyn Bus>) -> Publisher {
+        Publisher { bus }
+    }
+
+    /// Publishes `event` with `data` to `target`.
+    pub async fn publish(&self, target: Target, event: &str, data: Value) -> Result<(), StoreError> {
+        self.bus.publish(Published { target, event: event.to_string(), data }).await
+    }
+
+    /// To every connection of one user (`SS.publish.user`).
+    pub async fn user(&self, user_id: &str, event: &str, data: Value) -> Result<(), StoreError> {
+        self.publish(Target::User(user_id.to_string()), event, data).await
+    }
+
+    /// To every connection of several users (`SS.publish.users`).
+    pub async fn users(&self, user_ids: &[&str], event: &str, data: Value) -> Result<(), StoreError> {
+        self.publish(Target::Users(user_ids.iter().map(|s| s.to_string()).collect()), event, data).await
+    }
+
+    /// To everyone connected (`SS.publish.broadcast`).
+    pub async fn broadcast(&self, event: &str, data: Value) -> Result<(), StoreError> {
+        self.publish(Target::Broadcast, event, data).await
+    }
+
+    /// To the sessions that joined any of `channels` (`SS.publish.channel`).
+    pub async fn channel(&self, channels: &[&str], event: &str, data: Value) -> Result<(), StoreError> {
+        self.publish(Target::Channels(channels.iter().map(|s| s.to_string()).collect()), event, data).await
+    }
+}
+
+/// Users online, from heartbeats.
+pub trait Presence: Send + Sync + 'static {
+    /// `user_id` was seen now.
+    fn seen<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// `user_id` signed out.
+    fn gone<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The users seen within the offline period, sorted.
+    fn online(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>>;
+    /// Forgets users not seen within the offline period; returns how many.
+    fn purge(&self) -> BoxFuture<'_, Result<usize, StoreError>>;
+}
+
+/// Users online in this process's memory.
+pub struct MemoryPresence {
+    seen: Mutex<HashMap<String, Instant>>,
+    offline_after: Duration,
+}
+
+impl MemoryPresence {
+    /// Users are offline `offline_after` their last heartbeat.
+    pub fn new(offline_after: Duration) -> MemoryPresence {
+        MemoryPresence { seen: Mutex::new(HashMap::new()), offline_after }
+    }
+}
+
+impl Presence for MemoryPresence {
+    fn seen<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.seen.lock().expect("presence lock").insert(user_id.to_string(), Instant::now());
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn gone<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.seen.lock().expect("presence lock").remove(user_id);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn online(&self) -> BoxFuture<'_, Result<Vec<String>, StoreError>> {
+        let seen = self.seen.lock().expect("presence lock");
+        let mut users: Vec<String> =
+            seen.iter().filter(|(_, at)| at.elapsed() < self.offline_after).map(|(u, _)| u.clone()).collect();
+        users.sort();
+        Box::pin(std::future::ready(Ok(users)))
+    }
+
+    fn purge(&self) -> BoxFuture<'_, Result<usize, StoreError>> {
+        let mut seen = self.seen.lock().expect("presence lock");
+        let before = seen.len();
+        seen.retain(|_, at| at.elapsed() < self.offline_after);
+        Box::pin(std::future::ready(Ok(before - seen.len())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn state(id: &str, user: Option<&str>, channels: &[&str]) -> Arc<Mutex<Session>> {
+        Arc::new(Mutex::new(session(id, user, channels)))
+    }
+
+    fn session(id: &str, user: Option<&str>, channels: &[&str]) -> Session {
+        Session {
+            id: id.into(),
+            created_at: 0,
+            user_id: user.map(Into::into),
+            channels: channels.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+        }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            out.push(m.to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn delivers_to_users_channels_and_everyone() {
+        let hub = Hub::new();
+        let (tx_a, mut a) = mpsc::channel(8);
+        let (tx_b, mut b) = mpsc::channel(8);
+        hub.register(state("s1", Some("ann"), &["red"]), tx_a);
+        hub.register(state("s2", None, &["red", "blue"]), tx_b);
+        let publish = |target, event: &str| hub.deliver(&Published { target, event: event.into(), data: 1.into() });
+        assert_eq!(publish(Target::User("ann".into()), "u"), 1);
+        assert_eq!(publish(Target::Channels(vec!["blue".into(), "red".into()]), "c"), 2);
+        assert_eq!(publish(Target::Broadcast, "b"), 2);
+        assert_eq!(publish(Target::Users(vec!["bob".into()]), "none"), 0);
+        assert_eq!(
+            drain(&mut a),
+            [
+                r#"{"type":"event","event":"u","data":1}"#,
+                r#"{"type":"event","event":"c","data":1,"channel":"red"}"#,
+                r#"{"type":"event","event":"b","data":1}"#
+            ]
+        );
+        assert_eq!(
+            drain(&mut b),
+            [r#"{"type":"event","event":"c","data":1,"channel":"blue"}"#, r#"{"type":"event","event":"b","data":1}"#]
+        );
+    }
+
+    #[test]
+    fn refresh_moves_connections_between_users_and_channels() {
+        let hub = Hub::new();
+        let (tx, mut rx) = mpsc::channel(8);
+        let shared = state("s1", None, &["red"]);
+        let id = hub.register(shared.clone(), tx);
+        hub.refresh(&session("s1", Some("ann"), &["blue"]));
+        assert_eq!(shared.lock().unwrap().user_id.as_deref(), Some("ann"));
+        let publish = |target| hub.deliver(&Published { target, event: "e".into(), data: Value::Null });
+        assert_eq!(publish(Target::User("ann".into())), 1);
+        assert_eq!(publish(Target::Channels(vec!["red".into()])), 0);
+        assert_eq!(publish(Target::Channels(vec!["blue".into()])), 1);
+        assert_eq!(drain(&mut rx).len(), 2);
+        hub.unregister(id);
+        assert!(hub.is_empty());
+        assert_eq!(publish(Target::Broadcast), 0);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_slow_connection() {
+        let hub = Hub::new();
+        let (tx, mut rx) = mpsc::channel(1);
+        hub.register(state("s1", None, &[]), tx);
+        let publish = || hub.deliver(&Published { target: Target::Broadcast, event: "e".into(), data: Value::Null });
+        assert_eq!(publish(), 1);
+        assert_eq!(publish(), 0);
+        assert!(hub.is_empty());
+        assert_eq!(drain(&mut rx).len(), 1);
+        assert!(rx.is_closed());
+    }
+
+    #[test]
+    fn presence_lists_recent_users() {
+        let presence = MemoryPresence::new(Duration::from_secs(60));
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            presence.seen("bob").await.unwrap();
+            presence.seen("ann").await.unwrap();
+            assert_eq!(presence.online().await.unwrap(), ["ann", "bob"]);
+            presence.gone("bob").await.unwrap();
+            assert_eq!(presence.online().await.unwrap(), ["ann"]);
+            assert_eq!(presence.purge().await.unwrap(), 0);
+        });
+        let stale = MemoryPresence::new(Duration::ZERO);
+        rt.block_on(async {
+            stale.seen("ann").await.unwrap();
+            assert!(stale.online().await.unwrap().is_empty());
+            assert_eq!(stale.purge().await.unwrap(), 1);
+        });
+    }
+}

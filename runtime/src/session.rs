@@ -1,0 +1,178 @@
+//! Sessions: what the server remembers about one browser between
+//! connections (its user and its channels), found by the `session_id` cookie.
+//! The store is a trait so that a shared store can hold them across instances;
+//! [`MemoryStore`] keeps them in this process.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+
+/// A boxed future, for the store and bus traits.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A store or bus failed (the shared store is unreachable, say).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// One session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// The id in the cookie: 192 random bits, base64url.
+    pub id: String,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at: u64,
+    /// The user it is signed in as.
+    pub user_id: Option<String>,
+    /// The channels it has joined.
+    pub channels: BTreeSet<String>,
+}
+
+/// A change to one session.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Sign in as this user, or out (`None`).
+    User(Option<String>),
+    /// Join these channels.
+    Subscribe(Vec<String>),
+    /// Leave these channels.
+    Unsubscribe(Vec<String>),
+}
+
+/// Where sessions live.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Creates a session with a fresh id.
+    fn create(&self) -> BoxFuture<'_, Result<Session, StoreError>>;
+    /// The session with this id, if this store issued it and still has it.
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
+    /// Applies a change and returns the session as it is now (`None` when it is gone).
+    fn update<'a>(&'a self, id: &'a str, change: Change) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
+}
+
+/// A new session id: 192 bits from the operating system's generator.
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).expect("the operating system's random generator works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `id` has the shape of an id this server issues (so other text is
+/// never even looked up).
+pub fn well_formed(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Sessions in this process's memory: lost when it stops.
+pub struct MemoryStore {
+    sessions: Mutex<HashMap<String, (Session, Instant)>>,
+    max_age: Duration,
+}
+
+impl MemoryStore {
+    /// An empty store that forgets sessions unused for `max_age`.
+    pub fn new(max_age: Duration) -> MemoryStore {
+        MemoryStore { sessions: Mutex::new(HashMap::new()), max_age }
+    }
+
+    /// Forgets sessions unused for longer than the maximum age; returns how many.
+    pub fn purge(&self) -> usize {
+        let mut sessions = self.sessions.lock().expect("session lock");
+        let before = sessions.len();
+        let max_age = self.max_age;
+        sessions.retain(|_, (_, used)| used.elapsed() < max_age);
+        before - sessions.len()
+    }
+
+    /// How many sessions are held.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().expect("session lock").len()
+    }
+
+    /// Whether no session is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn create(&self) -> BoxFuture<'_, Result<Session, StoreError>> {
+        let session = Session { id: new_id(), created_at: now_ms(), user_id: None, channels: BTreeSet::new() };
+        self.sessions.lock().expect("session lock").insert(session.id.clone(), (session.clone(), Instant::now()));
+        Box::pin(std::future::ready(Ok(session)))
+    }
+
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        let mut sessions = self.sessions.lock().expect("session lock");
+        let found = sessions.get_mut(id).map(|(session, used)| {
+            *used = Instant::now();
+            session.clone()
+        });
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn update<'a>(&'a self, id: &'a str, change: Change) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        let mut sessions = self.sessions.lock().expect("session lock");
+        let found = sessions.get_mut(id).map(|(session, used)| {
+            *used = Instant::now();
+            match change {
+                Change::User(user) => session.user_id = user,
+                Change::Subscribe(names) => session.channels.extend(names),
+                Change::Unsubscribe(names) => {
+                    for name in &names {
+                        session.channels.remove(name);
+                    }
+                }
+            }
+            session.clone()
+        });
+        Box::pin(std::future::ready(Ok(found)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block<T>(f: BoxFuture<'_, T>) -> T {
+        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn ids_are_long_random_and_recognised() {
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        assert!(well_formed(&a), "{a}");
+        assert!(!well_formed("1234"));
+        assert!(!well_formed(&format!("{}!", &a[..31])));
+    }
+
+    #[test]
+    fn memory_store_keeps_changes_and_never_adopts_unknown_ids() {
+        let store = MemoryStore::new(Duration::from_secs(60));
+        let s = block(store.create()).unwrap();
+        assert_eq!(block(store.load(&s.id)).unwrap().unwrap(), s);
+        assert_eq!(block(store.load(&new_id())).unwrap(), None);
+        let s2 = block(store.update(&s.id, Change::User(Some("ann".into())))).unwrap().unwrap();
+        assert_eq!(s2.user_id.as_deref(), Some("ann"));
+        block(store.update(&s.id, Change::Subscribe(vec!["a".into(), "b".into()]))).unwrap();
+        let s3 = block(store.update(&s.id, Change::Unsubscribe(vec!["a".into()]))).unwrap().unwrap();
+        assert_eq!(s3.channels.iter().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(block(store.update("nope", Change::User(None))).unwrap(), None);
+    }
+
+    #[test]
+    fn memory_store_forgets_unused_sessions() {
+        let store = MemoryStore::new(Duration::ZERO);
+        block(store.create()).unwrap();
+        assert_eq!(store.purge(), 1);
+        assert!(store.is_empty());
+    }
+}

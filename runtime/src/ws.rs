@@ -1,0 +1,458 @@
+//! The WebSocket endpoint (`/_ss/ws`) and one task per connection, speaking
+//! the protocol of docs/protocol.md.
+//!
+//! The task owns its socket. It waits for whichever comes first (a frame, an
+//! event from the hub, a finished call, the heartbeat tick, shutdown), then
+//! handles whatever else is ready without waiting, and writes everything it
+//! queued with one flush: under load many replies leave in one system call.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::Shared;
+use crate::actions::{ActionError, ActionResult, SessionHandle};
+use crate::session::{self, Session};
+
+/// The protocol version this server speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The endpoint's path.
+pub const PATH: &str = "/_ss/ws";
+/// The session cookie's name.
+pub const COOKIE: &str = "session_id";
+
+/// Close codes (docs/protocol.md).
+pub mod close {
+    /// The server is shutting down.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A binary frame arrived.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A message was larger than the limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// The client asked for a protocol version this server does not speak.
+    pub const BAD_VERSION: u16 = 4001;
+    /// A message was not a JSON object with a known type.
+    pub const MALFORMED: u16 = 4400;
+    /// Nothing arrived for three heartbeat intervals.
+    pub const IDLE: u16 = 4408;
+    /// The client read too slowly and its queue filled up.
+    pub const TOO_SLOW: u16 = 4429;
+}
+
+/// Bytes read from the socket at a time. Small, because it is held for every
+/// idle connection; larger messages are read in several steps.
+const READ_BUFFER: usize = 4096;
+/// Queued output is written once it reaches this size, or at the end of each
+/// batch of work, whichever comes first.
+const WRITE_THRESHOLD: usize = 64 * 1024;
+/// Events handled after the first one before a flush, at most.
+const BATCH: usize = 64;
+
+/// `GET /_ss/ws?v=1`: checks the origin, finds or creates the session, and upgrades.
+pub(crate) async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "the page's origin is not this server's").into_response();
+    }
+    let version = query
+        .as_deref()
+        .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "v").map(|(_, v)| v.into_owned()));
+    let (session, fresh) = match find_or_create_session(&shared, &headers).await {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("ssrun: session store: {e}");
+            return (StatusCode::SERVICE_UNAVAILABLE, "the session store is unavailable").into_response();
+        }
+    };
+    let cookie = fresh.then(|| set_cookie(&session.id));
+    let max = shared.config.max_message_bytes;
+    let mut response = upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_THRESHOLD)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| run(socket, shared, session, version));
+    if let Some(cookie) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// Whether the `Origin` header, when there is one, names this server's host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), headers.get(header::HOST).map(|h| h.to_str())) else {
+        return false;
+    };
+    let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
+    authority.eq_ignore_ascii_case(host)
+}
+
+/// The session named by the request's cookie, or a new one (`true`).
+pub(crate) async fn find_or_create_session(
+    shared: &Shared,
+    headers: &HeaderMap,
+) -> Result<(Session, bool), crate::StoreError> {
+    if let Some(found) = existing_session(shared, headers).await? {
+        return Ok((found, false));
+    }
+    Ok((shared.services.store.create().await?, true))
+}
+
+/// The session named by the request's cookie, if the store knows it.
+pub(crate) async fn existing_session(
+    shared: &Shared,
+    headers: &HeaderMap,
+) -> Result<Option<Session>, crate::StoreError> {
+    for id in cookie_values(headers, COOKIE) {
+        if session::well_formed(id)
+            && let Some(found) = shared.services.store.load(id).await?
+        {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).filter_map(
+        move |pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        },
+    )
+}
+
+fn set_cookie(id: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000"))
+        .expect("session ids are cookie-safe")
+}
+
+#[derive(Serialize)]
+struct Reply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody<'a>>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'static str,
+    message: &'a str,
+}
+
+fn reply_text(id: &Value, outcome: &ActionResult) -> Utf8Bytes {
+    let message;
+    let reply = match outcome {
+        Ok(value) => Reply { kind: "reply", id, result: Some(value), error: None },
+        Err(e) => {
+            message = e.to_string();
+            Reply { kind: "reply", id, result: None, error: Some(ErrorBody { code: e.code(), message: &message }) }
+        }
+    };
+    Utf8Bytes::from(serde_json::to_string(&reply).expect("JSON values serialize"))
+}
+
+fn init_text(shared: &Shared, session: &Session) -> Utf8Bytes {
+    let head = serde_json::json!({
+        "type": "init",
+        "v": PROTOCOL_VERSION,
+        "env": shared.loaded.env,
+        "session": {"user_id": session.user_id, "created_at": session.created_at},
+    })
+    .to_string();
+    Utf8Bytes::from(format!("{}{}", &head[..head.len() - 1], shared.init_tail))
+}
+
+type CallFuture = futures_util::future::BoxFuture<'static, (Value, ActionResult)>;
+
+enum Event {
+    Stop,
+    Frame(Option<Result<Message, axum::Error>>),
+    Out(Option<Utf8Bytes>),
+    Replied(Value, ActionResult),
+    Tick,
+}
+
+/// Why a connection ends: a close frame to send, or none when the peer is gone.
+type End = Option<(u16, String)>;
+
+struct Connection {
+    shared: Arc<Shared>,
+    session: SessionHandle,
+    calls: FuturesUnordered<CallFuture>,
+    last_heard: Instant,
+    wrote: bool,
+}
+
+async fn run(mut socket: WebSocket, shared: Arc<Shared>, session: Session, version: Option<String>) {
+    if version.as_deref() != Some("1") {
+        let reason = match version {
+            None => "no protocol version: connect to /_ss/ws?v=1".to_string(),
+            Some(v) => format!("protocol version {v:.20} is not spoken here: this server speaks {PROTOCOL_VERSION}"),
+        };
+        let _ = socket.send(close_message(close::BAD_VERSION, &reason)).await;
+        return;
+    }
+    let user = session.user_id.clone();
+    let state = Arc::new(Mutex::new(session));
+    let (tx, mut rx) = mpsc::channel(shared.config.outgoing_queue.max(1));
+    let hub = shared.services.hub.clone();
+    let id = hub.register(state.clone(), tx);
+    if let Some(user) = user
+        && let Err(e) = shared.services.presence.seen(&user).await
+    {
+        eprintln!("ssrun: users online: {e}");
+    }
+    let mut connection = Connection {
+        session: SessionHandle::new(state, shared.services.clone()),
+        shared,
+        calls: FuturesUnordered::new(),
+        last_heard: Instant::now(),
+        wrote: false,
+    };
+    let end = connection.serve(&mut socket, &mut rx).await;
+    hub.unregister(id);
+    if let Some((code, reason)) = end {
+        let _ = socket.send(close_message(code, &reason)).await;
+    }
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    // A close reason is at most 123 bytes.
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(&reason[..end]) }))
+}
+
+impl Connection {
+    async fn serve(&mut self, socket: &mut WebSocket, rx: &mut mpsc::Receiver<Utf8Bytes>) -> End {
+        let interval = self.shared.config.heartbeat_interval.max(Duration::from_millis(10));
+        let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stop = self.shared.stop.clone();
+        if *stop.borrow_and_update() {
+            return Some((close::GOING_AWAY, "the server is shutting down".into()));
+        }
+        let init = init_text(&self.shared, &self.session.snapshot());
+        if socket.send(Message::Text(init)).await.is_err() {
+            return None;
+        }
+        let max_calls = self.shared.config.max_calls_in_flight.max(1);
+        loop {
+            let first = next_event(socket, rx, &mut self.calls, &mut tick, &mut stop, max_calls).await;
+            if let Err(end) = self.handle(first, socket, interval).await {
+                return end;
+            }
+            for _ in 0..BATCH {
+                let Some(event) =
+                    next_event(socket, rx, &mut self.calls, &mut tick, &mut stop, max_calls).now_or_never()
+                else {
+                    break;
+                };
+                if let Err(end) = self.handle(event, socket, interval).await {
+                    return end;
+                }
+            }
+            if std::mem::take(&mut self.wrote) && !matches!(self.timed(socket.flush()).await, Ok(Ok(()))) {
+                return None;
+            }
+        }
+    }
+
+    /// Limits a write: a peer that stops reading is dropped after three heartbeat intervals.
+    fn timed<F: std::future::Future>(&self, write: F) -> tokio::time::Timeout<F> {
+        tokio::time::timeout(self.shared.config.heartbeat_interval * 3, write)
+    }
+
+    async fn queue(&mut self, socket: &mut WebSocket, text: Utf8Bytes) -> Result<(), End> {
+        self.wrote = true;
+        match self.timed(socket.feed(Message::Text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(None),
+        }
+    }
+
+    /// Handles one event; `Err` ends the connection.
+    async fn handle(&mut self, event: Event, socket: &mut WebSocket, interval: Duration) -> Result<(), End> {
+        match event {
+            Event::Stop => Err(Some((close::GOING_AWAY, "the server is shutting down".into()))),
+            Event::Tick => {
+                if self.last_heard.elapsed() > interval * 3 {
+                    return Err(Some((close::IDLE, "no heartbeat for three intervals".into())));
+                }
+                Ok(())
+            }
+            Event::Out(Some(text)) => self.queue(socket, text).await,
+            Event::Out(None) => Err(Some((close::TOO_SLOW, "the client reads too slowly".into()))),
+            Event::Replied(id, outcome) => self.queue(socket, reply_text(&id, &outcome)).await,
+            Event::Frame(None) => Err(None),
+            Event::Frame(Some(Err(e))) => Err(read_error(e)),
+            Event::Frame(Some(Ok(message))) => {
+                self.last_heard = Instant::now();
+                match message {
+                    Message::Text(text) => self.message(&text, socket).await,
+                    Message::Binary(_) => {
+                        Err(Some((close::UNSUPPORTED_DATA, "binary frames are not part of the protocol".into())))
+                    }
+                    // tungstenite queued the pong; the flush sends it.
+                    Message::Ping(_) => {
+                        self.wrote = true;
+                        Ok(())
+                    }
+                    Message::Pong(_) => Ok(()),
+                    Message::Close(_) => {
+                        // tungstenite queued the answering close frame.
+                        let _ = socket.flush().await;
+                        Err(None)
+                    }
+                }
+            }
+        }
+    }
+
+    async fn message(&mut self, text: &str, socket: &mut WebSocket) -> Result<(), End> {
+        let malformed = |why: String| Err(Some((close::MALFORMED, why)));
+        let value: Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return malformed(format!("not JSON: {e}")),
+        };
+        let Some(object) = value.as_object() else { return malformed("a message must be a JSON object".into()) };
+        match object.get("type").and_then(Value::as_str) {
+            Some("call") => {}
+            Some("hb") => {
+                if let Some(user) = self.session.user_id()
+                    && let Err(e) = self.shared.services.presence.seen(&user).await
+                {
+                    eprintln!("ssrun: users online: {e}");
+                }
+                return self.queue(socket, Utf8Bytes::from_static(r#"{"type":"hb"}"#)).await;
+            }
+            Some(other) => return malformed(format!("unknown message type {other:.40}")),
+            None => return malformed("a message needs a \"type\"".into()),
+        }
+        let id = match object.get("id") {
+            Some(id @ (Value::Number(_) | Value::String(_))) => id.clone(),
+            _ => return malformed("a call needs an \"id\" (a number or a string)".into()),
+        };
+        match self.start_call(object) {
+            Ok(future) => {
+                self.calls.push(Box::pin(future.map(move |outcome| (id, outcome))));
+                Ok(())
+            }
+            Err(e) => self.queue(socket, reply_text(&id, &Err(e))).await,
+        }
+    }
+
+    fn start_call(
+        &self,
+        object: &serde_json::Map<String, Value>,
+    ) -> Result<futures_util::future::BoxFuture<'static, ActionResult>, ActionError> {
+        let method = match object.get("method") {
+            Some(Value::String(m)) => m.clone(),
+            _ => return Err(ActionError::BadRequest("a call needs a \"method\" string, like \"app.square\"".into())),
+        };
+        let args = match object.get("args") {
+            None => Vec::new(),
+            Some(Value::Array(args)) => args.clone(),
+            Some(_) => return Err(ActionError::BadRequest("\"args\" must be an array".into())),
+        };
+        let registry = &self.shared.registry;
+        let action = registry.get(&method).ok_or_else(|| registry.not_found(&method))?;
+        if action.authenticate && self.session.user_id().is_none() {
+            return Err(ActionError::Unauthorized(format!("{method} needs a signed-in user")));
+        }
+        let call = self.shared.call(method, args, self.session.clone());
+        Ok((action.handler)(call))
+    }
+}
+
+async fn next_event(
+    socket: &mut WebSocket,
+    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    calls: &mut FuturesUnordered<CallFuture>,
+    tick: &mut tokio::time::Interval,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    max_calls: usize,
+) -> Event {
+    let reading = calls.len() < max_calls;
+    let has_calls = !calls.is_empty();
+    tokio::select! {
+        _ = stop.changed() => Event::Stop,
+        Some((id, outcome)) = calls.next(), if has_calls => Event::Replied(id, outcome),
+        out = rx.recv() => Event::Out(out),
+        frame = socket.recv(), if reading => Event::Frame(frame),
+        _ = tick.tick() => Event::Tick,
+    }
+}
+
+fn read_error(e: axum::Error) -> End {
+    let inner = e.into_inner();
+    match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some((close::TOO_BIG, "message too big".into())),
+        Some(tungstenite::Error::Utf8(_)) => Some((1007, "text frame is not UTF-8".into())),
+        Some(tungstenite::Error::Protocol(p)) => Some((1002, format!("{p}"))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_must_match_host() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h));
+        h.insert(header::HOST, HeaderValue::from_static("example.com:3000"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://example.com:3000"));
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.test"));
+        assert!(!same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!same_origin(&h));
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; session_id=abc; b=2"));
+        assert_eq!(cookie_values(&h, COOKIE).collect::<Vec<_>>(), ["abc"]);
+    }
+
+    #[test]
+    fn replies_carry_the_id_and_the_error_code() {
+        let id = Value::from(7);
+        assert_eq!(reply_text(&id, &Ok(Value::from(625))).as_str(), r#"{"type":"reply","id":7,"result":625}"#);
+        assert_eq!(
+            reply_text(&id, &Err(ActionError::NotFound("no".into()))).as_str(),
+            r#"{"type":"reply","id":7,"error":{"code":"not_found","message":"no"}}"#
+        );
+    }
+
+    #[test]
+    fn close_reasons_fit_in_a_frame() {
+        let Message::Close(Some(frame)) = close_message(4400, &"é".repeat(100)) else { panic!() };
+        assert!(frame.reason.len() <= 123);
+    }
+}

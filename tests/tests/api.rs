@@ -1,0 +1,141 @@
+//! The HTTP API: each form of call, each status, Basic Auth and the session cookie.
+
+use serde_json::{Value, json};
+use ss_tests::{
+    HttpResponse, Reports, RunningServer, WsClient, fixture, http, http_with_body, pack_app, with_demo_actions,
+};
+
+struct Served {
+    _dir: tempfile::TempDir,
+    server: RunningServer,
+}
+
+fn serve(basic_auth: bool) -> Served {
+    let dir = fixture("realtime");
+    pack_app(dir.path(), "development");
+    let mut app = with_demo_actions(ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()), Reports::default());
+    if basic_auth {
+        app = app.api_basic_auth(|user, password| async move {
+            Ok((user == "ann" && password == "s3cret").then(|| format!("user:{user}")))
+        });
+    }
+    Served { server: RunningServer::with_app(app, 0), _dir: dir }
+}
+
+fn json_of(response: &HttpResponse) -> Value {
+    assert_eq!(response.header("content-type"), Some("application/json"), "{response:?}");
+    serde_json::from_slice(&response.body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&response.body)))
+}
+
+fn body(response: &HttpResponse) -> String {
+    String::from_utf8_lossy(&response.body).into_owned()
+}
+
+#[test]
+fn each_form_of_call() {
+    let s = serve(false);
+    let addr = s.server.addr;
+    let html = http(addr, "GET", "/api/app/square?25", &[]);
+    assert_eq!(html.status, 200);
+    assert_eq!(html.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(body(&html).contains("<pre>625</pre>"), "{}", body(&html));
+    assert_eq!(html.header("cache-control"), Some("no-store"));
+
+    let square = http(addr, "GET", "/api/app/square.json?25", &[]);
+    assert_eq!((square.status, json_of(&square)), (200, json!(625)));
+    assert_eq!(
+        json_of(&http(addr, "GET", "/API/app/square.json?3", &[])),
+        json!(9),
+        "the prefix is case-insensitive"
+    );
+    assert_eq!(json_of(&http(addr, "GET", "/api/app/echo.json?a=1&b=x%20y", &[])), json!([{"a": "1", "b": "x y"}]));
+    assert_eq!(json_of(&http(addr, "GET", "/api/app/echo.json?hello%20there", &[])), json!(["hello there"]));
+    assert_eq!(json_of(&http(addr, "GET", "/api/app/echo.json", &[])), json!([]));
+    let posted =
+        http_with_body(addr, "POST", "/api/app/echo.json", &[("Content-Type", "application/json")], br#"{"n":[1,2]}"#);
+    assert_eq!(json_of(&posted), json!([{"n": [1, 2]}]));
+    let posted = http_with_body(addr, "POST", "/api/app/square.json", &[], b"12");
+    assert_eq!(json_of(&posted), json!(144));
+    let escaped = http(addr, "GET", "/api/app/echo?%3Cscript%3E", &[]);
+    assert!(body(&escaped).contains("&lt;script&gt;") && !body(&escaped).contains("<script>"), "{}", body(&escaped));
+}
+
+#[test]
+fn the_index_lists_the_public_api_tree() {
+    let s = serve(false);
+    let addr = s.server.addr;
+    for path in ["/api", "/api/", "/api/app"] {
+        let index = http(addr, "GET", path, &[]);
+        assert_eq!(index.status, 200, "{path}");
+        assert!(body(&index).contains("<a href=\"/api/app/square\">app.square</a>"), "{path}: {}", body(&index));
+    }
+    let tree = json_of(&http(addr, "GET", "/api.json", &[]));
+    assert_eq!(tree["api"]["app"]["square"], 1);
+    assert_eq!(tree["api"]["secure"]["secret"], 1);
+}
+
+#[test]
+fn each_error_status() {
+    let s = serve(false);
+    let addr = s.server.addr;
+    let expect = |method: &str, path: &str, body: &[u8], status: u16, code: &str| {
+        let response = http_with_body(addr, method, path, &[], body);
+        assert_eq!(response.status, status, "{method} {path}: {}", String::from_utf8_lossy(&response.body));
+        if path.contains(".json") {
+            assert_eq!(json_of(&response)["error"]["code"], code, "{method} {path}");
+        }
+        response
+    };
+    expect("GET", "/api/app/nope.json", b"", 404, "not_found");
+    expect("GET", "/api/app/square.json?%22x%22", b"", 400, "bad_args");
+    expect("GET", "/api/app/square.json?x", b"", 400, "bad_args");
+    expect("POST", "/api/app/square.json", b"{oops", 400, "bad_request");
+    expect("GET", "/api/app/square.xml?2", b"", 400, "bad_request");
+    let put = expect("PUT", "/api/app/square.json", b"", 405, "bad_request");
+    assert_eq!(put.header("allow"), Some("GET, HEAD, POST"));
+    let failed = expect("GET", "/api/app/fail.json", b"", 500, "failed");
+    assert_eq!(json_of(&failed)["error"]["message"], "the disk is full");
+    expect("POST", "/api/app/echo.json", &vec![b' '; 70 * 1024], 413, "bad_request");
+    // Without Basic Auth configured, an authenticated action cannot be reached over HTTP.
+    let forbidden = expect("GET", "/api/secure/secret.json", b"", 403, "unauthorized");
+    assert!(json_of(&forbidden)["error"]["message"].as_str().unwrap().contains("Basic Auth"));
+    let html = expect("GET", "/api/app/nope", b"", 404, "");
+    assert!(body(&html).contains("no action app.nope"), "{}", body(&html));
+}
+
+#[test]
+fn basic_auth_guards_authenticated_actions() {
+    let s = serve(true);
+    let addr = s.server.addr;
+    let none = http(addr, "GET", "/api/secure/secret.json", &[]);
+    assert_eq!(none.status, 401);
+    assert_eq!(none.header("www-authenticate"), Some("Basic realm=\"Secure API\""));
+    let wrong = http(addr, "GET", "/api/secure/secret.json", &[("Authorization", "Basic YW5uOm5vcGU=")]); // ann:nope
+    assert_eq!(wrong.status, 401);
+    let right = http(addr, "GET", "/api/secure/secret.json", &[("Authorization", "Basic YW5uOnMzY3JldA==")]); // ann:s3cret
+    assert_eq!((right.status, json_of(&right)), (200, json!({"for": "user:ann"})));
+    // Other actions need nothing.
+    assert_eq!(http(addr, "GET", "/api/app/square.json?2", &[]).status, 200);
+}
+
+#[tokio::test]
+async fn the_session_cookie_signs_api_calls_in() {
+    let s = serve(false);
+    let addr = s.server.addr;
+    let mut socket = WsClient::connect(addr, None).await;
+    let id = socket.set_cookie.clone().unwrap();
+    socket.call(1, "app.login", json!(["ann"])).await;
+    let cookie = format!("session_id={id}");
+    let response = tokio::task::spawn_blocking(move || {
+        let who = http(addr, "GET", "/api/app/whoami.json", &[("Cookie", &cookie)]);
+        let secret = http(addr, "GET", "/api/secure/secret.json", &[("Cookie", &cookie)]);
+        let stranger = http(addr, "GET", "/api/app/login.json?%22eve%22", &[]);
+        (json_of(&who), secret.status, json_of(&secret), stranger.status)
+    })
+    .await
+    .unwrap();
+    assert_eq!(response.0, json!("ann"));
+    assert_eq!((response.1, response.2), (200, json!({"for": "ann"})));
+    assert_eq!(response.3, 500, "a call without a session cannot sign in");
+}

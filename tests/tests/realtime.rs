@@ -1,0 +1,38 @@
+//! End to end in headless Chromium: a packed app boots, calls actions over the
+//! socket in both styles, receives an event published to its user, and
+//! survives a server restart in the middle of its session.
+
+use serde_json::json;
+use ss_tests::{Browser, Reports, RunningServer, chromium, fixture, pack_app, wait_for_report, with_demo_actions};
+
+#[test]
+fn the_browser_calls_listens_and_survives_a_restart() {
+    let Some(chromium) = chromium() else { return };
+    let dir = fixture("realtime");
+    pack_app(dir.path(), "development");
+    let reports = Reports::default();
+    let app = || with_demo_actions(ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()), reports.clone());
+    let server = RunningServer::with_app(app(), 0);
+    let port = server.addr.port();
+    let _browser = Browser::open(&chromium, &format!("http://127.0.0.1:{port}/"));
+
+    assert_eq!(wait_for_report(&reports, "init", 30), json!({"env": "development", "inits": 1, "connected": true}));
+    assert_eq!(wait_for_report(&reports, "square", 10), json!(625));
+    assert_eq!(wait_for_report(&reports, "callback", 10), json!(25));
+    assert_eq!(wait_for_report(&reports, "error", 10), json!("bad_args"));
+    assert_eq!(wait_for_report(&reports, "event", 10), json!({"data": "hello ann", "channel": null}));
+    wait_for_report(&reports, "ready_for_restart", 10);
+
+    // Stop the server; the page calls square(7) as soon as its socket drops.
+    drop(server);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        !reports.lock().unwrap().iter().any(|(step, _)| step == "after_restart"),
+        "nothing can answer while the server is down"
+    );
+    let _server = RunningServer::with_app(app(), port);
+    assert_eq!(wait_for_report(&reports, "after_restart", 30), json!({"result": 49, "inits": 1}));
+    assert_eq!(wait_for_report(&reports, "reconnected", 10), json!(true));
+    let inits = reports.lock().unwrap().iter().filter(|(step, _)| step == "init").count();
+    assert_eq!(inits, 1, "init runs once per page load");
+}

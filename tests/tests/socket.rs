@@ -1,0 +1,289 @@
+//! The WebSocket protocol (docs/protocol.md), spoken by a raw client: calls and
+//! replies, sessions, pub/sub, heartbeats, and every kind of bad input.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use ss_tests::{Reports, RunningServer, WsClient, fixture, pack_app, with_demo_actions, ws_open};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Served {
+    _dir: tempfile::TempDir,
+    server: RunningServer,
+}
+
+fn serve_with(config: impl FnOnce(&mut ssrun::Config)) -> Served {
+    let dir = fixture("realtime");
+    pack_app(dir.path(), "development");
+    let loaded = ssrun::LoadedApp::load(dir.path()).expect("the packed app loads");
+    let mut settings = ssrun::Config::for_env(&loaded.env);
+    config(&mut settings);
+    let app = with_demo_actions(ssrun::App::new(loaded).with_config(settings), Reports::default());
+    Served { server: RunningServer::with_app(app, 0), _dir: dir }
+}
+
+fn serve() -> Served {
+    serve_with(|_| {})
+}
+
+#[tokio::test]
+async fn init_carries_the_api_tree_and_a_fresh_session_cookie() {
+    let s = serve();
+    let client = WsClient::connect(s.server.addr, None).await;
+    let init = &client.init;
+    assert_eq!(init["v"], 1);
+    assert_eq!(init["env"], "development");
+    assert_eq!(init["api"]["app"]["square"], 1);
+    assert_eq!(init["api"]["secure"]["secret"], 1);
+    assert_eq!(init["session"]["user_id"], Value::Null);
+    assert!(init["session"]["created_at"].as_u64().unwrap() > 1_700_000_000_000);
+    assert_eq!(init["client"]["heartbeat_interval"], 30);
+    assert!(init.get("session").unwrap().get("id").is_none(), "the id stays in the HttpOnly cookie");
+    let cookie = client.set_cookie.as_deref().expect("a session cookie on the upgrade");
+    assert_eq!(cookie.len(), 32, "192 bits in base64url");
+
+    let (_, response) = ws_open(s.server.addr, "/_ss/ws?v=1", &[]).await.unwrap();
+    let header = response.headers()["set-cookie"].to_str().unwrap();
+    for attribute in ["Path=/", "HttpOnly", "SameSite=Lax"] {
+        assert!(header.contains(attribute), "{header}");
+    }
+}
+
+#[tokio::test]
+async fn calls_are_answered_by_id_with_every_argument_as_given() {
+    let s = serve();
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    assert_eq!(c.call(1, "app.square", json!([25])).await, json!({"type": "reply", "id": 1, "result": 625}));
+    let echoed = c.call(2, "app.echo", json!([0, "", false, null, [1], {"a": 1}])).await;
+    assert_eq!(echoed["result"], json!([0, "", false, null, [1], {"a": 1}]));
+    // String ids are echoed too; a call without args has none.
+    c.send_text(r#"{"type":"call","id":"x-1","method":"app.echo"}"#).await;
+    assert_eq!(c.next_json().await, json!({"type": "reply", "id": "x-1", "result": []}));
+
+    // A slow call does not hold up a fast one: replies come back as they finish.
+    c.send_call(3, "app.slow", json!([300, "slow"])).await;
+    c.send_call(4, "app.square", json!([3])).await;
+    assert_eq!(c.next_json().await["id"], 4);
+    assert_eq!(c.next_json().await, json!({"type": "reply", "id": 3, "result": "slow"}));
+}
+
+#[tokio::test]
+async fn errors_reach_the_call_that_failed() {
+    let s = serve();
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    let reply = c.call(1, "app.sqare", json!([2])).await;
+    assert_eq!(reply["error"]["code"], "not_found");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("app.square"), "{reply}");
+    let reply = c.call(2, "app.square", json!(["x"])).await;
+    assert_eq!(reply["error"]["code"], "bad_args");
+    assert!(reply["error"]["message"].as_str().unwrap().starts_with("app.square: argument 1 is \"x\""), "{reply}");
+    assert_eq!(
+        c.call(3, "app.fail", json!([])).await["error"],
+        json!({"code": "failed", "message": "the disk is full"})
+    );
+    c.send_text(r#"{"type":"call","id":4,"method":"app.square","args":5}"#).await;
+    assert_eq!(c.next_json().await["error"]["code"], "bad_request");
+    c.send_text(r#"{"type":"call","id":5}"#).await;
+    assert_eq!(c.next_json().await["error"]["code"], "bad_request");
+    assert_eq!(c.call(6, "secure.secret", json!([])).await["error"]["code"], "unauthorized");
+    // The connection is still fine.
+    assert_eq!(c.call(7, "app.square", json!([4])).await["result"], 16);
+}
+
+/// Sends `message` on a new connection and returns the close code; checks that
+/// another client is served all along.
+async fn closes_with(addr: std::net::SocketAddr, message: Message) -> (u16, String) {
+    let mut bystander = WsClient::connect(addr, None).await;
+    let mut c = WsClient::connect(addr, None).await;
+    c.send_message(message).await;
+    let closed = c.closed().await;
+    assert_eq!(bystander.call(1, "app.square", json!([9])).await["result"], 81);
+    closed
+}
+
+#[tokio::test]
+async fn bad_input_closes_with_a_documented_code_and_others_are_served() {
+    let s = serve_with(|c| c.max_message_bytes = 1024);
+    let addr = s.server.addr;
+    let (code, reason) = closes_with(addr, Message::text("{not json")).await;
+    assert_eq!(code, 4400);
+    assert!(reason.starts_with("not JSON"), "{reason}");
+    assert_eq!(closes_with(addr, Message::text("[1,2]")).await.0, 4400);
+    assert_eq!(closes_with(addr, Message::text(r#"{"id":1}"#)).await.0, 4400);
+    assert_eq!(
+        closes_with(addr, Message::text(r#"{"type":"shout"}"#)).await,
+        (4400, "unknown message type shout".into())
+    );
+    assert_eq!(closes_with(addr, Message::text(r#"{"type":"call","method":"app.square"}"#)).await.0, 4400);
+    assert_eq!(closes_with(addr, Message::binary(vec![1, 2, 3])).await.0, 1003);
+    let big = format!(r#"{{"type":"call","id":1,"method":"app.echo","args":["{}"]}}"#, "x".repeat(2000));
+    assert_eq!(closes_with(addr, Message::text(big)).await.0, 1009);
+    // Just under the cap is fine.
+    let mut c = WsClient::connect(addr, None).await;
+    let reply = c.call(1, "app.echo", json!(["y".repeat(900)])).await;
+    assert_eq!(reply["result"][0].as_str().unwrap().len(), 900);
+}
+
+#[tokio::test]
+async fn the_version_and_origin_are_checked() {
+    let s = serve();
+    let addr = s.server.addr;
+    for path in ["/_ss/ws?v=2", "/_ss/ws"] {
+        let (mut stream, _) = ws_open(addr, path, &[]).await.unwrap();
+        let (code, reason) = ss_tests::closed(&mut stream).await;
+        assert_eq!(code, 4001, "{path}");
+        assert!(reason.contains("speaks 1") || reason.contains("v=1"), "{reason}");
+    }
+    let foreign = ws_open(addr, "/_ss/ws?v=1", &[("Origin", "https://elsewhere.example")]).await;
+    match foreign {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("a foreign origin must be refused: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let own = format!("http://{addr}");
+    assert!(ws_open(addr, "/_ss/ws?v=1", &[("Origin", &own)]).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_session_is_restored_on_reconnect_and_forged_ids_are_never_adopted() {
+    let s = serve();
+    let addr = s.server.addr;
+    let mut first = WsClient::connect(addr, None).await;
+    let id = first.set_cookie.clone().unwrap();
+    first.call(1, "app.login", json!(["ann"])).await;
+    first.call(2, "app.join", json!(["red"])).await;
+    drop(first);
+
+    let mut again = WsClient::connect(addr, Some(&id)).await;
+    assert_eq!(again.set_cookie, None, "the known session is kept");
+    assert_eq!(again.init["session"]["user_id"], "ann");
+    assert_eq!(again.call(1, "app.channels", json!([])).await["result"], json!(["red"]));
+    assert_eq!(again.call(2, "secure.secret", json!([])).await["result"], json!({"for": "ann"}));
+
+    let forged = "A".repeat(32);
+    let stranger = WsClient::connect(addr, Some(&forged)).await;
+    let issued = stranger.set_cookie.clone().expect("a new session instead");
+    assert_ne!(issued, forged);
+    assert_eq!(stranger.init["session"]["user_id"], Value::Null);
+    let junk = WsClient::connect(addr, Some("../../etc")).await;
+    assert!(junk.set_cookie.is_some());
+}
+
+#[tokio::test]
+async fn events_reach_users_channels_and_everyone() {
+    let s = serve();
+    let addr = s.server.addr;
+    let mut ann1 = WsClient::connect(addr, None).await;
+    let ann_id = ann1.set_cookie.clone().unwrap();
+    ann1.call(1, "app.login", json!(["ann"])).await;
+    let mut ann2 = WsClient::connect(addr, Some(&ann_id)).await;
+    let mut bob = WsClient::connect(addr, None).await;
+    bob.call(1, "app.login", json!(["bob"])).await;
+    bob.call(2, "app.join", json!(["red"])).await;
+
+    bob.call(3, "app.tell", json!(["ann", {"text": "hi ann"}])).await;
+    for ann in [&mut ann1, &mut ann2] {
+        assert_eq!(ann.next_json().await, json!({"type": "event", "event": "note", "data": {"text": "hi ann"}}));
+    }
+    ann1.call(2, "app.say", json!(["red", "to red"])).await;
+    assert_eq!(bob.next_json().await, json!({"type": "event", "event": "said", "data": "to red", "channel": "red"}));
+    ann1.call(3, "app.broadcast", json!(["all"])).await;
+    // ann1 gets the broadcast before its own reply; the others get it alone.
+    for c in [&mut ann2, &mut bob] {
+        assert_eq!(c.next_json().await, json!({"type": "event", "event": "news", "data": "all"}));
+    }
+    // Nobody got what was not for them: the next thing each sees is its own reply.
+    assert_eq!(ann2.call(9, "app.whoami", json!([])).await["result"], "ann");
+    bob.call(4, "app.leave", json!(["red"])).await;
+    ann1.call(4, "app.say", json!(["red", "again"])).await;
+    assert_eq!(bob.call(5, "app.whoami", json!([])).await, json!({"type": "reply", "id": 5, "result": "bob"}));
+}
+
+#[tokio::test]
+async fn heartbeats_are_answered_and_mark_users_online() {
+    let s = serve();
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    c.send_text(r#"{"type":"hb"}"#).await;
+    assert_eq!(c.next_json().await, json!({"type": "hb"}));
+    assert_eq!(c.call(1, "app.online", json!([])).await["result"], json!([]));
+    c.call(2, "app.login", json!(["cy"])).await;
+    c.send_text(r#"{"type":"hb"}"#).await;
+    assert_eq!(c.next_json().await, json!({"type": "hb"}));
+    assert_eq!(c.call(3, "app.online", json!([])).await["result"], json!(["cy"]));
+    c.call(4, "app.logout", json!([])).await;
+    assert_eq!(c.call(5, "app.online", json!([])).await["result"], json!([]));
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_users_who_stop_are_purged() {
+    let s = serve_with(|c| {
+        c.heartbeat_interval = Duration::from_millis(100);
+        c.offline_after = Duration::from_millis(250);
+        c.purge_interval = Duration::from_millis(100);
+    });
+    let mut quiet = WsClient::connect(s.server.addr, None).await;
+    quiet.call(1, "app.login", json!(["dee"])).await;
+    let started = std::time::Instant::now();
+    assert_eq!(quiet.closed().await.0, 4408);
+    assert!(started.elapsed() >= Duration::from_millis(300), "closed after three intervals, not before");
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(c.call(1, "app.online", json!([])).await["result"], json!([]), "dee stopped sending heartbeats");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_disconnected() {
+    let s = serve_with(|c| c.outgoing_queue = 4);
+    let addr = s.server.addr;
+    let mut reader = WsClient::connect(addr, None).await;
+    reader.call(1, "app.login", json!(["slow"])).await;
+    let mut publisher = WsClient::connect(addr, None).await;
+    let chunk = "z".repeat(60_000);
+    // Far more than the socket buffers hold: the server stops writing, the queue fills.
+    for id in 0..400u64 {
+        publisher.call(id, "app.tell", json!(["slow", chunk])).await;
+    }
+    assert_eq!(reader.closed().await.0, 4429);
+}
+
+#[tokio::test]
+async fn shutdown_closes_sockets_with_going_away() {
+    let s = serve();
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    let Served { _dir, server } = s;
+    let closing = tokio::task::spawn_blocking(move || drop(server));
+    assert_eq!(c.closed().await.0, 1001);
+    closing.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_clients_are_all_answered() {
+    let s = serve();
+    let addr = s.server.addr;
+    let mut clients = Vec::new();
+    for n in 0..1000u64 {
+        clients.push(tokio::spawn(async move {
+            let mut c = WsClient::connect(addr, None).await;
+            for i in 0..5u64 {
+                c.send_call(i, "app.square", json!([n + i])).await;
+            }
+            let mut answered = 0;
+            while answered < 5 {
+                let reply = c.next_json().await;
+                let i = reply["id"].as_u64().unwrap();
+                assert_eq!(reply["result"], json!((n + i) * (n + i)));
+                answered += 1;
+            }
+            c
+        }));
+    }
+    let mut open = Vec::new();
+    for client in clients {
+        open.push(client.await.expect("every client is answered"));
+    }
+    assert_eq!(open.len(), 1000);
+    // All still connected: one broadcast reaches every one of them.
+    open[0].call(99, "app.broadcast", json!(["everyone"])).await;
+    for c in open.iter_mut().skip(1) {
+        assert_eq!(c.next_json().await["data"], "everyone");
+    }
+}
