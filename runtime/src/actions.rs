@@ -189,6 +189,14 @@ impl SessionHandle {
         self.state.lock().expect("session lock").user_id = Some(user_id);
     }
 
+    /// Records a sign-in or sign-out on this handle at once, before the store
+    /// confirms it, so that the caller's next call already sees it.
+    pub(crate) fn assume_user(&self, user_id: Option<String>) {
+        if self.stored {
+            self.state.lock().expect("session lock").user_id = user_id;
+        }
+    }
+
     /// A copy of the session as it is now.
     pub fn snapshot(&self) -> Session {
         self.state.lock().expect("session lock").clone()
@@ -283,6 +291,8 @@ pub struct Call {
     pub session: SessionHandle,
     /// `SS.publish`.
     pub publish: Publisher,
+    /// The connection the call came over (none for the HTTP API).
+    pub connection: Option<crate::pubsub::ConnId>,
     pub(crate) presence: Arc<dyn Presence>,
 }
 

@@ -59,12 +59,48 @@ struct ManifestFile {
     assets: BTreeMap<String, FileEntry>,
     #[serde(default)]
     modules: BTreeMap<String, ModuleFile>,
+    #[serde(default)]
+    server: BTreeMap<String, FileEntry>,
+    #[serde(default)]
+    lib_server: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Deserialize)]
 struct ModuleFile {
     #[serde(default)]
     actions: Option<serde_json::Value>,
+    #[serde(default)]
+    server_id: Option<u64>,
+    #[serde(default)]
+    authenticate: bool,
+}
+
+/// One `app/server` file with actions.
+#[derive(Debug, Clone)]
+pub struct ServerFile {
+    /// Its path in the app (`app/server/admin/users.ts`).
+    pub path: String,
+    /// Its place in the API tree (`admin.users`).
+    pub key: String,
+    /// Its module id in the server bundle.
+    pub server_id: u64,
+    /// Whether it sets `exports.authenticate = true`.
+    pub authenticate: bool,
+    /// Its actions' full names (`admin.users.list`).
+    pub actions: Vec<String>,
+}
+
+/// The packed server code: what the embedded engine runs.
+#[derive(Debug, Clone)]
+pub struct ServerCode {
+    /// Where the bundle is (for messages).
+    pub path: PathBuf,
+    /// The bundle's text.
+    pub bundle: String,
+    /// Files with actions, in path order.
+    pub files: Vec<ServerFile>,
+    /// `lib/server` modules by name, with their module ids.
+    pub lib_server: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +142,8 @@ pub struct LoadedApp {
     pub not_found_page: Option<Bytes>,
     /// The actions `app/server` defines in JavaScript (`app.square`), sorted.
     pub server_actions: Vec<String>,
+    /// The server bundle and its action files, when the app has server code.
+    pub server_code: Option<ServerCode>,
 }
 
 impl LoadedApp {
@@ -137,18 +175,41 @@ impl LoadedApp {
         let public_dir = root.as_ref().map(|r| r.join("public")).filter(|p| p.is_dir());
         let not_found_page =
             root.as_ref().map(|r| r.join("static/404.html")).and_then(|p| std::fs::read(p).ok()).map(Bytes::from);
-        let mut server_actions = Vec::new();
+        let mut files = Vec::new();
         for (path, module) in &manifest.modules {
-            if let (Some(rest), Some(actions)) = (path.strip_prefix("app/server/"), &module.actions) {
+            if let (Some(rest), Some(actions), Some(server_id)) =
+                (path.strip_prefix("app/server/"), &module.actions, module.server_id)
+            {
                 // A file's key is its name up to the first dot.
                 let (dir, file) = rest.rsplit_once('/').unwrap_or(("", rest));
                 let key = file.split('.').next().unwrap_or(file);
-                let base = if dir.is_empty() { key.to_string() } else { format!("{}.{key}", dir.replace('/', ".")) };
-                collect_actions(&base, actions, &mut server_actions);
+                let key = if dir.is_empty() { key.to_string() } else { format!("{}.{key}", dir.replace('/', ".")) };
+                let mut names = Vec::new();
+                collect_actions(&key, actions, &mut names);
+                files.push(ServerFile {
+                    path: path.clone(),
+                    key,
+                    server_id,
+                    authenticate: module.authenticate,
+                    actions: names,
+                });
             }
         }
+        let mut server_actions: Vec<String> = files.iter().flat_map(|f| f.actions.iter().cloned()).collect();
         server_actions.sort();
-        Ok(LoadedApp { env: manifest.env, page, assets, public_dir, not_found_page, server_actions })
+        let server_code = match manifest.server.get("server.js") {
+            Some(entry) => {
+                let path = dist.join(&entry.path);
+                let bytes = read(&path)?;
+                if bytes.len() as u64 != entry.size {
+                    return Err(LoadError::Mismatch { path });
+                }
+                let bundle = String::from_utf8(bytes).map_err(|_| LoadError::Mismatch { path: path.clone() })?;
+                Some(ServerCode { path, bundle, files, lib_server: manifest.lib_server })
+            }
+            None => None,
+        };
+        Ok(LoadedApp { env: manifest.env, page, assets, public_dir, not_found_page, server_actions, server_code })
     }
 }
 

@@ -28,6 +28,13 @@ pub struct Config {
     pub max_calls_in_flight: usize,
     /// Sessions unused for this long are forgotten by the in-memory store (default 30 days).
     pub session_max_age: Duration,
+    /// Longest one run of JavaScript server code may take before it is
+    /// stopped (default 5 s): an action's synchronous part, a timer, a callback.
+    pub js_time_limit: Duration,
+    /// The JavaScript engine's memory limit in bytes (default 256 MiB).
+    pub js_memory_limit: usize,
+    /// How long a JavaScript action may take to answer, awaiting included (default 30 s).
+    pub reply_timeout: Duration,
 }
 
 impl Config {
@@ -50,6 +57,9 @@ impl Default for Config {
             outgoing_queue: 1024,
             max_calls_in_flight: 256,
             session_max_age: Duration::from_secs(30 * 24 * 3600),
+            js_time_limit: Duration::from_secs(5),
+            js_memory_limit: 256 * 1024 * 1024,
+            reply_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod pubsub;
+pub mod quickjs;
 pub mod session;
 pub mod ws;
 
@@ -55,6 +56,7 @@ pub struct App {
     bus: Arc<dyn Bus>,
     presence: Option<Arc<dyn Presence>>,
     basic_auth: Option<BasicAuth>,
+    engine: Option<quickjs::Engine>,
 }
 
 impl App {
@@ -71,7 +73,43 @@ impl App {
             store: None,
             presence: None,
             basic_auth: None,
+            engine: None,
         }
+    }
+
+    /// Starts the JavaScript engine on the app's server code and registers
+    /// every action of `app/server` that no native action of the same name
+    /// replaces. Call it after [`App::with_config`] (the engine's limits come
+    /// from there). Fails when the server code throws while loading.
+    pub fn with_javascript(mut self) -> Result<App, quickjs::EngineError> {
+        let Some(code) = self.loaded.server_code.clone() else { return Ok(self) };
+        let presence = self.presence.get_or_insert_with(|| Arc::new(MemoryPresence::new(self.config.offline_after)));
+        let settings = quickjs::EngineSettings {
+            time_limit: self.config.js_time_limit,
+            memory_limit: self.config.js_memory_limit,
+            reply_timeout: self.config.reply_timeout,
+            detailed_errors: self.loaded.env != "production",
+        };
+        let engine = quickjs::Engine::start(&code, settings, Publisher::new(self.bus.clone()), presence.clone())?;
+        for file in &code.files {
+            for name in &file.actions {
+                if self.registry.get(name).is_some() || !engine.actions.contains(name) {
+                    continue;
+                }
+                let (engine, action) = (engine.clone(), name.clone());
+                self.registry.add(name, file.authenticate, move |call: Call| {
+                    let (engine, action) = (engine.clone(), action.clone());
+                    async move { engine.call(action, call.args, call.session, call.connection).await }
+                });
+            }
+        }
+        self.engine = Some(engine);
+        Ok(self)
+    }
+
+    /// The JavaScript engine, once [`App::with_javascript`] started it.
+    pub fn engine(&self) -> Option<&quickjs::Engine> {
+        self.engine.as_ref()
     }
 
     /// Replaces the settings.
@@ -177,6 +215,7 @@ impl App {
             services: Arc::new(SessionServices { store, hub: self.hub.clone(), presence: presence.clone() }),
             registry: self.registry,
             basic_auth: self.basic_auth,
+            engine: self.engine,
             config,
             stop: stop_rx,
         });
@@ -204,6 +243,7 @@ pub(crate) struct Shared {
     pub services: Arc<SessionServices>,
     pub publisher: Publisher,
     pub basic_auth: Option<BasicAuth>,
+    pub engine: Option<quickjs::Engine>,
     /// The end of every `init` message: client settings and the API tree.
     pub init_tail: String,
     /// Becomes true when the server shuts down.
@@ -211,8 +251,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn call(&self, method: String, args: Vec<Value>, session: SessionHandle) -> Call {
-        Call { method, args, session, publish: self.publisher.clone(), presence: self.services.presence.clone() }
+    pub(crate) fn call(
+        &self,
+        method: String,
+        args: Vec<Value>,
+        session: SessionHandle,
+        connection: Option<pubsub::ConnId>,
+    ) -> Call {
+        Call {
+            method,
+            args,
+            session,
+            publish: self.publisher.clone(),
+            connection,
+            presence: self.services.presence.clone(),
+        }
     }
 }
 

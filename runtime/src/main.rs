@@ -41,16 +41,11 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Start(start)) => start,
         None => cli.start,
     };
-    let app = ssrun::App::new(ssrun::LoadedApp::load(&start.app)?);
-    let javascript = app.javascript_actions();
-    if !javascript.is_empty() {
-        eprintln!(
-            "ssrun: warning: app/server defines {} JavaScript action(s) ({}); this ssrun cannot run JavaScript actions yet, so browsers and the HTTP API do not see them",
-            javascript.len(),
-            javascript.join(", ")
-        );
-    }
+    let app = ssrun::App::new(ssrun::LoadedApp::load(&start.app)?)
+        .with_javascript()
+        .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
     let env = app.env().to_string();
+    let actions: Vec<String> = app.registry().names().into_iter().map(str::to_string).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(start.host, start.port))
@@ -58,6 +53,7 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}:{}", start.host, start.port))?;
         let address = listener.local_addr()?;
         println!("ssrun: serving {} ({env}) on http://{address}", start.app.display());
+        println!("ssrun: {} action(s): {}", actions.len(), actions.join(", "));
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };

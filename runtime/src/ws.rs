@@ -196,6 +196,7 @@ enum Event {
 type End = Option<(u16, String)>;
 
 struct Connection {
+    id: crate::pubsub::ConnId,
     shared: Arc<Shared>,
     session: SessionHandle,
     calls: FuturesUnordered<CallFuture>,
@@ -223,6 +224,7 @@ async fn run(mut socket: WebSocket, shared: Arc<Shared>, session: Session, versi
         eprintln!("ssrun: users online: {e}");
     }
     let mut connection = Connection {
+        id,
         session: SessionHandle::new(state, shared.services.clone()),
         shared,
         calls: FuturesUnordered::new(),
@@ -231,6 +233,9 @@ async fn run(mut socket: WebSocket, shared: Arc<Shared>, session: Session, versi
     };
     let end = connection.serve(&mut socket, &mut rx).await;
     hub.unregister(id);
+    if let Some(engine) = &connection.shared.engine {
+        engine.disconnected(id);
+    }
     if let Some((code, reason)) = end {
         let _ = socket.send(close_message(code, &reason)).await;
     }
@@ -382,7 +387,7 @@ impl Connection {
         if action.authenticate && self.session.user_id().is_none() {
             return Err(ActionError::Unauthorized(format!("{method} needs a signed-in user")));
         }
-        let call = self.shared.call(method, args, self.session.clone());
+        let call = self.shared.call(method, args, self.session.clone(), Some(self.id));
         Ok((action.handler)(call))
     }
 }

@@ -44,11 +44,7 @@ fn each_form_of_call() {
 
     let square = http(addr, "GET", "/api/app/square.json?25", &[]);
     assert_eq!((square.status, json_of(&square)), (200, json!(625)));
-    assert_eq!(
-        json_of(&http(addr, "GET", "/API/app/square.json?3", &[])),
-        json!(9),
-        "the prefix is case-insensitive"
-    );
+    assert_eq!(json_of(&http(addr, "GET", "/API/app/square.json?3", &[])), json!(9), "the prefix is case-insensitive");
     assert_eq!(json_of(&http(addr, "GET", "/api/app/echo.json?a=1&b=x%20y", &[])), json!([{"a": "1", "b": "x y"}]));
     assert_eq!(json_of(&http(addr, "GET", "/api/app/echo.json?hello%20there", &[])), json!(["hello there"]));
     assert_eq!(json_of(&http(addr, "GET", "/api/app/echo.json", &[])), json!([]));

@@ -100,7 +100,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
     {
         return response;
     }
-    let outcome = (action.handler)(shared.call(name.clone(), args, session)).await;
+    let outcome = (action.handler)(shared.call(name.clone(), args, session, None)).await;
     match outcome {
         Ok(value) => success(format, &name, &value),
         Err(e) => {

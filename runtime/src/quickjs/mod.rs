@@ -1,0 +1,605 @@
+//! The embedded JavaScript engine (QuickJS-ng through rquickjs) that runs the
+//! app's server actions.
+//!
+//! One engine thread owns the QuickJS runtime. Calls arrive as jobs on a
+//! channel; the thread runs a single-threaded tokio scheduler, so an action
+//! that awaits (a timer, a session change, a promise) lets other calls run
+//! meanwhile. Every entry into JavaScript gets a deadline (`js_time_limit`):
+//! QuickJS's interrupt handler stops a loop that passes it, and the call is
+//! answered with an error. The runtime also has a memory limit; running out
+//! is an error for that call, and the engine stays usable.
+//!
+//! The server-side API (`this.session`, `SS.publish`, `SS.server`, console,
+//! timers) is written in JavaScript in `prelude.js` over a handful of native
+//! functions installed here as `__host`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rquickjs::{Context, Ctx, Function, Object, Persistent, Runtime};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::actions::{ActionError, ActionResult, SessionHandle};
+use crate::app::ServerCode;
+use crate::pubsub::{ConnId, Presence, Publisher, Target};
+
+const PRELUDE: &str = include_str!("prelude.js");
+
+/// How the engine is limited and how it reports errors.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Longest a single entry into JavaScript may run.
+    pub time_limit: Duration,
+    /// The engine's memory limit, in bytes.
+    pub memory_limit: usize,
+    /// How long a call may wait for its answer (callback or promise) in all.
+    pub reply_timeout: Duration,
+    /// Errors carry their message and stack (development), or a generic
+    /// message and an id that is also in the server log (production).
+    pub detailed_errors: bool,
+}
+
+/// The server code could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EngineError(pub String);
+
+enum Job {
+    Call {
+        name: String,
+        args: Vec<Value>,
+        session: SessionHandle,
+        connection: Option<ConnId>,
+        reply: oneshot::Sender<ActionResult>,
+    },
+    Disconnected(ConnId),
+    Evaluate {
+        source: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+}
+
+/// A running engine. Cheap to clone; the thread stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Engine {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// The actions the server code defines, sorted.
+    pub actions: Arc<Vec<String>>,
+}
+
+impl Engine {
+    /// Starts the engine thread: evaluates the prelude and the server bundle
+    /// and indexes the actions. Fails with the error (and its stack) when the
+    /// server code throws while loading.
+    pub fn start(
+        code: &ServerCode,
+        settings: EngineSettings,
+        publisher: Publisher,
+        presence: Arc<dyn Presence>,
+    ) -> Result<Engine, EngineError> {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let code = code.clone();
+        std::thread::Builder::new()
+            .name("ssrun-js".into())
+            .spawn(move || {
+                let scheduler = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot start the engine's scheduler: {e}")));
+                        return;
+                    }
+                };
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&scheduler, run(code, settings, publisher, presence, rx, ready_tx));
+            })
+            .map_err(|e| EngineError(format!("cannot start the engine thread: {e}")))?;
+        let actions = ready_rx.recv().map_err(|_| EngineError("the engine thread stopped while starting".into()))?;
+        Ok(Engine { jobs, actions: Arc::new(actions.map_err(EngineError)?) })
+    }
+
+    /// Calls a JavaScript action.
+    pub async fn call(
+        &self,
+        name: String,
+        args: Vec<Value>,
+        session: SessionHandle,
+        connection: Option<ConnId>,
+    ) -> ActionResult {
+        let (reply, answer) = oneshot::channel();
+        if self.jobs.send(Job::Call { name, args, session, connection, reply }).is_err() {
+            return Err(ActionError::failed("the JavaScript engine has stopped"));
+        }
+        answer.await.unwrap_or_else(|_| Err(ActionError::failed("the JavaScript engine has stopped")))
+    }
+
+    /// Tells the server code that a connection closed (`session.on('disconnect')`).
+    pub fn disconnected(&self, connection: ConnId) {
+        let _ = self.jobs.send(Job::Disconnected(connection));
+    }
+
+    /// Evaluates JavaScript in the engine (the console); gives the result as text.
+    pub async fn evaluate(&self, source: String) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(Job::Evaluate { source, reply }).map_err(|_| "the JavaScript engine has stopped".to_string())?;
+        answer.await.unwrap_or_else(|_| Err("the JavaScript engine has stopped".into()))
+    }
+}
+
+struct Pending {
+    name: String,
+    reply: oneshot::Sender<ActionResult>,
+    session: SessionHandle,
+    deadline: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    pending: HashMap<u64, Pending>,
+    timers: HashMap<u64, tokio::task::AbortHandle>,
+    next_call: u64,
+}
+
+struct Host {
+    runtime: Runtime,
+    context: Context,
+    deadline: Arc<AtomicU64>,
+    base: Instant,
+    settings: EngineSettings,
+    publisher: Publisher,
+    presence: Arc<dyn Presence>,
+    state: RefCell<State>,
+    call: RefCell<Option<Persistent<Function<'static>>>>,
+}
+
+type Shared = Rc<Host>;
+
+impl Host {
+    fn arm(&self) {
+        let at = self.base.elapsed() + self.settings.time_limit;
+        self.deadline.store(at.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Runs `f` inside the context with a deadline, then the promise jobs it queued.
+    fn enter<R>(&self, f: impl FnOnce(Ctx<'_>) -> R) -> R {
+        self.arm();
+        let result = self.context.with(f);
+        self.drain();
+        result
+    }
+
+    fn drain(&self) {
+        loop {
+            self.arm();
+            match self.runtime.execute_pending_job() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(job) => {
+                    let message = job.0.with(|ctx| exception_text(&ctx, rquickjs::Error::Exception));
+                    eprintln!("ssrun: [server] a promise callback failed: {}", message.0);
+                }
+            }
+        }
+        self.deadline.store(0, Ordering::Relaxed);
+    }
+
+    fn answer(&self, id: u64, outcome: ActionResult) {
+        if let Some(pending) = self.state.borrow_mut().pending.remove(&id) {
+            let _ = pending.reply.send(outcome);
+        }
+    }
+
+    /// The error a caller sees for a JavaScript error (message, stack).
+    fn failure(&self, name: &str, message: &str, stack: &str) -> ActionError {
+        if self.settings.detailed_errors {
+            let stack = stack.trim_end();
+            ActionError::failed(if stack.is_empty() { message.to_string() } else { format!("{message}\n{stack}") })
+        } else {
+            let mut bytes = [0u8; 6];
+            getrandom::fill(&mut bytes).expect("the operating system's random generator works");
+            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            eprintln!("ssrun: error {id} in {name}: {message}\n{stack}");
+            ActionError::failed(format!("{name} failed (error {id} in the server log)"))
+        }
+    }
+
+    fn sweep(&self) {
+        let now = Instant::now();
+        let late: Vec<u64> =
+            self.state.borrow().pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+        for id in late {
+            let name = self.state.borrow().pending.get(&id).map(|p| p.name.clone()).unwrap_or_default();
+            let seconds = self.settings.reply_timeout.as_secs_f64();
+            self.answer(
+                id,
+                Err(ActionError::failed(format!(
+                    "{name} gave no answer within {seconds} s: it neither returned a value, nor called its callback, nor settled its Promise"
+                ))),
+            );
+        }
+    }
+}
+
+/// The message and stack of the exception behind `error`.
+fn exception_text(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
+    if !matches!(error, rquickjs::Error::Exception) {
+        return (error.to_string(), String::new());
+    }
+    let value = ctx.catch();
+    if let Some(exception) = value.as_object().cloned().and_then(rquickjs::Exception::from_object) {
+        let message = exception.message().unwrap_or_default();
+        let name: String = exception.as_object().get("name").unwrap_or_else(|_| "Error".into());
+        let message = if message == "interrupted" {
+            "the time limit for one run of server code passed, and it was stopped".to_string()
+        } else {
+            format!("{name}: {message}")
+        };
+        return (message, exception.stack().unwrap_or_default());
+    }
+    let text = ctx
+        .json_stringify(value)
+        .ok()
+        .flatten()
+        .and_then(|s| s.to_string().ok())
+        .unwrap_or_else(|| "a value that is not an Error".into());
+    (format!("uncaught: {text}"), String::new())
+}
+
+async fn run(
+    code: ServerCode,
+    settings: EngineSettings,
+    publisher: Publisher,
+    presence: Arc<dyn Presence>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    ready: std::sync::mpsc::Sender<Result<Vec<String>, String>>,
+) {
+    let host = match start_host(&code, settings, publisher, presence) {
+        Ok((host, actions)) => {
+            let _ = ready.send(Ok(actions));
+            host
+        }
+        Err(message) => {
+            let _ = ready.send(Err(message));
+            return;
+        }
+    };
+    let mut sweep = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            job = jobs.recv() => match job {
+                Some(job) => handle(&host, job),
+                None => break,
+            },
+            _ = sweep.tick() => host.sweep(),
+        }
+    }
+    // QuickJS aborts when a runtime is freed with values still referenced
+    // (timers, callbacks); the process is ending, so leave it to the OS.
+    std::mem::forget(host);
+}
+
+fn handle(host: &Shared, job: Job) {
+    match job {
+        Job::Call { name, args, session, connection, reply } => {
+            let id = {
+                let mut state = host.state.borrow_mut();
+                state.next_call += 1;
+                let id = state.next_call;
+                let deadline = Instant::now() + host.settings.reply_timeout;
+                state.pending.insert(id, Pending { name: name.clone(), reply, session: session.clone(), deadline });
+                id
+            };
+            let snapshot = session.snapshot();
+            let session_json = json!({
+                "id": snapshot.id,
+                "created_at": snapshot.created_at,
+                "user_id": snapshot.user_id,
+                "connection": connection.map(|c| c as i64).unwrap_or(-1),
+            })
+            .to_string();
+            let args_json = Value::Array(args).to_string();
+            let failed = host.enter(|ctx| {
+                let call = host.call.borrow().clone().expect("the host is started").restore(&ctx);
+                let outcome = call.and_then(|f| f.call::<_, ()>((id as f64, name.as_str(), args_json, session_json)));
+                outcome.err().map(|e| exception_text(&ctx, e))
+            });
+            if let Some((message, stack)) = failed {
+                let error = host.failure(&name, &message, &stack);
+                host.answer(id, Err(error));
+            }
+        }
+        Job::Disconnected(connection) => {
+            host.enter(|ctx| {
+                let result = global_fn(&ctx, "disconnect").and_then(|f| f.call::<_, ()>((connection as f64,)));
+                if let Err(e) = result {
+                    eprintln!("ssrun: [server] disconnect handlers: {}", exception_text(&ctx, e).0);
+                }
+            });
+        }
+        Job::Evaluate { source, reply } => {
+            let outcome = host.enter(|ctx| {
+                let result = global_fn(&ctx, "evaluate").and_then(|f| f.call::<_, rquickjs::Value>((source.as_str(),)));
+                match result {
+                    Ok(value) => Ok(show(&ctx, value)),
+                    Err(e) => {
+                        let (message, stack) = exception_text(&ctx, e);
+                        Err(if stack.is_empty() { message } else { format!("{message}\n{stack}") })
+                    }
+                }
+            });
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// A value as the console shows it: JSON when it has a JSON form.
+fn show<'js>(ctx: &Ctx<'js>, value: rquickjs::Value<'js>) -> String {
+    if value.is_undefined() {
+        return "undefined".into();
+    }
+    if let Some(s) = value.as_string() {
+        return format!("{:?}", s.to_string().unwrap_or_default());
+    }
+    if value.is_function() {
+        return "[function]".into();
+    }
+    if value.as_object().is_some_and(|o| o.get::<_, Function>("then").is_ok()) {
+        return "[Promise]".into();
+    }
+    match ctx.json_stringify(value) {
+        Ok(Some(text)) => text.to_string().unwrap_or_default(),
+        _ => "[value]".into(),
+    }
+}
+
+fn global_fn<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Function<'js>> {
+    let host: Object = ctx.globals().get("__ss_host")?;
+    host.get(name)
+}
+
+fn start_host(
+    code: &ServerCode,
+    settings: EngineSettings,
+    publisher: Publisher,
+    presence: Arc<dyn Presence>,
+) -> Result<(Shared, Vec<String>), String> {
+    let runtime = Runtime::new().map_err(|e| format!("cannot create the JavaScript runtime: {e}"))?;
+    runtime.set_memory_limit(settings.memory_limit);
+    runtime.set_max_stack_size(1024 * 1024);
+    let deadline = Arc::new(AtomicU64::new(0));
+    let base = Instant::now();
+    {
+        let deadline = deadline.clone();
+        runtime.set_interrupt_handler(Some(Box::new(move || {
+            let at = deadline.load(Ordering::Relaxed);
+            at != 0 && base.elapsed().as_nanos() as u64 > at
+        })));
+    }
+    let context = Context::full(&runtime).map_err(|e| format!("cannot create the JavaScript context: {e}"))?;
+    let host = Rc::new(Host {
+        runtime,
+        context,
+        deadline,
+        base,
+        settings,
+        publisher,
+        presence,
+        state: RefCell::new(State::default()),
+        call: RefCell::new(None),
+    });
+    let files: Vec<(String, u64)> = code.files.iter().map(|f| (f.key.clone(), f.server_id)).collect();
+    let files_json = serde_json::to_string(&files).expect("strings and numbers are JSON");
+    let lib_json = serde_json::to_string(&code.lib_server).expect("a map of numbers is JSON");
+    let bundle_name = code.path.display().to_string();
+    let loaded = host.enter(|ctx| -> Result<Vec<String>, String> {
+        let fail = |ctx: &Ctx<'_>, what: &str, e: rquickjs::Error| {
+            let (message, stack) = exception_text(ctx, e);
+            format!("{what}: {message}\n{stack}").trim_end().to_string()
+        };
+        install(&ctx, &host).map_err(|e| fail(&ctx, "installing the host functions", e))?;
+        let mut options = rquickjs::context::EvalOptions::default();
+        options.global = true;
+        options.filename = Some("ssrun:prelude.js".into());
+        ctx.eval_with_options::<(), _>(PRELUDE, options).map_err(|e| fail(&ctx, "the server prelude", e))?;
+        let mut options = rquickjs::context::EvalOptions::default();
+        options.global = true;
+        options.strict = false;
+        options.filename = Some(bundle_name.clone());
+        ctx.eval_with_options::<(), _>(code.bundle.as_str(), options)
+            .map_err(|e| fail(&ctx, &format!("loading the server code ({bundle_name})"), e))?;
+        let index = global_fn(&ctx, "index").map_err(|e| fail(&ctx, "the server prelude", e))?;
+        let names: String = index
+            .call((files_json.as_str(), lib_json.as_str()))
+            .map_err(|e| fail(&ctx, "reading exports.actions of app/server", e))?;
+        let call = global_fn(&ctx, "call").map_err(|e| fail(&ctx, "the server prelude", e))?;
+        *host.call.borrow_mut() = Some(Persistent::save(&ctx, call));
+        serde_json::from_str(&names).map_err(|e| format!("the action index: {e}"))
+    })?;
+    Ok((host, loaded))
+}
+
+/// Installs `__host`: the native half of the server API.
+fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
+    let native = Object::new(ctx.clone())?;
+
+    let h = Rc::downgrade(host);
+    native.set(
+        "reply",
+        Function::new(ctx.clone(), move |id: f64, is_error: bool, text: String| {
+            let Some(host) = h.upgrade() else { return };
+            let id = id as u64;
+            let outcome = if is_error {
+                let error: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let message = error["message"].as_str().unwrap_or("the action failed");
+                let stack = error["stack"].as_str().unwrap_or("");
+                let name = host.state.borrow().pending.get(&id).map(|p| p.name.clone()).unwrap_or_default();
+                Err(host.failure(&name, message, stack))
+            } else {
+                serde_json::from_str(&text).map_err(|e| ActionError::failed(format!("the answer is not JSON: {e}")))
+            };
+            host.answer(id, outcome);
+        })?,
+    )?;
+
+    let h = Rc::downgrade(host);
+    native.set(
+        "session",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, id: f64, op: String, args: String, done: Function<'js>| {
+            let Some(host) = h.upgrade() else { return };
+            let session = host.state.borrow().pending.get(&(id as u64)).map(|p| p.session.clone());
+            let done = Persistent::save(&ctx, done);
+            let args: Vec<String> = serde_json::from_str(&args).unwrap_or_default();
+            if let Some(session) = &session {
+                match op.as_str() {
+                    "set_user" => session.assume_user(args.first().cloned()),
+                    "logout" => session.assume_user(None),
+                    _ => {}
+                }
+            }
+            tokio::task::spawn_local(async move {
+                let outcome = match session {
+                    None => Err("this code runs outside a call from a client, so it has no session".to_string()),
+                    Some(session) => session_op(&session, &op, &args).await.map_err(|e| e.to_string()),
+                };
+                host.enter(|ctx| {
+                    let result = done.restore(&ctx).and_then(|done| match outcome {
+                        Ok(value) => done.call::<_, ()>((None::<String>, value.to_string())),
+                        Err(message) => done.call::<_, ()>((Some(message),)),
+                    });
+                    if let Err(e) = result {
+                        eprintln!("ssrun: [server] a session callback failed: {}", exception_text(&ctx, e).0);
+                    }
+                });
+            });
+        })?,
+    )?;
+
+    let h = Rc::downgrade(host);
+    native.set(
+        "publish",
+        Function::new(ctx.clone(), move |kind: String, targets: String, event: String, data: String| {
+            let Some(host) = h.upgrade() else { return };
+            let targets: Vec<String> = serde_json::from_str(&targets).unwrap_or_default();
+            let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+            let target = match kind.as_str() {
+                "user" => Target::User(targets.into_iter().next().unwrap_or_default()),
+                "users" => Target::Users(targets),
+                "channel" => Target::Channels(targets),
+                _ => Target::Broadcast,
+            };
+            let publisher = host.publisher.clone();
+            tokio::task::spawn_local(async move {
+                if let Err(e) = publisher.publish(target, &event, data).await {
+                    eprintln!("ssrun: [server] publish {event}: {e}");
+                }
+            });
+        })?,
+    )?;
+
+    let h = Rc::downgrade(host);
+    native.set(
+        "online",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, done: Function<'js>| {
+            let Some(host) = h.upgrade() else { return };
+            let done = Persistent::save(&ctx, done);
+            let presence = host.presence.clone();
+            tokio::task::spawn_local(async move {
+                let users = presence.online().await.unwrap_or_else(|e| {
+                    eprintln!("ssrun: [server] users online: {e}");
+                    Vec::new()
+                });
+                host.enter(|ctx| {
+                    if let Err(e) = done.restore(&ctx).and_then(|done| done.call::<_, ()>((json!(users).to_string(),)))
+                    {
+                        eprintln!("ssrun: [server] SS.users.online.now callback: {}", exception_text(&ctx, e).0);
+                    }
+                });
+            });
+        })?,
+    )?;
+
+    native.set(
+        "log",
+        Function::new(ctx.clone(), |level: u32, tag: String, text: String| {
+            let label = match level {
+                0 => "error",
+                1 => "warn",
+                2 => "log",
+                _ => "debug",
+            };
+            if level <= 1 {
+                eprintln!("ssrun: [{tag}] {label}: {text}");
+            } else {
+                println!("ssrun: [{tag}] {text}");
+            }
+        })?,
+    )?;
+
+    let h = Rc::downgrade(host);
+    native.set(
+        "setTimer",
+        Function::new(ctx.clone(), move |id: f64, ms: f64, repeat: bool| {
+            let Some(host) = h.upgrade() else { return };
+            let weak = Rc::downgrade(&host);
+            let id = id as u64;
+            let period = Duration::from_secs_f64((ms / 1000.0).clamp(0.0, 1e9)).max(if repeat {
+                Duration::from_millis(1)
+            } else {
+                Duration::ZERO
+            });
+            let task = tokio::task::spawn_local(async move {
+                loop {
+                    tokio::time::sleep(period).await;
+                    let Some(host) = weak.upgrade() else { return };
+                    if !repeat {
+                        host.state.borrow_mut().timers.remove(&id);
+                    }
+                    host.enter(|ctx| {
+                        if let Err(e) = global_fn(&ctx, "fire").and_then(|f| f.call::<_, ()>((id as f64,))) {
+                            let (message, stack) = exception_text(&ctx, e);
+                            eprintln!("ssrun: [timer] {message}\n{stack}");
+                        }
+                    });
+                    if !repeat {
+                        return;
+                    }
+                }
+            });
+            host.state.borrow_mut().timers.insert(id, task.abort_handle());
+        })?,
+    )?;
+
+    let h = Rc::downgrade(host);
+    native.set(
+        "clearTimer",
+        Function::new(ctx.clone(), move |id: f64| {
+            let Some(host) = h.upgrade() else { return };
+            if let Some(task) = host.state.borrow_mut().timers.remove(&(id as u64)) {
+                task.abort();
+            }
+        })?,
+    )?;
+
+    ctx.globals().set("__host", native)
+}
+
+async fn session_op(session: &SessionHandle, op: &str, args: &[String]) -> Result<Value, ActionError> {
+    let names: Vec<&str> = args.iter().map(String::as_str).collect();
+    match op {
+        "set_user" => {
+            let user = args.first().ok_or_else(|| ActionError::BadArgs("setUserId needs a user id".into()))?;
+            session.set_user_id(user).await?;
+            Ok(Value::Bool(true))
+        }
+        "logout" => session.logout().await.map(|_| Value::Bool(true)),
+        "subscribe" => session.subscribe(&names).await.map(|_| json!(session.channels())),
+        "unsubscribe" => session.unsubscribe(&names).await.map(|_| json!(session.channels())),
+        "channels" => Ok(json!(session.channels())),
+        other => Err(ActionError::BadRequest(format!("unknown session operation {other}"))),
+    }
+}

@@ -1,0 +1,297 @@
+// The server-side SocketStream API inside the embedded engine. It runs before
+// the app's server bundle. `__host` holds the few native functions the Rust
+// side provides; everything else (this.session, SS.publish, SS.server, console,
+// timers) is built here on top of them.
+(function (global) {
+  'use strict';
+  var host = global.__host;
+  delete global.__host;
+  var SS = global.SS || (global.SS = {});
+  var actions = {};
+  var libServer = {};
+  var tag = 'server';
+
+  function text(value) {
+    if (typeof value === 'string') return value;
+    if (value instanceof Error) return value.stack ? value.name + ': ' + value.message + '\n' + value.stack : String(value);
+    try {
+      var json = JSON.stringify(value);
+      return json === undefined ? String(value) : json;
+    } catch (e) {
+      return String(value);
+    }
+  }
+
+  function logger(level) {
+    return function () {
+      host.log(level, tag, Array.prototype.map.call(arguments, text).join(' '));
+    };
+  }
+  global.console = { log: logger(2), info: logger(2), debug: logger(3), warn: logger(1), error: logger(0) };
+
+  // Timers: the callbacks stay here; the host only sleeps and calls fire(id).
+  var timers = {};
+  var nextTimer = 1;
+  function addTimer(fn, ms, args, repeat) {
+    if (typeof fn !== 'function') throw new TypeError('a timer needs a function');
+    var id = nextTimer++;
+    timers[id] = { fn: fn, args: args, repeat: repeat };
+    host.setTimer(id, Math.max(0, Number(ms) || 0), repeat);
+    return id;
+  }
+  function clearTimer(id) {
+    if (timers[id]) {
+      delete timers[id];
+      host.clearTimer(id);
+    }
+  }
+  global.setTimeout = function (fn, ms) {
+    return addTimer(fn, ms, Array.prototype.slice.call(arguments, 2), false);
+  };
+  global.setInterval = function (fn, ms) {
+    return addTimer(fn, ms, Array.prototype.slice.call(arguments, 2), true);
+  };
+  global.clearTimeout = clearTimer;
+  global.clearInterval = clearTimer;
+
+  function stringify(value) {
+    var json = JSON.stringify(value);
+    return json === undefined ? 'null' : json;
+  }
+
+  function errorText(error) {
+    if (error instanceof Error) {
+      return JSON.stringify({ message: String(error.name || 'Error') + ': ' + String(error.message), stack: String(error.stack || '') });
+    }
+    return JSON.stringify({ message: typeof error === 'string' ? error : text(error), stack: '' });
+  }
+
+  // A host operation as a Promise that also feeds an optional callback.
+  function operation(callId, op, args, cb, after) {
+    var promise = new Promise(function (resolve, reject) {
+      host.session(callId, op, stringify(args), function (error, json) {
+        if (error != null) reject(new Error(error));
+        else resolve(json === undefined ? undefined : JSON.parse(json));
+      });
+    });
+    if (after) promise = promise.then(after);
+    if (typeof cb === 'function') {
+      promise.then(function (value) { cb(value); }, function (error) { cb(error); });
+    }
+    return promise;
+  }
+
+  function names(list) {
+    return Array.isArray(list) ? list.map(String) : [String(list)];
+  }
+
+  function makeSession(callId, data) {
+    var session = {
+      id: data.id,
+      created_at: data.created_at,
+      user_id: data.user_id,
+      setUserId: function (userId, cb) {
+        return operation(callId, 'set_user', [String(userId)], cb, function () {
+          session.user_id = String(userId);
+          return true;
+        });
+      },
+      authenticate: function (moduleName, params, cb) {
+        var id = libServer[moduleName];
+        var promise = new Promise(function (resolve, reject) {
+          if (id === undefined) throw new Error('no lib/server module named ' + moduleName + ' (authenticate)');
+          var auth = __ss.load(id).authenticate;
+          if (typeof auth !== 'function') throw new Error('lib/server/' + moduleName + ' does not export authenticate(params, cb)');
+          var answered = false;
+          var answer = function (response) {
+            if (answered) return;
+            answered = true;
+            resolve(response || { success: false });
+          };
+          var returned = auth(params, answer);
+          if (returned && typeof returned.then === 'function') returned.then(answer, reject);
+        });
+        if (typeof cb === 'function') promise.then(function (r) { cb(r); }, function (e) { cb({ success: false, error: String(e.message || e) }); });
+        return promise;
+      },
+      channel: {
+        subscribe: function (list, cb) {
+          return operation(callId, 'subscribe', names(list), cb);
+        },
+        unsubscribe: function (list, cb) {
+          return operation(callId, 'unsubscribe', names(list), cb);
+        },
+        list: function (cb) {
+          return operation(callId, 'channels', [], cb);
+        }
+      },
+      user: {
+        logout: function (cb) {
+          return operation(callId, 'logout', [], cb, function () {
+            session.user_id = null;
+            return true;
+          });
+        }
+      },
+      on: function (event, fn) {
+        if (event !== 'disconnect') throw new Error('session.on: the only event is "disconnect"');
+        if (typeof fn !== 'function') throw new TypeError('session.on needs a function');
+        if (data.connection < 0) return;
+        disconnects[data.connection] = (disconnects[data.connection] || []).concat([fn]);
+      }
+    };
+    return session;
+  }
+
+  var disconnects = {};
+
+  SS.publish = {
+    user: function (userId, event, data) {
+      host.publish('user', stringify([String(userId)]), String(event), stringify(data));
+    },
+    users: function (userIds, event, data) {
+      host.publish('users', stringify(names(userIds)), String(event), stringify(data));
+    },
+    broadcast: function (event, data) {
+      host.publish('broadcast', '[]', String(event), stringify(data));
+    },
+    channel: function (channels, event, data) {
+      host.publish('channel', stringify(names(channels)), String(event), stringify(data));
+    }
+  };
+  SS.users = {
+    online: {
+      now: function (cb) {
+        var promise = new Promise(function (resolve) {
+          host.online(function (json) { resolve(JSON.parse(json)); });
+        });
+        if (typeof cb === 'function') promise.then(function (list) { cb(list); });
+        return promise;
+      }
+    }
+  };
+  SS.server = SS.server || {};
+
+  // Runs an action: the callback goes after the caller's arguments; a returned
+  // value or Promise answers as well; whichever comes first wins.
+  function invoke(fn, self, args, done) {
+    var settled = false;
+    var finish = function (isError, value) {
+      if (settled) return;
+      settled = true;
+      done(isError, value);
+    };
+    var result;
+    try {
+      result = fn.apply(self, args.concat([function (value) { finish(false, value); }]));
+    } catch (error) {
+      finish(true, error);
+      return;
+    }
+    if (result && typeof result.then === 'function') {
+      result.then(function (value) { finish(false, value); }, function (error) { finish(true, error); });
+    } else if (result !== undefined) {
+      finish(false, result);
+    }
+  }
+
+  function mountServer(name, fn) {
+    var parts = name.split('.');
+    var node = SS.server;
+    for (var i = 0; i < parts.length - 1; i++) node = node[parts[i]] || (node[parts[i]] = {});
+    // From server code: SS.server.a.b(args..., cb) or a Promise; `this.session` is a blank session.
+    node[parts[parts.length - 1]] = function () {
+      var args = Array.prototype.slice.call(arguments);
+      var cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
+      var promise = new Promise(function (resolve, reject) {
+        var self = { session: makeSession(-1, { id: '', created_at: 0, user_id: null, connection: -1 }) };
+        invoke(fn, self, args, function (isError, value) {
+          if (isError) reject(value);
+          else resolve(value);
+        });
+      });
+      if (cb) promise.then(function (v) { cb(v); }, function (e) { cb(e); });
+      return promise;
+    };
+  }
+
+  function walk(tree, prefix) {
+    Object.keys(tree || {}).forEach(function (key) {
+      var value = tree[key];
+      var name = prefix + '.' + key;
+      if (typeof value === 'function') {
+        actions[name] = { fn: value, owner: tree };
+        mountServer(name, value);
+      } else if (value && typeof value === 'object') {
+        walk(value, name);
+      }
+    });
+  }
+
+  global.__ss_host = {
+    // files: [[file key like "app" or "admin.users", server module id], ...]
+    index: function (filesJson, libJson) {
+      libServer = JSON.parse(libJson);
+      JSON.parse(filesJson).forEach(function (file) {
+        walk(__ss.load(file[1]).actions, file[0]);
+      });
+      return JSON.stringify(Object.keys(actions).sort());
+    },
+    call: function (callId, name, argsJson, sessionJson) {
+      var action = actions[name];
+      tag = name;
+      try {
+        if (!action) {
+          host.reply(callId, true, JSON.stringify({ message: 'no JavaScript action ' + name, stack: '' }));
+          return;
+        }
+        var self = { session: makeSession(callId, JSON.parse(sessionJson)) };
+        invoke(action.fn, self, JSON.parse(argsJson), function (isError, value) {
+          var json;
+          if (!isError) {
+            try {
+              json = stringify(value);
+            } catch (e) {
+              isError = true;
+              value = new TypeError(name + ' answered with something that is not JSON: ' + e.message);
+            }
+          }
+          host.reply(callId, isError, isError ? errorText(value) : json);
+        });
+      } finally {
+        tag = 'server';
+      }
+    },
+    fire: function (id) {
+      var timer = timers[id];
+      if (!timer) return;
+      if (!timer.repeat) delete timers[id];
+      tag = 'timer';
+      try {
+        timer.fn.apply(null, timer.args);
+      } finally {
+        tag = 'server';
+      }
+    },
+    disconnect: function (connection) {
+      var list = disconnects[connection] || [];
+      delete disconnects[connection];
+      list.forEach(function (fn) {
+        try {
+          fn();
+        } catch (error) {
+          console.error('a session.on("disconnect") handler threw:', error);
+        }
+      });
+    },
+    evaluate: function (source) {
+      tag = 'console';
+      try {
+        var value = (0, eval)(source);
+        return value;
+      } finally {
+        tag = 'server';
+      }
+    }
+  };
+})(globalThis);

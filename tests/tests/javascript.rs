@@ -1,0 +1,177 @@
+//! JavaScript server actions in the embedded engine: the seed README's
+//! examples end to end in Chromium, and actions that misbehave.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use ss_tests::{Browser, RunningServer, WsClient, chromium, fixture, http, pack_app};
+
+struct Served {
+    _dir: tempfile::TempDir,
+    server: RunningServer,
+}
+
+fn serve_seed(env: &str, config: impl FnOnce(&mut ssrun::Config)) -> Served {
+    let dir = fixture("seed");
+    pack_app(dir.path(), env);
+    let loaded = ssrun::LoadedApp::load(dir.path()).expect("the packed app loads");
+    let mut settings = ssrun::Config::for_env(&loaded.env);
+    config(&mut settings);
+    let app = ssrun::App::new(loaded).with_config(settings).with_javascript().expect("the server code starts");
+    Served { server: RunningServer::with_app(app, 0), _dir: dir }
+}
+
+fn results(addr: std::net::SocketAddr) -> Vec<(String, Value)> {
+    let response = http(addr, "GET", "/api/results/all.json", &[]);
+    assert_eq!(response.status, 200);
+    let list: Vec<Value> = serde_json::from_slice(&response.body).unwrap();
+    list.into_iter().map(|r| (r["step"].as_str().unwrap().to_string(), r["value"].clone())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_examples_run_in_the_browser() {
+    let Some(chromium) = chromium() else { return };
+    let s = serve_seed("development", |_| {});
+    let addr = s.server.addr;
+    // A second client that joins no channel and signs in as nobody.
+    let mut bystander = WsClient::connect(addr, None).await;
+    let _browser = Browser::open(&chromium, &format!("http://{addr}/"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let seen = tokio::task::spawn_blocking(move || results(addr)).await.unwrap();
+        if seen.iter().any(|(step, _)| step == "done") {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "the scenario did not finish: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let get = |step: &str| seen.iter().find(|(s, _)| s == step).map(|(_, v)| v.clone()).unwrap_or(Value::Null);
+    assert_eq!(get("square_callback"), json!(625));
+    assert_eq!(get("square_returned"), json!(625));
+    assert_eq!(get("square_later"), json!(36));
+    let circumference = 2.0 * (355.0 / 113.0) * 20.0;
+    assert_eq!(get("circumference_client"), json!(circumference));
+    assert_eq!(get("circumference_server"), json!(circumference));
+    assert_eq!(get("square_via_server"), json!(81));
+    assert_eq!(get("before_login"), json!("unauthorized"));
+    assert_eq!(get("bad_login"), json!(false));
+    assert_eq!(get("login"), json!("joebloggs"));
+    assert_eq!(get("after_login"), json!("21323"));
+    assert_eq!(get("publish_user"), json!({"text": "Wow this is cool!", "channel": null}));
+    assert_eq!(
+        get("publish_channel"),
+        json!({"text": {"from": "mickymouse", "message": "Has anyone seen Tom?"}, "channel": "disney"})
+    );
+    assert_eq!(get("channels"), json!(["disney"]));
+    // The bystander got neither the user's message nor the channel's: its next message is its own reply.
+    assert_eq!(
+        bystander.call(1, "app.squareReturned", json!([3])).await,
+        json!({"type": "reply", "id": 1, "result": 9})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_is_stopped_and_others_are_answered_meanwhile() {
+    let limit = Duration::from_millis(400);
+    let s = serve_seed("development", |c| c.js_time_limit = limit);
+    let addr = s.server.addr;
+    let mut looping = WsClient::connect(addr, None).await;
+    let mut other = WsClient::connect(addr, None).await;
+    let started = Instant::now();
+    looping.send_call(1, "misbehave.loop", json!([])).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A JavaScript call waits for the engine, at most the time limit.
+    assert_eq!(other.call(1, "app.squareReturned", json!([4])).await["result"], 16);
+    assert!(started.elapsed() < limit * 2, "answered after {:?}", started.elapsed());
+    let reply = looping.next_json().await;
+    assert_eq!(reply["error"]["code"], "failed");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("time limit"), "{reply}");
+    // The engine is fine afterwards.
+    assert_eq!(looping.call(2, "app.squareReturned", json!([5])).await["result"], 25);
+}
+
+#[tokio::test]
+async fn thrown_errors_and_rejections_reach_the_caller_with_their_stack_in_development() {
+    let s = serve_seed("development", |_| {});
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    let reply = c.call(1, "misbehave.throws", json!([])).await;
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("Error: boom\n"), "{message}");
+    assert!(message.contains("at throws ("), "the stack names the action: {message}");
+    let reply = c.call(2, "misbehave.rejects", json!([])).await;
+    assert!(reply["error"]["message"].as_str().unwrap().starts_with("TypeError: not today"), "{reply}");
+    assert_eq!(c.call(3, "app.square", json!([3])).await["result"], 9);
+}
+
+#[tokio::test]
+async fn production_errors_are_generic_with_an_id() {
+    let s = serve_seed("production", |_| {});
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    let reply = c.call(1, "misbehave.throws", json!([])).await;
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("misbehave.throws failed (error "), "{message}");
+    assert!(!message.contains("boom") && !message.contains(" at "), "no details leak: {message}");
+}
+
+#[tokio::test]
+async fn unbounded_allocation_is_an_error_and_the_engine_survives() {
+    let s = serve_seed("development", |c| c.js_memory_limit = 64 * 1024 * 1024);
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    let reply = c.call(1, "misbehave.hog", json!([])).await;
+    assert!(reply["error"]["message"].as_str().unwrap().contains("out of memory"), "{reply}");
+    assert_eq!(c.call(2, "app.squareLater", json!([7])).await["result"], 49);
+}
+
+#[tokio::test]
+async fn a_promise_that_never_settles_and_a_forgotten_callback_time_out() {
+    let s = serve_seed("development", |c| c.reply_timeout = Duration::from_millis(500));
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    c.send_call(1, "misbehave.never", json!([])).await;
+    c.send_call(2, "misbehave.forget", json!([1])).await;
+    // Other calls are not held up meanwhile.
+    assert_eq!(c.call(3, "app.square", json!([2])).await["result"], 4);
+    for _ in 0..2 {
+        let reply = c.next_json().await;
+        assert!(reply["id"] == 1 || reply["id"] == 2, "{reply}");
+        assert!(reply["error"]["message"].as_str().unwrap().contains("gave no answer within 0.5 s"), "{reply}");
+    }
+}
+
+#[tokio::test]
+async fn awaiting_actions_do_not_block_each_other() {
+    let s = serve_seed("development", |_| {});
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    let started = Instant::now();
+    for id in 0..100u64 {
+        c.send_call(id, "app.squareLater", json!([id])).await;
+    }
+    for _ in 0..100 {
+        let reply = c.next_json().await;
+        let id = reply["id"].as_u64().unwrap();
+        assert_eq!(reply["result"], json!(id * id));
+    }
+    // Each waits 10 ms on a timer; one after another would take a second.
+    assert!(started.elapsed() < Duration::from_millis(700), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn server_code_that_throws_while_loading_stops_the_start_with_its_stack() {
+    let dir = fixture("seed");
+    ss_tests::write(dir.path(), "app/server/broken.js", "exports.actions = {};\nnull.crash;\n");
+    pack_app(dir.path(), "development");
+    let loaded = ssrun::LoadedApp::load(dir.path()).unwrap();
+    let error = ssrun::App::new(loaded).with_javascript().err().expect("the start fails").to_string();
+    assert!(error.contains("TypeError: cannot read property 'crash' of null"), "{error}");
+}
+
+#[test]
+fn the_http_api_calls_javascript_actions_and_refuses_authenticated_files() {
+    let s = serve_seed("development", |_| {});
+    let addr = s.server.addr;
+    let answer = http(addr, "GET", "/api/app/square.json?25", &[]);
+    assert_eq!(String::from_utf8_lossy(&answer.body), "625");
+    let answer = http(addr, "GET", "/api/app/circumference.json?1", &[]);
+    assert_eq!(String::from_utf8_lossy(&answer.body), (2.0 * 355.0 / 113.0f64).to_string());
+    assert_eq!(http(addr, "GET", "/api/secret/whoami.json", &[]).status, 403);
+    assert_eq!(http(addr, "GET", "/api/misbehave/throws.json", &[]).status, 500);
+}
