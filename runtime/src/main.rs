@@ -20,6 +20,12 @@ struct Cli {
 enum Command {
     /// Serve a packed app (the default command).
     Start(Start),
+    /// A JavaScript prompt in the app's server engine (SS.server, SS.shared, SS.publish).
+    Console {
+        /// The app's root folder (holding dist/) or a dist/ folder.
+        #[arg(default_value = ".")]
+        app: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -39,6 +45,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let start = match cli.command {
         Some(Command::Start(start)) => start,
+        Some(Command::Console { app }) => return console(&app),
         None => cli.start,
     };
     let app = ssrun::App::new(ssrun::LoadedApp::load(&start.app)?)
@@ -59,4 +66,47 @@ fn main() -> anyhow::Result<()> {
         };
         app.serve(listener, shutdown).await.context("serving")
     })
+}
+
+/// `ssrun console`: reads JavaScript lines and prints their values, with line
+/// editing and a history file in the home folder.
+fn console(path: &std::path::Path) -> anyhow::Result<()> {
+    let app = ssrun::App::new(ssrun::LoadedApp::load(path)?)
+        .with_javascript()
+        .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
+    let Some(engine) = app.engine().cloned() else {
+        anyhow::bail!("{} has no server code (app/server or lib/server): there is nothing to run", path.display());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let mut editor = rustyline::DefaultEditor::new().context("opening the terminal")?;
+    let history = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".ssrun_history"));
+    if let Some(history) = &history {
+        let _ = editor.load_history(history);
+    }
+    println!(
+        "ssrun console ({}): {} action(s) in SS.server; SS.shared and SS.publish are here. Ctrl-D leaves.",
+        app.env(),
+        engine.actions.len()
+    );
+    loop {
+        match editor.readline("ss> ") {
+            Ok(line) => {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let _ = editor.add_history_entry(line.as_str());
+                match runtime.block_on(engine.evaluate(line)) {
+                    Ok(value) => println!("{value}"),
+                    Err(error) => eprintln!("{error}"),
+                }
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(rustyline::error::ReadlineError::Eof) => break,
+            Err(e) => return Err(e).context("reading the console"),
+        }
+    }
+    if let Some(history) = &history {
+        let _ = editor.save_history(history);
+    }
+    Ok(())
 }

@@ -175,3 +175,46 @@ fn the_http_api_calls_javascript_actions_and_refuses_authenticated_files() {
     assert_eq!(http(addr, "GET", "/api/secret/whoami.json", &[]).status, 403);
     assert_eq!(http(addr, "GET", "/api/misbehave/throws.json", &[]).status, 500);
 }
+
+#[test]
+fn the_console_evaluates_with_the_server_api_and_awaits_promises() {
+    let dir = fixture("seed");
+    pack_app(dir.path(), "production");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().unwrap();
+    let engine = app.engine().unwrap().clone();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let eval = |source: &str| runtime.block_on(engine.evaluate(source.to_string()));
+    assert_eq!(eval("SS.shared.calculate.circumference(1)"), Ok((2.0 * 355.0 / 113.0f64).to_string()));
+    assert_eq!(eval("SS.server.app.squareLater(6)"), Ok("36".into()));
+    assert_eq!(eval("var kept = 2; kept * 21"), Ok("42".into()));
+    assert_eq!(eval("kept"), Ok("2".into()), "definitions stay for the next line");
+    assert_eq!(eval("typeof SS.publish.broadcast"), Ok("\"function\"".into()));
+    let error = eval("SS.server.misbehave.throws()").unwrap_err();
+    assert!(error.starts_with("Error: boom"), "the console shows details even in production: {error}");
+    assert!(eval("nope(").unwrap_err().starts_with("SyntaxError"));
+}
+
+#[tokio::test]
+async fn disconnect_handlers_run_when_the_connection_closes() {
+    let dir = fixture("seed");
+    ss_tests::write(
+        dir.path(),
+        "app/server/watch.js",
+        "let gone = 0;\nexports.actions = {\n  watch() { this.session.on('disconnect', () => { gone += 1; }); return true; },\n  gone() { return gone; },\n};\n",
+    );
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().unwrap();
+    let server = RunningServer::with_app(app, 0);
+    let mut watched = WsClient::connect(server.addr, None).await;
+    watched.call(1, "watch.watch", json!([])).await;
+    let mut other = WsClient::connect(server.addr, None).await;
+    assert_eq!(other.call(1, "watch.gone", json!([])).await["result"], 0);
+    drop(watched);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut id = 2;
+    while other.call(id, "watch.gone", json!([])).await["result"] != 1 {
+        assert!(Instant::now() < deadline, "the disconnect handler did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        id += 1;
+    }
+}

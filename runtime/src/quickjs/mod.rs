@@ -60,7 +60,7 @@ enum Job {
     Disconnected(ConnId),
     Evaluate {
         source: String,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<ActionResult>,
     },
 }
 
@@ -123,18 +123,25 @@ impl Engine {
         let _ = self.jobs.send(Job::Disconnected(connection));
     }
 
-    /// Evaluates JavaScript in the engine (the console); gives the result as text.
+    /// Evaluates JavaScript in the engine, as the console does: gives the
+    /// value as text (JSON where it has a JSON form), after awaiting a Promise.
     pub async fn evaluate(&self, source: String) -> Result<String, String> {
         let (reply, answer) = oneshot::channel();
         self.jobs.send(Job::Evaluate { source, reply }).map_err(|_| "the JavaScript engine has stopped".to_string())?;
-        answer.await.unwrap_or_else(|_| Err("the JavaScript engine has stopped".into()))
+        match answer.await {
+            Ok(Ok(Value::String(text))) => Ok(text),
+            Ok(Ok(other)) => Ok(other.to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the JavaScript engine has stopped".into()),
+        }
     }
 }
 
 struct Pending {
     name: String,
     reply: oneshot::Sender<ActionResult>,
-    session: SessionHandle,
+    /// The caller's session; none for the console.
+    session: Option<SessionHandle>,
     deadline: Instant,
 }
 
@@ -196,7 +203,7 @@ impl Host {
 
     /// The error a caller sees for a JavaScript error (message, stack).
     fn failure(&self, name: &str, message: &str, stack: &str) -> ActionError {
-        if self.settings.detailed_errors {
+        if self.settings.detailed_errors || name == "console" {
             let stack = stack.trim_end();
             ActionError::failed(if stack.is_empty() { message.to_string() } else { format!("{message}\n{stack}") })
         } else {
@@ -291,7 +298,9 @@ fn handle(host: &Shared, job: Job) {
                 state.next_call += 1;
                 let id = state.next_call;
                 let deadline = Instant::now() + host.settings.reply_timeout;
-                state.pending.insert(id, Pending { name: name.clone(), reply, session: session.clone(), deadline });
+                state
+                    .pending
+                    .insert(id, Pending { name: name.clone(), reply, session: Some(session.clone()), deadline });
                 id
             };
             let snapshot = session.snapshot();
@@ -322,38 +331,22 @@ fn handle(host: &Shared, job: Job) {
             });
         }
         Job::Evaluate { source, reply } => {
-            let outcome = host.enter(|ctx| {
-                let result = global_fn(&ctx, "evaluate").and_then(|f| f.call::<_, rquickjs::Value>((source.as_str(),)));
-                match result {
-                    Ok(value) => Ok(show(&ctx, value)),
-                    Err(e) => {
-                        let (message, stack) = exception_text(&ctx, e);
-                        Err(if stack.is_empty() { message } else { format!("{message}\n{stack}") })
-                    }
-                }
+            let id = {
+                let mut state = host.state.borrow_mut();
+                state.next_call += 1;
+                let id = state.next_call;
+                let deadline = Instant::now() + host.settings.reply_timeout;
+                state.pending.insert(id, Pending { name: "console".into(), reply, session: None, deadline });
+                id
+            };
+            let failed = host.enter(|ctx| {
+                let result = global_fn(&ctx, "evaluate").and_then(|f| f.call::<_, ()>((id as f64, source.as_str())));
+                result.err().map(|e| exception_text(&ctx, e))
             });
-            let _ = reply.send(outcome);
+            if let Some((message, stack)) = failed {
+                host.answer(id, Err(ActionError::failed(format!("{message}\n{stack}").trim_end().to_string())));
+            }
         }
-    }
-}
-
-/// A value as the console shows it: JSON when it has a JSON form.
-fn show<'js>(ctx: &Ctx<'js>, value: rquickjs::Value<'js>) -> String {
-    if value.is_undefined() {
-        return "undefined".into();
-    }
-    if let Some(s) = value.as_string() {
-        return format!("{:?}", s.to_string().unwrap_or_default());
-    }
-    if value.is_function() {
-        return "[function]".into();
-    }
-    if value.as_object().is_some_and(|o| o.get::<_, Function>("then").is_ok()) {
-        return "[Promise]".into();
-    }
-    match ctx.json_stringify(value) {
-        Ok(Some(text)) => text.to_string().unwrap_or_default(),
-        _ => "[value]".into(),
     }
 }
 
@@ -451,7 +444,7 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
         "session",
         Function::new(ctx.clone(), move |ctx: Ctx<'js>, id: f64, op: String, args: String, done: Function<'js>| {
             let Some(host) = h.upgrade() else { return };
-            let session = host.state.borrow().pending.get(&(id as u64)).map(|p| p.session.clone());
+            let session = host.state.borrow().pending.get(&(id as u64)).and_then(|p| p.session.clone());
             let done = Persistent::save(&ctx, done);
             let args: Vec<String> = serde_json::from_str(&args).unwrap_or_default();
             if let Some(session) = &session {

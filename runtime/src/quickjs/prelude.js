@@ -54,6 +54,19 @@
   global.clearTimeout = clearTimer;
   global.clearInterval = clearTimer;
 
+  // How the console shows a value.
+  function describe(value) {
+    if (value === undefined) return 'undefined';
+    if (typeof value === 'function') return '[Function ' + (value.name || 'anonymous') + ']';
+    if (typeof value === 'string') return JSON.stringify(value);
+    try {
+      var json = JSON.stringify(value, null, 2);
+      return json === undefined ? String(value) : json;
+    } catch (e) {
+      return String(value);
+    }
+  }
+
   function stringify(value) {
     var json = JSON.stringify(value);
     return json === undefined ? 'null' : json;
@@ -284,11 +297,21 @@
         }
       });
     },
-    evaluate: function (source) {
+    // The console: evaluates one input and answers through reply(), awaiting a Promise.
+    evaluate: function (callId, source) {
+      var answer = function (value) {
+        host.reply(callId, false, JSON.stringify(describe(value)));
+      };
+      var fail = function (error) {
+        host.reply(callId, true, errorText(error));
+      };
       tag = 'console';
       try {
         var value = (0, eval)(source);
-        return value;
+        if (value && typeof value.then === 'function') value.then(answer, fail);
+        else answer(value);
+      } catch (error) {
+        fail(error);
       } finally {
         tag = 'server';
       }
