@@ -17,6 +17,10 @@ pub struct Config {
     pub api_enabled: bool,
     /// The HTTP API's path prefix, matched case-insensitively (`api.prefix`, default `api`).
     pub api_prefix: String,
+    /// The `lib/server` module that checks HTTP API Basic Auth credentials
+    /// with `exports.authenticate({username, password}, cb)`
+    /// (`api.auth.basic.module_name`; none by default).
+    pub api_auth_module: Option<String>,
     /// Users are offline once no heartbeat came for this long
     /// (`users.online.mins_until_offline`, default 2 minutes).
     pub offline_after: Duration,
@@ -52,6 +56,7 @@ impl Default for Config {
             client_log_level: 2,
             api_enabled: true,
             api_prefix: "api".to_string(),
+            api_auth_module: None,
             offline_after: Duration::from_secs(120),
             purge_interval: Duration::from_secs(60),
             outgoing_queue: 1024,

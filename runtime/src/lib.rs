@@ -103,6 +103,19 @@ impl App {
                 });
             }
         }
+        if let (Some(module), None) = (self.config.api_auth_module.clone(), &self.basic_auth) {
+            if !code.lib_server.contains_key(&module) {
+                return Err(quickjs::EngineError(format!(
+                    "api_auth_module names lib/server/{module}, and there is no such module (lib/server has: {})",
+                    code.lib_server.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            let engine = engine.clone();
+            self = self.api_basic_auth(move |user, password| {
+                let (engine, module) = (engine.clone(), module.clone());
+                async move { engine.authenticate(&module, user, password).await.map_err(StoreError) }
+            });
+        }
         self.engine = Some(engine);
         Ok(self)
     }

@@ -218,3 +218,26 @@ async fn disconnect_handlers_run_when_the_connection_closes() {
         id += 1;
     }
 }
+
+#[test]
+fn the_http_api_signs_in_with_basic_auth_through_a_lib_server_module() {
+    let s = serve_seed("development", |c| c.api_auth_module = Some("custom_auth".into()));
+    let addr = s.server.addr;
+    let none = http(addr, "GET", "/api/secret/whoami.json", &[]);
+    assert_eq!(none.status, 401);
+    assert_eq!(none.header("www-authenticate"), Some("Basic realm=\"Secure API\""));
+    let wrong = http(addr, "GET", "/api/secret/whoami.json", &[("Authorization", "Basic am9lOm5vcGU=")]); // joe:nope
+    assert_eq!(wrong.status, 401);
+    let right = http(addr, "GET", "/api/secret/whoami.json", &[("Authorization", "Basic am9lOnNlY3JldA==")]); // joe:secret
+    assert_eq!((right.status, String::from_utf8_lossy(&right.body).into_owned()), (200, "\"21323\"".to_string()));
+}
+
+#[test]
+fn an_unknown_api_auth_module_stops_the_start() {
+    let dir = fixture("seed");
+    pack_app(dir.path(), "development");
+    let loaded = ssrun::LoadedApp::load(dir.path()).unwrap();
+    let config = ssrun::Config { api_auth_module: Some("nope".into()), ..ssrun::Config::for_env(&loaded.env) };
+    let error = ssrun::App::new(loaded).with_config(config).with_javascript().err().unwrap().to_string();
+    assert!(error.contains("lib/server/nope") && error.contains("custom_auth"), "{error}");
+}

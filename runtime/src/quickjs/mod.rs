@@ -62,6 +62,12 @@ enum Job {
         source: String,
         reply: oneshot::Sender<ActionResult>,
     },
+    Authenticate {
+        module: String,
+        username: String,
+        password: String,
+        reply: oneshot::Sender<ActionResult>,
+    },
 }
 
 /// A running engine. Cheap to clone; the thread stops when the last clone is dropped.
@@ -121,6 +127,33 @@ impl Engine {
     /// Tells the server code that a connection closed (`session.on('disconnect')`).
     pub fn disconnected(&self, connection: ConnId) {
         let _ = self.jobs.send(Job::Disconnected(connection));
+    }
+
+    /// Checks HTTP API credentials with `exports.authenticate({username,
+    /// password}, cb)` of the `lib/server` module `module`: the user id when
+    /// its response has `success: true`, `None` otherwise.
+    pub async fn authenticate(
+        &self,
+        module: &str,
+        username: String,
+        password: String,
+    ) -> Result<Option<String>, String> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job::Authenticate { module: module.to_string(), username, password, reply };
+        self.jobs.send(job).map_err(|_| "the JavaScript engine has stopped".to_string())?;
+        let response = match answer.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err("the JavaScript engine has stopped".into()),
+        };
+        if response["success"] != Value::Bool(true) {
+            return Ok(None);
+        }
+        match &response["user_id"] {
+            Value::String(id) => Ok(Some(id.clone())),
+            Value::Number(id) => Ok(Some(id.to_string())),
+            _ => Err(format!("lib/server/{module}: a successful response needs a user_id")),
+        }
     }
 
     /// Evaluates JavaScript in the engine, as the console does: gives the
@@ -329,6 +362,27 @@ fn handle(host: &Shared, job: Job) {
                     eprintln!("ssrun: [server] disconnect handlers: {}", exception_text(&ctx, e).0);
                 }
             });
+        }
+        Job::Authenticate { module, username, password, reply } => {
+            let id = {
+                let mut state = host.state.borrow_mut();
+                state.next_call += 1;
+                let id = state.next_call;
+                let deadline = Instant::now() + host.settings.reply_timeout;
+                state
+                    .pending
+                    .insert(id, Pending { name: format!("lib/server/{module}"), reply, session: None, deadline });
+                id
+            };
+            let failed = host.enter(|ctx| {
+                let result = global_fn(&ctx, "authenticate")
+                    .and_then(|f| f.call::<_, ()>((id as f64, module.as_str(), username, password)));
+                result.err().map(|e| exception_text(&ctx, e))
+            });
+            if let Some((message, stack)) = failed {
+                let error = host.failure(&format!("lib/server/{module}"), &message, &stack);
+                host.answer(id, Err(error));
+            }
         }
         Job::Evaluate { source, reply } => {
             let id = {

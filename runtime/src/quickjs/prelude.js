@@ -297,6 +297,16 @@
         }
       });
     },
+    // HTTP API Basic Auth through a lib/server module: answers with its response.
+    authenticate: function (callId, moduleName, username, password) {
+      var self = { session: makeSession(-1, { id: '', created_at: 0, user_id: null, connection: -1 }) };
+      self.session.authenticate(moduleName, { username: username, password: password }).then(function (response) {
+        host.reply(callId, false, stringify(response));
+      }, function (error) {
+        host.reply(callId, true, errorText(error));
+      });
+    },
+
     // The console: evaluates one input and answers through reply(), awaiting a Promise.
     evaluate: function (callId, source) {
       var answer = function (value) {
