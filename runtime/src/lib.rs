@@ -297,6 +297,19 @@ async fn housekeeping(shared: Arc<Shared>, memory_store: Option<Arc<MemoryStore>
     }
 }
 
+/// The tokio runtime a server should run on: one worker per CPU this process
+/// may use, or a single-threaded scheduler when it may use only one (a
+/// multi-threaded runtime with one worker lets some connections wait far
+/// longer than others under load).
+pub fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build()
+    }
+}
+
 /// Serves a packed app with no actions until `shutdown` completes (static
 /// files, the socket and the HTTP API with an empty tree).
 pub async fn serve(

@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
     let env = app.env().to_string();
     let actions: Vec<String> = app.registry().names().into_iter().map(str::to_string).collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = ssrun::server_runtime().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(start.host, start.port))
             .await

@@ -8,7 +8,7 @@
 //! - [`Publisher`]: `SS.publish` for server code.
 //! - [`Presence`]: users online, from heartbeats; [`MemoryPresence`] keeps them here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::session::{BoxFuture, Session, StoreError};
 
@@ -62,8 +62,75 @@ fn event_text(event: &str, data: &Value, channel: Option<&str>) -> Utf8Bytes {
 /// A connection's number in its hub.
 pub type ConnId = u64;
 
+/// One connection's queue of outgoing messages, bounded. Empty, it holds no
+/// buffer: it is kept by every idle connection, so it is a few dozen bytes.
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+    ready: Notify,
+    capacity: usize,
+}
+
+struct OutboxState {
+    queue: VecDeque<Utf8Bytes>,
+    closed: bool,
+}
+
+impl Outbox {
+    /// An open, empty outbox holding at most `capacity` messages.
+    pub fn new(capacity: usize) -> Arc<Outbox> {
+        Arc::new(Outbox {
+            state: Mutex::new(OutboxState { queue: VecDeque::new(), closed: false }),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+        })
+    }
+
+    /// Queues a message; `false` when the outbox is full or closed.
+    pub fn push(&self, text: Utf8Bytes) -> bool {
+        let mut state = self.state.lock().expect("outbox lock");
+        if state.closed || state.queue.len() >= self.capacity {
+            return false;
+        }
+        state.queue.push_back(text);
+        drop(state);
+        self.ready.notify_one();
+        true
+    }
+
+    /// Closes the outbox: what is queued is still delivered, then [`Outbox::pop`] ends.
+    pub fn close(&self) {
+        self.state.lock().expect("outbox lock").closed = true;
+        self.ready.notify_one();
+    }
+
+    /// The next message, waiting for one; `None` once closed and drained.
+    /// Cancel-safe: a message is only taken when this returns it.
+    pub async fn pop(&self) -> Option<Utf8Bytes> {
+        loop {
+            {
+                let mut state = self.state.lock().expect("outbox lock");
+                if let Some(text) = state.queue.pop_front() {
+                    if state.queue.is_empty() && state.queue.capacity() > 64 {
+                        state.queue.shrink_to(8);
+                    }
+                    return Some(text);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            self.ready.notified().await;
+        }
+    }
+
+    /// Takes a message if one is queued, without waiting.
+    pub fn try_pop(&self) -> Option<Utf8Bytes> {
+        self.state.lock().expect("outbox lock").queue.pop_front()
+    }
+}
+
 struct Conn {
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: Arc<Outbox>,
     state: Arc<Mutex<Session>>,
     session: String,
     user: Option<String>,
@@ -94,6 +161,7 @@ impl Tables {
 
     fn remove(&mut self, id: ConnId) -> bool {
         let Some(conn) = self.conns.remove(&id) else { return false };
+        conn.tx.close();
         Self::unindex(&mut self.by_session, &conn.session, id);
         if let Some(user) = &conn.user {
             Self::unindex(&mut self.by_user, user, id);
@@ -120,7 +188,7 @@ impl Hub {
 
     /// Adds a connection of a session; events for it go to `tx`. `state` is
     /// the connection's copy of its session, kept up to date by [`Hub::refresh`].
-    pub fn register(&self, state: Arc<Mutex<Session>>, tx: mpsc::Sender<Utf8Bytes>) -> ConnId {
+    pub fn register(&self, state: Arc<Mutex<Session>>, tx: Arc<Outbox>) -> ConnId {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let session = state.lock().expect("session lock").clone();
         let mut t = self.tables.write().expect("hub lock");
@@ -199,9 +267,10 @@ impl Hub {
             let t = self.tables.read().expect("hub lock");
             let mut send = |id: ConnId, text: &Utf8Bytes| {
                 if let Some(conn) = t.conns.get(&id) {
-                    match conn.tx.try_send(text.clone()) {
-                        Ok(()) => sent += 1,
-                        Err(_) => slow.push(id),
+                    if conn.tx.push(text.clone()) {
+                        sent += 1;
+                    } else {
+                        slow.push(id);
                     }
                 }
             };
@@ -386,9 +455,9 @@ mod tests {
         }
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Utf8Bytes>) -> Vec<String> {
+    fn drain(rx: &Outbox) -> Vec<String> {
         let mut out = Vec::new();
-        while let Ok(m) = rx.try_recv() {
+        while let Some(m) = rx.try_pop() {
             out.push(m.to_string());
         }
         out
@@ -397,17 +466,16 @@ mod tests {
     #[test]
     fn delivers_to_users_channels_and_everyone() {
         let hub = Hub::new();
-        let (tx_a, mut a) = mpsc::channel(8);
-        let (tx_b, mut b) = mpsc::channel(8);
-        hub.register(state("s1", Some("ann"), &["red"]), tx_a);
-        hub.register(state("s2", None, &["red", "blue"]), tx_b);
+        let (a, b) = (Outbox::new(8), Outbox::new(8));
+        hub.register(state("s1", Some("ann"), &["red"]), a.clone());
+        hub.register(state("s2", None, &["red", "blue"]), b.clone());
         let publish = |target, event: &str| hub.deliver(&Published { target, event: event.into(), data: 1.into() });
         assert_eq!(publish(Target::User("ann".into()), "u"), 1);
         assert_eq!(publish(Target::Channels(vec!["blue".into(), "red".into()]), "c"), 2);
         assert_eq!(publish(Target::Broadcast, "b"), 2);
         assert_eq!(publish(Target::Users(vec!["bob".into()]), "none"), 0);
         assert_eq!(
-            drain(&mut a),
+            drain(&a),
             [
                 r#"{"type":"event","event":"u","data":1}"#,
                 r#"{"type":"event","event":"c","data":1,"channel":"red"}"#,
@@ -415,7 +483,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            drain(&mut b),
+            drain(&b),
             [r#"{"type":"event","event":"c","data":1,"channel":"blue"}"#, r#"{"type":"event","event":"b","data":1}"#]
         );
     }
@@ -423,16 +491,16 @@ mod tests {
     #[test]
     fn refresh_moves_connections_between_users_and_channels() {
         let hub = Hub::new();
-        let (tx, mut rx) = mpsc::channel(8);
+        let rx = Outbox::new(8);
         let shared = state("s1", None, &["red"]);
-        let id = hub.register(shared.clone(), tx);
+        let id = hub.register(shared.clone(), rx.clone());
         hub.refresh(&session("s1", Some("ann"), &["blue"]));
         assert_eq!(shared.lock().unwrap().user_id.as_deref(), Some("ann"));
         let publish = |target| hub.deliver(&Published { target, event: "e".into(), data: Value::Null });
         assert_eq!(publish(Target::User("ann".into())), 1);
         assert_eq!(publish(Target::Channels(vec!["red".into()])), 0);
         assert_eq!(publish(Target::Channels(vec!["blue".into()])), 1);
-        assert_eq!(drain(&mut rx).len(), 2);
+        assert_eq!(drain(&rx).len(), 2);
         hub.unregister(id);
         assert!(hub.is_empty());
         assert_eq!(publish(Target::Broadcast), 0);
@@ -441,14 +509,15 @@ mod tests {
     #[test]
     fn a_full_queue_drops_the_slow_connection() {
         let hub = Hub::new();
-        let (tx, mut rx) = mpsc::channel(1);
-        hub.register(state("s1", None, &[]), tx);
+        let rx = Outbox::new(1);
+        hub.register(state("s1", None, &[]), rx.clone());
         let publish = || hub.deliver(&Published { target: Target::Broadcast, event: "e".into(), data: Value::Null });
         assert_eq!(publish(), 1);
         assert_eq!(publish(), 0);
         assert!(hub.is_empty());
-        assert_eq!(drain(&mut rx).len(), 1);
-        assert!(rx.is_closed());
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(runtime.block_on(rx.pop()).is_some(), "what was queued is still delivered");
+        assert_eq!(runtime.block_on(rx.pop()), None, "then the outbox ends");
     }
 
     #[test]

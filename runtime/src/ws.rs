@@ -17,7 +17,6 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::Shared;
@@ -51,7 +50,7 @@ pub mod close {
 
 /// Bytes read from the socket at a time. Small, because it is held for every
 /// idle connection; larger messages are read in several steps.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 /// Queued output is written once it reaches this size, or at the end of each
 /// batch of work, whichever comes first.
 const WRITE_THRESHOLD: usize = 64 * 1024;
@@ -215,9 +214,9 @@ async fn run(mut socket: WebSocket, shared: Arc<Shared>, session: Session, versi
     }
     let user = session.user_id.clone();
     let state = Arc::new(Mutex::new(session));
-    let (tx, mut rx) = mpsc::channel(shared.config.outgoing_queue.max(1));
+    let outbox = crate::pubsub::Outbox::new(shared.config.outgoing_queue);
     let hub = shared.services.hub.clone();
-    let id = hub.register(state.clone(), tx);
+    let id = hub.register(state.clone(), outbox.clone());
     if let Some(user) = user
         && let Err(e) = shared.services.presence.seen(&user).await
     {
@@ -231,7 +230,7 @@ async fn run(mut socket: WebSocket, shared: Arc<Shared>, session: Session, versi
         last_heard: Instant::now(),
         wrote: false,
     };
-    let end = connection.serve(&mut socket, &mut rx).await;
+    let end = connection.serve(&mut socket, &outbox).await;
     hub.unregister(id);
     if let Some(engine) = &connection.shared.engine {
         engine.disconnected(id);
@@ -251,7 +250,7 @@ fn close_message(code: u16, reason: &str) -> Message {
 }
 
 impl Connection {
-    async fn serve(&mut self, socket: &mut WebSocket, rx: &mut mpsc::Receiver<Utf8Bytes>) -> End {
+    async fn serve(&mut self, socket: &mut WebSocket, rx: &crate::pubsub::Outbox) -> End {
         let interval = self.shared.config.heartbeat_interval.max(Duration::from_millis(10));
         let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -394,7 +393,7 @@ impl Connection {
 
 async fn next_event(
     socket: &mut WebSocket,
-    rx: &mut mpsc::Receiver<Utf8Bytes>,
+    rx: &crate::pubsub::Outbox,
     calls: &mut FuturesUnordered<CallFuture>,
     tick: &mut tokio::time::Interval,
     stop: &mut tokio::sync::watch::Receiver<bool>,
@@ -405,7 +404,7 @@ async fn next_event(
     tokio::select! {
         _ = stop.changed() => Event::Stop,
         Some((id, outcome)) = calls.next(), if has_calls => Event::Replied(id, outcome),
-        out = rx.recv() => Event::Out(out),
+        out = rx.pop() => Event::Out(out),
         frame = socket.recv(), if reading => Event::Frame(frame),
         _ = tick.tick() => Event::Tick,
     }
