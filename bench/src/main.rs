@@ -1,14 +1,19 @@
 //! Side-by-side benchmarks of SocketStream against its peers, in one run, on
 //! the same inputs, reported as ratios. Not tests: they measure, they do not
-//! check behaviour. Run `cargo run --release -p ss-bench -- pack` after
-//! `npm ci` (for the pinned inputs and peers) and a release build of ssbuild.
+//! check behaviour. Run `cargo run --release -p ss-bench -- pack` (or `css`,
+//! `rpc`) after `npm ci` (for the pinned inputs and peers) and a release build
+//! of ssbuild.
 
 mod css;
 mod pack;
+mod rpc;
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-/// Benchmarks against esbuild and other peers.
+/// Benchmarks against esbuild, Socket.IO and other peers.
 #[derive(Parser)]
 #[command(name = "ss-bench")]
 struct Cli {
@@ -30,11 +35,64 @@ enum Command {
         #[arg(long, default_value_t = 9)]
         runs: usize,
     },
+    /// Remote calls (ssrun with a native action, ssrun with a JavaScript action, Socket.IO on Node.js), memory per
+    /// idle connection and broadcast fan-out (ssrun native against Socket.IO).
+    Rpc {
+        /// Connection counts of the closed-loop call runs (each connection keeps one call in flight).
+        #[arg(long, value_delimiter = ',', default_value = "1,50,1000")]
+        connections: Vec<usize>,
+        /// Seconds measured at each connection count.
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        /// Seconds of warm-up before each measured window.
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        /// Idle clients connected for the memory and broadcast measures.
+        #[arg(long, default_value_t = 10_000)]
+        idle: usize,
+        /// Broadcasts to the idle clients (the median of their percentiles is reported).
+        #[arg(long, default_value_t = 5)]
+        broadcasts: usize,
+        /// The CPU the servers are pinned to.
+        #[arg(long, default_value_t = 0)]
+        server_cpu: usize,
+        /// The CPU the load generator is pinned to.
+        #[arg(long, default_value_t = 1)]
+        client_cpu: usize,
+        /// The servers to measure.
+        #[arg(long, value_delimiter = ',', default_value = "ssrun,ssrun-js,socketio")]
+        servers: Vec<rpc::ServerKind>,
+    },
+    /// Serves a packed app with the native actions `ss-bench rpc` calls (app.square, bench.broadcast), or with
+    /// its JavaScript actions; prints the port.
+    Serve {
+        /// The app folder (holding dist/) or its dist/ folder.
+        app: PathBuf,
+        /// The port on 127.0.0.1; 0 picks a free one.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Run the app's JavaScript actions in the embedded engine instead of registering the native ones.
+        #[arg(long)]
+        javascript: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Pack { runs } => pack::run(runs),
         Command::Css { runs } => css::run(runs),
+        Command::Rpc { connections, duration, warmup, idle, broadcasts, server_cpu, client_cpu, servers } => {
+            rpc::run(rpc::Options {
+                connections,
+                warmup: Duration::from_secs_f64(warmup),
+                duration: Duration::from_secs_f64(duration),
+                idle,
+                broadcasts,
+                server_cpu,
+                client_cpu,
+                servers,
+            })
+        }
+        Command::Serve { app, port, javascript } => rpc::serve::run(&app, port, javascript),
     }
 }
