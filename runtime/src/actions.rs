@@ -197,6 +197,12 @@ impl SessionHandle {
         }
     }
 
+    /// The id, creation time and user, read at once.
+    pub fn basics(&self) -> (String, u64, Option<String>) {
+        let state = self.state.lock().expect("session lock");
+        (state.id.clone(), state.created_at, state.user_id.clone())
+    }
+
     /// A copy of the session as it is now.
     pub fn snapshot(&self) -> Session {
         self.state.lock().expect("session lock").clone()

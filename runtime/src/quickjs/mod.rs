@@ -336,18 +336,14 @@ fn handle(host: &Shared, job: Job) {
                     .insert(id, Pending { name: name.clone(), reply, session: Some(session.clone()), deadline });
                 id
             };
-            let snapshot = session.snapshot();
-            let session_json = json!({
-                "id": snapshot.id,
-                "created_at": snapshot.created_at,
-                "user_id": snapshot.user_id,
-                "connection": connection.map(|c| c as i64).unwrap_or(-1),
-            })
-            .to_string();
+            let (session_id, created_at, user_id) = session.basics();
+            let connection = connection.map(|c| c as f64).unwrap_or(-1.0);
             let args_json = Value::Array(args).to_string();
             let failed = host.enter(|ctx| {
                 let call = host.call.borrow().clone().expect("the host is started").restore(&ctx);
-                let outcome = call.and_then(|f| f.call::<_, ()>((id as f64, name.as_str(), args_json, session_json)));
+                let outcome = call.and_then(|f| {
+                    f.call::<_, ()>((id as f64, name.as_str(), args_json, session_id, created_at as f64, user_id, connection))
+                });
                 outcome.err().map(|e| exception_text(&ctx, e))
             });
             if let Some((message, stack)) = failed {
@@ -418,6 +414,8 @@ fn start_host(
     let runtime = Runtime::new().map_err(|e| format!("cannot create the JavaScript runtime: {e}"))?;
     runtime.set_memory_limit(settings.memory_limit);
     runtime.set_max_stack_size(1024 * 1024);
+    // Reference counting frees most garbage at once; the cycle collector need not run often.
+    runtime.set_gc_threshold(16 * 1024 * 1024);
     let deadline = Arc::new(AtomicU64::new(0));
     let base = Instant::now();
     {

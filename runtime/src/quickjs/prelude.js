@@ -158,6 +158,19 @@
 
   var disconnects = {};
 
+  // `this` inside an action. The session object (a dozen closures) is only
+  // built when the action reads this.session: most calls never do.
+  function CallContext(callId, id, createdAt, userId, connection) {
+    this._call = callId;
+    this._data = { id: id, created_at: createdAt, user_id: userId === undefined ? null : userId, connection: connection };
+    this._session = null;
+  }
+  Object.defineProperty(CallContext.prototype, 'session', {
+    get: function () {
+      return this._session || (this._session = makeSession(this._call, this._data));
+    }
+  });
+
   SS.publish = {
     user: function (userId, event, data) {
       host.publish('user', stringify([String(userId)]), String(event), stringify(data));
@@ -196,7 +209,8 @@
     };
     var result;
     try {
-      result = fn.apply(self, args.concat([function (value) { finish(false, value); }]));
+      args.push(function (value) { finish(false, value); });
+      result = fn.apply(self, args);
     } catch (error) {
       finish(true, error);
       return;
@@ -217,7 +231,7 @@
       var args = Array.prototype.slice.call(arguments);
       var cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
       var promise = new Promise(function (resolve, reject) {
-        var self = { session: makeSession(-1, { id: '', created_at: 0, user_id: null, connection: -1 }) };
+        var self = new CallContext(-1, '', 0, null, -1);
         invoke(fn, self, args, function (isError, value) {
           if (isError) reject(value);
           else resolve(value);
@@ -250,7 +264,7 @@
       });
       return JSON.stringify(Object.keys(actions).sort());
     },
-    call: function (callId, name, argsJson, sessionJson) {
+    call: function (callId, name, argsJson, sessionId, createdAt, userId, connection) {
       var action = actions[name];
       tag = name;
       try {
@@ -258,7 +272,7 @@
           host.reply(callId, true, JSON.stringify({ message: 'no JavaScript action ' + name, stack: '' }));
           return;
         }
-        var self = { session: makeSession(callId, JSON.parse(sessionJson)) };
+        var self = new CallContext(callId, sessionId, createdAt, userId, connection);
         invoke(action.fn, self, JSON.parse(argsJson), function (isError, value) {
           var json;
           if (!isError) {
@@ -299,7 +313,7 @@
     },
     // HTTP API Basic Auth through a lib/server module: answers with its response.
     authenticate: function (callId, moduleName, username, password) {
-      var self = { session: makeSession(-1, { id: '', created_at: 0, user_id: null, connection: -1 }) };
+      var self = new CallContext(-1, '', 0, null, -1);
       self.session.authenticate(moduleName, { username: username, password: password }).then(function (response) {
         host.reply(callId, false, stringify(response));
       }, function (error) {
