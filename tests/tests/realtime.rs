@@ -20,6 +20,8 @@ fn the_browser_calls_listens_and_survives_a_restart() {
     assert_eq!(wait_for_report(&reports, "square", 10), json!(625));
     assert_eq!(wait_for_report(&reports, "callback", 10), json!(25));
     assert_eq!(wait_for_report(&reports, "error", 10), json!("bad_args"));
+    assert_eq!(wait_for_report(&reports, "timeout", 10), json!("timeout"), "a per-call timeout fires");
+    assert_eq!(wait_for_report(&reports, "silent", 10), json!(9));
     assert_eq!(wait_for_report(&reports, "event", 10), json!({"data": "hello ann", "channel": null}));
     wait_for_report(&reports, "ready_for_restart", 10);
 

@@ -342,7 +342,15 @@ fn handle(host: &Shared, job: Job) {
             let failed = host.enter(|ctx| {
                 let call = host.call.borrow().clone().expect("the host is started").restore(&ctx);
                 let outcome = call.and_then(|f| {
-                    f.call::<_, ()>((id as f64, name.as_str(), args_json, session_id, created_at as f64, user_id, connection))
+                    f.call::<_, ()>((
+                        id as f64,
+                        name.as_str(),
+                        args_json,
+                        session_id,
+                        created_at as f64,
+                        user_id,
+                        connection,
+                    ))
                 });
                 outcome.err().map(|e| exception_text(&ctx, e))
             });
