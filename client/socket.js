@@ -82,7 +82,11 @@
       else log(2, 'log', entry.callback ? ['-> ' + entry.method] : ['-> ' + entry.method, result]);
     }
     if (entry.callback) {
-      entry.callback(error || result);
+      try {
+        entry.callback(error || result);
+      } catch (thrown) {
+        log(1, 'error', ['SocketStream: the callback of ' + entry.method + ' threw:', thrown]);
+      }
     } else if (error) {
       entry.reject(error);
     } else {
@@ -114,7 +118,9 @@
         settle(entry, failure('timeout', method + ' got no reply within ' + entry.options.timeout + ' ms'));
       }, entry.options.timeout);
     }
-    if (ready) {
+    if (stopped) {
+      settle(entry, failure('disconnected', method + ': this page is out of date for the server; reload it'));
+    } else if (ready && socket.readyState === 1) {
       send(entry);
     } else if (queue.length >= QUEUE_LIMIT) {
       settle(entry, failure('queue_full', method + ': ' + QUEUE_LIMIT + ' calls are already waiting for the connection'));
@@ -151,8 +157,13 @@
   function beat() {
     if (!socket || !ready) return;
     if (awaitingBeat) {
-      // The last heartbeat went unanswered: the connection is dead.
-      socket.close();
+      // The last heartbeat went unanswered: treat the connection as gone now,
+      // without waiting for the browser's closing handshake to time out.
+      var dead = socket;
+      dead.onmessage = null;
+      dead.onclose = null;
+      onClose({ code: 4408, reason: 'no answer to a heartbeat' });
+      dead.close();
       return;
     }
     awaitingBeat = true;

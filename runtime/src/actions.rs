@@ -85,27 +85,39 @@ impl Registry {
         F: Fn(Call) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ActionResult> + Send + 'static,
     {
+        if let Err(problem) = self.check(name) {
+            panic!("{problem}");
+        }
+        let handler: Handler = Arc::new(move |call| Box::pin(handler(call)));
+        self.actions.insert(name.to_string(), Action { handler, authenticate });
+    }
+
+    /// Why `name` cannot be added (a malformed name, a reserved one, or a
+    /// clash with an action that is also a namespace), if it cannot.
+    pub fn check(&self, name: &str) -> Result<(), String> {
         let parts: Vec<&str> = name.split('.').collect();
         let identifier = |p: &str| {
             !p.is_empty()
                 && !p.starts_with(|c: char| c.is_ascii_digit())
                 && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
         };
-        assert!(
-            parts.len() >= 2 && parts.iter().all(|p| identifier(p)),
-            "action name {name:?} must be a file path and an action, like \"app.square\""
-        );
-        let last = parts[parts.len() - 1];
-        assert!(last != "session" && last != "user", "action name {name:?}: `session` and `user` are reserved");
-        for existing in self.actions.keys() {
-            let clash = existing.starts_with(&format!("{name}.")) || name.starts_with(&format!("{existing}."));
-            assert!(
-                !clash,
-                "action {name:?} clashes with {existing:?}: a name cannot be both an action and a namespace"
-            );
+        if parts.len() < 2 || !parts.iter().all(|p| identifier(p)) {
+            return Err(format!(
+                "action name {name:?} must be a file path and an action, like \"app.square\", made of letters, digits, _ and $"
+            ));
         }
-        let handler: Handler = Arc::new(move |call| Box::pin(handler(call)));
-        self.actions.insert(name.to_string(), Action { handler, authenticate });
+        let last = parts[parts.len() - 1];
+        if last == "session" || last == "user" {
+            return Err(format!("action name {name:?}: `session` and `user` are reserved"));
+        }
+        for existing in self.actions.keys() {
+            if existing.starts_with(&format!("{name}.")) || name.starts_with(&format!("{existing}.")) {
+                return Err(format!(
+                    "action {name:?} clashes with {existing:?}: a name cannot be both an action and a namespace"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The action with this name.

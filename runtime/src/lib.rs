@@ -92,12 +92,23 @@ impl App {
         };
         let engine = quickjs::Engine::start(&code, settings, Publisher::new(self.bus.clone()), presence.clone())?;
         for file in &code.files {
+            let runtime_flag = engine.authenticate.contains(&file.key);
+            if runtime_flag && !file.authenticate {
+                eprintln!(
+                    "ssrun: warning: {} sets exports.authenticate in a way the packer cannot read; its actions need a signed-in user",
+                    file.path
+                );
+            }
+            let authenticate = file.authenticate || runtime_flag;
             for name in &file.actions {
                 if self.registry.get(name).is_some() || !engine.actions.contains(name) {
                     continue;
                 }
+                if let Err(problem) = self.registry.check(name) {
+                    return Err(quickjs::EngineError(format!("{}: {problem}", file.path)));
+                }
                 let (engine, action) = (engine.clone(), name.clone());
-                self.registry.add(name, file.authenticate, move |call: Call| {
+                self.registry.add(name, authenticate, move |call: Call| {
                     let (engine, action) = (engine.clone(), action.clone());
                     async move { engine.call(action, call.args, call.session, call.connection).await }
                 });
@@ -292,7 +303,8 @@ async fn housekeeping(shared: Arc<Shared>, memory_store: Option<Arc<MemoryStore>
             eprintln!("ssrun: cannot purge users online: {e}");
         }
         if let Some(store) = &memory_store {
-            store.purge();
+            let hub = &shared.services.hub;
+            store.purge(|id| hub.has_session(id));
         }
     }
 }

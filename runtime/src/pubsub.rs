@@ -215,6 +215,11 @@ impl Hub {
         self.tables.write().expect("hub lock").remove(id);
     }
 
+    /// Whether a session has a connection here.
+    pub fn has_session(&self, session_id: &str) -> bool {
+        self.tables.read().expect("hub lock").by_session.contains_key(session_id)
+    }
+
     /// How many connections are here.
     pub fn len(&self) -> usize {
         self.tables.read().expect("hub lock").conns.len()

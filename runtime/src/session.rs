@@ -70,9 +70,20 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// How long a session whose cookie never came back is kept (its browser may
+/// not keep cookies at all: a crawler, a script) while it has no connection.
+pub const UNCONFIRMED_MAX_AGE: Duration = Duration::from_secs(3600);
+
+struct Entry {
+    session: Session,
+    used: Instant,
+    /// The cookie came back (or the session was changed): a real browser session.
+    confirmed: bool,
+}
+
 /// Sessions in this process's memory: lost when it stops.
 pub struct MemoryStore {
-    sessions: Mutex<HashMap<String, (Session, Instant)>>,
+    sessions: Mutex<HashMap<String, Entry>>,
     max_age: Duration,
 }
 
@@ -82,12 +93,17 @@ impl MemoryStore {
         MemoryStore { sessions: Mutex::new(HashMap::new()), max_age }
     }
 
-    /// Forgets sessions unused for longer than the maximum age; returns how many.
-    pub fn purge(&self) -> usize {
+    /// Forgets sessions unused for longer than the maximum age, and sessions
+    /// whose cookie never came back after [`UNCONFIRMED_MAX_AGE`]; `live`
+    /// says which sessions have a connection open (those stay). Returns how many went.
+    pub fn purge(&self, live: impl Fn(&str) -> bool) -> usize {
         let mut sessions = self.sessions.lock().expect("session lock");
         let before = sessions.len();
         let max_age = self.max_age;
-        sessions.retain(|_, (_, used)| used.elapsed() < max_age);
+        sessions.retain(|id, e| {
+            let limit = if e.confirmed { max_age } else { max_age.min(UNCONFIRMED_MAX_AGE) };
+            e.used.elapsed() < limit || live(id)
+        });
         before - sessions.len()
     }
 
@@ -105,23 +121,27 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     fn create(&self) -> BoxFuture<'_, Result<Session, StoreError>> {
         let session = Session { id: new_id(), created_at: now_ms(), user_id: None, channels: BTreeSet::new() };
-        self.sessions.lock().expect("session lock").insert(session.id.clone(), (session.clone(), Instant::now()));
+        let entry = Entry { session: session.clone(), used: Instant::now(), confirmed: false };
+        self.sessions.lock().expect("session lock").insert(session.id.clone(), entry);
         Box::pin(std::future::ready(Ok(session)))
     }
 
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         let mut sessions = self.sessions.lock().expect("session lock");
-        let found = sessions.get_mut(id).map(|(session, used)| {
-            *used = Instant::now();
-            session.clone()
+        let found = sessions.get_mut(id).map(|e| {
+            e.used = Instant::now();
+            e.confirmed = true;
+            e.session.clone()
         });
         Box::pin(std::future::ready(Ok(found)))
     }
 
     fn update<'a>(&'a self, id: &'a str, change: Change) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         let mut sessions = self.sessions.lock().expect("session lock");
-        let found = sessions.get_mut(id).map(|(session, used)| {
-            *used = Instant::now();
+        let found = sessions.get_mut(id).map(|e| {
+            e.used = Instant::now();
+            e.confirmed = true;
+            let session = &mut e.session;
             match change {
                 Change::User(user) => session.user_id = user,
                 Change::Subscribe(names) => session.channels.extend(names),
@@ -171,8 +191,11 @@ mod tests {
     #[test]
     fn memory_store_forgets_unused_sessions() {
         let store = MemoryStore::new(Duration::ZERO);
+        let kept = block(store.create()).unwrap();
         block(store.create()).unwrap();
-        assert_eq!(store.purge(), 1);
+        assert_eq!(store.purge(|id| id == kept.id), 1, "a session with a connection stays");
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.purge(|_| false), 1);
         assert!(store.is_empty());
     }
 }

@@ -70,6 +70,16 @@ pub(crate) async fn upgrade(
     let version = query
         .as_deref()
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "v").map(|(_, v)| v.into_owned()));
+    if version.as_deref() != Some("1") {
+        // No session for a client that cannot speak to this server.
+        let reason = match version {
+            None => "no protocol version: connect to /_ss/ws?v=1".to_string(),
+            Some(v) => format!("protocol version {v:.20} is not spoken here: this server speaks {PROTOCOL_VERSION}"),
+        };
+        return upgrade.on_upgrade(move |mut socket| async move {
+            let _ = socket.send(close_message(close::BAD_VERSION, &reason)).await;
+        });
+    }
     let (session, fresh) = match find_or_create_session(&shared, &headers).await {
         Ok(found) => found,
         Err(e) => {
@@ -84,7 +94,7 @@ pub(crate) async fn upgrade(
         .write_buffer_size(WRITE_THRESHOLD)
         .max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| run(socket, shared, session, version));
+        .on_upgrade(move |socket| run(socket, shared, session));
     if let Some(cookie) = cookie {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
@@ -92,7 +102,7 @@ pub(crate) async fn upgrade(
 }
 
 /// Whether the `Origin` header, when there is one, names this server's host.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else { return true };
     let (Ok(origin), Some(Ok(host))) = (origin.to_str(), headers.get(header::HOST).map(|h| h.to_str())) else {
         return false;
@@ -203,15 +213,7 @@ struct Connection {
     wrote: bool,
 }
 
-async fn run(mut socket: WebSocket, shared: Arc<Shared>, session: Session, version: Option<String>) {
-    if version.as_deref() != Some("1") {
-        let reason = match version {
-            None => "no protocol version: connect to /_ss/ws?v=1".to_string(),
-            Some(v) => format!("protocol version {v:.20} is not spoken here: this server speaks {PROTOCOL_VERSION}"),
-        };
-        let _ = socket.send(close_message(close::BAD_VERSION, &reason)).await;
-        return;
-    }
+async fn run(mut socket: WebSocket, shared: Arc<Shared>, session: Session) {
     let user = session.user_id.clone();
     let state = Arc::new(Mutex::new(session));
     let outbox = crate::pubsub::Outbox::new(shared.config.outgoing_queue);

@@ -89,7 +89,7 @@ fn each_error_status() {
     expect("POST", "/api/app/square.json", b"{oops", 400, "bad_request");
     expect("GET", "/api/app/square.xml?2", b"", 400, "bad_request");
     let put = expect("PUT", "/api/app/square.json", b"", 405, "bad_request");
-    assert_eq!(put.header("allow"), Some("GET, HEAD, POST"));
+    assert_eq!(put.header("allow"), Some("GET, POST"));
     let failed = expect("GET", "/api/app/fail.json", b"", 500, "failed");
     assert_eq!(json_of(&failed)["error"]["message"], "the disk is full");
     expect("POST", "/api/app/echo.json", &vec![b' '; 70 * 1024], 413, "bad_request");
@@ -127,6 +127,14 @@ async fn the_session_cookie_signs_api_calls_in() {
         let who = http(addr, "GET", "/api/app/whoami.json", &[("Cookie", &cookie)]);
         let secret = http(addr, "GET", "/api/secure/secret.json", &[("Cookie", &cookie)]);
         let stranger = http(addr, "GET", "/api/app/login.json?%22eve%22", &[]);
+        // A link on another site carries the cookie (SameSite=Lax) but must not act as the user.
+        let cross = http(addr, "GET", "/api/app/whoami.json", &[("Cookie", &cookie), ("Sec-Fetch-Site", "cross-site")]);
+        let foreign =
+            http(addr, "GET", "/api/app/whoami.json", &[("Cookie", &cookie), ("Origin", "https://evil.test")]);
+        let own = http(addr, "GET", "/api/app/whoami.json", &[("Cookie", &cookie), ("Sec-Fetch-Site", "same-origin")]);
+        assert_eq!((json_of(&cross), json_of(&foreign), json_of(&own)), (json!(null), json!(null), json!("ann")));
+        let head = http(addr, "HEAD", "/api/app/whoami.json", &[("Cookie", &cookie)]);
+        assert_eq!(head.status, 405, "a HEAD never runs an action");
         (json_of(&who), secret.status, json_of(&secret), stranger.status)
     })
     .await

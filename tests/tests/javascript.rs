@@ -241,3 +241,45 @@ fn an_unknown_api_auth_module_stops_the_start() {
     let error = ssrun::App::new(loaded).with_config(config).with_javascript().err().unwrap().to_string();
     assert!(error.contains("lib/server/nope") && error.contains("custom_auth"), "{error}");
 }
+
+#[tokio::test]
+async fn authenticate_set_in_a_way_the_packer_cannot_read_still_guards_the_file() {
+    let dir = fixture("seed");
+    ss_tests::write(
+        dir.path(),
+        "app/server/vault.js",
+        "const GUARDED = true;\nexports.authenticate = GUARDED;\nexports.actions = { open() { return 'gold'; } };\n",
+    );
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().unwrap();
+    let server = RunningServer::with_app(app, 0);
+    let mut c = WsClient::connect(server.addr, None).await;
+    assert_eq!(c.call(1, "vault.open", json!([])).await["error"]["code"], "unauthorized");
+}
+
+#[tokio::test]
+async fn the_session_stays_usable_after_the_action_answered() {
+    let dir = fixture("seed");
+    ss_tests::write(
+        dir.path(),
+        "app/server/later.js",
+        "exports.actions = {\n  join(channel) { setTimeout(() => this.session.channel.subscribe(channel).then(null, (e) => console.error(e.message)), 20); return true; },\n};\n",
+    );
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().unwrap();
+    let server = RunningServer::with_app(app, 0);
+    let mut c = WsClient::connect(server.addr, None).await;
+    assert_eq!(c.call(1, "later.join", json!(["red"])).await["result"], true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(c.call(2, "chat.list", json!([])).await["result"], json!(["red"]));
+}
+
+#[test]
+fn an_action_name_that_is_not_an_identifier_stops_the_start_with_the_file_named() {
+    let dir = fixture("seed");
+    ss_tests::write(dir.path(), "app/server/my-things.js", "exports.actions = { list() { return 1; } };\n");
+    pack_app(dir.path(), "development");
+    let loaded = ssrun::LoadedApp::load(dir.path()).unwrap();
+    let error = ssrun::App::new(loaded).with_javascript().err().expect("the start fails").to_string();
+    assert!(error.contains("app/server/my-things.js") && error.contains("letters, digits"), "{error}");
+}

@@ -129,7 +129,8 @@ async fn the_version_and_origin_are_checked() {
     let s = serve();
     let addr = s.server.addr;
     for path in ["/_ss/ws?v=2", "/_ss/ws"] {
-        let (mut stream, _) = ws_open(addr, path, &[]).await.unwrap();
+        let (mut stream, response) = ws_open(addr, path, &[]).await.unwrap();
+        assert!(response.headers().get("set-cookie").is_none(), "no session for a client that cannot talk");
         let (code, reason) = ss_tests::closed(&mut stream).await;
         assert_eq!(code, 4001, "{path}");
         assert!(reason.contains("speaks 1") || reason.contains("v=1"), "{reason}");

@@ -48,12 +48,16 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
         }
     };
     let method = request.method().clone();
-    if method != Method::GET && method != Method::HEAD && method != Method::POST {
+    segments.retain(|s| !s.is_empty());
+    if segments.len() < 2 && (method == Method::GET || method == Method::HEAD) {
+        return index(&shared, format);
+    }
+    // Actions run on GET and POST only: a HEAD must not have effects.
+    if method != Method::GET && method != Method::POST {
         let mut response = error(format, StatusCode::METHOD_NOT_ALLOWED, "bad_request", "use GET or POST");
-        response.headers_mut().insert(header::ALLOW, "GET, HEAD, POST".parse().expect("valid header"));
+        response.headers_mut().insert(header::ALLOW, "GET, POST".parse().expect("valid header"));
         return response;
     }
-    segments.retain(|s| !s.is_empty());
     if segments.len() < 2 {
         return index(&shared, format);
     }
@@ -86,7 +90,12 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
         query_args(parts.uri.query())
     };
 
-    let session = match crate::ws::existing_session(&shared, &parts.headers).await {
+    // The cookie's session is used only for requests from this site's own
+    // pages (or with no browser context at all): a link or form on another
+    // site must not act as the signed-in user.
+    let cookie =
+        if same_site(&parts.headers) { crate::ws::existing_session(&shared, &parts.headers).await } else { Ok(None) };
+    let session = match cookie {
         Ok(Some(found)) => SessionHandle::new(Arc::new(Mutex::new(found)), shared.services.clone()),
         Ok(None) => SessionHandle::transient(shared.services.clone()),
         Err(e) => {
@@ -113,6 +122,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
             error(format, status, e.code(), &e.to_string())
         }
     }
+}
+
+/// Whether a request comes from this site's pages or from no page at all:
+/// browsers send `Sec-Fetch-Site` (and `Origin` on POST); other clients send neither.
+fn same_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.to_str(), Ok("same-origin" | "none"));
+    }
+    crate::ws::same_origin(headers)
 }
 
 /// Signs the call in through Basic Auth, or answers 401/403.
@@ -307,6 +325,20 @@ mod tests {
         assert!(format == Format::Json);
         assert!(parse_path("/app/square").unwrap().1 == Format::Html);
         assert_eq!(parse_path("/app/square.xml").unwrap_err(), "xml");
+    }
+
+    #[test]
+    fn only_same_site_requests_use_the_cookie() {
+        let mut h = HeaderMap::new();
+        assert!(same_site(&h), "no browser context");
+        h.insert(header::HOST, "app.test".parse().unwrap());
+        h.insert("sec-fetch-site", "cross-site".parse().unwrap());
+        assert!(!same_site(&h));
+        h.insert("sec-fetch-site", "same-origin".parse().unwrap());
+        assert!(same_site(&h));
+        h.remove("sec-fetch-site");
+        h.insert(header::ORIGIN, "https://evil.test".parse().unwrap());
+        assert!(!same_site(&h));
     }
 
     #[test]

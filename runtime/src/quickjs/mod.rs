@@ -76,6 +76,15 @@ pub struct Engine {
     jobs: mpsc::UnboundedSender<Job>,
     /// The actions the server code defines, sorted.
     pub actions: Arc<Vec<String>>,
+    /// The `app/server` files (by key, `admin.users`) whose exports had a
+    /// true `authenticate` once loaded.
+    pub authenticate: Arc<Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Index {
+    actions: Vec<String>,
+    authenticate: Vec<String>,
 }
 
 impl Engine {
@@ -106,7 +115,8 @@ impl Engine {
             })
             .map_err(|e| EngineError(format!("cannot start the engine thread: {e}")))?;
         let actions = ready_rx.recv().map_err(|_| EngineError("the engine thread stopped while starting".into()))?;
-        Ok(Engine { jobs, actions: Arc::new(actions.map_err(EngineError)?) })
+        let index = actions.map_err(EngineError)?;
+        Ok(Engine { jobs, actions: Arc::new(index.actions), authenticate: Arc::new(index.authenticate) })
     }
 
     /// Calls a JavaScript action.
@@ -181,6 +191,9 @@ struct Pending {
 #[derive(Default)]
 struct State {
     pending: HashMap<u64, Pending>,
+    /// The session of each open connection that called into JavaScript, so
+    /// that server code can still use it after its call has answered.
+    connections: HashMap<ConnId, SessionHandle>,
     timers: HashMap<u64, tokio::task::AbortHandle>,
     next_call: u64,
 }
@@ -296,7 +309,7 @@ async fn run(
     publisher: Publisher,
     presence: Arc<dyn Presence>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
-    ready: std::sync::mpsc::Sender<Result<Vec<String>, String>>,
+    ready: std::sync::mpsc::Sender<Result<Index, String>>,
 ) {
     let host = match start_host(&code, settings, publisher, presence) {
         Ok((host, actions)) => {
@@ -331,6 +344,9 @@ fn handle(host: &Shared, job: Job) {
                 state.next_call += 1;
                 let id = state.next_call;
                 let deadline = Instant::now() + host.settings.reply_timeout;
+                if let Some(connection) = connection {
+                    state.connections.entry(connection).or_insert_with(|| session.clone());
+                }
                 state
                     .pending
                     .insert(id, Pending { name: name.clone(), reply, session: Some(session.clone()), deadline });
@@ -360,6 +376,7 @@ fn handle(host: &Shared, job: Job) {
             }
         }
         Job::Disconnected(connection) => {
+            host.state.borrow_mut().connections.remove(&connection);
             host.enter(|ctx| {
                 let result = global_fn(&ctx, "disconnect").and_then(|f| f.call::<_, ()>((connection as f64,)));
                 if let Err(e) = result {
@@ -418,7 +435,7 @@ fn start_host(
     settings: EngineSettings,
     publisher: Publisher,
     presence: Arc<dyn Presence>,
-) -> Result<(Shared, Vec<String>), String> {
+) -> Result<(Shared, Index), String> {
     let runtime = Runtime::new().map_err(|e| format!("cannot create the JavaScript runtime: {e}"))?;
     runtime.set_memory_limit(settings.memory_limit);
     runtime.set_max_stack_size(1024 * 1024);
@@ -449,7 +466,7 @@ fn start_host(
     let files_json = serde_json::to_string(&files).expect("strings and numbers are JSON");
     let lib_json = serde_json::to_string(&code.lib_server).expect("a map of numbers is JSON");
     let bundle_name = code.path.display().to_string();
-    let loaded = host.enter(|ctx| -> Result<Vec<String>, String> {
+    let loaded = host.enter(|ctx| -> Result<Index, String> {
         let fail = |ctx: &Ctx<'_>, what: &str, e: rquickjs::Error| {
             let (message, stack) = exception_text(ctx, e);
             format!("{what}: {message}\n{stack}").trim_end().to_string()
@@ -502,34 +519,42 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
     let h = Rc::downgrade(host);
     native.set(
         "session",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>, id: f64, op: String, args: String, done: Function<'js>| {
-            let Some(host) = h.upgrade() else { return };
-            let session = host.state.borrow().pending.get(&(id as u64)).and_then(|p| p.session.clone());
-            let done = Persistent::save(&ctx, done);
-            let args: Vec<String> = serde_json::from_str(&args).unwrap_or_default();
-            if let Some(session) = &session {
-                match op.as_str() {
-                    "set_user" => session.assume_user(args.first().cloned()),
-                    "logout" => session.assume_user(None),
-                    _ => {}
-                }
-            }
-            tokio::task::spawn_local(async move {
-                let outcome = match session {
-                    None => Err("this code runs outside a call from a client, so it has no session".to_string()),
-                    Some(session) => session_op(&session, &op, &args).await.map_err(|e| e.to_string()),
+        Function::new(
+            ctx.clone(),
+            move |ctx: Ctx<'js>, id: f64, connection: f64, op: String, args: String, done: Function<'js>| {
+                let Some(host) = h.upgrade() else { return };
+                let session = {
+                    let state = host.state.borrow();
+                    state.pending.get(&(id as u64)).and_then(|p| p.session.clone()).or_else(|| {
+                        (connection >= 0.0).then(|| state.connections.get(&(connection as u64)).cloned()).flatten()
+                    })
                 };
-                host.enter(|ctx| {
-                    let result = done.restore(&ctx).and_then(|done| match outcome {
-                        Ok(value) => done.call::<_, ()>((None::<String>, value.to_string())),
-                        Err(message) => done.call::<_, ()>((Some(message),)),
-                    });
-                    if let Err(e) = result {
-                        eprintln!("ssrun: [server] a session callback failed: {}", exception_text(&ctx, e).0);
+                let done = Persistent::save(&ctx, done);
+                let args: Vec<String> = serde_json::from_str(&args).unwrap_or_default();
+                if let Some(session) = &session {
+                    match op.as_str() {
+                        "set_user" => session.assume_user(args.first().cloned()),
+                        "logout" => session.assume_user(None),
+                        _ => {}
                     }
+                }
+                tokio::task::spawn_local(async move {
+                    let outcome = match session {
+                        None => Err("this code runs outside a call from a client, so it has no session".to_string()),
+                        Some(session) => session_op(&session, &op, &args).await.map_err(|e| e.to_string()),
+                    };
+                    host.enter(|ctx| {
+                        let result = done.restore(&ctx).and_then(|done| match outcome {
+                            Ok(value) => done.call::<_, ()>((None::<String>, value.to_string())),
+                            Err(message) => done.call::<_, ()>((Some(message),)),
+                        });
+                        if let Err(e) = result {
+                            eprintln!("ssrun: [server] a session callback failed: {}", exception_text(&ctx, e).0);
+                        }
+                    });
                 });
-            });
-        })?,
+            },
+        )?,
     )?;
 
     let h = Rc::downgrade(host);
@@ -624,6 +649,14 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 }
             });
             host.state.borrow_mut().timers.insert(id, task.abort_handle());
+        })?,
+    )?;
+
+    let h = Rc::downgrade(host);
+    native.set(
+        "live",
+        Function::new(ctx.clone(), move |connection: f64| {
+            h.upgrade().is_some_and(|host| host.state.borrow().connections.contains_key(&(connection as u64)))
         })?,
     )?;
 

@@ -80,9 +80,11 @@
   }
 
   // A host operation as a Promise that also feeds an optional callback.
-  function operation(callId, op, args, cb, after) {
+  // `who` is [call id, connection id]: the session is found by the call while
+  // it runs, and by its connection afterwards (timers, later callbacks).
+  function operation(who, op, args, cb, after) {
     var promise = new Promise(function (resolve, reject) {
-      host.session(callId, op, stringify(args), function (error, json) {
+      host.session(who[0], who[1], op, stringify(args), function (error, json) {
         if (error != null) reject(new Error(error));
         else resolve(json === undefined ? undefined : JSON.parse(json));
       });
@@ -99,12 +101,13 @@
   }
 
   function makeSession(callId, data) {
+    var who = [callId, data.connection];
     var session = {
       id: data.id,
       created_at: data.created_at,
       user_id: data.user_id,
       setUserId: function (userId, cb) {
-        return operation(callId, 'set_user', [String(userId)], cb, function () {
+        return operation(who, 'set_user', [String(userId)], cb, function () {
           session.user_id = String(userId);
           return true;
         });
@@ -129,18 +132,18 @@
       },
       channel: {
         subscribe: function (list, cb) {
-          return operation(callId, 'subscribe', names(list), cb);
+          return operation(who, 'subscribe', names(list), cb);
         },
         unsubscribe: function (list, cb) {
-          return operation(callId, 'unsubscribe', names(list), cb);
+          return operation(who, 'unsubscribe', names(list), cb);
         },
         list: function (cb) {
-          return operation(callId, 'channels', [], cb);
+          return operation(who, 'channels', [], cb);
         }
       },
       user: {
         logout: function (cb) {
-          return operation(callId, 'logout', [], cb, function () {
+          return operation(who, 'logout', [], cb, function () {
             session.user_id = null;
             return true;
           });
@@ -150,6 +153,11 @@
         if (event !== 'disconnect') throw new Error('session.on: the only event is "disconnect"');
         if (typeof fn !== 'function') throw new TypeError('session.on needs a function');
         if (data.connection < 0) return;
+        if (!host.live(data.connection)) {
+          // Already gone: run it now rather than never.
+          setTimeout(fn, 0);
+          return;
+        }
         disconnects[data.connection] = (disconnects[data.connection] || []).concat([fn]);
       }
     };
@@ -259,10 +267,14 @@
     // files: [[file key like "app" or "admin.users", server module id], ...]
     index: function (filesJson, libJson) {
       libServer = JSON.parse(libJson);
+      var guarded = [];
       JSON.parse(filesJson).forEach(function (file) {
-        walk(__ss.load(file[1]).actions, file[0]);
+        var exports = __ss.load(file[1]);
+        walk(exports.actions, file[0]);
+        // Read at run time too: `exports.authenticate = SOME_FLAG` is not visible to the packer.
+        if (exports.authenticate) guarded.push(file[0]);
       });
-      return JSON.stringify(Object.keys(actions).sort());
+      return JSON.stringify({ actions: Object.keys(actions).sort(), authenticate: guarded });
     },
     call: function (callId, name, argsJson, sessionId, createdAt, userId, connection) {
       var action = actions[name];
