@@ -550,7 +550,10 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
             &show_us,
         );
     }
-    if results.iter().any(|r| r.kind == ServerKind::SsrunJs) {
+    // Only when the engine had a thread of its own (with one CPU it shares the server's).
+    let engine_thread =
+        results.iter().any(|r| r.kind == ServerKind::SsrunJs && r.calls.iter().any(|c| !c.engine_per_call.is_zero()));
+    if engine_thread {
         let engine = |i: usize| -> Vec<Option<f64>> {
             results.iter().map(|r| (r.kind == ServerKind::SsrunJs).then(|| secs(r.calls[i].engine_per_call))).collect()
         };

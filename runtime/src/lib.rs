@@ -46,6 +46,14 @@ use session::BoxFuture;
 
 type BasicAuth = Arc<dyn Fn(String, String) -> BoxFuture<'static, Result<Option<String>, StoreError>> + Send + Sync>;
 
+/// How the JavaScript engine is started: [`quickjs::Engine::start`] or [`quickjs::Engine::start_here`].
+type EngineStart = fn(
+    &app::ServerCode,
+    quickjs::EngineSettings,
+    Publisher,
+    Arc<dyn Presence>,
+) -> Result<quickjs::Engine, quickjs::EngineError>;
+
 /// A packed app with its server actions, ready to serve.
 pub struct App {
     loaded: Arc<LoadedApp>,
@@ -81,7 +89,19 @@ impl App {
     /// every action of `app/server` that no native action of the same name
     /// replaces. Call it after [`App::with_config`] (the engine's limits come
     /// from there). Fails when the server code throws while loading.
-    pub fn with_javascript(mut self) -> Result<App, quickjs::EngineError> {
+    pub fn with_javascript(self) -> Result<App, quickjs::EngineError> {
+        self.javascript(quickjs::Engine::start)
+    }
+
+    /// As [`App::with_javascript`], with the engine on the calling thread (see
+    /// [`quickjs::Engine::start_here`]): for a server on a single-threaded
+    /// scheduler, where it saves two thread switches per call. Call it inside
+    /// a [`tokio::task::LocalSet`] that also runs [`App::serve`].
+    pub fn with_javascript_here(self) -> Result<App, quickjs::EngineError> {
+        self.javascript(quickjs::Engine::start_here)
+    }
+
+    fn javascript(mut self, start: EngineStart) -> Result<App, quickjs::EngineError> {
         let Some(code) = self.loaded.server_code.clone() else { return Ok(self) };
         let presence = self.presence.get_or_insert_with(|| Arc::new(MemoryPresence::new(self.config.offline_after)));
         let settings = quickjs::EngineSettings {
@@ -90,7 +110,7 @@ impl App {
             reply_timeout: self.config.reply_timeout,
             detailed_errors: self.loaded.env != "production",
         };
-        let engine = quickjs::Engine::start(&code, settings, Publisher::new(self.bus.clone()), presence.clone())?;
+        let engine = start(&code, settings, Publisher::new(self.bus.clone()), presence.clone())?;
         for file in &code.files {
             let runtime_flag = engine.authenticate.contains(&file.key);
             if runtime_flag && !file.authenticate {
@@ -307,6 +327,12 @@ async fn housekeeping(shared: Arc<Shared>, memory_store: Option<Arc<MemoryStore>
             store.purge(|id| hub.has_session(id));
         }
     }
+}
+
+/// Whether this process may use only one CPU (then a server runs a
+/// single-threaded scheduler, and the JavaScript engine on that thread).
+pub fn single_cpu() -> bool {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) == 1
 }
 
 /// The tokio runtime a server should run on: one worker per CPU this process

@@ -48,13 +48,17 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Console { app }) => return console(&app),
         None => cli.start,
     };
-    let app = ssrun::App::new(ssrun::LoadedApp::load(&start.app)?)
-        .with_javascript()
-        .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
-    let env = app.env().to_string();
-    let actions: Vec<String> = app.registry().names().into_iter().map(str::to_string).collect();
+    let loaded = ssrun::LoadedApp::load(&start.app)?;
     let runtime = ssrun::server_runtime().context("starting the runtime")?;
-    runtime.block_on(async move {
+    // On one CPU the JavaScript engine shares the server's thread (no thread
+    // switch per call); otherwise it has a thread of its own.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let app = ssrun::App::new(loaded);
+        let app = if ssrun::single_cpu() { app.with_javascript_here() } else { app.with_javascript() }
+            .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
+        let env = app.env().to_string();
+        let actions: Vec<String> = app.registry().names().into_iter().map(str::to_string).collect();
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(start.host, start.port))
             .await
             .with_context(|| format!("cannot listen on {}:{}", start.host, start.port))?;

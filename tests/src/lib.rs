@@ -145,6 +145,32 @@ impl RunningServer {
     }
 }
 
+impl RunningServer {
+    /// Serves the app `make` builds on a single-threaded scheduler, calling
+    /// `make` inside its `LocalSet` (so it may start the JavaScript engine
+    /// on the server's thread with `with_javascript_here`).
+    pub fn here(make: impl FnOnce() -> ssrun::App + Send + 'static) -> RunningServer {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, addr) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move {
+                let app = make();
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+                ready.send(listener.local_addr().expect("addr")).expect("report the address");
+                app.serve(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("serve");
+            });
+        });
+        let addr = addr.recv().expect("the server started");
+        RunningServer { addr, stop: Some(stop), thread: Some(thread) }
+    }
+}
+
 impl Drop for RunningServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -283,3 +283,35 @@ fn an_action_name_that_is_not_an_identifier_stops_the_start_with_the_file_named(
     let error = ssrun::App::new(loaded).with_javascript().err().expect("the start fails").to_string();
     assert!(error.contains("app/server/my-things.js") && error.contains("letters, digits"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_can_share_the_server_thread() {
+    let dir = fixture("seed");
+    pack_app(dir.path(), "development");
+    let path = dir.path().to_path_buf();
+    let limit = Duration::from_millis(300);
+    let server = RunningServer::here(move || {
+        let loaded = ssrun::LoadedApp::load(&path).unwrap();
+        let config = ssrun::Config { js_time_limit: limit, ..ssrun::Config::for_env(&loaded.env) };
+        ssrun::App::new(loaded).with_config(config).with_javascript_here().expect("the server code starts")
+    });
+    let mut c = WsClient::connect(server.addr, None).await;
+    assert_eq!(c.call(1, "app.square", json!([25])).await["result"], 625);
+    let started = Instant::now();
+    for id in 0..50u64 {
+        c.send_call(id + 10, "app.squareLater", json!([id])).await;
+    }
+    for _ in 0..50 {
+        let reply = c.next_json().await;
+        let n = reply["id"].as_u64().unwrap() - 10;
+        assert_eq!(reply["result"], json!(n * n));
+    }
+    assert!(started.elapsed() < Duration::from_millis(450), "awaits overlap: {:?}", started.elapsed());
+    let mut other = WsClient::connect(server.addr, None).await;
+    let started = Instant::now();
+    c.send_call(2, "misbehave.loop", json!([])).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(other.call(1, "app.squareReturned", json!([4])).await["result"], 16);
+    assert!(started.elapsed() < limit * 2, "answered after {:?}", started.elapsed());
+    assert!(c.next_json().await["error"]["message"].as_str().unwrap().contains("time limit"));
+}

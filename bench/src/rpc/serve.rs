@@ -17,18 +17,21 @@ use serde_json::{Value, json};
 /// answer and the JavaScript engine is not started.
 pub fn run(app: &Path, port: u16, javascript: bool) -> anyhow::Result<()> {
     let loaded = ssrun::LoadedApp::load(app)?;
-    let app = if javascript {
-        let app = ssrun::App::new(loaded).with_javascript().context("starting the app's server code")?;
-        if app.registry().get("app.square").is_none() {
-            anyhow::bail!("the app's server code defines no app.square action");
-        }
-        app
-    } else {
-        native(ssrun::App::new(loaded))
-    };
-    // The same runtime as the ssrun command's.
+    // The same runtime, and the same place for the engine, as the ssrun command's.
     let runtime = ssrun::server_runtime().context("starting the runtime")?;
-    runtime.block_on(async move {
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async move {
+        let app = if javascript {
+            let app = ssrun::App::new(loaded);
+            let app = if ssrun::single_cpu() { app.with_javascript_here() } else { app.with_javascript() }
+                .context("starting the app's server code")?;
+            if app.registry().get("app.square").is_none() {
+                anyhow::bail!("the app's server code defines no app.square action");
+            }
+            app
+        } else {
+            native(ssrun::App::new(loaded))
+        };
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port)))
             .await
             .with_context(|| format!("cannot listen on port {port}"))?;

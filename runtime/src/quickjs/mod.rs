@@ -119,6 +119,24 @@ impl Engine {
         Ok(Engine { jobs, actions: Arc::new(index.actions), authenticate: Arc::new(index.authenticate) })
     }
 
+    /// Starts the engine on the calling thread instead of a thread of its
+    /// own: it runs as a task of the current [`tokio::task::LocalSet`], so
+    /// calls reach it without crossing threads. For a server on a
+    /// single-threaded scheduler (one CPU); a loop in server code then holds
+    /// up the whole server until the time limit stops it. Panics outside a
+    /// `LocalSet`.
+    pub fn start_here(
+        code: &ServerCode,
+        settings: EngineSettings,
+        publisher: Publisher,
+        presence: Arc<dyn Presence>,
+    ) -> Result<Engine, EngineError> {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let (host, index) = start_host(code, settings, publisher, presence).map_err(EngineError)?;
+        tokio::task::spawn_local(serve_jobs(host, rx));
+        Ok(Engine { jobs, actions: Arc::new(index.actions), authenticate: Arc::new(index.authenticate) })
+    }
+
     /// Calls a JavaScript action.
     pub async fn call(
         &self,
@@ -199,8 +217,11 @@ struct State {
 }
 
 struct Host {
-    runtime: Runtime,
-    context: Context,
+    /// Never freed: QuickJS aborts when a runtime is freed with values still
+    /// referenced (timers, callbacks, promises of calls in flight), and an
+    /// engine ends only with its server.
+    runtime: std::mem::ManuallyDrop<Runtime>,
+    context: std::mem::ManuallyDrop<Context>,
     deadline: Arc<AtomicU64>,
     base: Instant,
     settings: EngineSettings,
@@ -308,7 +329,7 @@ async fn run(
     settings: EngineSettings,
     publisher: Publisher,
     presence: Arc<dyn Presence>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
+    jobs: mpsc::UnboundedReceiver<Job>,
     ready: std::sync::mpsc::Sender<Result<Index, String>>,
 ) {
     let host = match start_host(&code, settings, publisher, presence) {
@@ -321,6 +342,11 @@ async fn run(
             return;
         }
     };
+    serve_jobs(host, jobs).await;
+}
+
+/// Runs jobs until every [`Engine`] handle is gone.
+async fn serve_jobs(host: Shared, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut sweep = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -331,9 +357,6 @@ async fn run(
             _ = sweep.tick() => host.sweep(),
         }
     }
-    // QuickJS aborts when a runtime is freed with values still referenced
-    // (timers, callbacks); the process is ending, so leave it to the OS.
-    std::mem::forget(host);
 }
 
 fn handle(host: &Shared, job: Job) {
@@ -452,8 +475,8 @@ fn start_host(
     }
     let context = Context::full(&runtime).map_err(|e| format!("cannot create the JavaScript context: {e}"))?;
     let host = Rc::new(Host {
-        runtime,
-        context,
+        runtime: std::mem::ManuallyDrop::new(runtime),
+        context: std::mem::ManuallyDrop::new(context),
         deadline,
         base,
         settings,
