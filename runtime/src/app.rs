@@ -140,8 +140,6 @@ pub struct LoadedApp {
     pub public_dir: Option<PathBuf>,
     /// `static/404.html`, when the app has one.
     pub not_found_page: Option<Bytes>,
-    /// The actions `app/server` defines in JavaScript (`app.square`), sorted.
-    pub server_actions: Vec<String>,
     /// The server bundle and its action files, when the app has server code.
     pub server_code: Option<ServerCode>,
 }
@@ -195,8 +193,6 @@ impl LoadedApp {
                 });
             }
         }
-        let mut server_actions: Vec<String> = files.iter().flat_map(|f| f.actions.iter().cloned()).collect();
-        server_actions.sort();
         let server_code = match manifest.server.get("server.js") {
             Some(entry) => {
                 let path = dist.join(&entry.path);
@@ -209,7 +205,7 @@ impl LoadedApp {
             }
             None => None,
         };
-        Ok(LoadedApp { env: manifest.env, page, assets, public_dir, not_found_page, server_actions, server_code })
+        Ok(LoadedApp { env: manifest.env, page, assets, public_dir, not_found_page, server_code })
     }
 }
 

@@ -3,9 +3,9 @@
 //! WebSocket protocol of docs/protocol.md ([`ws`]), the HTTP API, sessions
 //! ([`session`]), pub/sub and users online ([`pubsub`]).
 //!
-//! Server actions are registered from Rust ([`App::action`]). Actions written
-//! in JavaScript in `app/server` are not run yet: [`App::serve`] lists the
-//! ones it cannot call.
+//! Server actions are the app's JavaScript (`app/server`), run in an embedded
+//! engine ([`quickjs`], started by [`App::with_javascript`]), and native
+//! actions registered from Rust ([`App::action`]).
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -222,11 +222,6 @@ impl App {
         &self.registry
     }
 
-    /// Actions the packed app defines in JavaScript that this runtime cannot call.
-    pub fn javascript_actions(&self) -> Vec<String> {
-        self.loaded.server_actions.iter().filter(|name| self.registry.get(name).is_none()).cloned().collect()
-    }
-
     /// Serves the app on `listener` until `shutdown` completes; then open
     /// sockets are closed with code 1001 so that browsers reconnect elsewhere.
     pub async fn serve(
@@ -346,14 +341,4 @@ pub fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build()
     }
-}
-
-/// Serves a packed app with no actions until `shutdown` completes (static
-/// files, the socket and the HTTP API with an empty tree).
-pub async fn serve(
-    app: LoadedApp,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    App::new(app).serve(listener, shutdown).await
 }

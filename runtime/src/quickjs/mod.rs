@@ -262,6 +262,16 @@ impl Host {
         self.deadline.store(0, Ordering::Relaxed);
     }
 
+    /// Records a call waiting for its answer; gives its id.
+    fn expect(&self, name: String, reply: oneshot::Sender<ActionResult>, session: Option<SessionHandle>) -> u64 {
+        let mut state = self.state.borrow_mut();
+        state.next_call += 1;
+        let id = state.next_call;
+        let deadline = Instant::now() + self.settings.reply_timeout;
+        state.pending.insert(id, Pending { name, reply, session, deadline });
+        id
+    }
+
     fn answer(&self, id: u64, outcome: ActionResult) {
         if let Some(pending) = self.state.borrow_mut().pending.remove(&id) {
             let _ = pending.reply.send(outcome);
@@ -362,19 +372,10 @@ async fn serve_jobs(host: Shared, mut jobs: mpsc::UnboundedReceiver<Job>) {
 fn handle(host: &Shared, job: Job) {
     match job {
         Job::Call { name, args, session, connection, reply } => {
-            let id = {
-                let mut state = host.state.borrow_mut();
-                state.next_call += 1;
-                let id = state.next_call;
-                let deadline = Instant::now() + host.settings.reply_timeout;
-                if let Some(connection) = connection {
-                    state.connections.entry(connection).or_insert_with(|| session.clone());
-                }
-                state
-                    .pending
-                    .insert(id, Pending { name: name.clone(), reply, session: Some(session.clone()), deadline });
-                id
-            };
+            if let Some(connection) = connection {
+                host.state.borrow_mut().connections.entry(connection).or_insert_with(|| session.clone());
+            }
+            let id = host.expect(name.clone(), reply, Some(session.clone()));
             let (session_id, created_at, user_id) = session.basics();
             let connection = connection.map(|c| c as f64).unwrap_or(-1.0);
             let args_json = Value::Array(args).to_string();
@@ -408,16 +409,7 @@ fn handle(host: &Shared, job: Job) {
             });
         }
         Job::Authenticate { module, username, password, reply } => {
-            let id = {
-                let mut state = host.state.borrow_mut();
-                state.next_call += 1;
-                let id = state.next_call;
-                let deadline = Instant::now() + host.settings.reply_timeout;
-                state
-                    .pending
-                    .insert(id, Pending { name: format!("lib/server/{module}"), reply, session: None, deadline });
-                id
-            };
+            let id = host.expect(format!("lib/server/{module}"), reply, None);
             let failed = host.enter(|ctx| {
                 let result = global_fn(&ctx, "authenticate")
                     .and_then(|f| f.call::<_, ()>((id as f64, module.as_str(), username, password)));
@@ -429,14 +421,7 @@ fn handle(host: &Shared, job: Job) {
             }
         }
         Job::Evaluate { source, reply } => {
-            let id = {
-                let mut state = host.state.borrow_mut();
-                state.next_call += 1;
-                let id = state.next_call;
-                let deadline = Instant::now() + host.settings.reply_timeout;
-                state.pending.insert(id, Pending { name: "console".into(), reply, session: None, deadline });
-                id
-            };
+            let id = host.expect("console".into(), reply, None);
             let failed = host.enter(|ctx| {
                 let result = global_fn(&ctx, "evaluate").and_then(|f| f.call::<_, ()>((id as f64, source.as_str())));
                 result.err().map(|e| exception_text(&ctx, e))
