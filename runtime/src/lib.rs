@@ -33,7 +33,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::watch;
 
 pub use actions::{ActionError, ActionResult, Call, Registry, SessionHandle};
 pub use app::{LoadError, LoadedApp};
@@ -241,7 +240,6 @@ impl App {
         };
         let presence: Arc<dyn Presence> =
             self.presence.unwrap_or_else(|| Arc::new(MemoryPresence::new(config.offline_after)));
-        let (stop_tx, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             init_tail: format!(
                 r#","client":{{"log_level":{},"heartbeat_interval":{}}},"api":{}}}"#,
@@ -256,12 +254,12 @@ impl App {
             basic_auth: self.basic_auth,
             engine: self.engine,
             config,
-            stop: stop_rx,
         });
         let housekeeping = tokio::spawn(housekeeping(shared.clone(), memory_store));
+        let hub = shared.services.hub.clone();
         let signal = async move {
             shutdown.await;
-            let _ = stop_tx.send(true);
+            hub.shut_down();
         };
         let result = axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(signal).await;
         housekeeping.abort();
@@ -285,8 +283,6 @@ pub(crate) struct Shared {
     pub engine: Option<quickjs::Engine>,
     /// The end of every `init` message: client settings and the API tree.
     pub init_tail: String,
-    /// Becomes true when the server shuts down.
-    pub stop: watch::Receiver<bool>,
 }
 
 impl Shared {

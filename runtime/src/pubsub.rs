@@ -9,7 +9,7 @@
 //! - [`Presence`]: users online, from heartbeats; [`MemoryPresence`] keeps them here.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -72,14 +72,23 @@ pub struct Outbox {
 
 struct OutboxState {
     queue: VecDeque<Utf8Bytes>,
-    closed: bool,
+    closed: Option<Closed>,
+}
+
+/// Why an outbox closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// Its queue filled up (the client reads too slowly), or its connection left the hub.
+    Dropped,
+    /// The server is shutting down.
+    Shutdown,
 }
 
 impl Outbox {
     /// An open, empty outbox holding at most `capacity` messages.
     pub fn new(capacity: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
-            state: Mutex::new(OutboxState { queue: VecDeque::new(), closed: false }),
+            state: Mutex::new(OutboxState { queue: VecDeque::new(), closed: None }),
             ready: Notify::new(),
             capacity: capacity.max(1),
         })
@@ -88,7 +97,7 @@ impl Outbox {
     /// Queues a message; `false` when the outbox is full or closed.
     pub fn push(&self, text: Utf8Bytes) -> bool {
         let mut state = self.state.lock().expect("outbox lock");
-        if state.closed || state.queue.len() >= self.capacity {
+        if state.closed.is_some() || state.queue.len() >= self.capacity {
             return false;
         }
         state.queue.push_back(text);
@@ -97,15 +106,21 @@ impl Outbox {
         true
     }
 
-    /// Closes the outbox: what is queued is still delivered, then [`Outbox::pop`] ends.
-    pub fn close(&self) {
-        self.state.lock().expect("outbox lock").closed = true;
+    /// Closes the outbox: what is queued is still delivered, then
+    /// [`Outbox::pop`] says why it closed. The first reason given stays.
+    pub fn close(&self, why: Closed) {
+        self.state.lock().expect("outbox lock").closed.get_or_insert(why);
         self.ready.notify_one();
     }
 
-    /// The next message, waiting for one; `None` once closed and drained.
+    /// Why it closed, if it did.
+    pub fn closed(&self) -> Option<Closed> {
+        self.state.lock().expect("outbox lock").closed
+    }
+
+    /// The next message, waiting for one; once closed and drained, why it closed.
     /// Cancel-safe: a message is only taken when this returns it.
-    pub async fn pop(&self) -> Option<Utf8Bytes> {
+    pub async fn pop(&self) -> Result<Utf8Bytes, Closed> {
         loop {
             {
                 let mut state = self.state.lock().expect("outbox lock");
@@ -113,10 +128,10 @@ impl Outbox {
                     if state.queue.is_empty() && state.queue.capacity() > 64 {
                         state.queue.shrink_to(8);
                     }
-                    return Some(text);
+                    return Ok(text);
                 }
-                if state.closed {
-                    return None;
+                if let Some(why) = state.closed {
+                    return Err(why);
                 }
             }
             self.ready.notified().await;
@@ -161,7 +176,7 @@ impl Tables {
 
     fn remove(&mut self, id: ConnId) -> bool {
         let Some(conn) = self.conns.remove(&id) else { return false };
-        conn.tx.close();
+        conn.tx.close(Closed::Dropped);
         Self::unindex(&mut self.by_session, &conn.session, id);
         if let Some(user) = &conn.user {
             Self::unindex(&mut self.by_user, user, id);
@@ -178,6 +193,7 @@ impl Tables {
 pub struct Hub {
     tables: RwLock<Tables>,
     next: AtomicU64,
+    stopping: AtomicBool,
 }
 
 impl Hub {
@@ -207,7 +223,19 @@ impl Hub {
             channels: session.channels.iter().cloned().collect(),
         };
         t.conns.insert(id, conn);
+        if self.stopping.load(Ordering::SeqCst) {
+            t.conns[&id].tx.close(Closed::Shutdown);
+        }
         id
+    }
+
+    /// The server is shutting down: closes every connection's outbox, and
+    /// those of connections registered from now on, with [`Closed::Shutdown`].
+    pub fn shut_down(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for conn in self.tables.read().expect("hub lock").conns.values() {
+            conn.tx.close(Closed::Shutdown);
+        }
     }
 
     /// Removes a connection (it closed).
@@ -521,8 +549,22 @@ mod tests {
         assert_eq!(publish(), 0);
         assert!(hub.is_empty());
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        assert!(runtime.block_on(rx.pop()).is_some(), "what was queued is still delivered");
-        assert_eq!(runtime.block_on(rx.pop()), None, "then the outbox ends");
+        assert!(runtime.block_on(rx.pop()).is_ok(), "what was queued is still delivered");
+        assert_eq!(runtime.block_on(rx.pop()), Err(Closed::Dropped), "then the outbox ends");
+    }
+
+    #[test]
+    fn shutting_down_closes_every_outbox_and_later_ones() {
+        let hub = Hub::new();
+        let (a, b) = (Outbox::new(8), Outbox::new(8));
+        hub.register(state("s1", None, &[]), a.clone());
+        assert_eq!(a.closed(), None);
+        hub.shut_down();
+        hub.register(state("s2", None, &[]), b.clone());
+        assert_eq!(a.closed(), Some(Closed::Shutdown));
+        assert_eq!(b.closed(), Some(Closed::Shutdown), "a connection that arrives during the shutdown");
+        a.close(Closed::Dropped);
+        assert_eq!(a.closed(), Some(Closed::Shutdown), "the first reason stays");
     }
 
     #[test]

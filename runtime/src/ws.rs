@@ -6,6 +6,7 @@
 //! handles whatever else is ready without waiting, and writes everything it
 //! queued with one flush: under load many replies leave in one system call.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::Shared;
 use crate::actions::{ActionError, ActionResult, SessionHandle};
+use crate::pubsub::{Closed, Outbox};
 use crate::session::{self, Session};
 
 /// The protocol version this server speaks.
@@ -194,52 +196,64 @@ fn init_text(shared: &Shared, session: &Session) -> Utf8Bytes {
 type CallFuture = futures_util::future::BoxFuture<'static, (Value, ActionResult)>;
 
 enum Event {
-    Stop,
     Frame(Option<Result<Message, axum::Error>>),
-    Out(Option<Utf8Bytes>),
+    Out(Result<Utf8Bytes, Closed>),
     Replied(Value, ActionResult),
     Tick,
 }
 
-/// Why a connection ends: a close frame to send, or none when the peer is gone.
-type End = Option<(u16, String)>;
+/// Why a connection ends.
+enum End {
+    /// The peer is gone: nothing more to send.
+    Gone,
+    /// The peer closed: send tungstenite's answering close frame, then stop.
+    Answered,
+    /// Close with this code and reason.
+    Close(u16, String),
+}
 
+fn closed_with(code: u16, reason: impl Into<String>) -> End {
+    End::Close(code, reason.into())
+}
+
+/// One connection: everything its task keeps between events.
 struct Connection {
+    socket: WebSocket,
+    outbox: Arc<Outbox>,
     id: crate::pubsub::ConnId,
     shared: Arc<Shared>,
     session: SessionHandle,
     calls: FuturesUnordered<CallFuture>,
+    /// Messages to write at the end of this batch of events.
+    out: Vec<Utf8Bytes>,
+    /// tungstenite queued a frame of its own (a pong): flush even with nothing in `out`.
+    flush: bool,
+    /// A signed-in user to mark as seen at the end of this batch.
+    seen: Option<String>,
     last_heard: Instant,
-    wrote: bool,
 }
 
-async fn run(mut socket: WebSocket, shared: Arc<Shared>, session: Session) {
+/// The connection's task. Everything is set up before the future is made, so
+/// that the future holds the connection once (an `async fn` would keep its
+/// arguments and its locals apart, doubling the socket for every connection).
+fn run(socket: WebSocket, shared: Arc<Shared>, session: Session) -> impl Future<Output = ()> + Send {
     let user = session.user_id.clone();
     let state = Arc::new(Mutex::new(session));
-    let outbox = crate::pubsub::Outbox::new(shared.config.outgoing_queue);
-    let hub = shared.services.hub.clone();
-    let id = hub.register(state.clone(), outbox.clone());
-    if let Some(user) = user
-        && let Err(e) = shared.services.presence.seen(&user).await
-    {
-        eprintln!("ssrun: users online: {e}");
-    }
+    let outbox = Outbox::new(shared.config.outgoing_queue);
+    let id = shared.services.hub.register(state.clone(), outbox.clone());
     let mut connection = Connection {
+        socket,
+        outbox,
         id,
         session: SessionHandle::new(state, shared.services.clone()),
         shared,
         calls: FuturesUnordered::new(),
+        out: Vec::new(),
+        flush: false,
+        seen: user,
         last_heard: Instant::now(),
-        wrote: false,
     };
-    let end = connection.serve(&mut socket, &outbox).await;
-    hub.unregister(id);
-    if let Some(engine) = &connection.shared.engine {
-        engine.disconnected(id);
-    }
-    if let Some((code, reason)) = end {
-        let _ = socket.send(close_message(code, &reason)).await;
-    }
+    async move { connection.live().await }
 }
 
 fn close_message(code: u16, reason: &str) -> Message {
@@ -252,93 +266,141 @@ fn close_message(code: u16, reason: &str) -> Message {
 }
 
 impl Connection {
-    async fn serve(&mut self, socket: &mut WebSocket, rx: &crate::pubsub::Outbox) -> End {
+    async fn live(&mut self) {
+        let end = self.serve().await;
+        self.shared.services.hub.unregister(self.id);
+        if let Some(engine) = &self.shared.engine {
+            engine.disconnected(self.id);
+        }
+        if let End::Close(code, reason) = end {
+            let limit = self.shared.config.heartbeat_interval * 3;
+            let _ = tokio::time::timeout(limit, self.socket.send(close_message(code, &reason))).await;
+        }
+    }
+
+    /// Handling an event never waits: it queues what to send, and each batch
+    /// of events ends with one write. So what an idle connection's task keeps
+    /// is the connection and the wait for its next event, no more.
+    async fn serve(&mut self) -> End {
         let interval = self.shared.config.heartbeat_interval.max(Duration::from_millis(10));
         let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut stop = self.shared.stop.clone();
-        if *stop.borrow_and_update() {
-            return Some((close::GOING_AWAY, "the server is shutting down".into()));
+        if self.outbox.closed() == Some(Closed::Shutdown) {
+            return closed_with(close::GOING_AWAY, "the server is shutting down");
         }
-        let init = init_text(&self.shared, &self.session.snapshot());
-        if socket.send(Message::Text(init)).await.is_err() {
-            return None;
+        self.mark_seen().await;
+        self.out.push(init_text(&self.shared, &self.session.snapshot()));
+        if !self.write().await {
+            return End::Gone;
         }
         let max_calls = self.shared.config.max_calls_in_flight.max(1);
         loop {
-            let first = next_event(socket, rx, &mut self.calls, &mut tick, &mut stop, max_calls).await;
-            if let Err(end) = self.handle(first, socket, interval).await {
-                return end;
-            }
+            let first = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls).await;
+            let mut outcome = self.handle(first, interval);
             for _ in 0..BATCH {
-                let Some(event) =
-                    next_event(socket, rx, &mut self.calls, &mut tick, &mut stop, max_calls).now_or_never()
-                else {
+                if outcome.is_err() {
                     break;
-                };
-                if let Err(end) = self.handle(event, socket, interval).await {
-                    return end;
+                }
+                let next = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls);
+                match next.now_or_never() {
+                    Some(event) => outcome = self.handle(event, interval),
+                    None => break,
                 }
             }
-            if std::mem::take(&mut self.wrote) && !matches!(self.timed(socket.flush()).await, Ok(Ok(()))) {
-                return None;
+            self.mark_seen().await;
+            match outcome {
+                Ok(()) => {}
+                Err(End::Gone) => return End::Gone,
+                Err(End::Answered) => {
+                    // After the peer's close, only the answer to it may be sent.
+                    self.out.clear();
+                    self.flush = true;
+                    self.write().await;
+                    return End::Gone;
+                }
+                Err(end @ End::Close(..)) => {
+                    // What was answered before the close still goes out.
+                    return if self.write().await { end } else { End::Gone };
+                }
+            }
+            if !self.write().await {
+                return End::Gone;
             }
         }
     }
 
-    /// Limits a write: a peer that stops reading is dropped after three heartbeat intervals.
-    fn timed<F: std::future::Future>(&self, write: F) -> tokio::time::Timeout<F> {
-        tokio::time::timeout(self.shared.config.heartbeat_interval * 3, write)
-    }
-
-    async fn queue(&mut self, socket: &mut WebSocket, text: Utf8Bytes) -> Result<(), End> {
-        self.wrote = true;
-        match self.timed(socket.feed(Message::Text(text))).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(None),
+    /// Records a signed-in user's heartbeat (or arrival) in users online.
+    async fn mark_seen(&mut self) {
+        if let Some(user) = self.seen.take()
+            && let Err(e) = self.shared.services.presence.seen(&user).await
+        {
+            eprintln!("ssrun: users online: {e}");
         }
     }
 
-    /// Handles one event; `Err` ends the connection.
-    async fn handle(&mut self, event: Event, socket: &mut WebSocket, interval: Duration) -> Result<(), End> {
+    /// Writes what this batch queued, with one flush; `false` when the peer is
+    /// gone, or has not read for three heartbeat intervals.
+    async fn write(&mut self) -> bool {
+        if self.out.is_empty() && !self.flush {
+            return true;
+        }
+        self.flush = false;
+        // Taken, not drained: an idle connection keeps no buffer of messages.
+        let out = std::mem::take(&mut self.out);
+        let socket = &mut self.socket;
+        let write = async move {
+            for text in out {
+                socket.feed(Message::Text(text)).await?;
+            }
+            socket.flush().await
+        };
+        let limit = self.shared.config.heartbeat_interval * 3;
+        matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+    }
+
+    /// Handles one event, queueing what to send; `Err` ends the connection.
+    fn handle(&mut self, event: Event, interval: Duration) -> Result<(), End> {
         match event {
-            Event::Stop => Err(Some((close::GOING_AWAY, "the server is shutting down".into()))),
             Event::Tick => {
                 if self.last_heard.elapsed() > interval * 3 {
-                    return Err(Some((close::IDLE, "no heartbeat for three intervals".into())));
+                    return Err(closed_with(close::IDLE, "no heartbeat for three intervals"));
                 }
                 Ok(())
             }
-            Event::Out(Some(text)) => self.queue(socket, text).await,
-            Event::Out(None) => Err(Some((close::TOO_SLOW, "the client reads too slowly".into()))),
-            Event::Replied(id, outcome) => self.queue(socket, reply_text(&id, &outcome)).await,
-            Event::Frame(None) => Err(None),
+            Event::Out(Ok(text)) => {
+                self.out.push(text);
+                Ok(())
+            }
+            Event::Out(Err(Closed::Shutdown)) => Err(closed_with(close::GOING_AWAY, "the server is shutting down")),
+            Event::Out(Err(Closed::Dropped)) => Err(closed_with(close::TOO_SLOW, "the client reads too slowly")),
+            Event::Replied(id, outcome) => {
+                self.out.push(reply_text(&id, &outcome));
+                Ok(())
+            }
+            Event::Frame(None) => Err(End::Gone),
             Event::Frame(Some(Err(e))) => Err(read_error(e)),
             Event::Frame(Some(Ok(message))) => {
                 self.last_heard = Instant::now();
                 match message {
-                    Message::Text(text) => self.message(&text, socket).await,
+                    Message::Text(text) => self.message(&text),
                     Message::Binary(_) => {
-                        Err(Some((close::UNSUPPORTED_DATA, "binary frames are not part of the protocol".into())))
+                        Err(closed_with(close::UNSUPPORTED_DATA, "binary frames are not part of the protocol"))
                     }
                     // tungstenite queued the pong; the flush sends it.
                     Message::Ping(_) => {
-                        self.wrote = true;
+                        self.flush = true;
                         Ok(())
                     }
                     Message::Pong(_) => Ok(()),
-                    Message::Close(_) => {
-                        // tungstenite queued the answering close frame.
-                        let _ = socket.flush().await;
-                        Err(None)
-                    }
+                    // tungstenite queued the answering close frame.
+                    Message::Close(_) => Err(End::Answered),
                 }
             }
         }
     }
 
-    async fn message(&mut self, text: &str, socket: &mut WebSocket) -> Result<(), End> {
-        let malformed = |why: String| Err(Some((close::MALFORMED, why)));
+    fn message(&mut self, text: &str) -> Result<(), End> {
+        let malformed = |why: String| Err(End::Close(close::MALFORMED, why));
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => return malformed(format!("not JSON: {e}")),
@@ -347,12 +409,9 @@ impl Connection {
         match object.get("type").and_then(Value::as_str) {
             Some("call") => {}
             Some("hb") => {
-                if let Some(user) = self.session.user_id()
-                    && let Err(e) = self.shared.services.presence.seen(&user).await
-                {
-                    eprintln!("ssrun: users online: {e}");
-                }
-                return self.queue(socket, Utf8Bytes::from_static(r#"{"type":"hb"}"#)).await;
+                self.seen = self.session.user_id();
+                self.out.push(Utf8Bytes::from_static(r#"{"type":"hb"}"#));
+                return Ok(());
             }
             Some(other) => return malformed(format!("unknown message type {other:.40}")),
             None => return malformed("a message needs a \"type\"".into()),
@@ -362,12 +421,10 @@ impl Connection {
             _ => return malformed("a call needs an \"id\" (a number or a string)".into()),
         };
         match self.start_call(object) {
-            Ok(future) => {
-                self.calls.push(Box::pin(future.map(move |outcome| (id, outcome))));
-                Ok(())
-            }
-            Err(e) => self.queue(socket, reply_text(&id, &Err(e))).await,
+            Ok(future) => self.calls.push(Box::pin(future.map(move |outcome| (id, outcome)))),
+            Err(e) => self.out.push(reply_text(&id, &Err(e))),
         }
+        Ok(())
     }
 
     fn start_call(
@@ -395,16 +452,14 @@ impl Connection {
 
 async fn next_event(
     socket: &mut WebSocket,
-    rx: &crate::pubsub::Outbox,
+    rx: &Outbox,
     calls: &mut FuturesUnordered<CallFuture>,
     tick: &mut tokio::time::Interval,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
     max_calls: usize,
 ) -> Event {
     let reading = calls.len() < max_calls;
     let has_calls = !calls.is_empty();
     tokio::select! {
-        _ = stop.changed() => Event::Stop,
         Some((id, outcome)) = calls.next(), if has_calls => Event::Replied(id, outcome),
         out = rx.pop() => Event::Out(out),
         frame = socket.recv(), if reading => Event::Frame(frame),
@@ -415,10 +470,10 @@ async fn next_event(
 fn read_error(e: axum::Error) -> End {
     let inner = e.into_inner();
     match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => Some((close::TOO_BIG, "message too big".into())),
-        Some(tungstenite::Error::Utf8(_)) => Some((1007, "text frame is not UTF-8".into())),
-        Some(tungstenite::Error::Protocol(p)) => Some((1002, format!("{p}"))),
-        _ => None,
+        Some(tungstenite::Error::Capacity(_)) => closed_with(close::TOO_BIG, "message too big"),
+        Some(tungstenite::Error::Utf8(_)) => closed_with(1007, "text frame is not UTF-8"),
+        Some(tungstenite::Error::Protocol(p)) => closed_with(1002, format!("{p}")),
+        _ => End::Gone,
     }
 }
 
