@@ -621,7 +621,7 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
          by the calls answered in it; on loopback the system part includes the kernel's delivery of what the \
          server sends into the client's socket. ssrun (native) and ssrun (JavaScript) serve the same packed app \
          (fixtures/apps/bench): `app.square` as a native Rust action, or as the app's JavaScript action in the \
-         embedded engine (QuickJS, its own thread), the same JavaScript as the Socket.IO handler. Memory and \
+         embedded engine (QuickJS; on the server's thread, as the server may use one CPU), the same JavaScript as the Socket.IO handler. Memory and \
          broadcasts are measured on the native variant and Socket.IO (`bench.broadcast` is a native action). \
          Broadcast rows are medians over {} broadcasts of each percentile over the clients. Arrival: from just \
          before the trigger was sent to the kernel's receive time of the event at each client (SO_TIMESTAMPNS), \
