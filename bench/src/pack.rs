@@ -138,6 +138,22 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     }
     let bundle = client_bundle(&app.join("dist"))?;
     let es_bytes = std::fs::read(&es_out)?;
+    // The same app without three.js: what every bundle holds besides the
+    // app's modules (the browser library and the module loader) and app.js.
+    let base = work.path().join("base");
+    std::fs::create_dir_all(base.join("app/client"))?;
+    std::fs::write(base.join("app/client/app.js"), "exports.init = function () {};\n")?;
+    write_shell(&base, "")?;
+    let packed = Command::new(&ssbuild).args(["pack", "--env", "production", "--no-cache"]).arg(&base).output()?;
+    if !packed.status.success() {
+        bail!("packing the app without three.js failed: {}", String::from_utf8_lossy(&packed.stderr));
+    }
+    let base_bundle = client_bundle(&base.join("dist"))?;
+    let share = Share {
+        bundle: (bundle.len(), gzip_len(&bundle)?),
+        base: (base_bundle.len(), gzip_len(&base_bundle)?),
+        esbuild: (es_bytes.len(), gzip_len(&es_bytes)?),
+    };
     rows.push(Row {
         name: "three.core.js, cold pack vs `esbuild --minify`",
         ours: median(ours),
@@ -233,5 +249,23 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
             bytes(r.theirs_bytes),
         );
     }
+    let (raw, gz) = (share.bundle.0 - share.base.0, share.bundle.1 - share.base.1);
+    println!(
+        "\nthree.js's share of the first row's bundle: {raw} ({gz}) bytes, against esbuild's {} ({}): gzip ratio \
+         {:.3}. That is the bundle less the bundle of the same app without three.js, {} ({}) bytes (the browser \
+         library, the module loader and app.js).",
+        share.esbuild.0,
+        share.esbuild.1,
+        gz as f64 / share.esbuild.1 as f64,
+        share.base.0,
+        share.base.1,
+    );
     Ok(())
+}
+
+/// Sizes (raw, gzip) for three.js's share of a bundle.
+struct Share {
+    bundle: (usize, usize),
+    base: (usize, usize),
+    esbuild: (usize, usize),
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use swc_core::common::comments::{Comment, CommentKind, SingleThreadedComments};
+use swc_core::common::comments::{Comment, CommentKind, Comments, SingleThreadedComments};
 use swc_core::common::source_map::SourceMapGenConfig;
 use swc_core::common::sync::Lrc;
 use swc_core::common::{BytePos, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned};
@@ -73,7 +73,7 @@ pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Co
     } else {
         Syntax::Es(EsSyntax { allow_return_outside_function: true, ..Default::default() })
     };
-    let unit = Unit::new(path, text);
+    let unit = Unit::new(path, text, options);
     let mut errors = Vec::new();
     let parsed = parse_file_as_program(&unit.file, syntax, EsVersion::latest(), Some(&unit.comments), &mut errors);
     let program = match parsed {
@@ -117,7 +117,7 @@ pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Co
     if passthrough {
         return Ok(Compiled { code: text.to_string(), map: None, exports: Exports::default(), requires: Vec::new() });
     }
-    let unit = Unit::new(path, text);
+    let unit = Unit::new(path, text, options);
     let mut errors = Vec::new();
     let parsed = parse_file_as_script(
         &unit.file,
@@ -148,15 +148,16 @@ pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Co
 struct Unit {
     cm: Lrc<SourceMap>,
     file: Lrc<swc_core::common::SourceFile>,
-    comments: SingleThreadedComments,
+    comments: KeptComments,
     path: String,
 }
 
 impl Unit {
-    fn new(path: &str, text: &str) -> Self {
+    fn new(path: &str, text: &str, options: CodeOptions) -> Self {
         let cm: Lrc<SourceMap> = Default::default();
         let file = cm.new_source_file(FileName::Real(PathBuf::from(path)).into(), text.to_string());
-        Unit { cm, file, comments: SingleThreadedComments::default(), path: path.to_string() }
+        let comments = KeptComments { all: !options.minify, inner: SingleThreadedComments::default() };
+        Unit { cm, file, comments, path: path.to_string() }
     }
 
     fn position(&self, span: Span) -> Option<(usize, usize)> {
@@ -248,6 +249,9 @@ impl Unit {
             };
             emitter.emit_program(&program).expect("writing to memory cannot fail");
         }
+        // Freeing a large tree takes milliseconds: let another thread do it
+        // while this one goes on.
+        rayon::spawn(move || drop(program));
         let mut code = String::from_utf8(buf).expect("swc emits UTF-8");
         if options.minify {
             let legal = self.legal_comments();
@@ -266,13 +270,13 @@ impl Unit {
 
     /// License comments (`/*! ... */`, `@license`, `@preserve`), kept in minified output.
     fn legal_comments(&self) -> String {
-        let (leading, trailing) = self.comments.borrow_all();
+        let (leading, trailing) = self.comments.inner.borrow_all();
         let mut all: Vec<&Comment> = leading.values().chain(trailing.values()).flatten().collect();
         all.sort_by_key(|c| c.span.lo);
         let mut out = String::new();
         for c in all {
             let text = c.text.as_str();
-            let legal = text.starts_with('!') || text.contains("@license") || text.contains("@preserve");
+            let legal = is_legal(text);
             if legal {
                 match c.kind {
                     CommentKind::Block => out.push_str(&format!("/*{text}*/\n")),
@@ -281,6 +285,103 @@ impl Unit {
             }
         }
         out
+    }
+}
+
+/// Where the parser puts comments. Printed code keeps every comment; minified
+/// code keeps only those that matter to it: annotations the minifier reads
+/// (`/*#__PURE__*/`, `/*@__NO_SIDE_EFFECTS__*/` and the like) and license
+/// comments. Storing the others costs about a tenth of a large file's
+/// minification (three.js's documentation comments), for nothing.
+struct KeptComments {
+    all: bool,
+    inner: SingleThreadedComments,
+}
+
+impl KeptComments {
+    fn keeps(&self, comment: &Comment) -> bool {
+        let text = comment.text.as_str();
+        self.all || text.contains("#__") || text.contains("@__") || is_legal(text)
+    }
+
+    fn kept(&self, mut comments: Vec<Comment>) -> Vec<Comment> {
+        if !self.all {
+            comments.retain(|c| self.keeps(c));
+        }
+        comments
+    }
+}
+
+/// A license comment (`/*! ... */`, `@license`, `@preserve`): kept in minified output.
+fn is_legal(text: &str) -> bool {
+    text.starts_with('!') || text.contains("@license") || text.contains("@preserve")
+}
+
+impl Comments for KeptComments {
+    fn add_leading(&self, pos: BytePos, comment: Comment) {
+        if self.keeps(&comment) {
+            self.inner.add_leading(pos, comment);
+        }
+    }
+
+    fn add_leading_comments(&self, pos: BytePos, comments: Vec<Comment>) {
+        let comments = self.kept(comments);
+        if !comments.is_empty() {
+            self.inner.add_leading_comments(pos, comments);
+        }
+    }
+
+    fn has_leading(&self, pos: BytePos) -> bool {
+        self.inner.has_leading(pos)
+    }
+
+    fn move_leading(&self, from: BytePos, to: BytePos) {
+        self.inner.move_leading(from, to)
+    }
+
+    fn take_leading(&self, pos: BytePos) -> Option<Vec<Comment>> {
+        self.inner.take_leading(pos)
+    }
+
+    fn get_leading(&self, pos: BytePos) -> Option<Vec<Comment>> {
+        self.inner.get_leading(pos)
+    }
+
+    fn add_trailing(&self, pos: BytePos, comment: Comment) {
+        if self.keeps(&comment) {
+            self.inner.add_trailing(pos, comment);
+        }
+    }
+
+    fn add_trailing_comments(&self, pos: BytePos, comments: Vec<Comment>) {
+        let comments = self.kept(comments);
+        if !comments.is_empty() {
+            self.inner.add_trailing_comments(pos, comments);
+        }
+    }
+
+    fn has_trailing(&self, pos: BytePos) -> bool {
+        self.inner.has_trailing(pos)
+    }
+
+    fn move_trailing(&self, from: BytePos, to: BytePos) {
+        self.inner.move_trailing(from, to)
+    }
+
+    fn take_trailing(&self, pos: BytePos) -> Option<Vec<Comment>> {
+        self.inner.take_trailing(pos)
+    }
+
+    fn get_trailing(&self, pos: BytePos) -> Option<Vec<Comment>> {
+        self.inner.get_trailing(pos)
+    }
+
+    fn add_pure_comment(&self, pos: BytePos) {
+        self.inner.add_pure_comment(pos)
+    }
+
+    fn has_flag(&self, lo: BytePos, flag: &str) -> bool {
+        self.inner.has_flag(lo, flag)
     }
 }
 
@@ -382,6 +483,21 @@ mod tests {
         assert_eq!(c.code, text);
         let c = compile_script("lib/client/1.x.js", "var  spaced = 1 ;", PROD).unwrap();
         assert_eq!(c.code, "var spaced=1;");
+    }
+
+    #[test]
+    fn pure_annotations_reach_the_minifier() {
+        let source = |note: &str| {
+            format!("/** Documentation. */\nexports.init = function () {{ var x = {note} make(); return 1; }};\n")
+        };
+        let plain = compile_module("app/client/p.js", &source(""), PROD).unwrap();
+        assert!(plain.code.contains("make()"), "a call that may have effects stays: {}", plain.code);
+        for note in ["/*#__PURE__*/", "/* @__PURE__ */"] {
+            let pure = compile_module("app/client/p.js", &source(note), PROD).unwrap();
+            assert!(!pure.code.contains("make"), "{note} lets an unused call go: {}", pure.code);
+        }
+        let dev = compile_module("app/client/p.js", &source(""), DEV).unwrap();
+        assert!(dev.code.contains("/** Documentation. */"), "development output keeps every comment: {}", dev.code);
     }
 
     #[test]
