@@ -266,11 +266,15 @@ impl SessionHandle {
         Ok(())
     }
 
-    /// Signs the session out (`user.logout`).
+    /// Signs the session out (`user.logout`). The user goes offline unless
+    /// another of their sessions has a connection here (on other instances,
+    /// their next heartbeat brings them back within one interval).
     pub async fn logout(&self) -> Result<(), ActionError> {
         let before = self.user_id();
         self.change(Change::User(None)).await?;
-        if let Some(user) = before {
+        if let Some(user) = before
+            && !self.services.hub.has_user(&user)
+        {
             self.services.presence.gone(&user).await?;
         }
         Ok(())

@@ -248,6 +248,11 @@ impl Hub {
         self.tables.read().expect("hub lock").by_session.contains_key(session_id)
     }
 
+    /// Whether a user has a connection here.
+    pub fn has_user(&self, user_id: &str) -> bool {
+        self.tables.read().expect("hub lock").by_user.contains_key(user_id)
+    }
+
     /// How many connections are here.
     pub fn len(&self) -> usize {
         self.tables.read().expect("hub lock").conns.len()

@@ -212,6 +212,15 @@ async fn heartbeats_are_answered_and_mark_users_online() {
     assert_eq!(c.call(3, "app.online", json!([])).await["result"], json!(["cy"]));
     c.call(4, "app.logout", json!([])).await;
     assert_eq!(c.call(5, "app.online", json!([])).await["result"], json!([]));
+
+    // Signed in from two browsers (two sessions): signing out of one leaves the user online.
+    let mut phone = WsClient::connect(s.server.addr, None).await;
+    c.call(6, "app.login", json!(["cy"])).await;
+    phone.call(1, "app.login", json!(["cy"])).await;
+    phone.call(2, "app.logout", json!([])).await;
+    assert_eq!(c.call(7, "app.online", json!([])).await["result"], json!(["cy"]), "still signed in on the other");
+    c.call(8, "app.logout", json!([])).await;
+    assert_eq!(c.call(9, "app.online", json!([])).await["result"], json!([]));
 }
 
 #[tokio::test]
