@@ -89,7 +89,7 @@ pub(crate) async fn upgrade(
             return (StatusCode::SERVICE_UNAVAILABLE, "the session store is unavailable").into_response();
         }
     };
-    let cookie = fresh.then(|| set_cookie(&session.id));
+    let cookie = fresh.then(|| set_cookie(&session.id, over_https(&headers)));
     let max = shared.config.max_message_bytes;
     let mut response = upgrade
         .read_buffer_size(READ_BUFFER)
@@ -148,9 +148,20 @@ fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Ite
     )
 }
 
-fn set_cookie(id: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000"))
+fn set_cookie(id: &str, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000{secure}"))
         .expect("session ids are cookie-safe")
+}
+
+/// Whether the page was loaded over HTTPS: its origin says so, or the proxy
+/// in front of this server does (`X-Forwarded-Proto`). The cookie is then
+/// marked `Secure`, so that it never travels over plain HTTP.
+fn over_https(headers: &HeaderMap) -> bool {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let forwarded = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok());
+    origin.is_some_and(|o| o.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")))
+        || forwarded.is_some_and(|p| p.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
 }
 
 #[derive(Serialize)]
@@ -492,6 +503,21 @@ mod tests {
         assert!(!same_origin(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!same_origin(&h));
+    }
+
+    #[test]
+    fn cookies_are_secure_when_the_page_came_over_https() {
+        let mut h = HeaderMap::new();
+        assert!(!over_https(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("http://example.com"));
+        assert!(!over_https(&h));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        assert!(over_https(&h), "a proxy that ends TLS says so");
+        h.remove("x-forwarded-proto");
+        h.insert(header::ORIGIN, HeaderValue::from_static("HTTPS://example.com"));
+        assert!(over_https(&h));
+        assert!(set_cookie("abc", true).to_str().unwrap().ends_with("; Secure"));
+        assert!(!set_cookie("abc", false).to_str().unwrap().contains("Secure"));
     }
 
     #[test]
