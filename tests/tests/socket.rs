@@ -241,6 +241,24 @@ async fn silent_connections_are_closed_and_users_who_stop_are_purged() {
 }
 
 #[tokio::test]
+async fn a_client_at_its_limit_of_calls_is_not_taken_for_silent() {
+    let s = serve_with(|c| {
+        c.heartbeat_interval = Duration::from_millis(100);
+        c.max_calls_in_flight = 1;
+    });
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    // The one call allowed in flight lasts five intervals, during which the
+    // server reads nothing from this client, heartbeats included.
+    c.send_call(1, "app.slow", json!([500, "done"])).await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.send_text(r#"{"type":"hb"}"#).await;
+    }
+    assert_eq!(c.next_json().await, json!({"type": "reply", "id": 1, "result": "done"}));
+    assert_eq!(c.next_json().await, json!({"type": "hb"}), "the heartbeats are read once the call is answered");
+}
+
+#[tokio::test]
 async fn a_client_that_does_not_read_is_disconnected() {
     let s = serve_with(|c| c.outgoing_queue = 4);
     let addr = s.server.addr;
