@@ -1,6 +1,7 @@
 //! End to end in headless Chromium: a packed app boots, calls actions over the
 //! socket in both styles, receives an event published to its user, and
-//! survives a server restart in the middle of its session.
+//! survives a server restart in the middle of its session, and a server that
+//! stops answering without closing the socket.
 
 use serde_json::json;
 use ss_tests::{Browser, Reports, RunningServer, chromium, fixture, pack_app, wait_for_report, with_demo_actions};
@@ -37,4 +38,39 @@ fn the_browser_calls_listens_and_survives_a_restart() {
     assert_eq!(wait_for_report(&reports, "reconnected", 10), json!(true));
     let inits = reports.lock().unwrap().iter().filter(|(step, _)| step == "init").count();
     assert_eq!(inits, 1, "init runs once per page load");
+}
+
+#[test]
+fn the_browser_gives_up_on_a_server_that_stops_answering() {
+    let Some(chromium) = chromium() else { return };
+    let dir = fixture("stalled");
+    pack_app(dir.path(), "development");
+    let reports = Reports::default();
+    let path = dir.path().to_path_buf();
+    let recorded = reports.clone();
+    // One thread serves everything, so an action that blocks it stalls the
+    // whole server while every socket stays open.
+    let server = RunningServer::here(move || {
+        let loaded = ssrun::LoadedApp::load(&path).unwrap();
+        let mut config = ssrun::Config::for_env(&loaded.env);
+        config.heartbeat_interval = std::time::Duration::from_secs(1);
+        with_demo_actions(ssrun::App::new(loaded).with_config(config), recorded).action(
+            "test.stall",
+            |call: ssrun::Call| async move {
+                let ms: u64 = call.arg(0)?;
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Ok(serde_json::Value::Null)
+            },
+        )
+    });
+    let port = server.addr.port();
+    let _browser = Browser::open(&chromium, &format!("http://127.0.0.1:{port}/"));
+
+    assert_eq!(wait_for_report(&reports, "ready", 30), json!(true));
+    // Heartbeats go every second; the first unanswered one drops the
+    // connection, and its call fails rather than waiting on a dead socket.
+    assert_eq!(wait_for_report(&reports, "stall", 20), json!("disconnected"));
+    assert_eq!(wait_for_report(&reports, "disconnected", 10), json!(true));
+    let reconnected = wait_for_report(&reports, "reconnected", 20);
+    assert!(reconnected["after_ms"].as_u64().is_some(), "{reconnected}");
 }
