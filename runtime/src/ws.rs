@@ -267,6 +267,14 @@ fn run(socket: WebSocket, shared: Arc<Shared>, session: Session) -> impl Future<
     async move { connection.live().await }
 }
 
+impl Drop for Connection {
+    /// A task dropped before its end (the runtime shutting down) leaves no
+    /// stale entry in the hub.
+    fn drop(&mut self) {
+        self.shared.services.hub.unregister(self.id);
+    }
+}
+
 fn close_message(code: u16, reason: &str) -> Message {
     // A close reason is at most 123 bytes.
     let mut end = reason.len().min(120);
