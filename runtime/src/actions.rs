@@ -191,7 +191,8 @@ impl SessionHandle {
 
     /// A session that exists for one HTTP API call only (no cookie came with it).
     pub(crate) fn transient(services: Arc<SessionServices>) -> SessionHandle {
-        let session = Session { id: String::new(), created_at: 0, user_id: None, channels: Default::default() };
+        let session =
+            Session { id: String::new(), created_at: 0, user_id: None, channels: Default::default(), version: 0 };
         SessionHandle { state: Arc::new(Mutex::new(session)), stored: false, services }
     }
 
@@ -253,7 +254,13 @@ impl SessionHandle {
             .update(&id, change)
             .await?
             .ok_or_else(|| ActionError::failed("the session has expired; reload the page"))?;
-        *self.state.lock().expect("session lock") = session.clone();
+        {
+            // Two changes may come back in either order: the newer one stays.
+            let mut state = self.state.lock().expect("session lock");
+            if session.version > state.version {
+                *state = session.clone();
+            }
+        }
         self.services.hub.refresh(&session);
         Ok(session)
     }

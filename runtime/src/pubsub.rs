@@ -150,6 +150,8 @@ struct Conn {
     session: String,
     user: Option<String>,
     channels: Vec<String>,
+    /// The session version the indexes above reflect.
+    version: u64,
 }
 
 #[derive(Default)]
@@ -206,8 +208,23 @@ impl Hub {
     /// the connection's copy of its session, kept up to date by [`Hub::refresh`].
     pub fn register(&self, state: Arc<Mutex<Session>>, tx: Arc<Outbox>) -> ConnId {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let session = state.lock().expect("session lock").clone();
+        let session_id = state.lock().expect("session lock").id.clone();
         let mut t = self.tables.write().expect("hub lock");
+        // The session may have changed through another of its connections
+        // since this one read it: start from the newest copy here.
+        let newer = t.by_session.get(&session_id).and_then(|ids| {
+            let copies = ids.iter().filter_map(|other| t.conns.get(other));
+            copies.map(|c| c.state.lock().expect("session lock").clone()).max_by_key(|s| s.version)
+        });
+        let session = {
+            let mut mine = state.lock().expect("session lock");
+            if let Some(newer) = newer
+                && newer.version > mine.version
+            {
+                *mine = newer;
+            }
+            mine.clone()
+        };
         Tables::index(&mut t.by_session, &session.id, id);
         if let Some(user) = &session.user_id {
             Tables::index(&mut t.by_user, user, id);
@@ -221,6 +238,7 @@ impl Hub {
             session: session.id.clone(),
             user: session.user_id.clone(),
             channels: session.channels.iter().cloned().collect(),
+            version: session.version,
         };
         t.conns.insert(id, conn);
         if self.stopping.load(Ordering::SeqCst) {
@@ -264,13 +282,18 @@ impl Hub {
     }
 
     /// Brings the session's local connections up to date with `session`
-    /// (after a sign-in, sign-out or channel change).
+    /// (after a sign-in, sign-out or channel change). A copy older than what
+    /// a connection already reflects changes nothing.
     pub fn refresh(&self, session: &Session) {
         let mut guard = self.tables.write().expect("hub lock");
         let t = &mut *guard;
         let ids: Vec<ConnId> = t.by_session.get(&session.id).map(|s| s.iter().copied().collect()).unwrap_or_default();
         for id in ids {
             let Some(conn) = t.conns.get_mut(&id) else { continue };
+            if session.version <= conn.version {
+                continue;
+            }
+            conn.version = session.version;
             if conn.user != session.user_id {
                 if let Some(old) = &conn.user {
                     Tables::unindex(&mut t.by_user, old, id);
@@ -291,7 +314,10 @@ impl Hub {
                 }
             }
             conn.channels = session.channels.iter().cloned().collect();
-            *conn.state.lock().expect("session lock") = session.clone();
+            let mut state = conn.state.lock().expect("session lock");
+            if session.version >= state.version {
+                *state = session.clone();
+            }
         }
     }
 
@@ -490,6 +516,7 @@ mod tests {
             created_at: 0,
             user_id: user.map(Into::into),
             channels: channels.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+            version: 0,
         }
     }
 
@@ -532,7 +559,7 @@ mod tests {
         let rx = Outbox::new(8);
         let shared = state("s1", None, &["red"]);
         let id = hub.register(shared.clone(), rx.clone());
-        hub.refresh(&session("s1", Some("ann"), &["blue"]));
+        hub.refresh(&Session { version: 1, ..session("s1", Some("ann"), &["blue"]) });
         assert_eq!(shared.lock().unwrap().user_id.as_deref(), Some("ann"));
         let publish = |target| hub.deliver(&Published { target, event: "e".into(), data: Value::Null });
         assert_eq!(publish(Target::User("ann".into())), 1);
@@ -542,6 +569,34 @@ mod tests {
         hub.unregister(id);
         assert!(hub.is_empty());
         assert_eq!(publish(Target::Broadcast), 0);
+    }
+
+    #[test]
+    fn an_older_copy_of_a_session_never_replaces_a_newer_one() {
+        let hub = Hub::new();
+        let rx = Outbox::new(8);
+        let shared = state("s1", None, &[]);
+        hub.register(shared.clone(), rx.clone());
+        // Two changes made through two connections come back out of order.
+        let second = Session { version: 2, ..session("s1", None, &["a", "b"]) };
+        let first = Session { version: 1, ..session("s1", None, &["a"]) };
+        hub.refresh(&second);
+        hub.refresh(&first);
+        assert_eq!(shared.lock().unwrap().version, 2);
+        let publish = |channel: &str| {
+            hub.deliver(&Published {
+                target: Target::Channels(vec![channel.into()]),
+                event: "e".into(),
+                data: Value::Null,
+            })
+        };
+        assert_eq!(publish("b"), 1, "the connection is still in the channel the newer copy added");
+
+        // A connection that read the session before those changes starts from the newest copy here.
+        let late = state("s1", None, &[]);
+        hub.register(late.clone(), Outbox::new(8));
+        assert_eq!(late.lock().unwrap().version, 2);
+        assert_eq!(publish("b"), 2);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct Session {
     pub user_id: Option<String>,
     /// The channels it has joined.
     pub channels: BTreeSet<String>,
+    /// How many changes the store has applied to it: of two copies, the one
+    /// with the higher version is the newer.
+    pub version: u64,
 }
 
 /// A change to one session.
@@ -120,7 +123,8 @@ impl MemoryStore {
 
 impl SessionStore for MemoryStore {
     fn create(&self) -> BoxFuture<'_, Result<Session, StoreError>> {
-        let session = Session { id: new_id(), created_at: now_ms(), user_id: None, channels: BTreeSet::new() };
+        let session =
+            Session { id: new_id(), created_at: now_ms(), user_id: None, channels: BTreeSet::new(), version: 0 };
         let entry = Entry { session: session.clone(), used: Instant::now(), confirmed: false };
         self.sessions.lock().expect("session lock").insert(session.id.clone(), entry);
         Box::pin(std::future::ready(Ok(session)))
@@ -142,6 +146,7 @@ impl SessionStore for MemoryStore {
             e.used = Instant::now();
             e.confirmed = true;
             let session = &mut e.session;
+            session.version += 1;
             match change {
                 Change::User(user) => session.user_id = user,
                 Change::Subscribe(names) => session.channels.extend(names),
@@ -182,6 +187,7 @@ mod tests {
         assert_eq!(block(store.load(&new_id())).unwrap(), None);
         let s2 = block(store.update(&s.id, Change::User(Some("ann".into())))).unwrap().unwrap();
         assert_eq!(s2.user_id.as_deref(), Some("ann"));
+        assert_eq!((s.version, s2.version), (0, 1), "each change is a new version");
         block(store.update(&s.id, Change::Subscribe(vec!["a".into(), "b".into()]))).unwrap();
         let s3 = block(store.update(&s.id, Change::Unsubscribe(vec!["a".into()]))).unwrap().unwrap();
         assert_eq!(s3.channels.iter().collect::<Vec<_>>(), ["b"]);
