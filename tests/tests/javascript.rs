@@ -200,7 +200,9 @@ async fn disconnect_handlers_run_when_the_connection_closes() {
     ss_tests::write(
         dir.path(),
         "app/server/watch.js",
-        "let gone = 0;\nexports.actions = {\n  watch() { this.session.on('disconnect', () => { gone += 1; }); return true; },\n  gone() { return gone; },\n};\n",
+        "let gone = 0;\nexports.actions = {\n  watch() { this.session.on('disconnect', () => { gone += 1; }); return true; },\n  \
+         later(cb) { cb(true); setTimeout(() => this.session.on('disconnect', () => { gone += 10; }), 300); },\n  \
+         gone() { return gone; },\n};\n",
     );
     pack_app(dir.path(), "development");
     let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().unwrap();
@@ -214,6 +216,17 @@ async fn disconnect_handlers_run_when_the_connection_closes() {
     let mut id = 2;
     while other.call(id, "watch.gone", json!([])).await["result"] != 1 {
         assert!(Instant::now() < deadline, "the disconnect handler did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        id += 1;
+    }
+
+    // A handler added after its connection closed runs then, rather than never.
+    let mut brief = WsClient::connect(server.addr, None).await;
+    brief.call(1, "watch.later", json!([])).await;
+    drop(brief);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while other.call(id, "watch.gone", json!([])).await["result"] != 11 {
+        assert!(Instant::now() < deadline, "the late disconnect handler did not run");
         tokio::time::sleep(Duration::from_millis(20)).await;
         id += 1;
     }
