@@ -1,7 +1,8 @@
 //! End to end in headless Chromium: a packed app boots, calls actions over the
 //! socket in both styles, receives an event published to its user, and
 //! survives a server restart in the middle of its session, and a server that
-//! stops answering without closing the socket.
+//! stops answering without closing the socket; a page older than its server
+//! stops reconnecting.
 
 use serde_json::json;
 use ss_tests::{Browser, Reports, RunningServer, chromium, fixture, pack_app, wait_for_report, with_demo_actions};
@@ -73,4 +74,57 @@ fn the_browser_gives_up_on_a_server_that_stops_answering() {
     assert_eq!(wait_for_report(&reports, "disconnected", 10), json!(true));
     let reconnected = wait_for_report(&reports, "reconnected", 20);
     assert!(reconnected["after_ms"].as_u64().is_some(), "{reconnected}");
+}
+
+/// Forwards connections to `target`, changing the protocol version a
+/// WebSocket upgrade asks for to 9; counts those upgrades.
+fn version_changing_proxy(
+    runtime: &tokio::runtime::Runtime,
+    target: std::net::SocketAddr,
+    upgrades: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let upgrades = upgrades.clone();
+            tokio::spawn(async move {
+                let mut server = tokio::net::TcpStream::connect(target).await?;
+                let mut head = vec![0; 16 * 1024];
+                let n = client.read(&mut head).await?;
+                head.truncate(n);
+                let asked = b"GET /_ss/ws?v=1 ";
+                if head.starts_with(asked) {
+                    head[asked.len() - 2] = b'9';
+                    upgrades.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                server.write_all(&head).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+                std::io::Result::Ok(())
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_page_older_than_its_server_stops_reconnecting() {
+    let Some(chromium) = chromium() else { return };
+    let dir = fixture("outdated");
+    pack_app(dir.path(), "development");
+    let reports = Reports::default();
+    let app = with_demo_actions(ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()), reports.clone());
+    let server = RunningServer::with_app(app, 0);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let upgrades = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let proxy = version_changing_proxy(&runtime, server.addr, upgrades.clone());
+    let _browser = Browser::open(&chromium, &format!("http://{proxy}/"));
+
+    assert_eq!(wait_for_report(&reports, "reconnect_failed", 30), serde_json::Value::Null);
+    // Reconnecting would start again within a quarter of a second.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(upgrades.load(std::sync::atomic::Ordering::SeqCst), 1, "one attempt, then no more");
+    let steps: Vec<String> = reports.lock().unwrap().iter().map(|(step, _)| step.clone()).collect();
+    assert_eq!(steps, ["reconnect_failed"], "init never ran: the server never sent init");
 }
