@@ -125,50 +125,52 @@ impl RunningServer {
 
     /// Serves `app` on `port` of 127.0.0.1 (0: a free one).
     pub fn with_app(app: ssrun::App, port: u16) -> RunningServer {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, addr) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
+        RunningServer::launch(move |ready, stopped| {
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
-                ready.send(listener.local_addr().expect("addr")).expect("report the address");
-                app.serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("serve");
-            });
-        });
+            runtime.block_on(serve_until(app, port, ready, stopped));
+        })
+    }
+
+    /// Serves the app `make` builds on a single-threaded scheduler, calling
+    /// `make` inside its `LocalSet` (so it may start the JavaScript engine
+    /// on the server's thread with `with_javascript_here`).
+    pub fn here(make: impl FnOnce() -> ssrun::App + Send + 'static) -> RunningServer {
+        RunningServer::launch(move |ready, stopped| {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, async move { serve_until(make(), 0, ready, stopped).await });
+        })
+    }
+
+    /// Runs `serve` on a thread of its own and waits until it reports its address.
+    fn launch(
+        serve: impl FnOnce(std::sync::mpsc::Sender<std::net::SocketAddr>, tokio::sync::oneshot::Receiver<()>)
+        + Send
+        + 'static,
+    ) -> RunningServer {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, addr) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || serve(ready, stopped));
         let addr = addr.recv().expect("the server started");
         RunningServer { addr, stop: Some(stop), thread: Some(thread) }
     }
 }
 
-impl RunningServer {
-    /// Serves the app `make` builds on a single-threaded scheduler, calling
-    /// `make` inside its `LocalSet` (so it may start the JavaScript engine
-    /// on the server's thread with `with_javascript_here`).
-    pub fn here(make: impl FnOnce() -> ssrun::App + Send + 'static) -> RunningServer {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready, addr) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&runtime, async move {
-                let app = make();
-                let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
-                ready.send(listener.local_addr().expect("addr")).expect("report the address");
-                app.serve(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("serve");
-            });
-        });
-        let addr = addr.recv().expect("the server started");
-        RunningServer { addr, stop: Some(stop), thread: Some(thread) }
-    }
+/// Listens on `port` of 127.0.0.1, reports the address, and serves `app` until `stopped`.
+async fn serve_until(
+    app: ssrun::App,
+    port: u16,
+    ready: std::sync::mpsc::Sender<std::net::SocketAddr>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
+    ready.send(listener.local_addr().expect("addr")).expect("report the address");
+    app.serve(listener, async {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("serve");
 }
 
 impl Drop for RunningServer {
