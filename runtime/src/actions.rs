@@ -191,8 +191,7 @@ impl SessionHandle {
 
     /// A session that exists for one HTTP API call only (no cookie came with it).
     pub(crate) fn transient(services: Arc<SessionServices>) -> SessionHandle {
-        let session =
-            Session { id: String::new(), created_at: 0, user_id: None, channels: Default::default(), version: 0 };
+        let session = Session::new(String::new(), 0);
         SessionHandle { state: Arc::new(Mutex::new(session)), stored: false, services }
     }
 

@@ -100,6 +100,14 @@ impl App {
         self.javascript(quickjs::Engine::start_here)
     }
 
+    /// Starts the engine where a server on [`server_runtime`] wants it: on
+    /// the calling thread when the process may use one CPU (then call it
+    /// inside the [`tokio::task::LocalSet`] that also runs [`App::serve`]),
+    /// on a thread of its own otherwise.
+    pub fn with_javascript_for_server_runtime(self) -> Result<App, quickjs::EngineError> {
+        if single_cpu() { self.with_javascript_here() } else { self.with_javascript() }
+    }
+
     fn javascript(mut self, start: EngineStart) -> Result<App, quickjs::EngineError> {
         let Some(code) = self.loaded.server_code.clone() else { return Ok(self) };
         let presence = self.presence.get_or_insert_with(|| Arc::new(MemoryPresence::new(self.config.offline_after)));
@@ -331,10 +339,9 @@ pub fn single_cpu() -> bool {
 /// multi-threaded runtime with one worker lets some connections wait far
 /// longer than others under load).
 pub fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if cpus == 1 {
+    if single_cpu() {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
     }
 }

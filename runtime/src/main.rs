@@ -54,8 +54,8 @@ fn main() -> anyhow::Result<()> {
     // switch per call); otherwise it has a thread of its own.
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let app = ssrun::App::new(loaded);
-        let app = if ssrun::single_cpu() { app.with_javascript_here() } else { app.with_javascript() }
+        let app = ssrun::App::new(loaded)
+            .with_javascript_for_server_runtime()
             .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
         let env = app.env().to_string();
         let actions: Vec<String> = app.registry().names().into_iter().map(str::to_string).collect();

@@ -139,7 +139,8 @@ impl Outbox {
     }
 
     /// Takes a message if one is queued, without waiting.
-    pub fn try_pop(&self) -> Option<Utf8Bytes> {
+    #[cfg(test)]
+    fn try_pop(&self) -> Option<Utf8Bytes> {
         self.state.lock().expect("outbox lock").queue.pop_front()
     }
 }
@@ -212,16 +213,17 @@ impl Hub {
         let mut t = self.tables.write().expect("hub lock");
         // The session may have changed through another of its connections
         // since this one read it: start from the newest copy here.
-        let newer = t.by_session.get(&session_id).and_then(|ids| {
-            let copies = ids.iter().filter_map(|other| t.conns.get(other));
-            copies.map(|c| c.state.lock().expect("session lock").clone()).max_by_key(|s| s.version)
+        let newest = t.by_session.get(&session_id).and_then(|ids| {
+            let others = ids.iter().filter_map(|other| t.conns.get(other));
+            others.max_by_key(|c| c.state.lock().expect("session lock").version)
         });
         let session = {
             let mut mine = state.lock().expect("session lock");
-            if let Some(newer) = newer
-                && newer.version > mine.version
-            {
-                *mine = newer;
+            if let Some(other) = newest {
+                let theirs = other.state.lock().expect("session lock");
+                if theirs.version > mine.version {
+                    *mine = theirs.clone();
+                }
             }
             mine.clone()
         };
@@ -512,11 +514,9 @@ mod tests {
 
     fn session(id: &str, user: Option<&str>, channels: &[&str]) -> Session {
         Session {
-            id: id.into(),
-            created_at: 0,
             user_id: user.map(Into::into),
             channels: channels.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
-            version: 0,
+            ..Session::new(id.into(), 0)
         }
     }
 

@@ -35,6 +35,13 @@ pub struct Session {
     pub version: u64,
 }
 
+impl Session {
+    /// A new session: nobody signed in, no channels, no changes yet.
+    pub fn new(id: String, created_at: u64) -> Session {
+        Session { id, created_at, user_id: None, channels: BTreeSet::new(), version: 0 }
+    }
+}
+
 /// A change to one session.
 #[derive(Debug, Clone)]
 pub enum Change {
@@ -123,8 +130,7 @@ impl MemoryStore {
 
 impl SessionStore for MemoryStore {
     fn create(&self) -> BoxFuture<'_, Result<Session, StoreError>> {
-        let session =
-            Session { id: new_id(), created_at: now_ms(), user_id: None, channels: BTreeSet::new(), version: 0 };
+        let session = Session::new(new_id(), now_ms());
         let entry = Entry { session: session.clone(), used: Instant::now(), confirmed: false };
         self.sessions.lock().expect("session lock").insert(session.id.clone(), entry);
         Box::pin(std::future::ready(Ok(session)))

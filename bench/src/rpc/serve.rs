@@ -22,8 +22,8 @@ pub fn run(app: &Path, port: u16, javascript: bool) -> anyhow::Result<()> {
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let app = if javascript {
-            let app = ssrun::App::new(loaded);
-            let app = if ssrun::single_cpu() { app.with_javascript_here() } else { app.with_javascript() }
+            let app = ssrun::App::new(loaded)
+                .with_javascript_for_server_runtime()
                 .context("starting the app's server code")?;
             if app.registry().get("app.square").is_none() {
                 anyhow::bail!("the app's server code defines no app.square action");

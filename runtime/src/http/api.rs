@@ -49,17 +49,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
     };
     let method = request.method().clone();
     segments.retain(|s| !s.is_empty());
-    if segments.len() < 2 && (method == Method::GET || method == Method::HEAD) {
+    // The index answers GET, HEAD and POST; actions run on GET and POST only
+    // (a HEAD must not have effects).
+    if segments.len() < 2 && matches!(method, Method::GET | Method::HEAD | Method::POST) {
         return index(&shared, format);
     }
-    // Actions run on GET and POST only: a HEAD must not have effects.
     if method != Method::GET && method != Method::POST {
         let mut response = error(format, StatusCode::METHOD_NOT_ALLOWED, "bad_request", "use GET or POST");
         response.headers_mut().insert(header::ALLOW, "GET, POST".parse().expect("valid header"));
         return response;
-    }
-    if segments.len() < 2 {
-        return index(&shared, format);
     }
     let name = segments.join(".");
     let Some(action) = shared.registry.get(&name).cloned() else {

@@ -114,9 +114,8 @@ impl Engine {
                 local.block_on(&scheduler, run(code, settings, publisher, presence, rx, ready_tx));
             })
             .map_err(|e| EngineError(format!("cannot start the engine thread: {e}")))?;
-        let actions = ready_rx.recv().map_err(|_| EngineError("the engine thread stopped while starting".into()))?;
-        let index = actions.map_err(EngineError)?;
-        Ok(Engine { jobs, actions: Arc::new(index.actions), authenticate: Arc::new(index.authenticate) })
+        let index = ready_rx.recv().map_err(|_| EngineError("the engine thread stopped while starting".into()))?;
+        Ok(Engine::new(jobs, index.map_err(EngineError)?))
     }
 
     /// Starts the engine on the calling thread instead of a thread of its
@@ -134,7 +133,19 @@ impl Engine {
         let (jobs, rx) = mpsc::unbounded_channel();
         let (host, index) = start_host(code, settings, publisher, presence).map_err(EngineError)?;
         tokio::task::spawn_local(serve_jobs(host, rx));
-        Ok(Engine { jobs, actions: Arc::new(index.actions), authenticate: Arc::new(index.authenticate) })
+        Ok(Engine::new(jobs, index))
+    }
+
+    fn new(jobs: mpsc::UnboundedSender<Job>, index: Index) -> Engine {
+        Engine { jobs, actions: Arc::new(index.actions), authenticate: Arc::new(index.authenticate) }
+    }
+
+    /// Sends a job that answers through `reply`, and waits for the answer.
+    async fn ask(&self, job: impl FnOnce(oneshot::Sender<ActionResult>) -> Job) -> ActionResult {
+        let stopped = || ActionError::failed("the JavaScript engine has stopped");
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(job(reply)).map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Calls a JavaScript action.
@@ -145,11 +156,7 @@ impl Engine {
         session: SessionHandle,
         connection: Option<ConnId>,
     ) -> ActionResult {
-        let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job::Call { name, args, session, connection, reply }).is_err() {
-            return Err(ActionError::failed("the JavaScript engine has stopped"));
-        }
-        answer.await.unwrap_or_else(|_| Err(ActionError::failed("the JavaScript engine has stopped")))
+        self.ask(|reply| Job::Call { name, args, session, connection, reply }).await
     }
 
     /// Tells the server code that a connection closed (`session.on('disconnect')`).
@@ -166,14 +173,9 @@ impl Engine {
         username: String,
         password: String,
     ) -> Result<Option<String>, String> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job::Authenticate { module: module.to_string(), username, password, reply };
-        self.jobs.send(job).map_err(|_| "the JavaScript engine has stopped".to_string())?;
-        let response = match answer.await {
-            Ok(Ok(response)) => response,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("the JavaScript engine has stopped".into()),
-        };
+        let module_name = module.to_string();
+        let job = |reply| Job::Authenticate { module: module_name, username, password, reply };
+        let response = self.ask(job).await.map_err(|e| e.to_string())?;
         if response["success"] != Value::Bool(true) {
             return Ok(None);
         }
@@ -187,13 +189,10 @@ impl Engine {
     /// Evaluates JavaScript in the engine, as the console does: gives the
     /// value as text (JSON where it has a JSON form), after awaiting a Promise.
     pub async fn evaluate(&self, source: String) -> Result<String, String> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs.send(Job::Evaluate { source, reply }).map_err(|_| "the JavaScript engine has stopped".to_string())?;
-        match answer.await {
-            Ok(Ok(Value::String(text))) => Ok(text),
-            Ok(Ok(other)) => Ok(other.to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("the JavaScript engine has stopped".into()),
+        match self.ask(|reply| Job::Evaluate { source, reply }).await {
+            Ok(Value::String(text)) => Ok(text),
+            Ok(other) => Ok(other.to_string()),
+            Err(e) => Err(e.to_string()),
         }
     }
 }
@@ -270,6 +269,24 @@ impl Host {
         let deadline = Instant::now() + self.settings.reply_timeout;
         state.pending.insert(id, Pending { name, reply, session, deadline });
         id
+    }
+
+    /// Records a call as waiting for its answer and starts it in JavaScript
+    /// with `start` (given the call's id); when starting it throws, the call
+    /// is answered with that error at once.
+    fn begin(
+        &self,
+        name: &str,
+        reply: oneshot::Sender<ActionResult>,
+        session: Option<SessionHandle>,
+        start: impl FnOnce(&Ctx<'_>, u64) -> rquickjs::Result<()>,
+    ) {
+        let id = self.expect(name.to_string(), reply, session);
+        let failed = self.enter(|ctx| start(&ctx, id).err().map(|e| exception_text(&ctx, e)));
+        if let Some((message, stack)) = failed {
+            let error = self.failure(name, &message, &stack);
+            self.answer(id, Err(error));
+        }
     }
 
     fn answer(&self, id: u64, outcome: ActionResult) {
@@ -375,29 +392,13 @@ fn handle(host: &Shared, job: Job) {
             if let Some(connection) = connection {
                 host.state.borrow_mut().connections.entry(connection).or_insert_with(|| session.clone());
             }
-            let id = host.expect(name.clone(), reply, Some(session.clone()));
             let (session_id, created_at, user_id) = session.basics();
             let connection = connection.map(|c| c as f64).unwrap_or(-1.0);
             let args_json = Value::Array(args).to_string();
-            let failed = host.enter(|ctx| {
-                let call = host.call.borrow().clone().expect("the host is started").restore(&ctx);
-                let outcome = call.and_then(|f| {
-                    f.call::<_, ()>((
-                        id as f64,
-                        name.as_str(),
-                        args_json,
-                        session_id,
-                        created_at as f64,
-                        user_id,
-                        connection,
-                    ))
-                });
-                outcome.err().map(|e| exception_text(&ctx, e))
+            host.begin(&name, reply, Some(session), |ctx, id| {
+                let call = host.call.borrow().clone().expect("the host is started").restore(ctx)?;
+                call.call((id as f64, name.as_str(), args_json, session_id, created_at as f64, user_id, connection))
             });
-            if let Some((message, stack)) = failed {
-                let error = host.failure(&name, &message, &stack);
-                host.answer(id, Err(error));
-            }
         }
         Job::Disconnected(connection) => {
             host.state.borrow_mut().connections.remove(&connection);
@@ -409,26 +410,14 @@ fn handle(host: &Shared, job: Job) {
             });
         }
         Job::Authenticate { module, username, password, reply } => {
-            let id = host.expect(format!("lib/server/{module}"), reply, None);
-            let failed = host.enter(|ctx| {
-                let result = global_fn(&ctx, "authenticate")
-                    .and_then(|f| f.call::<_, ()>((id as f64, module.as_str(), username, password)));
-                result.err().map(|e| exception_text(&ctx, e))
+            host.begin(&format!("lib/server/{module}"), reply, None, |ctx, id| {
+                global_fn(ctx, "authenticate")?.call((id as f64, module.as_str(), username, password))
             });
-            if let Some((message, stack)) = failed {
-                let error = host.failure(&format!("lib/server/{module}"), &message, &stack);
-                host.answer(id, Err(error));
-            }
         }
         Job::Evaluate { source, reply } => {
-            let id = host.expect("console".into(), reply, None);
-            let failed = host.enter(|ctx| {
-                let result = global_fn(&ctx, "evaluate").and_then(|f| f.call::<_, ()>((id as f64, source.as_str())));
-                result.err().map(|e| exception_text(&ctx, e))
+            host.begin("console", reply, None, |ctx, id| {
+                global_fn(ctx, "evaluate")?.call((id as f64, source.as_str()))
             });
-            if let Some((message, stack)) = failed {
-                host.answer(id, Err(ActionError::failed(format!("{message}\n{stack}").trim_end().to_string())));
-            }
         }
     }
 }

@@ -178,6 +178,10 @@
       return this._session || (this._session = makeSession(this._call, this._data));
     }
   });
+  // `this` for server code no client called (SS.server from server code, Basic Auth): a blank session.
+  function noCaller() {
+    return new CallContext(-1, '', 0, null, -1);
+  }
 
   SS.publish = {
     user: function (userId, event, data) {
@@ -239,7 +243,7 @@
       var args = Array.prototype.slice.call(arguments);
       var cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
       var promise = new Promise(function (resolve, reject) {
-        var self = new CallContext(-1, '', 0, null, -1);
+        var self = noCaller();
         invoke(fn, self, args, function (isError, value) {
           if (isError) reject(value);
           else resolve(value);
@@ -325,7 +329,7 @@
     },
     // HTTP API Basic Auth through a lib/server module: answers with its response.
     authenticate: function (callId, moduleName, username, password) {
-      var self = new CallContext(-1, '', 0, null, -1);
+      var self = noCaller();
       self.session.authenticate(moduleName, { username: username, password: password }).then(function (response) {
         host.reply(callId, false, stringify(response));
       }, function (error) {
