@@ -38,9 +38,13 @@ enum Command {
     /// Remote calls (ssrun with a native action, ssrun with a JavaScript action, Socket.IO on Node.js), memory per
     /// idle connection and broadcast fan-out (ssrun native against Socket.IO).
     Rpc {
-        /// Connection counts of the closed-loop call runs (each connection keeps one call in flight).
+        /// Connection counts of the closed-loop call runs.
         #[arg(long, value_delimiter = ',', default_value = "1,50,1000")]
         connections: Vec<usize>,
+        /// Calls each connection sends at once (in one write) before waiting for their answers; every
+        /// connection count runs once with each.
+        #[arg(long, value_delimiter = ',', default_value = "1,8")]
+        in_flight: Vec<usize>,
         /// Seconds measured at each connection count.
         #[arg(long, default_value_t = 5.0)]
         duration: f64,
@@ -81,9 +85,28 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Pack { runs } => pack::run(runs),
         Command::Css { runs } => css::run(runs),
-        Command::Rpc { connections, duration, warmup, idle, broadcasts, server_cpu, client_cpu, servers } => {
+        Command::Rpc {
+            connections,
+            in_flight,
+            duration,
+            warmup,
+            idle,
+            broadcasts,
+            server_cpu,
+            client_cpu,
+            servers,
+        } => {
+            if in_flight.contains(&0) {
+                anyhow::bail!("--in-flight takes counts of 1 or more");
+            }
+            let levels = in_flight
+                .iter()
+                .flat_map(|&in_flight| {
+                    connections.iter().map(move |&connections| rpc::Level { connections, in_flight })
+                })
+                .collect();
             rpc::run(rpc::Options {
-                connections,
+                levels,
                 warmup: Duration::from_secs_f64(warmup),
                 duration: Duration::from_secs_f64(duration),
                 idle,

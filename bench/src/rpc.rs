@@ -12,11 +12,13 @@
 //! Each server process is pinned to one CPU and the load generator to
 //! another. Measured, for each server:
 //!
-//! 1. closed-loop calls (`app.square(25)`; each connection keeps one call in
-//!    flight) at several connection counts: the server's CPU time (user and
-//!    system, /proc/PID/stat) per answered call (for ssrun with JavaScript,
-//!    also the part of it in the engine thread), calls per second, and p50
-//!    and p99 latency over a measured window after a warm-up;
+//! 1. closed-loop calls (`app.square(25)`) at several connection counts, with
+//!    one call in flight per connection, and with a batch of calls sent in one
+//!    write and answered before the next batch (a page asking for several
+//!    things at once): the server's CPU time (user and system,
+//!    /proc/PID/stat) per answered call (for ssrun with JavaScript, also the
+//!    part of it in the engine thread), calls per second, and p50 and p99
+//!    latency over a measured window after a warm-up;
 //! 2. the server's resident memory (VmRSS) per idle connection, once N
 //!    clients have completed their handshake, against before they connected;
 //! 3. broadcast fan-out: with those N clients connected, one more client asks
@@ -56,8 +58,8 @@ const ENGINE_THREAD: &str = "ssrun-js";
 
 /// What `ss-bench rpc` measures, and where.
 pub struct Options {
-    /// The connection counts of the closed-loop call runs.
-    pub connections: Vec<usize>,
+    /// The closed-loop call runs, in order.
+    pub levels: Vec<Level>,
     /// Warm-up before each measured window.
     pub warmup: Duration,
     /// The measured window of each call run.
@@ -72,6 +74,25 @@ pub struct Options {
     pub client_cpu: usize,
     /// The servers to measure.
     pub servers: Vec<ServerKind>,
+}
+
+/// One closed-loop call run: how many connections, and how many calls each
+/// sends at once (in one write) before waiting for their answers.
+#[derive(Clone, Copy, Debug)]
+pub struct Level {
+    /// Connections making calls.
+    pub connections: usize,
+    /// Calls in flight on each connection.
+    pub in_flight: usize,
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.in_flight {
+            1 => write!(f, "{} conn.", self.connections),
+            k => write!(f, "{} conn. x {k} in flight", self.connections),
+        }
+    }
 }
 
 /// A server under test.
@@ -102,7 +123,7 @@ impl ServerKind {
 }
 
 struct CallRun {
-    connections: usize,
+    level: Level,
     cpu_per_call: Cpu,
     /// The part of it in ssrun's JavaScript engine thread (zero without one).
     engine_per_call: Duration,
@@ -241,10 +262,10 @@ async fn measure(opts: &Options, commands: &[ServerCommand]) -> anyhow::Result<V
     // 1. Calls: every server up at once, taking turns at each level, so that
     //    a change in the machine's background load hits them alike.
     let servers = commands.iter().map(|c| start(opts, c)).collect::<anyhow::Result<Vec<_>>>()?;
-    for &connections in &opts.connections {
+    for &level in &opts.levels {
         for (server, result) in servers.iter().zip(&mut results) {
-            eprintln!("calls: {}, {connections} connections", name(result.kind));
-            result.calls.push(call_run(server, result.kind.proto(), connections, opts).await?);
+            eprintln!("calls: {}, {level}", name(result.kind));
+            result.calls.push(call_run(server, result.kind.proto(), level, opts).await?);
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
@@ -265,13 +286,13 @@ async fn measure(opts: &Options, commands: &[ServerCommand]) -> anyhow::Result<V
 }
 
 /// Closed-loop calls on `connections` connections.
-async fn call_run(server: &Server, proto: Proto, connections: usize, opts: &Options) -> anyhow::Result<CallRun> {
+async fn call_run(server: &Server, proto: Proto, level: Level, opts: &Options) -> anyhow::Result<CallRun> {
     struct Flags {
         measuring: AtomicBool,
         stop: AtomicBool,
         answered: AtomicU64,
     }
-    let conns = connect_many(proto, server.addr, connections, PARALLEL_HANDSHAKES, false).await?;
+    let conns = connect_many(proto, server.addr, level.connections, PARALLEL_HANDSHAKES, false).await?;
     let flags = Arc::new(Flags {
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
@@ -283,13 +304,13 @@ async fn call_run(server: &Server, proto: Proto, connections: usize, opts: &Opti
             let flags = flags.clone();
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                let mut took = Vec::with_capacity(level.in_flight);
                 while !flags.stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    conn.square(25).await?;
-                    let took = started.elapsed();
-                    flags.answered.fetch_add(1, Ordering::Relaxed);
+                    took.clear();
+                    conn.squares(25, level.in_flight, &mut took).await?;
+                    flags.answered.fetch_add(level.in_flight as u64, Ordering::Relaxed);
                     if flags.measuring.load(Ordering::Relaxed) {
-                        latencies.push(took);
+                        latencies.extend_from_slice(&took);
                     }
                 }
                 conn.close().await;
@@ -325,7 +346,7 @@ async fn call_run(server: &Server, proto: Proto, connections: usize, opts: &Opti
     let per_call = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() / calls as f64);
     let ours = server.total() + (own1 - own0);
     Ok(CallRun {
-        connections,
+        level,
         cpu_per_call: Cpu { user: per_call(server.user), system: per_call(server.system) },
         engine_per_call: per_call(engine1.saturating_sub(engine0)),
         calls_per_sec: calls as f64 / window,
@@ -342,8 +363,9 @@ async fn idle_and_broadcast(server: &Server, result: &mut Results, opts: &Option
     // Warm the server up (code paths, allocator, JIT) with one short-lived client.
     {
         let mut conn = Conn::open(proto, server.addr, false).await?;
+        let mut took = Vec::new();
         for _ in 0..1000 {
-            conn.square(25).await?;
+            conn.squares(25, 1, &mut took).await?;
         }
         conn.close().await;
     }
@@ -462,7 +484,7 @@ fn per_connection(r: &Results, idle: usize) -> f64 {
     r.rss_after.saturating_sub(r.rss_before) as f64 / idle as f64
 }
 
-/// Server CPU per call of `a` over `b` at each connection count, against an optional target ratio.
+/// Server CPU per call of `a` over `b` in each call run, against an optional target ratio.
 fn cpu_ratios(a: &Results, b: &Results, target: Option<f64>) -> String {
     let ratios: Vec<String> = a
         .calls
@@ -471,8 +493,8 @@ fn cpu_ratios(a: &Results, b: &Results, target: Option<f64>) -> String {
         .map(|(x, y)| {
             let ratio = x.cpu_per_call.total().as_secs_f64() / y.cpu_per_call.total().as_secs_f64();
             match target {
-                Some(t) => format!("{:.2}x at {} conn. ({})", ratio, x.connections, met(ratio <= t)),
-                None => format!("{:.2}x at {} conn.", ratio, x.connections),
+                Some(t) => format!("{:.2}x at {} ({})", ratio, x.level, met(ratio <= t)),
+                None => format!("{:.2}x at {}", ratio, x.level),
             }
         })
         .collect();
@@ -488,7 +510,7 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         Command::new("node").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     println!(
         "Remote calls and broadcasts (`ss-bench rpc`): each server pinned to CPU {}, the load generator (one \
-         thread) to CPU {}; at each connection count {} s measured after {} s of warm-up; {} idle clients; {} \
+         thread) to CPU {}; for each call run {} s measured after {} s of warm-up; {} idle clients; {} \
          broadcasts. Node.js {}.\n",
         opts.server_cpu,
         opts.client_cpu,
@@ -534,21 +556,17 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
     let show_us = |v: f64| us(Duration::from_secs_f64(v));
     let show_ms = |v: f64| ms(Duration::from_secs_f64(v));
     let percent = |v: f64| format!("{:.0}%", v * 100.0);
-    let levels = 0..opts.connections.len();
+    let levels = 0..opts.levels.len();
     let calls = |f: &dyn Fn(&CallRun) -> f64, i: usize| -> Vec<Option<f64>> {
         results.iter().map(|r| Some(f(&r.calls[i]))).collect()
     };
     for i in levels.clone() {
-        let c = opts.connections[i];
-        row(format!("server CPU per call, {c} conn."), calls(&|x| secs(x.cpu_per_call.total()), i), &show_us);
+        let c = opts.levels[i];
+        row(format!("server CPU per call, {c}"), calls(&|x| secs(x.cpu_per_call.total()), i), &show_us);
     }
     for i in levels.clone() {
-        let c = opts.connections[i];
-        row(
-            format!("server CPU per call in user space, {c} conn."),
-            calls(&|x| secs(x.cpu_per_call.user), i),
-            &show_us,
-        );
+        let c = opts.levels[i];
+        row(format!("server CPU per call in user space, {c}"), calls(&|x| secs(x.cpu_per_call.user), i), &show_us);
     }
     // Only when the engine had a thread of its own (with one CPU it shares the server's).
     let engine_thread =
@@ -558,26 +576,26 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
             results.iter().map(|r| (r.kind == ServerKind::SsrunJs).then(|| secs(r.calls[i].engine_per_call))).collect()
         };
         for i in levels.clone() {
-            let c = opts.connections[i];
-            line(format!("the same in the JavaScript engine thread, {c} conn."), engine(i), &show_us, false);
+            let c = opts.levels[i];
+            line(format!("the same in the JavaScript engine thread, {c}"), engine(i), &show_us, false);
         }
     }
     for i in levels.clone() {
-        let c = opts.connections[i];
-        row(format!("calls per second, {c} conn."), calls(&|x| x.calls_per_sec, i), &|v| format!("{v:.0}"));
+        let c = opts.levels[i];
+        row(format!("calls per second, {c}"), calls(&|x| x.calls_per_sec, i), &|v| format!("{v:.0}"));
     }
     for i in levels.clone() {
-        let c = opts.connections[i];
-        row(format!("p50 latency, {c} conn."), calls(&|x| secs(x.p50), i), &show_us);
-        row(format!("p99 latency, {c} conn."), calls(&|x| secs(x.p99), i), &show_us);
+        let c = opts.levels[i];
+        row(format!("p50 latency, {c}"), calls(&|x| secs(x.p50), i), &show_us);
+        row(format!("p99 latency, {c}"), calls(&|x| secs(x.p99), i), &show_us);
     }
     for i in levels.clone() {
-        let c = opts.connections[i];
-        line(format!("load generator CPU, {c} conn."), calls(&|x| x.client_load, i), &percent, false);
+        let c = opts.levels[i];
+        line(format!("load generator CPU, {c}"), calls(&|x| x.client_load, i), &percent, false);
     }
     for i in levels.clone() {
-        let c = opts.connections[i];
-        line(format!("other processes' CPU, {c} conn."), calls(&|x| x.other_load, i), &percent, false);
+        let c = opts.levels[i];
+        line(format!("other processes' CPU, {c}"), calls(&|x| x.other_load, i), &percent, false);
     }
     // The memory and broadcast rows, for the servers they ran on.
     let fanned = |r: &Results| !r.fanouts.is_empty();

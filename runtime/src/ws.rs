@@ -424,12 +424,19 @@ impl Connection {
 
     fn message(&mut self, text: &str) -> Result<(), End> {
         let malformed = |why: String| Err(End::Close(close::MALFORMED, why));
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => return malformed(format!("not JSON: {e}")),
+        // serde would also read a struct from an array, field by field: only an object is a message.
+        let object = text.trim_start().starts_with('{');
+        let parsed = if object { serde_json::from_str::<Incoming>(text) } else { Err(serde::de::Error::custom("")) };
+        let message = match parsed {
+            Ok(m) => m,
+            // Read again, only to say what is wrong.
+            Err(e) => match serde_json::from_str::<Value>(text) {
+                Err(e) => return malformed(format!("not JSON: {e}")),
+                Ok(Value::Object(_)) => return malformed(format!("not a message: {e}")),
+                Ok(_) => return malformed("a message must be a JSON object".into()),
+            },
         };
-        let Some(object) = value.as_object() else { return malformed("a message must be a JSON object".into()) };
-        match object.get("type").and_then(Value::as_str) {
+        match message.kind.as_ref().and_then(Value::as_str) {
             Some("call") => {}
             Some("hb") => {
                 self.seen = self.session.user_id();
@@ -439,11 +446,11 @@ impl Connection {
             Some(other) => return malformed(format!("unknown message type {other:.40}")),
             None => return malformed("a message needs a \"type\"".into()),
         }
-        let id = match object.get("id") {
-            Some(id @ (Value::Number(_) | Value::String(_))) => id.clone(),
+        let id = match message.id {
+            Some(id @ (Value::Number(_) | Value::String(_))) => id,
             _ => return malformed("a call needs an \"id\" (a number or a string)".into()),
         };
-        match self.start_call(object) {
+        match self.start_call(message.method, message.args) {
             Ok(future) => self.calls.push(Box::pin(future.map(move |outcome| (id, outcome)))),
             Err(e) => self.out.push(reply_text(&id, &Err(e))),
         }
@@ -452,15 +459,16 @@ impl Connection {
 
     fn start_call(
         &self,
-        object: &serde_json::Map<String, Value>,
+        method: Option<Value>,
+        args: Option<Value>,
     ) -> Result<futures_util::future::BoxFuture<'static, ActionResult>, ActionError> {
-        let method = match object.get("method") {
-            Some(Value::String(m)) => m.clone(),
+        let method = match method {
+            Some(Value::String(m)) => m,
             _ => return Err(ActionError::BadRequest("a call needs a \"method\" string, like \"app.square\"".into())),
         };
-        let args = match object.get("args") {
+        let args = match args {
             None => Vec::new(),
-            Some(Value::Array(args)) => args.clone(),
+            Some(Value::Array(args)) => args,
             Some(_) => return Err(ActionError::BadRequest("\"args\" must be an array".into())),
         };
         let registry = &self.shared.registry;
@@ -471,6 +479,28 @@ impl Connection {
         let call = self.shared.call(method, args, self.session.clone(), Some(self.id));
         Ok((action.handler)(call))
     }
+}
+
+/// The fields of a client message the server reads (others are ignored),
+/// taken as they come so that the checks above can say what is wrong. Read
+/// straight into these rather than into a map first: a map of the whole
+/// message costs a hash table and copies of the method and arguments on
+/// every call.
+#[derive(serde::Deserialize)]
+struct Incoming {
+    #[serde(rename = "type", default, deserialize_with = "present")]
+    kind: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    method: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    args: Option<Value>,
+}
+
+/// A field that is there, even as `null` (which `Option` alone reads as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    <Value as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 async fn next_event(

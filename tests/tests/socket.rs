@@ -109,6 +109,14 @@ async fn bad_input_closes_with_a_documented_code_and_others_are_served() {
     assert_eq!(code, 4400);
     assert!(reason.starts_with("not JSON"), "{reason}");
     assert_eq!(closes_with(addr, Message::text("[1,2]")).await.0, 4400);
+    // The fields of a call in order, as an array, are not a call either.
+    let (code, reason) = closes_with(addr, Message::text(r#"["call",1,"app.square",[5]]"#)).await;
+    assert_eq!((code, reason.as_str()), (4400, "a message must be a JSON object"));
+    assert_eq!(closes_with(addr, Message::text(r#"{"type":"call","id":null,"method":"app.square"}"#)).await.0, 4400);
+    let (code, reason) =
+        closes_with(addr, Message::text(r#"{"type":"call","id":1,"method":"app.square","method":"x"}"#)).await;
+    assert_eq!(code, 4400);
+    assert!(reason.starts_with("not a message: duplicate field"), "{reason}");
     assert_eq!(closes_with(addr, Message::text(r#"{"id":1}"#)).await.0, 4400);
     assert_eq!(
         closes_with(addr, Message::text(r#"{"type":"shout"}"#)).await,

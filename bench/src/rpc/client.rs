@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -65,7 +65,10 @@ struct InitClient {
 impl Conn {
     /// Connects and completes the handshake: ssrun's `init` received, or
     /// Socket.IO's `40{"sid":...}` received. With `stamp`, the kernel's
-    /// receive time of each read is kept (see [`Stamped`]).
+    /// receive time of each read is kept (see [`Stamped`]); such clients are
+    /// the many idle ones, and write each message as it is sent. Others
+    /// gather what they send until a flush, so a batch of calls leaves in one
+    /// write.
     pub async fn open(proto: Proto, addr: SocketAddr, stamp: bool) -> anyhow::Result<Conn> {
         let tcp = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
         tcp.set_nodelay(true)?;
@@ -75,7 +78,8 @@ impl Conn {
             Proto::SocketIo => format!("ws://{addr}/socket.io/?EIO=4&transport=websocket"),
         };
         // Small buffers: 10,000 of these live in one process.
-        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+        let write_buffer = if stamp { 0 } else { 64 * 1024 };
+        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(write_buffer);
         let (ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
             .await
             .with_context(|| format!("WebSocket handshake with {addr}"))?;
@@ -129,50 +133,90 @@ impl Conn {
         }
     }
 
-    /// Sends a call of `method` with one argument and waits for its answer,
-    /// which must be `expect` (`None`: null). ssrun: the `bench.*` and `app.*` actions;
-    /// Socket.IO: the event of the same last name, acknowledged.
-    async fn call(&mut self, method: &str, arg: u64, expect: Option<f64>) -> anyhow::Result<()> {
+    /// The text of a call of `method` with one argument, under a new id.
+    /// ssrun: the `bench.*` and `app.*` actions; Socket.IO: the event of the
+    /// same last name, with an ack.
+    fn request(&mut self, method: &str, arg: u64) -> (u64, String) {
         self.next_id += 1;
         let id = self.next_id;
-        match self.proto {
-            Proto::Ssrun => {
-                self.send(format!(r#"{{"type":"call","id":{id},"method":"{method}","args":[{arg}]}}"#)).await?;
-                loop {
-                    let text = self.text().await?;
-                    let msg: Incoming = serde_json::from_str(&text).with_context(|| format!("message {text}"))?;
-                    if msg.kind != "reply" || msg.id != Some(id) {
-                        continue;
-                    }
-                    if let Some(error) = msg.error {
-                        bail!("{method} failed: {error}");
-                    }
-                    if msg.result != expect {
-                        bail!("{method}({arg}) answered {text}");
-                    }
-                    return Ok(());
-                }
-            }
+        let text = match self.proto {
+            Proto::Ssrun => format!(r#"{{"type":"call","id":{id},"method":"{method}","args":[{arg}]}}"#),
             Proto::SocketIo => {
                 let event = method.rsplit('.').next().unwrap_or(method);
-                self.send(format!(r#"42{id}["{event}",{arg}]"#)).await?;
-                let prefix = format!("43{id}");
-                loop {
-                    let text = self.text().await?;
-                    let Some(rest) = text.strip_prefix(&prefix).filter(|rest| rest.starts_with('[')) else { continue };
-                    let answer: Vec<f64> = serde_json::from_str(rest).with_context(|| format!("ack {text}"))?;
-                    if answer.first().copied() != expect {
-                        bail!("{event}({arg}) acknowledged {text}");
-                    }
-                    return Ok(());
+                format!(r#"42{id}["{event}",{arg}]"#)
+            }
+        };
+        (id, text)
+    }
+
+    /// The id of the call `text` answers, if it is an answer, after checking
+    /// that its value is `expect` (`None`: null).
+    fn answer(&self, text: &str, method: &str, expect: Option<f64>) -> anyhow::Result<Option<u64>> {
+        match self.proto {
+            Proto::Ssrun => {
+                let msg: Incoming = serde_json::from_str(text).with_context(|| format!("message {text}"))?;
+                if msg.kind != "reply" {
+                    return Ok(None);
                 }
+                if let Some(error) = msg.error {
+                    bail!("{method} failed: {error}");
+                }
+                if msg.result != expect {
+                    bail!("{method} answered {text}");
+                }
+                Ok(msg.id)
+            }
+            Proto::SocketIo => {
+                let Some(rest) = text.strip_prefix("43") else { return Ok(None) };
+                let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+                let (id, rest) = rest.split_at(digits);
+                let Ok(id) = id.parse::<u64>() else { return Ok(None) };
+                let answer: Vec<f64> = serde_json::from_str(rest).with_context(|| format!("ack {text}"))?;
+                if answer.first().copied() != expect {
+                    bail!("{method} acknowledged {text}");
+                }
+                Ok(Some(id))
             }
         }
     }
 
-    /// `app.square(n)`, checking the answer.
-    pub async fn square(&mut self, n: u64) -> anyhow::Result<()> {
-        self.call("app.square", n, Some((n * n) as f64)).await
+    /// Sends a call of `method` with one argument and waits for its answer,
+    /// which must be `expect` (`None`: null).
+    async fn call(&mut self, method: &str, arg: u64, expect: Option<f64>) -> anyhow::Result<()> {
+        let (id, text) = self.request(method, arg);
+        self.send(text).await?;
+        loop {
+            let text = self.text().await?;
+            if self.answer(&text, method, expect)? == Some(id) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends `k` calls of `app.square(n)` in one write, then waits for all of
+    /// their answers (in any order), checking each; pushes each call's
+    /// latency to `took`.
+    pub async fn squares(&mut self, n: u64, k: usize, took: &mut Vec<Duration>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let first = self.next_id + 1;
+        for _ in 0..k {
+            let (_, text) = self.request("app.square", n);
+            self.ws.feed(Message::text(text)).await.context("sending")?;
+        }
+        self.ws.flush().await.context("sending")?;
+        let expect = Some((n * n) as f64);
+        let mut left = k;
+        while left > 0 {
+            let text = self.text().await?;
+            if let Some(id) = self.answer(&text, "app.square", expect)? {
+                if id < first || id > self.next_id {
+                    bail!("an answer to call {id}, which is not in flight: {text}");
+                }
+                took.push(started.elapsed());
+                left -= 1;
+            }
+        }
+        Ok(())
     }
 
     /// Asks the server to broadcast `tick` with `data` to everyone connected,

@@ -68,6 +68,8 @@
   }
 
   function stringify(value) {
+    // Numbers are the commonest answer; their JSON is their string.
+    if (typeof value === 'number') return isFinite(value) ? String(value) : 'null';
     var json = JSON.stringify(value);
     return json === undefined ? 'null' : json;
   }
@@ -168,19 +170,59 @@
 
   // `this` inside an action. The session object (a dozen closures) is only
   // built when the action reads this.session: most calls never do.
-  function CallContext(callId, id, createdAt, userId, connection) {
-    this._call = callId;
-    this._data = { id: id, created_at: createdAt, user_id: userId === undefined ? null : userId, connection: connection };
-    this._session = null;
+  // Everything about the call is in one array, `_call`: [call id, session
+  // id, created at, user id, connection, action name, answered yet]. Every
+  // property added to an object per call costs a shape change here, so
+  // `this` gets one more only when the action reads this.session.
+  function CallContext(call) {
+    this._call = call;
   }
   Object.defineProperty(CallContext.prototype, 'session', {
     get: function () {
-      return this._session || (this._session = makeSession(this._call, this._data));
+      if (this._session) return this._session;
+      var c = this._call;
+      var data = { id: c[1], created_at: c[2], user_id: c[3] === undefined ? null : c[3], connection: c[4] };
+      return (this._session = makeSession(c[0], data));
     }
   });
   // `this` for server code no client called (SS.server from server code, Basic Auth): a blank session.
   function noCaller() {
-    return new CallContext(-1, '', 0, null, -1);
+    return new CallContext([-1, '', 0, null, -1, '', false]);
+  }
+
+  // Answers a client's call, once: whichever comes first of its callback,
+  // its return value and its promise.
+  function answer(self, isError, value) {
+    var c = self._call;
+    if (c[6]) return;
+    c[6] = true;
+    var json;
+    if (!isError) {
+      try {
+        json = stringify(value);
+      } catch (e) {
+        isError = true;
+        value = new TypeError(c[5] + ' answered with something that is not JSON: ' + e.message);
+      }
+    }
+    host.reply(c[0], isError, isError ? errorText(value) : json);
+  }
+
+  // `invoke` for a client's call, with one closure instead of three.
+  function run(fn, self, args) {
+    var result;
+    try {
+      args.push(function (value) { answer(self, false, value); });
+      result = fn.apply(self, args);
+    } catch (error) {
+      answer(self, true, error);
+      return;
+    }
+    if (result && typeof result.then === 'function') {
+      result.then(function (value) { answer(self, false, value); }, function (error) { answer(self, true, error); });
+    } else if (result !== undefined) {
+      answer(self, false, result);
+    }
   }
 
   SS.publish = {
@@ -288,19 +330,7 @@
           host.reply(callId, true, JSON.stringify({ message: 'no JavaScript action ' + name, stack: '' }));
           return;
         }
-        var self = new CallContext(callId, sessionId, createdAt, userId, connection);
-        invoke(action.fn, self, JSON.parse(argsJson), function (isError, value) {
-          var json;
-          if (!isError) {
-            try {
-              json = stringify(value);
-            } catch (e) {
-              isError = true;
-              value = new TypeError(name + ' answered with something that is not JSON: ' + e.message);
-            }
-          }
-          host.reply(callId, isError, isError ? errorText(value) : json);
-        });
+        run(action.fn, new CallContext([callId, sessionId, createdAt, userId, connection, name, false]), JSON.parse(argsJson));
       } finally {
         tag = 'server';
       }
