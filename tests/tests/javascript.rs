@@ -328,3 +328,74 @@ async fn the_engine_can_share_the_server_thread() {
     assert!(started.elapsed() < limit * 2, "answered after {:?}", started.elapsed());
     assert!(c.next_json().await["error"]["message"].as_str().unwrap().contains("time limit"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_api_works_when_calls_run_on_the_server_thread() {
+    // With the engine on the server's thread, a call runs its JavaScript in
+    // the connection's task; what it starts in the background (timers,
+    // session changes, publishing, the users online) is handed to the
+    // engine's own task. Each of those, from a call run that way:
+    let dir = fixture("seed");
+    ss_tests::write(
+        dir.path(),
+        "app/server/background.js",
+        "let fired = 0, gone = 0;\nexports.actions = {\n  \
+         timers() { const t = setTimeout(() => { fired += 1; }, 10); clearTimeout(t); setTimeout(() => { fired += 100; }, 10); return true; },\n  \
+         fired() { return fired; },\n  \
+         watch() { this.session.on('disconnect', () => { gone += 1; }); return true; },\n  \
+         gone() { return gone; },\n};\n",
+    );
+    pack_app(dir.path(), "development");
+    let path = dir.path().to_path_buf();
+    let server = RunningServer::here(move || {
+        let loaded = ssrun::LoadedApp::load(&path).unwrap();
+        ssrun::App::new(loaded).with_javascript_here().expect("the server code starts")
+    });
+    let mut a = WsClient::connect(server.addr, None).await;
+    let mut b = WsClient::connect(server.addr, None).await;
+
+    // A timer cleared in the call that set it never fires; the other does.
+    assert_eq!(a.call(1, "background.timers", json!([])).await["result"], true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut id = 2;
+    while a.call(id, "background.fired", json!([])).await["result"] != 100 {
+        assert!(Instant::now() < deadline, "the timer did not fire");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        id += 1;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(a.call(100, "background.fired", json!([])).await["result"], 100);
+
+    // Session changes: signing in, joining a channel; publishing to it and to the user.
+    let signed = a.call(101, "auth.authenticate", json!([{"username": "joe", "password": "secret"}])).await;
+    assert_eq!(signed["result"]["success"], true, "{signed}");
+    assert_eq!(a.call(102, "chat.join", json!(["red"])).await["result"], json!(["red"]));
+    assert_eq!(b.call(1, "chat.say", json!(["red", "hello"])).await["result"], true);
+    let event = a.next_json().await;
+    assert_eq!((event["event"].as_str(), event["data"].as_str()), (Some("newMessage"), Some("hello")), "{event}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut id = 2;
+    loop {
+        let online = b.call(id, "app.online", json!([])).await;
+        if online["result"] == json!(["21323"]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "joe is not online: {online}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        id += 1;
+    }
+    assert_eq!(b.call(1000, "app.testMessage", json!(["21323"])).await["result"], true);
+    let event = a.next_json().await;
+    assert_eq!(event["data"], "Wow this is cool!", "{event}");
+
+    // A disconnect handler runs when its connection closes.
+    assert_eq!(a.call(103, "background.watch", json!([])).await["result"], true);
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut id = 1001;
+    while b.call(id, "background.gone", json!([])).await["result"] != 1 {
+        assert!(Instant::now() < deadline, "the disconnect handler did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        id += 1;
+    }
+}

@@ -4,7 +4,9 @@
 //! One engine thread owns the QuickJS runtime. Calls arrive as jobs on a
 //! channel; the thread runs a single-threaded tokio scheduler, so an action
 //! that awaits (a timer, a session change, a promise) lets other calls run
-//! meanwhile. Every entry into JavaScript gets a deadline (`js_time_limit`):
+//! meanwhile. On a server with one CPU the engine lives on the server's own
+//! thread instead ([`Engine::start_here`]), and a call from that thread runs
+//! its JavaScript at once, without the channel. Every entry into JavaScript gets a deadline (`js_time_limit`):
 //! QuickJS's interrupt handler stops a loop that passes it, and the call is
 //! answered with an error. The runtime also has a memory limit; running out
 //! is an error for that call, and the engine stays usable.
@@ -74,6 +76,9 @@ enum Job {
 #[derive(Clone)]
 pub struct Engine {
     jobs: mpsc::UnboundedSender<Job>,
+    /// Set for an engine started with [`Engine::start_here`]: its key in
+    /// this thread's [`LOCAL_HOSTS`].
+    local: Option<u64>,
     /// The actions the server code defines, sorted.
     pub actions: Arc<Vec<String>>,
     /// The `app/server` files (by key, `admin.users`) whose exports had a
@@ -115,7 +120,7 @@ impl Engine {
             })
             .map_err(|e| EngineError(format!("cannot start the engine thread: {e}")))?;
         let index = ready_rx.recv().map_err(|_| EngineError("the engine thread stopped while starting".into()))?;
-        Ok(Engine::new(jobs, index.map_err(EngineError)?))
+        Ok(Engine::new(jobs, index.map_err(EngineError)?, None))
     }
 
     /// Starts the engine on the calling thread instead of a thread of its
@@ -132,19 +137,42 @@ impl Engine {
     ) -> Result<Engine, EngineError> {
         let (jobs, rx) = mpsc::unbounded_channel();
         let (host, index) = start_host(code, settings, publisher, presence).map_err(EngineError)?;
+        static KEYS: AtomicU64 = AtomicU64::new(1);
+        let key = KEYS.fetch_add(1, Ordering::Relaxed);
+        LOCAL_HOSTS.with(|hosts| {
+            let mut hosts = hosts.borrow_mut();
+            hosts.retain(|(_, host)| host.strong_count() > 0);
+            hosts.push((key, Rc::downgrade(&host)));
+        });
         tokio::task::spawn_local(serve_jobs(host, rx));
-        Ok(Engine::new(jobs, index))
+        Ok(Engine::new(jobs, index, Some(key)))
     }
 
-    fn new(jobs: mpsc::UnboundedSender<Job>, index: Index) -> Engine {
-        Engine { jobs, actions: Arc::new(index.actions), authenticate: Arc::new(index.authenticate) }
+    fn new(jobs: mpsc::UnboundedSender<Job>, index: Index, local: Option<u64>) -> Engine {
+        Engine { jobs, local, actions: Arc::new(index.actions), authenticate: Arc::new(index.authenticate) }
+    }
+
+    /// Hands a job to the engine: runs it at once when the engine lives on
+    /// this thread and is not already running JavaScript, else queues it.
+    fn submit(&self, job: Job) -> Result<(), ()> {
+        let here = self.local.and_then(|key| {
+            LOCAL_HOSTS
+                .with(|hosts| hosts.borrow().iter().find(|(k, _)| *k == key).and_then(|(_, host)| host.upgrade()))
+        });
+        match here {
+            Some(host) if !host.running.get() => {
+                host.handle_direct(job);
+                Ok(())
+            }
+            _ => self.jobs.send(job).map_err(|_| ()),
+        }
     }
 
     /// Sends a job that answers through `reply`, and waits for the answer.
     async fn ask(&self, job: impl FnOnce(oneshot::Sender<ActionResult>) -> Job) -> ActionResult {
         let stopped = || ActionError::failed("the JavaScript engine has stopped");
         let (reply, answer) = oneshot::channel();
-        self.jobs.send(job(reply)).map_err(|_| stopped())?;
+        self.submit(job(reply)).map_err(|_| stopped())?;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
 
@@ -161,7 +189,7 @@ impl Engine {
 
     /// Tells the server code that a connection closed (`session.on('disconnect')`).
     pub fn disconnected(&self, connection: ConnId) {
-        let _ = self.jobs.send(Job::Disconnected(connection));
+        let _ = self.submit(Job::Disconnected(connection));
     }
 
     /// Checks HTTP API credentials with `exports.authenticate({username,
@@ -197,6 +225,15 @@ impl Engine {
     }
 }
 
+thread_local! {
+    /// The engines started on this thread with [`Engine::start_here`], by
+    /// key, for the calls that reach them directly.
+    static LOCAL_HOSTS: RefCell<Vec<(u64, std::rc::Weak<Host>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Work that must run as a task of the engine's `LocalSet`.
+type LocalTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 struct Pending {
     name: String,
     reply: oneshot::Sender<ActionResult>,
@@ -211,7 +248,8 @@ struct State {
     /// The session of each open connection that called into JavaScript, so
     /// that server code can still use it after its call has answered.
     connections: HashMap<ConnId, SessionHandle>,
-    timers: HashMap<u64, tokio::task::AbortHandle>,
+    /// Running timers; `None` until a timer set by a direct job is spawned.
+    timers: HashMap<u64, Option<tokio::task::AbortHandle>>,
     next_call: u64,
 }
 
@@ -228,6 +266,15 @@ struct Host {
     presence: Arc<dyn Presence>,
     state: RefCell<State>,
     call: RefCell<Option<Persistent<Function<'static>>>>,
+    /// Set while JavaScript runs (a call that arrives meanwhile is queued).
+    running: std::cell::Cell<bool>,
+    /// Set while a job runs directly in a caller's task, outside the
+    /// engine's `LocalSet`: what the job starts in the background then waits
+    /// in `deferred` for the engine's own task to spawn it.
+    direct: std::cell::Cell<bool>,
+    deferred: RefCell<Vec<(Option<u64>, LocalTask)>>,
+    /// Wakes the engine's task when `deferred` has work.
+    wake: tokio::sync::Notify,
 }
 
 type Shared = Rc<Host>;
@@ -240,10 +287,51 @@ impl Host {
 
     /// Runs `f` inside the context with a deadline, then the promise jobs it queued.
     fn enter<R>(&self, f: impl FnOnce(Ctx<'_>) -> R) -> R {
+        let outer = self.running.replace(true);
         self.arm();
         let result = self.context.with(f);
         self.drain();
+        self.running.set(outer);
         result
+    }
+
+    /// Runs `job` in the caller's task (which is on the engine's thread, but
+    /// may be outside its `LocalSet`).
+    fn handle_direct(self: &Rc<Self>, job: Job) {
+        self.direct.set(true);
+        handle(self, job);
+        self.direct.set(false);
+        if !self.deferred.borrow().is_empty() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Runs `task` in the background as a task of the engine's `LocalSet`;
+    /// with a timer id, records its handle so that clearing the timer stops it.
+    fn spawn(&self, timer: Option<u64>, task: LocalTask) {
+        if self.direct.get() {
+            if let Some(id) = timer {
+                self.state.borrow_mut().timers.insert(id, None);
+            }
+            self.deferred.borrow_mut().push((timer, task));
+            return;
+        }
+        let handle = tokio::task::spawn_local(task);
+        if let Some(id) = timer {
+            self.state.borrow_mut().timers.insert(id, Some(handle.abort_handle()));
+        }
+    }
+
+    /// Spawns what direct jobs left in `deferred` (from the engine's task).
+    fn spawn_deferred(&self) {
+        let tasks = std::mem::take(&mut *self.deferred.borrow_mut());
+        for (timer, task) in tasks {
+            match timer {
+                // Cleared before it could start.
+                Some(id) if !self.state.borrow().timers.contains_key(&id) => {}
+                _ => self.spawn(timer, task),
+            }
+        }
     }
 
     fn drain(&self) {
@@ -381,6 +469,7 @@ async fn serve_jobs(host: Shared, mut jobs: mpsc::UnboundedReceiver<Job>) {
                 Some(job) => handle(&host, job),
                 None => break,
             },
+            _ = host.wake.notified() => host.spawn_deferred(),
             _ = sweep.tick() => host.sweep(),
         }
     }
@@ -458,6 +547,10 @@ fn start_host(
         presence,
         state: RefCell::new(State::default()),
         call: RefCell::new(None),
+        running: Default::default(),
+        direct: Default::default(),
+        deferred: Default::default(),
+        wake: Default::default(),
     });
     let files: Vec<(String, u64)> = code.files.iter().map(|f| (f.key.clone(), f.server_id)).collect();
     let files_json = serde_json::to_string(&files).expect("strings and numbers are JSON");
@@ -535,7 +628,8 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                         _ => {}
                     }
                 }
-                tokio::task::spawn_local(async move {
+                let spawner = host.clone();
+                let task = async move {
                     let outcome = match session {
                         None => Err("this code runs outside a call from a client, so it has no session".to_string()),
                         Some(session) => session_op(&session, &op, &args).await.map_err(|e| e.to_string()),
@@ -549,7 +643,8 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                             eprintln!("ssrun: [server] a session callback failed: {}", exception_text(&ctx, e).0);
                         }
                     });
-                });
+                };
+                spawner.spawn(None, Box::pin(task));
             },
         )?,
     )?;
@@ -568,11 +663,14 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 _ => Target::Broadcast,
             };
             let publisher = host.publisher.clone();
-            tokio::task::spawn_local(async move {
-                if let Err(e) = publisher.publish(target, &event, data).await {
-                    eprintln!("ssrun: [server] publish {event}: {e}");
-                }
-            });
+            host.spawn(
+                None,
+                Box::pin(async move {
+                    if let Err(e) = publisher.publish(target, &event, data).await {
+                        eprintln!("ssrun: [server] publish {event}: {e}");
+                    }
+                }),
+            );
         })?,
     )?;
 
@@ -583,18 +681,23 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
             let Some(host) = h.upgrade() else { return };
             let done = Persistent::save(&ctx, done);
             let presence = host.presence.clone();
-            tokio::task::spawn_local(async move {
-                let users = presence.online().await.unwrap_or_else(|e| {
-                    eprintln!("ssrun: [server] users online: {e}");
-                    Vec::new()
-                });
-                host.enter(|ctx| {
-                    if let Err(e) = done.restore(&ctx).and_then(|done| done.call::<_, ()>((json!(users).to_string(),)))
-                    {
-                        eprintln!("ssrun: [server] SS.users.online.now callback: {}", exception_text(&ctx, e).0);
-                    }
-                });
-            });
+            let task = {
+                let host = host.clone();
+                async move {
+                    let users = presence.online().await.unwrap_or_else(|e| {
+                        eprintln!("ssrun: [server] users online: {e}");
+                        Vec::new()
+                    });
+                    host.enter(|ctx| {
+                        if let Err(e) =
+                            done.restore(&ctx).and_then(|done| done.call::<_, ()>((json!(users).to_string(),)))
+                        {
+                            eprintln!("ssrun: [server] SS.users.online.now callback: {}", exception_text(&ctx, e).0);
+                        }
+                    });
+                }
+            };
+            host.spawn(None, Box::pin(task));
         })?,
     )?;
 
@@ -627,7 +730,7 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
             } else {
                 Duration::ZERO
             });
-            let task = tokio::task::spawn_local(async move {
+            let task = async move {
                 loop {
                     tokio::time::sleep(period).await;
                     let Some(host) = weak.upgrade() else { return };
@@ -644,8 +747,8 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                         return;
                     }
                 }
-            });
-            host.state.borrow_mut().timers.insert(id, task.abort_handle());
+            };
+            host.spawn(Some(id), Box::pin(task));
         })?,
     )?;
 
@@ -662,7 +765,7 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
         "clearTimer",
         Function::new(ctx.clone(), move |id: f64| {
             let Some(host) = h.upgrade() else { return };
-            if let Some(task) = host.state.borrow_mut().timers.remove(&(id as u64)) {
+            if let Some(Some(task)) = host.state.borrow_mut().timers.remove(&(id as u64)) {
                 task.abort();
             }
         })?,
