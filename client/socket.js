@@ -205,6 +205,10 @@
       log(1, 'error', ['SocketStream: the server sent something that is not JSON']);
       return;
     }
+    // Anything from the server shows it is alive, not only the answer to a
+    // heartbeat (which waits unread while the server has as many of this
+    // page's calls in flight as it allows).
+    awaitingBeat = false;
     switch (message.type) {
       case 'init':
         if (message.v !== PROTOCOL) log(1, 'error', ['SocketStream: the server speaks protocol ' + message.v + ', this page ' + PROTOCOL]);
@@ -222,7 +226,6 @@
         events.emit(message.event, [message.data, message.channel]);
         break;
       case 'hb':
-        awaitingBeat = false;
         break;
     }
   }

@@ -382,9 +382,12 @@ impl Connection {
         match event {
             Event::Tick => {
                 // At the limit of calls in flight the socket is not read, so
-                // heartbeats may be waiting unread: time spent so does not count.
+                // heartbeats may be waiting unread: time spent so does not
+                // count, and the client, whose heartbeats go unanswered, is
+                // told once per interval that the server is alive.
                 if self.calls.len() >= self.shared.config.max_calls_in_flight.max(1) {
                     self.last_heard = Instant::now();
+                    self.out.push(Utf8Bytes::from_static(r#"{"type":"hb"}"#));
                 } else if self.last_heard.elapsed() > interval * 3 {
                     return Err(closed_with(close::IDLE, "no heartbeat for three intervals"));
                 }
