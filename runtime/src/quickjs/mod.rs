@@ -225,6 +225,25 @@ impl Engine {
     }
 }
 
+/// Raises a flag for as long as it lives, and puts it back as it was when
+/// dropped, also when a panic unwinds through.
+struct Flag<'a> {
+    flag: &'a std::cell::Cell<bool>,
+    was: bool,
+}
+
+impl<'a> Flag<'a> {
+    fn raise(flag: &'a std::cell::Cell<bool>) -> Flag<'a> {
+        Flag { flag, was: flag.replace(true) }
+    }
+}
+
+impl Drop for Flag<'_> {
+    fn drop(&mut self) {
+        self.flag.set(self.was);
+    }
+}
+
 thread_local! {
     /// The engines started on this thread with [`Engine::start_here`], by
     /// key, for the calls that reach them directly.
@@ -287,20 +306,20 @@ impl Host {
 
     /// Runs `f` inside the context with a deadline, then the promise jobs it queued.
     fn enter<R>(&self, f: impl FnOnce(Ctx<'_>) -> R) -> R {
-        let outer = self.running.replace(true);
+        let _running = Flag::raise(&self.running);
         self.arm();
         let result = self.context.with(f);
         self.drain();
-        self.running.set(outer);
         result
     }
 
     /// Runs `job` in the caller's task (which is on the engine's thread, but
     /// may be outside its `LocalSet`).
     fn handle_direct(self: &Rc<Self>, job: Job) {
-        self.direct.set(true);
-        handle(self, job);
-        self.direct.set(false);
+        {
+            let _direct = Flag::raise(&self.direct);
+            handle(self, job);
+        }
         if !self.deferred.borrow().is_empty() {
             self.wake.notify_one();
         }
