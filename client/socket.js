@@ -177,7 +177,7 @@
     ready = true;
     attempts = 0;
     awaitingBeat = false;
-    heartbeat = setInterval(beat, Math.max(1, settings.heartbeat_interval) * 1000);
+    heartbeat = setInterval(beat, Math.max(0.01, settings.heartbeat_interval) * 1000);
     var waiting = queue;
     queue = [];
     waiting.forEach(send);

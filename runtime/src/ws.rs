@@ -315,14 +315,14 @@ impl Connection {
         let max_calls = self.shared.config.max_calls_in_flight.max(1);
         loop {
             let first = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls).await;
-            let mut outcome = self.handle(first, interval);
+            let mut outcome = self.handle(first, &mut tick);
             for _ in 0..BATCH {
                 if outcome.is_err() {
                     break;
                 }
                 let next = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls);
                 match next.now_or_never() {
-                    Some(event) => outcome = self.handle(event, interval),
+                    Some(event) => outcome = self.handle(event, &mut tick),
                     None => break,
                 }
             }
@@ -378,16 +378,20 @@ impl Connection {
     }
 
     /// Handles one event, queueing what to send; `Err` ends the connection.
-    fn handle(&mut self, event: Event, interval: Duration) -> Result<(), End> {
+    fn handle(&mut self, event: Event, tick: &mut tokio::time::Interval) -> Result<(), End> {
+        let interval = tick.period();
         match event {
             Event::Tick => {
                 // At the limit of calls in flight the socket is not read, so
                 // heartbeats may be waiting unread: time spent so does not
                 // count, and the client, whose heartbeats go unanswered, is
-                // told once per interval that the server is alive.
+                // told twice per interval that the server is alive (twice,
+                // so that each of its one-interval windows holds one even
+                // when a beat comes late).
                 if self.calls.len() >= self.shared.config.max_calls_in_flight.max(1) {
                     self.last_heard = Instant::now();
                     self.out.push(Utf8Bytes::from_static(r#"{"type":"hb"}"#));
+                    tick.reset_after(interval / 2);
                 } else if self.last_heard.elapsed() > interval * 3 {
                     return Err(closed_with(close::IDLE, "no heartbeat for three intervals"));
                 }

@@ -316,13 +316,8 @@ impl Host {
     /// Runs `job` in the caller's task (which is on the engine's thread, but
     /// may be outside its `LocalSet`).
     fn handle_direct(self: &Rc<Self>, job: Job) {
-        {
-            let _direct = Flag::raise(&self.direct);
-            handle(self, job);
-        }
-        if !self.deferred.borrow().is_empty() {
-            self.wake.notify_one();
-        }
+        let _direct = Flag::raise(&self.direct);
+        handle(self, job);
     }
 
     /// Runs `task` in the background as a task of the engine's `LocalSet`;
@@ -333,7 +328,12 @@ impl Host {
                 self.state.borrow_mut().timers.insert(id, None);
             }
             self.deferred.borrow_mut().push((timer, task));
+            self.wake.notify_one();
             return;
+        }
+        // What direct jobs left goes first, to keep the order things were started in.
+        if !self.deferred.borrow().is_empty() {
+            self.spawn_deferred();
         }
         let handle = tokio::task::spawn_local(task);
         if let Some(id) = timer {
