@@ -2,7 +2,8 @@
 //! socket in both styles, receives an event published to its user, and
 //! survives a server restart in the middle of its session, and a server that
 //! stops answering without closing the socket; a page older than its server
-//! stops reconnecting.
+//! stops reconnecting; a page with as many calls in flight as the server
+//! allows keeps its connection.
 
 use serde_json::json;
 use ss_tests::{Browser, Reports, RunningServer, chromium, fixture, pack_app, wait_for_report, with_demo_actions};
@@ -74,6 +75,30 @@ fn the_browser_gives_up_on_a_server_that_stops_answering() {
     assert_eq!(wait_for_report(&reports, "disconnected", 10), json!(true));
     let reconnected = wait_for_report(&reports, "reconnected", 20);
     assert!(reconnected["after_ms"].as_u64().is_some(), "{reconnected}");
+}
+
+#[test]
+fn a_page_at_its_limit_of_calls_keeps_its_connection() {
+    let Some(chromium) = chromium() else { return };
+    let dir = fixture("busy");
+    pack_app(dir.path(), "development");
+    let reports = Reports::default();
+    let loaded = ssrun::LoadedApp::load(dir.path()).unwrap();
+    let mut config = ssrun::Config::for_env(&loaded.env);
+    config.heartbeat_interval = std::time::Duration::from_secs(1);
+    config.max_calls_in_flight = 1;
+    let app = with_demo_actions(ssrun::App::new(loaded).with_config(config), reports.clone());
+    let server = RunningServer::with_app(app, 0);
+    let _browser = Browser::open(&chromium, &format!("http://127.0.0.1:{}/", server.addr.port()));
+
+    assert_eq!(wait_for_report(&reports, "ready", 30), json!(true));
+    // The one call allowed in flight takes 3.5 s, over three heartbeats that
+    // the server does not read meanwhile; the page keeps its connection.
+    let slow = wait_for_report(&reports, "slow", 20);
+    assert_eq!(slow["value"], "done", "{slow}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let steps: Vec<String> = reports.lock().unwrap().iter().map(|(step, _)| step.clone()).collect();
+    assert_eq!(steps, ["ready", "slow"], "the page never took the server for gone");
 }
 
 /// Forwards connections to `target`, changing the protocol version a
