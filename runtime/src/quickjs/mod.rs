@@ -155,9 +155,13 @@ impl Engine {
     /// Hands a job to the engine: runs it at once when the engine lives on
     /// this thread and is not already running JavaScript, else queues it.
     fn submit(&self, job: Job) -> Result<(), ()> {
+        // `try_with`: a connection dropped while its thread ends finds no
+        // registry, and queues (the job is then dropped with the channel).
         let here = self.local.and_then(|key| {
             LOCAL_HOSTS
-                .with(|hosts| hosts.borrow().iter().find(|(k, _)| *k == key).and_then(|(_, host)| host.upgrade()))
+                .try_with(|hosts| hosts.borrow().iter().find(|(k, _)| *k == key).and_then(|(_, host)| host.upgrade()))
+                .ok()
+                .flatten()
         });
         match here {
             Some(host) if !host.running.get() => {
