@@ -5,7 +5,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
@@ -68,6 +71,50 @@ pub struct Action {
     pub(crate) handler: Handler,
     /// Whether callers need a signed-in user (`exports.authenticate = true`).
     pub authenticate: bool,
+    /// The action's name, for the error when it does not answer in time.
+    name: Arc<str>,
+    /// Whether the server bounds the wait for its answer by `reply_timeout`
+    /// (native actions; the engine bounds JavaScript ones itself).
+    timed: bool,
+}
+
+impl Action {
+    /// Starts a call; with `limit` (the server's `reply_timeout`), one that
+    /// has not answered by then is answered with an error and dropped.
+    pub(crate) fn start(&self, call: Call, limit: Duration) -> Answer {
+        let limit = self.timed.then(|| (limit, self.name.clone()));
+        Answer { call: (self.handler)(call), limit, timer: None }
+    }
+}
+
+/// A call's answer, or an error once its time limit has passed without one.
+/// The timer starts only when the first poll finds no answer yet: an action
+/// that answers at once costs no timer.
+pub(crate) struct Answer {
+    call: BoxFuture<'static, ActionResult>,
+    limit: Option<(Duration, Arc<str>)>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Future for Answer {
+    type Output = ActionResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ActionResult> {
+        let this = &mut *self;
+        if let Poll::Ready(outcome) = this.call.as_mut().poll(cx) {
+            return Poll::Ready(outcome);
+        }
+        let Some((limit, name)) = &this.limit else { return Poll::Pending };
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                let message = format!("{name} gave no answer within {} s", limit.as_secs_f64());
+                eprintln!("ssrun: {message}");
+                Poll::Ready(Err(ActionError::failed(message)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// Every action, by dotted name (`app.square`).
@@ -85,11 +132,28 @@ impl Registry {
         F: Fn(Call) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ActionResult> + Send + 'static,
     {
+        self.insert(name, authenticate, true, handler);
+    }
+
+    /// Adds an action whose answer the JavaScript engine times itself.
+    pub(crate) fn add_javascript<F, Fut>(&mut self, name: &str, authenticate: bool, handler: F)
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ActionResult> + Send + 'static,
+    {
+        self.insert(name, authenticate, false, handler);
+    }
+
+    fn insert<F, Fut>(&mut self, name: &str, authenticate: bool, timed: bool, handler: F)
+    where
+        F: Fn(Call) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ActionResult> + Send + 'static,
+    {
         if let Err(problem) = self.check(name) {
             panic!("{problem}");
         }
         let handler: Handler = Arc::new(move |call| Box::pin(handler(call)));
-        self.actions.insert(name.to_string(), Action { handler, authenticate });
+        self.actions.insert(name.to_string(), Action { handler, authenticate, name: name.into(), timed });
     }
 
     /// Why `name` cannot be added (a malformed name, a reserved one, or a

@@ -37,7 +37,9 @@ pub struct Config {
     pub js_time_limit: Duration,
     /// The JavaScript engine's memory limit in bytes (default 256 MiB).
     pub js_memory_limit: usize,
-    /// How long a JavaScript action may take to answer, awaiting included (default 30 s).
+    /// How long an action may take to answer, awaiting included (default 30
+    /// s); past it the caller gets a `failed` error, and a native action's
+    /// future is dropped.
     pub reply_timeout: Duration,
 }
 

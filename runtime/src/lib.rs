@@ -135,7 +135,7 @@ impl App {
                     return Err(quickjs::EngineError(format!("{}: {problem}", file.path)));
                 }
                 let (engine, action) = (engine.clone(), name.clone());
-                self.registry.add(name, authenticate, move |call: Call| {
+                self.registry.add_javascript(name, authenticate, move |call: Call| {
                     let (engine, action) = (engine.clone(), action.clone());
                     async move { engine.call(action, call.args, call.session, call.connection).await }
                 });
@@ -176,8 +176,10 @@ impl App {
     }
 
     /// Registers a native action, callable as `SS.server.<name>` (for
-    /// example `app.square`) over the WebSocket and the HTTP API. Panics on a
-    /// malformed or clashing name (see [`Registry::add`]).
+    /// example `app.square`) over the WebSocket and the HTTP API. A call that
+    /// has not answered within `reply_timeout` is answered with a `failed`
+    /// error and its future dropped. Panics on a malformed or clashing name
+    /// (see [`Registry::add`]).
     pub fn action<F, Fut>(mut self, name: &str, handler: F) -> App
     where
         F: Fn(Call) -> Fut + Send + Sync + 'static,

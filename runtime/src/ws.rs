@@ -464,11 +464,7 @@ impl Connection {
         Ok(())
     }
 
-    fn start_call(
-        &self,
-        method: Option<Value>,
-        args: Option<Value>,
-    ) -> Result<futures_util::future::BoxFuture<'static, ActionResult>, ActionError> {
+    fn start_call(&self, method: Option<Value>, args: Option<Value>) -> Result<crate::actions::Answer, ActionError> {
         let method = match method {
             Some(Value::String(m)) => m,
             _ => return Err(ActionError::BadRequest("a call needs a \"method\" string, like \"app.square\"".into())),
@@ -484,7 +480,7 @@ impl Connection {
             return Err(ActionError::Unauthorized(format!("{method} needs a signed-in user")));
         }
         let call = self.shared.call(method, args, self.session.clone(), Some(self.id));
-        Ok((action.handler)(call))
+        Ok(action.start(call, self.shared.config.reply_timeout))
     }
 }
 

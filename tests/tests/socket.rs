@@ -337,3 +337,27 @@ async fn a_thousand_concurrent_clients_are_all_answered() {
         assert_eq!(c.next_json().await["data"], "everyone");
     }
 }
+
+#[tokio::test]
+async fn a_native_action_that_does_not_answer_in_time_fails_and_others_go_on() {
+    let s = serve_with(|c| c.reply_timeout = Duration::from_millis(200));
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    let started = std::time::Instant::now();
+    c.send_call(1, "app.slow", json!([60_000, "late"])).await;
+    // Others are answered meanwhile, and so is a slow call within the limit.
+    assert_eq!(c.call(2, "app.square", json!([3])).await["result"], 9);
+    assert_eq!(c.call(3, "app.slow", json!([50, "in time"])).await["result"], "in time");
+    let reply = c.next_json().await;
+    assert_eq!(reply["id"], 1, "{reply}");
+    assert_eq!(reply["error"]["code"], "failed");
+    assert_eq!(reply["error"]["message"], "app.slow gave no answer within 0.2 s");
+    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+
+    // The HTTP API has the same limit.
+    let addr = s.server.addr;
+    let response = tokio::task::spawn_blocking(move || ss_tests::http(addr, "GET", "/api/app/slow.json?60000", &[]))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 500, "{}", String::from_utf8_lossy(&response.body));
+    assert!(String::from_utf8_lossy(&response.body).contains("app.slow gave no answer within 0.2 s"));
+}

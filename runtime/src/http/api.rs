@@ -107,7 +107,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
     {
         return response;
     }
-    let outcome = (action.handler)(shared.call(name.clone(), args, session, None)).await;
+    let outcome = action.start(shared.call(name.clone(), args, session, None), shared.config.reply_timeout).await;
     match outcome {
         Ok(value) => success(format, &name, &value),
         Err(e) => {
