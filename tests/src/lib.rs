@@ -13,7 +13,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Copies `fixtures/apps/NAME` to a new temporary folder and returns it,
-/// without what a pack of it left there (`dist/`, `.ssbuild-cache/`).
+/// without what a pack of it left there (`dist/`, `.ssbuild-cache/`). A
+/// fixture without `app/views/` (one that only tests client code) gets a
+/// plain page to load it.
 pub fn fixture(name: &str) -> tempfile::TempDir {
     let src = repo_root().join("fixtures/apps").join(name);
     assert!(src.is_dir(), "no fixture app {}", src.display());
@@ -30,6 +32,13 @@ pub fn fixture(name: &str) -> tempfile::TempDir {
         } else {
             std::fs::copy(entry.path(), &target).expect("copy");
         }
+    }
+    if !src.join("app/views").exists() {
+        let page = format!(
+            "<!doctype html>\n<html lang=\"en\">\n<head>\n  <meta charset=\"utf-8\">\n  <title>{name} fixture</title>\n  \
+             <SocketStream>\n</head>\n<body>\n  <main id=\"main\">connecting</main>\n</body>\n</html>\n"
+        );
+        write(dir.path(), "app/views/app.html", &page);
     }
     dir
 }
