@@ -21,6 +21,21 @@ fn serve_seed(env: &str, config: impl FnOnce(&mut ssrun::Config)) -> Served {
     Served { server: RunningServer::with_app(app, 0), _dir: dir }
 }
 
+/// Calls `method` (no arguments) every 20 ms until it answers `expected`;
+/// fails, saying `what`, after 5 s. Call ids count up from `*id`.
+async fn until_answers(client: &mut WsClient, id: &mut u64, method: &str, expected: Value, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = client.call(*id, method, json!([])).await;
+        *id += 1;
+        if reply["result"] == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {reply}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn results(addr: std::net::SocketAddr) -> Vec<(String, Value)> {
     let response = http(addr, "GET", "/api/results/all.json", &[]);
     assert_eq!(response.status, 200);
@@ -212,24 +227,14 @@ async fn disconnect_handlers_run_when_the_connection_closes() {
     let mut other = WsClient::connect(server.addr, None).await;
     assert_eq!(other.call(1, "watch.gone", json!([])).await["result"], 0);
     drop(watched);
-    let deadline = Instant::now() + Duration::from_secs(5);
     let mut id = 2;
-    while other.call(id, "watch.gone", json!([])).await["result"] != 1 {
-        assert!(Instant::now() < deadline, "the disconnect handler did not run");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        id += 1;
-    }
+    until_answers(&mut other, &mut id, "watch.gone", json!(1), "the disconnect handler did not run").await;
 
     // A handler added after its connection closed runs then, rather than never.
     let mut brief = WsClient::connect(server.addr, None).await;
     brief.call(1, "watch.later", json!([])).await;
     drop(brief);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while other.call(id, "watch.gone", json!([])).await["result"] != 11 {
-        assert!(Instant::now() < deadline, "the late disconnect handler did not run");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        id += 1;
-    }
+    until_answers(&mut other, &mut id, "watch.gone", json!(11), "the late disconnect handler did not run").await;
 }
 
 #[test]
@@ -356,13 +361,7 @@ async fn the_server_api_works_when_calls_run_on_the_server_thread() {
 
     // A timer cleared in the call that set it never fires; the other does.
     assert_eq!(a.call(1, "background.timers", json!([])).await["result"], true);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut id = 2;
-    while a.call(id, "background.fired", json!([])).await["result"] != 100 {
-        assert!(Instant::now() < deadline, "the timer did not fire");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        id += 1;
-    }
+    until_answers(&mut a, &mut 2, "background.fired", json!(100), "the timer did not fire").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(a.call(100, "background.fired", json!([])).await["result"], 100);
 
@@ -373,17 +372,7 @@ async fn the_server_api_works_when_calls_run_on_the_server_thread() {
     assert_eq!(b.call(1, "chat.say", json!(["red", "hello"])).await["result"], true);
     let event = a.next_json().await;
     assert_eq!((event["event"].as_str(), event["data"].as_str()), (Some("newMessage"), Some("hello")), "{event}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut id = 2;
-    loop {
-        let online = b.call(id, "app.online", json!([])).await;
-        if online["result"] == json!(["21323"]) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "joe is not online: {online}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        id += 1;
-    }
+    until_answers(&mut b, &mut 2, "app.online", json!(["21323"]), "joe is not online").await;
     assert_eq!(b.call(1000, "app.testMessage", json!(["21323"])).await["result"], true);
     let event = a.next_json().await;
     assert_eq!(event["data"], "Wow this is cool!", "{event}");
@@ -391,11 +380,5 @@ async fn the_server_api_works_when_calls_run_on_the_server_thread() {
     // A disconnect handler runs when its connection closes.
     assert_eq!(a.call(103, "background.watch", json!([])).await["result"], true);
     drop(a);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut id = 1001;
-    while b.call(id, "background.gone", json!([])).await["result"] != 1 {
-        assert!(Instant::now() < deadline, "the disconnect handler did not run");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        id += 1;
-    }
+    until_answers(&mut b, &mut 1001, "background.gone", json!(1), "the disconnect handler did not run").await;
 }
