@@ -48,6 +48,12 @@ impl Config {
     pub fn for_env(env: &str) -> Config {
         Config { client_log_level: if env == "production" { 0 } else { 2 }, ..Config::default() }
     }
+
+    /// The heartbeat interval in use: `heartbeat_interval`, at least 10 ms.
+    /// Browsers are told this one, and connections check against it.
+    pub(crate) fn heartbeat(&self) -> Duration {
+        self.heartbeat_interval.max(Duration::from_millis(10))
+    }
 }
 
 impl Default for Config {

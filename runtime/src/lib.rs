@@ -254,8 +254,8 @@ impl App {
             init_tail: format!(
                 r#","client":{{"log_level":{},"heartbeat_interval":{}}},"api":{}}}"#,
                 config.client_log_level,
-                // In seconds, fractions included; the connection's own floor (10 ms) applies.
-                config.heartbeat_interval.max(std::time::Duration::from_millis(10)).as_secs_f64(),
+                // In seconds, fractions included.
+                config.heartbeat().as_secs_f64(),
                 self.registry.tree()
             ),
             loaded: self.loaded,

@@ -316,8 +316,10 @@ impl Hub {
                 }
             }
             conn.channels = session.channels.iter().cloned().collect();
+            // The connection whose change this is shares its copy with the
+            // handle that made it, which is already up to date.
             let mut state = conn.state.lock().expect("session lock");
-            if session.version >= state.version {
+            if session.version > state.version {
                 *state = session.clone();
             }
         }

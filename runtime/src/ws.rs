@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
@@ -292,7 +291,7 @@ impl Connection {
             engine.disconnected(self.id);
         }
         if let End::Close(code, reason) = end {
-            let limit = self.shared.config.heartbeat_interval * 3;
+            let limit = self.shared.config.heartbeat() * 3;
             let _ = tokio::time::timeout(limit, self.socket.send(close_message(code, &reason))).await;
         }
     }
@@ -301,7 +300,7 @@ impl Connection {
     /// of events ends with one write. So what an idle connection's task keeps
     /// is the connection and the wait for its next event, no more.
     async fn serve(&mut self) -> End {
-        let interval = self.shared.config.heartbeat_interval.max(Duration::from_millis(10));
+        let interval = self.shared.config.heartbeat();
         let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         if self.outbox.closed() == Some(Closed::Shutdown) {
@@ -373,7 +372,7 @@ impl Connection {
             }
             socket.flush().await
         };
-        let limit = self.shared.config.heartbeat_interval * 3;
+        let limit = self.shared.config.heartbeat() * 3;
         matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
     }
 
@@ -432,14 +431,16 @@ impl Connection {
     fn message(&mut self, text: &str) -> Result<(), End> {
         let malformed = |why: String| Err(End::Close(close::MALFORMED, why));
         // serde would also read a struct from an array, field by field: only an object is a message.
-        let object = text.trim_start().starts_with('{');
-        let parsed = if object { serde_json::from_str::<Incoming>(text) } else { Err(serde::de::Error::custom("")) };
+        let parsed = text.trim_start().starts_with('{').then(|| serde_json::from_str::<Incoming>(text));
         let message = match parsed {
-            Ok(m) => m,
+            Some(Ok(m)) => m,
             // Read again, only to say what is wrong.
-            Err(e) => match serde_json::from_str::<Value>(text) {
+            failed => match serde_json::from_str::<Value>(text) {
                 Err(e) => return malformed(format!("not JSON: {e}")),
-                Ok(Value::Object(_)) => return malformed(format!("not a message: {e}")),
+                Ok(Value::Object(_)) => {
+                    let why = failed.and_then(Result::err).map(|e| e.to_string()).unwrap_or_default();
+                    return malformed(format!("not a message: {why}"));
+                }
                 Ok(_) => return malformed("a message must be a JSON object".into()),
             },
         };

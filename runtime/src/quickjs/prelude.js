@@ -190,12 +190,19 @@
     return new CallContext([-1, '', 0, null, -1, '', false]);
   }
 
-  // Answers a client's call, once: whichever comes first of its callback,
-  // its return value and its promise.
-  function answer(self, isError, value) {
+  // Whether this is the call's first answer (and marks it answered):
+  // whichever comes first of its callback, its return value and its promise wins.
+  function first(self) {
     var c = self._call;
-    if (c[6]) return;
+    if (c[6]) return false;
     c[6] = true;
+    return true;
+  }
+
+  // Answers a client's call.
+  function answer(self, isError, value) {
+    if (!first(self)) return;
+    var c = self._call;
     var json;
     if (!isError) {
       try {
@@ -208,20 +215,24 @@
     host.reply(c[0], isError, isError ? errorText(value) : json);
   }
 
-  // `invoke` for a client's call, with one closure instead of three.
-  function run(fn, self, args) {
+  // Runs an action: the callback goes after the caller's arguments; a
+  // returned value or Promise answers as well. Each answer goes to
+  // `settle(self, isError, value)`, which keeps the first (see `first`).
+  // `settle` is a shared function for a client's call, so that a call makes
+  // one closure, the callback.
+  function run(fn, self, args, settle) {
     var result;
     try {
-      args.push(function (value) { answer(self, false, value); });
+      args.push(function (value) { settle(self, false, value); });
       result = fn.apply(self, args);
     } catch (error) {
-      answer(self, true, error);
+      settle(self, true, error);
       return;
     }
     if (result && typeof result.then === 'function') {
-      result.then(function (value) { answer(self, false, value); }, function (error) { answer(self, true, error); });
+      result.then(function (value) { settle(self, false, value); }, function (error) { settle(self, true, error); });
     } else if (result !== undefined) {
-      answer(self, false, result);
+      settle(self, false, result);
     }
   }
 
@@ -252,30 +263,6 @@
   };
   SS.server = SS.server || {};
 
-  // Runs an action: the callback goes after the caller's arguments; a returned
-  // value or Promise answers as well; whichever comes first wins.
-  function invoke(fn, self, args, done) {
-    var settled = false;
-    var finish = function (isError, value) {
-      if (settled) return;
-      settled = true;
-      done(isError, value);
-    };
-    var result;
-    try {
-      args.push(function (value) { finish(false, value); });
-      result = fn.apply(self, args);
-    } catch (error) {
-      finish(true, error);
-      return;
-    }
-    if (result && typeof result.then === 'function') {
-      result.then(function (value) { finish(false, value); }, function (error) { finish(true, error); });
-    } else if (result !== undefined) {
-      finish(false, result);
-    }
-  }
-
   function mountServer(name, fn) {
     var parts = name.split('.');
     var node = SS.server;
@@ -285,8 +272,8 @@
       var args = Array.prototype.slice.call(arguments);
       var cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
       var promise = new Promise(function (resolve, reject) {
-        var self = noCaller();
-        invoke(fn, self, args, function (isError, value) {
+        run(fn, noCaller(), args, function (self, isError, value) {
+          if (!first(self)) return;
           if (isError) reject(value);
           else resolve(value);
         });
@@ -330,7 +317,8 @@
           host.reply(callId, true, JSON.stringify({ message: 'no JavaScript action ' + name, stack: '' }));
           return;
         }
-        run(action.fn, new CallContext([callId, sessionId, createdAt, userId, connection, name, false]), JSON.parse(argsJson));
+        var self = new CallContext([callId, sessionId, createdAt, userId, connection, name, false]);
+        run(action.fn, self, JSON.parse(argsJson), answer);
       } finally {
         tag = 'server';
       }
