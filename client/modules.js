@@ -44,6 +44,20 @@ var __ss = (function (global) {
     return module.exports;
   }
 
+  // The own property `key` of `target` as a plain object, made if needed: never
+  // a built-in reached through the prototype (`constructor`, `toString`) and
+  // never the prototype itself (`__proto__`).
+  function branch(target, key) {
+    var own = Object.prototype.hasOwnProperty.call(target, key) ? target[key] : null;
+    if (own && typeof own === 'object') return own;
+    return define(target, key, {});
+  }
+
+  function define(target, key, value) {
+    Object.defineProperty(target, key, { value: value, enumerable: true, configurable: true, writable: true });
+    return value;
+  }
+
   function mount(target, tree) {
     Object.keys(tree).forEach(function (key) {
       var node = tree[key];
@@ -54,7 +68,7 @@ var __ss = (function (global) {
           get: function () { return load(node); }
         });
       } else {
-        mount(target[key] || (target[key] = {}), node);
+        mount(branch(target, key), node);
       }
     });
   }
@@ -67,7 +81,7 @@ var __ss = (function (global) {
     boot: function (trees, start, paths) {
       names = paths || [];
       Object.keys(trees).forEach(function (name) {
-        mount(SS[name] || (SS[name] = {}), trees[name]);
+        mount(branch(SS, name), trees[name]);
       });
       var failures = [];
       start.forEach(function (id) {

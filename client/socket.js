@@ -142,14 +142,27 @@
     return fn;
   }
 
+  // The own property `key` of `target` as a plain object, made if needed: never
+  // a built-in reached through the prototype (`constructor`, `toString`) and
+  // never the prototype itself (`__proto__`).
+  function branch(target, key) {
+    var own = Object.prototype.hasOwnProperty.call(target, key) ? target[key] : null;
+    if (own && typeof own === 'object') return own;
+    return define(target, key, {});
+  }
+
+  function define(target, key, value) {
+    Object.defineProperty(target, key, { value: value, enumerable: true, configurable: true, writable: true });
+    return value;
+  }
+
   function mount(target, tree, path) {
     Object.keys(tree).forEach(function (key) {
       var name = path ? path + '.' + key : key;
       if (tree[key] === 1) {
-        target[key] = stub(name);
+        define(target, key, stub(name));
       } else {
-        if (!target[key] || typeof target[key] !== 'object') target[key] = {};
-        mount(target[key], tree[key], name);
+        mount(branch(target, key), tree[key], name);
       }
     });
   }

@@ -45,6 +45,9 @@ pub struct Cache {
     changed: bool,
 }
 
+/// The cache's folder in the app's root.
+pub const CACHE_DIR: &str = ".ssbuild-cache";
+
 impl Cache {
     /// A cache that keeps nothing (for `--no-cache` and tests).
     pub fn disabled() -> Self {
@@ -54,7 +57,7 @@ impl Cache {
     /// The cache of the app at `root`; the entries are loaded later, only if needed.
     pub fn open(root: &Path, env: &str) -> Self {
         Cache {
-            dir: Some(root.join(".ssbuild-cache")),
+            dir: Some(root.join(CACHE_DIR)),
             env: env.to_string(),
             old: HashMap::new(),
             used: HashMap::new(),

@@ -270,6 +270,12 @@ fn css_string(url: &str) -> String {
 /// Reads a referenced file and names it by content; returns the file name to use in CSS.
 fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Styles) -> Result<String, String> {
     let rel = normalize(&format!("{base}/{target}")).ok_or_else(|| format!("url({target}) points outside the app"))?;
+    if !may_publish(&rel) {
+        return Err(format!(
+            "url({target}) points to {rel}, which is not a file browsers may see: assets come from app/, lib/ or \
+             public/ (not their server folders, config/ or hidden files)"
+        ));
+    }
     if let Some((name, _)) = out.assets.get(&rel) {
         return Ok(name.clone());
     }
@@ -281,10 +287,45 @@ fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Style
     Ok(name)
 }
 
+/// Whether `rel` may be copied among the public assets: a file of the
+/// browser's side of the app, never server code, configuration, the output or a
+/// hidden file.
+fn may_publish(rel: &str) -> bool {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let browser_side = match parts.as_slice() {
+        ["app" | "lib", "server", ..] => false,
+        ["app" | "lib" | "public", _, ..] => true,
+        _ => false,
+    };
+    browser_side && !parts.iter().any(|p| p.starts_with('.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::disk::MemoryDisk;
+
+    #[test]
+    fn server_code_config_and_hidden_files_never_become_assets() {
+        let mut disk = MemoryDisk::new();
+        for file in ["app/server/db.js", "lib/server/auth.js", "config/app.toml", "app/css/.env", "public/logo.png"] {
+            disk.insert(format!("/a/{file}"), b"secret".to_vec());
+        }
+        let text = ".a{background:url(../server/db.js)}\n.b{background:url(../../lib/server/auth.js)}\n\
+                    .c{background:url(../../config/app.toml)}\n.d{background:url(.env)}\n\
+                    .e{background:url(../../public/logo.png)}\n";
+        let styles = [style("app/css/app.css", Kind::Style, text)];
+        disk.insert("/a/app/css/app.css", text.as_bytes().to_vec());
+        let err = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap_err();
+        let lines: Vec<usize> = err.iter().filter_map(|d| d.position.map(|p| p.0)).collect();
+        assert_eq!(lines, [1, 2, 3, 4], "{err:?}");
+        assert!(
+            err[0].message.contains("app/server/db.js, which is not a file browsers may see"),
+            "{}",
+            err[0].message
+        );
+        assert!(may_publish("public/logo.png") && may_publish("app/css/img/a.png") && may_publish("lib/css/x.woff2"));
+    }
 
     fn style(path: &str, kind: Kind, text: &str) -> Source {
         Source { path: path.into(), kind, text: text.into(), digest: [0; 32] }

@@ -73,15 +73,19 @@ pub fn code_frame(source: &str, line: usize, column: usize) -> String {
     let last = (line + 1).min(lines.len());
     let width = last.to_string().len();
     let mut out = String::new();
+    // Long lines (minified code) show 160 characters around the column.
+    const SHOWN: usize = 160;
+    let skip = column.saturating_sub(SHOWN / 2);
     for n in first..=last {
         let text = lines.get(n - 1).copied().unwrap_or("");
-        let text: String = text.chars().take(160).collect();
+        let text: String = text.chars().skip(skip).take(SHOWN).collect();
         let marker = if n == line { '>' } else { ' ' };
         out.push_str(&format!("{marker} {n:>width$} | {text}\n"));
         if n == line {
             let pad: String = lines[n - 1]
                 .chars()
-                .take(column.saturating_sub(1))
+                .skip(skip)
+                .take(column.saturating_sub(1 + skip))
                 .map(|c| if c == '\t' { '\t' } else { ' ' })
                 .collect();
             out.push_str(&format!("  {:>width$} | {pad}^\n", ""));
@@ -112,6 +116,14 @@ pub enum PackError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The options given would harm the app or cannot name files.
+    #[error("error: {message}\n  help: {help}")]
+    Options {
+        /// What is wrong.
+        message: String,
+        /// What to do instead.
+        help: String,
+    },
 }
 
 impl PackError {
@@ -124,7 +136,7 @@ impl PackError {
     pub fn diagnostics(&self) -> &[Diagnostic] {
         match self {
             PackError::Invalid(d) => d,
-            PackError::Io { .. } => &[],
+            PackError::Io { .. } | PackError::Options { .. } => &[],
         }
     }
 }
@@ -149,6 +161,17 @@ mod tests {
         let src = "let a = 1;\nlet b = ;\nlet c = 3;\n";
         let frame = code_frame(src, 2, 9);
         assert_eq!(frame, "  1 | let a = 1;\n> 2 | let b = ;\n    |         ^\n  3 | let c = 3;\n");
+    }
+
+    #[test]
+    fn a_long_line_shows_the_part_around_the_column() {
+        let src = format!("{}XY{}\n", "a".repeat(5000), "b".repeat(5000));
+        let frame = code_frame(&src, 1, 5001);
+        let lines: Vec<&str> = frame.lines().collect();
+        assert_eq!(lines.len(), 2, "{frame}");
+        assert!(lines[0].chars().count() < 200 && lines[1].chars().count() < 200, "{frame}");
+        let at = lines[1].find('^').unwrap();
+        assert_eq!(&lines[0][at..at + 2], "XY", "{frame}");
     }
 
     #[test]

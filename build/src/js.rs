@@ -17,7 +17,10 @@ use swc_core::common::comments::{Comment, CommentKind, Comments, SingleThreadedC
 use swc_core::common::source_map::SourceMapGenConfig;
 use swc_core::common::sync::Lrc;
 use swc_core::common::{BytePos, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned};
-use swc_core::ecma::ast::{CallExpr, Callee, EsVersion, Expr, Lit, Program};
+use swc_core::ecma::ast::{
+    ArrowExpr, AwaitExpr, CallExpr, Callee, EsVersion, Expr, ForOfStmt, Function, Lit, MetaPropExpr, MetaPropKind,
+    Program,
+};
 use swc_core::ecma::codegen::text_writer::JsWriter;
 use swc_core::ecma::codegen::{Config as CodegenConfig, Emitter};
 use swc_core::ecma::minifier::option::{CompressOptions, ExtraOptions, MangleOptions, MinifyOptions};
@@ -86,8 +89,16 @@ pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Co
     };
 
     let (exports, problems) = read_exports(&program);
-    if !problems.is_empty() {
-        return Err(problems.into_iter().map(|p| unit.diagnostic(p.span, p.message).with_help(p.help)).collect());
+    let mut body = FunctionBodyCheck { depth: 0, found: Vec::new() };
+    program.visit_with(&mut body);
+    if !problems.is_empty() || !body.found.is_empty() {
+        let problems = problems.into_iter().map(|p| (p.span, p.message, p.help));
+        let mut all: Vec<_> = problems.chain(body.found.into_iter().map(|(s, m, h)| (s, m.to_string(), h))).collect();
+        all.sort_by_key(|(span, _, _)| span.lo);
+        return Err(all
+            .into_iter()
+            .map(|(span, message, help)| unit.diagnostic(span, message).with_help(help))
+            .collect());
     }
 
     GLOBALS.set(&Globals::new(), || {
@@ -111,12 +122,13 @@ pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Co
     })
 }
 
-/// Compiles one classic script of `lib/client`. Names containing `.min` pass through as they are.
+/// Compiles one classic script of `lib/client`. Scripts named `NAME.min.js`
+/// (a `min` part between dots), and every script of an unminified build, pass
+/// through as they are, once parsed: a syntax error is reported in every build,
+/// not left to break the page.
 pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Compiled, Vec<Diagnostic>> {
-    let passthrough = path.rsplit('/').next().is_some_and(|name| name.contains(".min")) || !options.minify;
-    if passthrough {
-        return Ok(Compiled { code: text.to_string(), map: None, exports: Exports::default(), requires: Vec::new() });
-    }
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let passthrough = name.split('.').skip(1).any(|part| part == "min") || !options.minify;
     let unit = Unit::new(path, text, options);
     let mut errors = Vec::new();
     let parsed = parse_file_as_script(
@@ -134,6 +146,9 @@ pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Co
             return Err(unit.syntax_errors(errors));
         }
     };
+    if passthrough {
+        return Ok(Compiled { code: text.to_string(), map: None, exports: Exports::default(), requires: Vec::new() });
+    }
     GLOBALS.set(&Globals::new(), || {
         let unresolved = Mark::new();
         let top_level = Mark::new();
@@ -165,7 +180,14 @@ impl Unit {
             return None;
         }
         let loc = self.cm.lookup_char_pos(span.lo);
-        Some((loc.line, loc.col_display + 1))
+        // Columns count characters, as the code frame does (swc's own column
+        // counts UTF-16 units, and its display column widens tabs).
+        let offset = (span.lo - self.file.start_pos).0 as usize;
+        let column = self.file.src.get(..offset).map_or(loc.col.0, |before| {
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            before[line_start..].chars().count()
+        });
+        Some((loc.line, column + 1))
     }
 
     fn diagnostic(&self, span: Span, message: impl Into<String>) -> Diagnostic {
@@ -397,6 +419,58 @@ impl SourceMapGenConfig for MapConfig {
     }
 }
 
+/// Finds what an ES module may hold but a function body may not: the linker
+/// packs each module as a function that runs when the module is first
+/// required, so `await` outside any function and `import.meta` would make the
+/// whole bundle fail to parse in the browser.
+struct FunctionBodyCheck {
+    depth: usize,
+    found: Vec<(Span, &'static str, &'static str)>,
+}
+
+const TOP_LEVEL_AWAIT: (&str, &str) = (
+    "top-level `await` is not supported: a module runs as a function when it is first required",
+    "move the code into an async function, such as `export async function load() { ... }`, and await that",
+);
+
+impl Visit for FunctionBodyCheck {
+    fn visit_function(&mut self, f: &Function) {
+        self.depth += 1;
+        f.visit_children_with(self);
+        self.depth -= 1;
+    }
+
+    fn visit_arrow_expr(&mut self, f: &ArrowExpr) {
+        self.depth += 1;
+        f.visit_children_with(self);
+        self.depth -= 1;
+    }
+
+    fn visit_await_expr(&mut self, e: &AwaitExpr) {
+        if self.depth == 0 {
+            self.found.push((e.span, TOP_LEVEL_AWAIT.0, TOP_LEVEL_AWAIT.1));
+        }
+        e.visit_children_with(self);
+    }
+
+    fn visit_for_of_stmt(&mut self, s: &ForOfStmt) {
+        if s.is_await && self.depth == 0 {
+            self.found.push((s.span, TOP_LEVEL_AWAIT.0, TOP_LEVEL_AWAIT.1));
+        }
+        s.visit_children_with(self);
+    }
+
+    fn visit_meta_prop_expr(&mut self, e: &MetaPropExpr) {
+        if e.kind == MetaPropKind::ImportMeta {
+            self.found.push((
+                e.span,
+                "`import.meta` is not available: modules are packed into functions, not loaded as ES modules",
+                "pass the value in from app code instead",
+            ));
+        }
+    }
+}
+
 struct RequireFinder {
     unresolved: Mark,
     found: Vec<(String, Span)>,
@@ -466,6 +540,50 @@ mod tests {
         let err = compile_module("app/server/app.js", "exports.actions = { session() {} }", DEV).unwrap_err();
         assert!(err[0].message.contains("`session` cannot be an action name"), "{:?}", err);
         assert_eq!(err[0].position, Some((1, 19)));
+    }
+
+    #[test]
+    fn columns_count_characters_not_display_width() {
+        let err = compile_module("app/client/t.js", "function f() {\n\t\tif (x) {\n\t\t\treturn = 1;\n}}\n", DEV)
+            .unwrap_err();
+        assert_eq!(err[0].position, Some((3, 11)), "{err:?}");
+        let err = compile_module("app/client/u.js", "const s = \"日本語😀\"; const t = ;\n", DEV).unwrap_err();
+        assert_eq!(err[0].position, Some((1, 29)), "{err:?}");
+    }
+
+    #[test]
+    fn what_a_function_body_cannot_hold_is_an_error_at_its_place() {
+        let source = "export const a = 1;\nconst v = await load();\nfor await (const x of xs) {}\n\
+                      async function ok() { await load(); for await (const y of ys) {} }\n\
+                      const fine = async () => await load();\nexport const u = import.meta.url;\n";
+        for options in [DEV, PROD] {
+            let err = compile_module("app/client/m.js", source, options).unwrap_err();
+            let found: Vec<_> =
+                err.iter().map(|d| (d.position.unwrap().0, d.message.split(':').next().unwrap())).collect();
+            assert_eq!(
+                found,
+                [
+                    (2, "top-level `await` is not supported"),
+                    (3, "top-level `await` is not supported"),
+                    (6, "`import.meta` is not available")
+                ],
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lib_scripts_are_checked_in_every_build_and_only_min_parts_pass_through() {
+        for (name, options) in
+            [("lib/client/1.x.js", DEV), ("lib/client/2.x.min.js", PROD), ("lib/client/3.x.js", PROD)]
+        {
+            let err = compile_script(name, "var ok = 1;\nvar x = ;\n", options).unwrap_err();
+            assert_eq!(err[0].position.map(|p| p.0), Some(2), "{name}: {err:?}");
+        }
+        let text = "var  spaced = 1 ;";
+        assert_eq!(compile_script("lib/client/2.minimal.js", text, PROD).unwrap().code, "var spaced=1;");
+        assert_eq!(compile_script("lib/client/2.jquery.min.js", text, PROD).unwrap().code, text);
+        assert_eq!(compile_script("lib/client/2.x.js", text, DEV).unwrap().code, text);
     }
 
     #[test]

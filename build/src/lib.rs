@@ -89,6 +89,7 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     let started = Instant::now();
     let root = options.app.as_path();
     let out = options.out_dir();
+    check_options(root, &out, &options.env)?;
     let mut stages = Stages::new(started);
     let mut config = config::load(disk, root, &options.env)?;
     if let Some(url) = &options.public_url {
@@ -328,6 +329,89 @@ fn unchanged_output(
         return None;
     }
     let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;
-    let complete = manifest.files().all(|f| std::fs::metadata(out.join(&f.path)).is_ok_and(|m| m.len() == f.size));
-    complete.then_some(manifest)
+    // Every file must still hold what was written (a file changed in place keeps
+    // its size, and a browser refuses a script whose integrity does not match);
+    // the precompressed variants are checked by size.
+    let intact = manifest.files().all(|f| {
+        std::fs::read(out.join(&f.path)).is_ok_and(|bytes| hex::encode(Sha256::digest(&bytes)) == f.sha256)
+            && f.compressed.iter().all(|(encoding, size)| {
+                let variant = out.join(format!("{}.{}", f.path, compressed_extension(encoding)));
+                std::fs::metadata(variant).is_ok_and(|m| m.len() == *size)
+            })
+    });
+    intact.then_some(manifest)
+}
+
+/// The file extension of a precompressed variant.
+fn compressed_extension(encoding: &str) -> &str {
+    match encoding {
+        "gzip" => "gz",
+        "br" => "br",
+        other => other,
+    }
+}
+
+/// Refuses options that would damage the app or cannot name files: an
+/// environment name is part of file names (`config/environments/ENV.toml`, the
+/// cache), and the output folder is replaced whole by every pack, so it must not
+/// be the app, hold the app, or lie among the folders the app is packed from
+/// (the next pack would read its own output).
+fn check_options(root: &Path, out: &Path, env: &str) -> Result<(), PackError> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if env.is_empty() || !env.chars().all(plain) || env.starts_with('-') {
+        return Err(PackError::Options {
+            message: format!("`{env}` is not an environment name"),
+            help: "use letters, digits, `_` and `-`, such as production or staging-eu (it names \
+                   config/environments/ENV.toml)"
+                .into(),
+        });
+    }
+    let (Some(root), Some(out)) = (resolved(root), resolved(out)) else {
+        return Ok(());
+    };
+    let refuse = |why: &str| {
+        Err(PackError::Options {
+            message: format!("the output folder {} {why}", out.display()),
+            help: "every pack replaces the output folder whole: pass --out a folder of its own, such as APP/dist"
+                .into(),
+        })
+    };
+    if out == root {
+        return refuse("is the app itself");
+    }
+    if root.starts_with(&out) {
+        return refuse(&format!("holds the app ({})", root.display()));
+    }
+    for input in ["app", "lib", "config", "public", "static", cache::CACHE_DIR] {
+        if out.starts_with(root.join(input)) {
+            return refuse(&format!("is inside the app's {input}/ folder, which is packed from"));
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute with symbolic links and `..` resolved, also when its
+/// last components do not exist yet.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(path).ok()?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    let base = loop {
+        if let Ok(real) = existing.canonicalize() {
+            break real;
+        }
+        rest.push(existing.file_name()?.to_os_string());
+        existing = existing.parent()?;
+    };
+    let mut out = base;
+    for name in rest.iter().rev() {
+        match name.to_str() {
+            Some("..") => {
+                out.pop();
+            }
+            Some(".") => {}
+            _ => out.push(name),
+        }
+    }
+    Some(out)
 }

@@ -98,7 +98,8 @@ pub fn link(
             Err(mut d) => problems.append(&mut d),
         }
     }
-    check_app_init(sources, compiled, failed, &by_path, &mut problems);
+    let exports = follow_star_exports(sources, compiled, &by_path);
+    check_app_init(sources, compiled, &exports, failed, &by_path, &mut problems);
 
     // Bundles: which sources each holds, in load order.
     let client = plan(sources, compiled, &[Kind::Client, Kind::Shared], Side::Client, &by_path, config, &mut problems);
@@ -116,8 +117,6 @@ pub fn link(
     }
     let (client_members, client_ids, client_deps) = (client.members, client.ids, client.deps);
     let (server_members, server_ids, server_deps) = (server.members, server.ids, server.deps);
-
-    let exports = follow_star_exports(sources, compiled, &by_path);
 
     let mut modules = BTreeMap::new();
     for (i, source) in sources.iter().enumerate() {
@@ -202,6 +201,7 @@ fn members(sources: &[Source], kinds: &[Kind]) -> Vec<usize> {
 fn check_app_init(
     sources: &[Source],
     compiled: &[Compiled],
+    exports: &[BTreeSet<String>],
     failed: &BTreeSet<usize>,
     by_path: &HashMap<&str, usize>,
     problems: &mut Vec<Diagnostic>,
@@ -212,7 +212,11 @@ fn check_app_init(
             Diagnostic::file("app/client/app.js", "the app has no app/client/app.js (or app.ts)")
                 .with_help("create it with `exports.init = function () { ... }`: it runs once the socket is up and the session is ready"),
         ),
-        Some(i) if !failed.contains(&i) && !compiled[i].exports.names.contains("init") && compiled[i].exports.star_from.is_empty() => problems.push(
+        // Names re-exported with `export * from` count; when some file failed to
+        // compile, what it would re-export is unknown, so the check waits for it.
+        Some(i) if !failed.contains(&i)
+            && !exports[i].contains("init")
+            && (compiled[i].exports.star_from.is_empty() || failed.is_empty()) => problems.push(
             Diagnostic::file(&sources[i].path, "app/client/app must export `init`")
                 .with_help("add `exports.init = function () { ... }` (or `export function init() { ... }`): it runs once the session is ready"),
         ),

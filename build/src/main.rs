@@ -1,5 +1,6 @@
 //! The `ssbuild` command line: `ssbuild pack [APP] [--out DIR] [--env ENV]`.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,7 +51,8 @@ fn main() -> ExitCode {
                 .or_else(|| std::env::var("SS_ENV").ok().filter(|e| !e.is_empty()))
                 .unwrap_or_else(|| "development".into());
             if !app.is_dir() {
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "error: {} is not a folder\n  help: run ssbuild pack in an app's root folder, or pass its path",
                     app.display()
                 );
@@ -60,11 +62,12 @@ fn main() -> ExitCode {
             match ssbuild::pack(&options) {
                 Ok(report) => {
                     for w in &report.warnings {
-                        eprintln!("warning: {w}");
+                        let _ = writeln!(std::io::stderr(), "warning: {w}");
                     }
                     if timings {
                         for (stage, took) in &report.stages {
-                            eprintln!("  {stage:<12} {:>8.1} ms", took.as_secs_f64() * 1000.0);
+                            let _ =
+                                writeln!(std::io::stderr(), "  {stage:<12} {:>8.1} ms", took.as_secs_f64() * 1000.0);
                         }
                     }
                     let what = if report.unchanged {
@@ -79,7 +82,10 @@ fn main() -> ExitCode {
                         .filter(|f| !f.path.ends_with(".map"))
                         .map(|f| format!("{} ({} B)", f.path, f.size))
                         .collect();
-                    println!(
+                    // Output that cannot be written (a closed pipe, a full disk) does not
+                    // undo a pack that succeeded.
+                    let _ = writeln!(
+                        std::io::stdout(),
                         "packed {} for {} in {:.1} ms: {what}\n  {}",
                         report.out.display(),
                         report.manifest.env,
@@ -89,7 +95,7 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
-                    eprintln!("{e}");
+                    let _ = writeln!(std::io::stderr(), "{e}");
                     ExitCode::FAILURE
                 }
             }

@@ -51,6 +51,59 @@ fn app_entry_without_init_is_explained() {
 }
 
 #[test]
+fn an_init_re_exported_with_export_star_counts_and_a_missing_one_is_named() {
+    let app = fixture("basic");
+    write(app.path(), "app/client/app.js", "export * from './start';\n");
+    write(app.path(), "app/client/start.js", "export const notInit = 1;\n");
+    let (_, text) = pack_error(app.path());
+    assert!(text.contains("app/client/app must export `init`"), "{text}");
+    write(app.path(), "app/client/start.js", "export function init() {}\n");
+    ss_tests::pack_app(app.path(), "production");
+}
+
+#[test]
+fn an_output_folder_that_is_or_holds_the_app_or_is_inside_it_is_refused() {
+    let app = fixture("basic");
+    let root = app.path();
+    let sources = || ss_tests::files_under(&root.join("app"));
+    let before = sources();
+    let attempts = [
+        (root.to_path_buf(), "is the app itself"),
+        (root.join("app/.."), "is the app itself"),
+        (root.parent().unwrap().to_path_buf(), "holds the app"),
+        (root.join("app/client/out"), "inside the app's app/ folder"),
+        (root.join("lib/new/deeper"), "inside the app's lib/ folder"),
+        (root.join("public"), "inside the app's public/ folder"),
+    ];
+    for (out, why) in attempts {
+        let mut options = ssbuild::PackOptions::new(root, "production");
+        options.out = Some(out.clone());
+        let err = ssbuild::pack(&options).expect_err("the pack should be refused");
+        let text = err.to_string();
+        assert!(text.contains(why), "{}: {text}", out.display());
+        assert!(text.contains("help: every pack replaces the output folder whole"), "{text}");
+        assert_eq!(sources(), before, "{} changed the app", out.display());
+        assert!(!root.join("app/client/out").exists() && !root.join("lib/new").exists());
+    }
+    let mut options = ssbuild::PackOptions::new(root, "production");
+    options.out = Some(root.join("build/web"));
+    ssbuild::pack(&options).expect("an output folder of its own is fine");
+}
+
+#[test]
+fn an_environment_name_that_is_not_a_plain_word_is_refused() {
+    let app = fixture("basic");
+    for env in ["../../app/client", "a/b", "", "-x", "prod.v2"] {
+        let options = ssbuild::PackOptions::new(app.path(), env);
+        let text = ssbuild::pack(&options).expect_err(env).to_string();
+        assert!(text.contains(&format!("`{env}` is not an environment name")), "{text}");
+    }
+    assert!(app.path().join("app/client/app.js").is_file());
+    assert!(!app.path().join("dist").exists() && !app.path().join(".ssbuild-cache").exists());
+    ss_tests::pack_app(app.path(), "staging-eu_2");
+}
+
+#[test]
 fn non_utf8_file_is_named_with_its_position() {
     let app = fixture("basic");
     write(app.path(), "app/client/latin1.js", b"// ok\nexports.name = 'caf\xe9';\n");

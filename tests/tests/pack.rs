@@ -1,21 +1,9 @@
 //! Packing fixture apps: API trees, privacy, lib ordering, determinism,
 //! atomicity, the cache, and packed bundles evaluated in Node.js.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use serde_json::json;
-use ss_tests::{client_bundle, eval_bundle, fixture, have_node, pack_app, server_bundle, write};
+use ss_tests::{client_bundle, eval_bundle, files_under, fixture, have_node, pack_app, server_bundle, write};
 use ssbuild::{PackOptions, PackReport, pack};
-
-fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_type().is_file())
-        .map(|e| (e.path().strip_prefix(dir).unwrap().display().to_string(), std::fs::read(e.path()).unwrap()))
-        .collect()
-}
 
 #[test]
 fn trees_hold_exported_names_only() {
@@ -174,7 +162,7 @@ fn output_is_byte_identical_whatever_the_order_on_disk() {
     let first = fixture("basic");
     // A second copy written in reverse order, so directory listings differ.
     let second = tempfile::tempdir().unwrap();
-    let mut files: Vec<(String, Vec<u8>)> = files_of(first.path()).into_iter().collect();
+    let mut files: Vec<(String, Vec<u8>)> = files_under(first.path()).into_iter().collect();
     files.reverse();
     for (rel, bytes) in &files {
         write(second.path(), rel, bytes);
@@ -182,7 +170,7 @@ fn output_is_byte_identical_whatever_the_order_on_disk() {
     for env in ["production", "development"] {
         let a = pack_app(first.path(), env);
         let b = pack_app(second.path(), env);
-        assert_eq!(files_of(&a.out), files_of(&b.out), "{env} output differs");
+        assert_eq!(files_under(&a.out), files_under(&b.out), "{env} output differs");
     }
 }
 
@@ -190,13 +178,13 @@ fn output_is_byte_identical_whatever_the_order_on_disk() {
 fn a_failed_pack_leaves_the_previous_output_untouched() {
     let app = fixture("basic");
     let good = pack_app(app.path(), "production");
-    let before = files_of(&good.out);
+    let before = files_under(&good.out);
     write(app.path(), "app/client/nav/broken.js", "export function (");
     let mut options = PackOptions::new(app.path(), "production");
     options.cache = false;
     let err = pack(&options).unwrap_err();
     assert!(err.to_string().contains("app/client/nav/broken.js:1:"), "{err}");
-    assert_eq!(files_of(&good.out), before);
+    assert_eq!(files_under(&good.out), before);
     let siblings: Vec<String> =
         std::fs::read_dir(app.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(!siblings.iter().any(|n| n.starts_with(".dist")), "temporary folders left: {siblings:?}");
@@ -226,4 +214,35 @@ fn the_cache_skips_unchanged_work() {
     let repaired = pack(&options).unwrap();
     assert!(!repaired.unchanged);
     assert!(client_bundle(&repaired).is_file());
+
+    // So does a file changed in place, even with its size kept: its integrity
+    // would no longer match, and browsers would refuse it.
+    let bundle = client_bundle(&repaired);
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    bytes[..5].copy_from_slice(b"XXXXX");
+    std::fs::write(&bundle, &bytes).unwrap();
+    let restored = pack(&options).unwrap();
+    assert!(!restored.unchanged);
+    assert_ne!(std::fs::read(client_bundle(&restored)).unwrap(), bytes);
+}
+
+#[test]
+fn folders_named_like_built_ins_stay_in_the_tree() {
+    if !have_node() {
+        return;
+    }
+    let app = fixture("basic");
+    write(app.path(), "app/client/constructor/x.js", "exports.x = 'cx';\n");
+    write(app.path(), "app/client/toString/y.js", "exports.y = 'ty';\n");
+    write(app.path(), "app/shared/hasOwnProperty.js", "exports.z = 'hz';\n");
+    let report = pack_app(app.path(), "production");
+    let result = eval_bundle(
+        &client_bundle(&report),
+        "return {
+            x: SS.client.constructor.x.x, y: SS.client.toString.y.y, z: SS.shared.hasOwnProperty.z,
+            objectUntouched: SS.client.constructor !== Object && !Object.getOwnPropertyNames(Object).includes('x'),
+            prototypeUntouched: ({}).toString === Object.prototype.toString && typeof Object.prototype.toString === 'function',
+        };",
+    );
+    assert_eq!(result, json!({"x": "cx", "y": "ty", "z": "hz", "objectUntouched": true, "prototypeUntouched": true}));
 }
