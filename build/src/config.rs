@@ -63,6 +63,7 @@ pub fn normalize_public_url(url: &str) -> String {
 pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, PackError> {
     let mut config = BuildConfig::defaults(env);
     let mut problems = Vec::new();
+    let mut browsers_from = "config/app.toml".to_string();
     for rel in ["config/app.toml".to_string(), format!("config/environments/{env}.toml")] {
         let path = root.join(&rel);
         if !disk.is_file(&path) {
@@ -96,6 +97,7 @@ pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, Pack
                 "browsers" => match value.as_array() {
                     Some(items) if items.iter().all(|i| i.is_str()) => {
                         config.browsers = items.iter().filter_map(|i| i.as_str()).map(str::to_string).collect();
+                        browsers_from = rel.clone();
                         true
                     }
                     _ => false,
@@ -132,7 +134,7 @@ pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, Pack
     }
     if let Err(e) = crate::css::targets(&config.browsers) {
         problems.push(
-            Diagnostic::file("config/app.toml", format!("`build.browsers` is not a valid browserslist query: {e}"))
+            Diagnostic::file(browsers_from, format!("`build.browsers` is not a valid browserslist query: {e}"))
                 .with_help(format!("for example: browsers = [\"{}\"]", crate::css::DEFAULT_BROWSERS)),
         );
     }

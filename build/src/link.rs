@@ -100,6 +100,7 @@ pub fn link(
     }
     let exports = follow_star_exports(sources, compiled, &by_path);
     check_app_init(sources, compiled, &exports, failed, &by_path, &mut problems);
+    check_lib_server_names(sources, &mut problems);
 
     // Bundles: which sources each holds, in load order.
     let client = plan(sources, compiled, &[Kind::Client, Kind::Shared], Side::Client, &by_path, config, &mut problems);
@@ -313,6 +314,12 @@ fn resolve_requires(
 }
 
 fn wrong_side(target: &Source, side: Side) -> (String, String) {
+    if target.kind == Kind::LibClient {
+        return (
+            format!("`{}` is a classic script, not a module: it cannot be required", target.path),
+            "lib/client scripts run in order before any module: use the globals they define".to_string(),
+        );
+    }
     match side {
         Side::Client => (
             format!("`{}` is not sent to browsers, so browser code cannot require it", target.path),
@@ -415,6 +422,24 @@ fn follow_star_exports(
             out
         })
         .collect()
+}
+
+/// Two `lib/server` files with one module name (`auth.js`, `auth.ts`,
+/// `auth/index.js`) would leave `require('auth')` and the manifest's list of
+/// authentication modules naming different files.
+fn check_lib_server_names(sources: &[Source], problems: &mut Vec<Diagnostic>) {
+    let mut by_name: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for source in sources.iter().filter(|s| s.kind == Kind::LibServer) {
+        by_name.entry(lib_server_name(source)).or_default().push(&source.path);
+    }
+    for (name, mut paths) in by_name.into_iter().filter(|(_, paths)| paths.len() > 1) {
+        paths.sort_unstable();
+        let listed = paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(" and ");
+        problems.push(
+            Diagnostic::file(paths[0], format!("{listed} are one lib/server module, `{name}`"))
+                .with_help("keep one of them, or rename the others"),
+        );
+    }
 }
 
 fn lib_server_name(source: &Source) -> String {

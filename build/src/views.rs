@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use html5ever::TokenizerResult;
+use html5ever::tokenizer::states::RawKind;
 use html5ever::tokenizer::{BufferQueue, TagKind, Token, TokenSink, TokenSinkResult, Tokenizer, TokenizerOpts};
 
 use crate::diagnostic::Diagnostic;
@@ -45,6 +46,14 @@ pub fn templates(views: &[Source]) -> Result<(Templates, Vec<String>), Vec<Diagn
         if view.text.to_ascii_lowercase().contains("</template") {
             problems.push(Diagnostic::file(&view.path, "a template cannot contain `</template>`").with_help(
                 "templates are wrapped in <template> elements; nest another template with a folder instead",
+            ));
+            continue;
+        }
+        let seen = scan(&view.text);
+        if let Some(what) = seen.unclosed() {
+            problems.push(Diagnostic::file(&view.path, format!("the template ends inside {what}")).with_help(
+                "close it in this file: templates sit side by side in the page, and the rest of the page would \
+                 become part of it",
             ));
             continue;
         }
@@ -172,10 +181,39 @@ fn find_marker(html: &str) -> Result<(usize, usize), Diagnostic> {
     Err(no_marker())
 }
 
-/// What html5ever's tokenizer saw: each `<SocketStream>` start tag with its line and whether it was in the head.
+/// What html5ever's tokenizer saw: each `<SocketStream>` start tag with its
+/// line and whether it was in the head, and what the text left open at its end.
 #[derive(Default)]
 struct Scan {
     markers: Vec<(u64, bool)>,
+    /// An element whose content is text up to its end tag (`<script>`,
+    /// `<style>`, `<textarea>`...), still open at the end.
+    open_raw: Option<String>,
+    /// The text ended inside a comment or a tag.
+    eof_inside: bool,
+}
+
+impl Scan {
+    /// What the text leaves open, so that HTML after it would be swallowed.
+    fn unclosed(&self) -> Option<String> {
+        match &self.open_raw {
+            Some(name) => Some(format!("<{name}>, which is never closed")),
+            None => self.eof_inside.then(|| "a comment or a tag that is never closed".to_string()),
+        }
+    }
+}
+
+/// How the HTML tokenizer reads the content of an element (the tree builder's
+/// choice, which a bare tokenizer does not make): as text up to the element's
+/// end tag for these.
+fn raw_content(name: &str) -> Option<TokenSinkResult<()>> {
+    Some(match name {
+        "script" => TokenSinkResult::RawData(RawKind::ScriptData),
+        "style" | "xmp" | "iframe" | "noembed" | "noframes" | "noscript" => TokenSinkResult::RawData(RawKind::Rawtext),
+        "title" | "textarea" => TokenSinkResult::RawData(RawKind::Rcdata),
+        "plaintext" => TokenSinkResult::Plaintext,
+        _ => return None,
+    })
 }
 
 struct Sink {
@@ -193,18 +231,32 @@ impl TokenSink for Sink {
     type Handle = ();
 
     fn process_token(&self, token: Token, line: u64) -> TokenSinkResult<()> {
-        if let Token::TagToken(tag) = token {
-            let mut state = self.state.borrow_mut();
-            let name = tag.name.as_ref();
-            match (tag.kind, name) {
-                (TagKind::StartTag, "head") => state.1 = HeadState::In,
-                (TagKind::EndTag, "head") | (TagKind::StartTag, "body") => state.1 = HeadState::After,
-                (TagKind::StartTag, "socketstream") => {
-                    let in_head = state.1 != HeadState::After;
-                    state.0.markers.push((line, in_head));
+        let mut state = self.state.borrow_mut();
+        match token {
+            Token::TagToken(tag) => {
+                let name = tag.name.as_ref();
+                match (tag.kind, name) {
+                    (TagKind::StartTag, "head") => state.1 = HeadState::In,
+                    (TagKind::EndTag, "head") | (TagKind::StartTag, "body") => state.1 = HeadState::After,
+                    (TagKind::StartTag, "socketstream") => {
+                        let in_head = state.1 != HeadState::After;
+                        state.0.markers.push((line, in_head));
+                    }
+                    (TagKind::StartTag, _) => {
+                        if let Some(raw) = raw_content(name) {
+                            state.0.open_raw = Some(name.to_string());
+                            return raw;
+                        }
+                    }
+                    (TagKind::EndTag, _) => {
+                        if state.0.open_raw.as_deref() == Some(name) {
+                            state.0.open_raw = None;
+                        }
+                    }
                 }
-                _ => {}
             }
+            Token::ParseError(why) if why.contains("EOF") => state.0.eof_inside = true,
+            _ => {}
         }
         TokenSinkResult::Continue
     }
@@ -230,6 +282,32 @@ mod tests {
     }
 
     const LAYOUT_HTML: &str = "<!doctype html>\n<html>\n<head>\n  <title>t</title>\n  <SocketStream>\n</head>\n<body><p>hi</p></body>\n</html>\n";
+
+    #[test]
+    fn a_template_that_leaves_something_open_is_refused() {
+        for (text, what) in [
+            ("<p>hello <!-- note\n", "a comment or a tag"),
+            ("<div class=\"x\n", "a comment or a tag"),
+            ("<script>var a = 1;\n", "<script>"),
+            ("<textarea>draft", "<textarea>"),
+            ("<style>b { color: red }", "<style>"),
+        ] {
+            let views = [view(LAYOUT, LAYOUT_HTML), view("app/views/a/one.html", text)];
+            let err = templates(&views).unwrap_err();
+            assert_eq!(err[0].file, "app/views/a/one.html");
+            assert!(err[0].message.contains(&format!("the template ends inside {what}")), "{text}: {:?}", err[0]);
+        }
+        let fine = "<p>a <!-- c --> b</p><script>if (a < b) x('</div>');</script><textarea><b></textarea>";
+        assert!(templates(&[view(LAYOUT, LAYOUT_HTML), view("app/views/a/ok.html", fine)]).is_ok());
+    }
+
+    #[test]
+    fn a_marker_inside_script_or_title_text_is_not_the_marker() {
+        let html = "<html><head><title><SocketStream></title>\n<script>var tag = \"<SocketStream>\";</script>\n\
+                    <SocketStream>\n</head><body></body></html>\n";
+        let (start, _) = find_marker(html).unwrap();
+        assert_eq!(html[..start].matches('\n').count(), 2, "the marker on line 3 is the one");
+    }
 
     #[test]
     fn tags_and_templates_replace_the_marker_in_order() {

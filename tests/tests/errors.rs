@@ -62,6 +62,30 @@ fn an_init_re_exported_with_export_star_counts_and_a_missing_one_is_named() {
 }
 
 #[test]
+fn requiring_a_lib_script_and_a_bad_environment_setting_are_explained_where_they_are() {
+    let app = fixture("basic");
+    write(app.path(), "app/client/uses.js", "const first = require('../../lib/client/2.first');\nexports.f = first;\n");
+    let (_, text) = pack_error(app.path());
+    assert!(text.contains("`lib/client/2.first.js` is a classic script, not a module"), "{text}");
+    assert!(text.contains("help: lib/client scripts run in order before any module"), "{text}");
+    write(app.path(), "config/environments/production.toml", "[build]\nbrowsers = [\"no such browser 99\"]\n");
+    let (_, text) = pack_error(app.path());
+    assert!(text.contains("--> config/environments/production.toml"), "{text}");
+}
+
+#[test]
+fn two_lib_server_files_with_one_module_name_are_both_named() {
+    let app = fixture("basic");
+    write(app.path(), "lib/server/auth.js", "exports.which = 'file';\n");
+    write(app.path(), "lib/server/auth/index.js", "exports.which = 'index';\n");
+    let (_, text) = pack_error(app.path());
+    assert!(
+        text.contains("`lib/server/auth.js` and `lib/server/auth/index.js` are one lib/server module, `auth`"),
+        "{text}"
+    );
+}
+
+#[test]
 fn an_output_folder_that_is_or_holds_the_app_or_is_inside_it_is_refused() {
     let app = fixture("basic");
     let root = app.path();
