@@ -107,7 +107,7 @@ pub enum PackError {
     #[error("{}", render_all(.0))]
     Invalid(Vec<Diagnostic>),
     /// Reading the app or writing the output failed for a reason outside the app's text.
-    #[error("{action} {}: {source}", .path.display())]
+    #[error("error: {action} {}: {source}", .path.display())]
     Io {
         /// What was being done ("reading", "writing", ...).
         action: &'static str,

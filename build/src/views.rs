@@ -105,7 +105,11 @@ pub fn render_page(views: &[Source], tags: &[Tag], templates: &Templates, minify
         }
     }
     for (id, (_, html)) in templates {
-        inserted.push_str(&format!("<template id=\"{}\">{}</template>", attr(id), html.trim()));
+        inserted.push_str(&format!(
+            "<template id=\"{}\">{}</template>",
+            attr(id),
+            html.trim_start_matches('\u{feff}').trim()
+        ));
         if !minify {
             inserted.push('\n');
         }
@@ -299,6 +303,14 @@ mod tests {
         }
         let fine = "<p>a <!-- c --> b</p><script>if (a < b) x('</div>');</script><textarea><b></textarea>";
         assert!(templates(&[view(LAYOUT, LAYOUT_HTML), view("app/views/a/ok.html", fine)]).is_ok());
+    }
+
+    #[test]
+    fn a_byte_order_mark_stays_out_of_the_template() {
+        let views = [view(LAYOUT, LAYOUT_HTML), view("app/views/a/bom.html", "\u{feff}<b>x</b>\n")];
+        let (templates, _) = templates(&views).unwrap();
+        let page = render_page(&views, &[], &templates, false).unwrap();
+        assert!(page.contains("<template id=\"a-bom\"><b>x</b></template>"), "{page}");
     }
 
     #[test]
