@@ -41,6 +41,9 @@ pub struct Config {
     /// s); past it the caller gets a `failed` error, and a native action's
     /// future is dropped.
     pub reply_timeout: Duration,
+    /// How long a client may take to send a request's headers (default 10 s);
+    /// past it the connection is closed.
+    pub header_timeout: Duration,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             js_time_limit: Duration::from_secs(5),
             js_memory_limit: 256 * 1024 * 1024,
             reply_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -272,7 +272,8 @@ impl App {
             shutdown.await;
             hub.shut_down();
         };
-        let result = axum::serve(listener, http::router(shared.clone())).with_graceful_shutdown(signal).await;
+        let router = http::router(shared.clone());
+        let result = http::serve(listener, router, shared.config.header_timeout, signal).await;
         housekeeping.abort();
         // Give sockets a moment to send their close frames.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);

@@ -2,6 +2,8 @@
 //! caching and precompressed variants, public files, the 404 page, and paths
 //! that must never be served.
 
+use std::time::{Duration, Instant};
+
 use ss_tests::{RunningServer, fixture, http, pack_app};
 
 fn packed_styled() -> (tempfile::TempDir, ssbuild::PackReport) {
@@ -55,12 +57,37 @@ fn assets_are_immutable_and_sent_precompressed_when_accepted() {
     let head = http(server.addr, "HEAD", &url, &[]);
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
-    assert_eq!(http(server.addr, "POST", &url, &[("Content-Length", "0")]).status, 405);
+    let post = http(server.addr, "POST", &url, &[("Content-Length", "0")]);
+    assert_eq!((post.status, post.header("allow")), (405, Some("GET, HEAD")));
+    let refused = http(server.addr, "GET", &url, &[("Accept-Encoding", "gzip;Q=0, br;Q=0")]);
+    assert_eq!(refused.header("content-encoding"), None, "q=0 in capitals still refuses a coding");
 
     let image = &report.manifest.assets["app/css/img/dot.png"];
     let png = http(server.addr, "GET", &format!("/{}", image.path), &[("Accept-Encoding", "br")]);
     assert_eq!(png.header("content-type"), Some("image/png"));
     assert_eq!(png.header("content-encoding"), None, "images are not precompressed");
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_let_go_and_others_are_served() {
+    use std::io::{Read, Write};
+    let (app, _) = packed_styled();
+    let path = app.path().to_path_buf();
+    let server = RunningServer::here(move || {
+        let loaded = ssrun::LoadedApp::load(&path).unwrap();
+        let config =
+            ssrun::Config { header_timeout: Duration::from_millis(300), ..ssrun::Config::for_env(&loaded.env) };
+        ssrun::App::new(loaded).with_config(config)
+    });
+    let mut slow = std::net::TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = slow.read_to_end(&mut rest);
+    assert!(read.is_ok(), "the connection is closed, not left waiting: {read:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "closed after {:?}", started.elapsed());
+    assert_eq!(http(server.addr, "GET", "/robots.txt", &[]).status, 200);
 }
 
 #[test]
@@ -70,7 +97,12 @@ fn public_files_and_the_404_page() {
     let robots = http(server.addr, "GET", "/robots.txt", &[]);
     assert_eq!(robots.status, 200);
     assert_eq!(robots.body, b"User-agent: *\nDisallow:\n");
+    assert_eq!(robots.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(http(server.addr, "GET", "/img/logo.svg", &[]).header("content-type"), Some("image/svg+xml"));
+    for spelling in ["/robots.txt/", "/robots%2etxt"] {
+        let found = http(server.addr, "GET", spelling, &[]);
+        assert_eq!(found.header("content-type"), Some("text/plain; charset=utf-8"), "{spelling}");
+    }
     let missing = http(server.addr, "GET", "/no/such/page", &[]);
     assert_eq!(missing.status, 404);
     assert!(String::from_utf8_lossy(&missing.body).contains("This page does not exist"));

@@ -19,7 +19,9 @@ const PUBLIC_FILES: &str = "public, max-age=3600";
 /// Serves the page, an asset, a public file, or the 404 page.
 pub async fn serve(app: &LoadedApp, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served here");
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served here");
+        response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return response;
     }
     let path = uri.path();
     if path == "/" || path == "/index.html" {
@@ -77,7 +79,9 @@ fn accepts(request: &HeaderMap, coding: &str) -> bool {
             let name = parts.next().unwrap_or("").trim();
             let zero = parts.any(|p| {
                 let p = p.trim();
-                p.strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+                // `q=` is case-insensitive, like the coding's name.
+                let q = p.get(..2).filter(|k| k.eq_ignore_ascii_case("q=")).map(|_| &p[2..]);
+                q.is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
             });
             name.eq_ignore_ascii_case(coding) && !zero
         },
@@ -99,8 +103,11 @@ async fn public_file(dir: &Path, path: &str) -> Result<Option<Response<Body>>, S
         return Ok(None);
     }
     let Ok(bytes) = tokio::fs::read(&real).await else { return Ok(None) };
+    // The type comes from the file found, not from how the URL spelled it.
+    let name = real.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     let response = Response::builder()
-        .header(header::CONTENT_TYPE, content_type(&path.to_ascii_lowercase()))
+        .header(header::CONTENT_TYPE, content_type(&name))
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .header(header::CACHE_CONTROL, PUBLIC_FILES)
         .header(header::CONTENT_LENGTH, bytes.len())
         .body(Body::from(bytes))
