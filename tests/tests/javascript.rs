@@ -153,6 +153,39 @@ async fn a_promise_that_never_settles_and_a_forgotten_callback_time_out() {
 }
 
 #[tokio::test]
+async fn calls_queued_behind_loops_are_answered_in_time_and_abandoned_loops_never_run() {
+    let s = serve_seed("development", |c| {
+        c.js_time_limit = Duration::from_millis(300);
+        c.reply_timeout = Duration::from_millis(1000);
+    });
+    // A client queues six loops (1.8 s of engine time) and hangs up: the
+    // loops nobody waits for are dropped, so another client's call runs once
+    // the loop under way is stopped.
+    let mut looper = WsClient::connect(s.server.addr, None).await;
+    for id in 0..6 {
+        looper.send_call(id, "misbehave.loop", json!([])).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(looper);
+    let mut other = WsClient::connect(s.server.addr, None).await;
+    let started = Instant::now();
+    assert_eq!(other.call(1, "app.square", json!([3])).await["result"], 9);
+    assert!(started.elapsed() < Duration::from_millis(900), "waited {:?}", started.elapsed());
+
+    // A client that stays gets its loops stopped one by one; a call queued
+    // behind them is answered within the reply timeout all the same.
+    let mut looper = WsClient::connect(s.server.addr, None).await;
+    for id in 0..8 {
+        looper.send_call(id, "misbehave.loop", json!([])).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let reply = other.call(2, "app.square", json!([4])).await;
+    assert!(started.elapsed() < Duration::from_millis(1600), "waited {:?}", started.elapsed());
+    assert!(reply["error"]["message"].as_str().unwrap_or("").contains("gave no answer within 1 s"), "{reply}");
+}
+
+#[tokio::test]
 async fn awaiting_actions_do_not_block_each_other() {
     let s = serve_seed("development", |_| {});
     let mut c = WsClient::connect(s.server.addr, None).await;

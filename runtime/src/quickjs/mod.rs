@@ -84,6 +84,8 @@ pub struct Engine {
     /// The `app/server` files (by key, `admin.users`) whose exports had a
     /// true `authenticate` once loaded.
     pub authenticate: Arc<Vec<String>>,
+    /// How long a caller waits for an answer, time in the queue included.
+    reply_timeout: Duration,
 }
 
 #[derive(serde::Deserialize)]
@@ -105,6 +107,7 @@ impl Engine {
         let (jobs, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let code = code.clone();
+        let reply_timeout = settings.reply_timeout;
         std::thread::Builder::new()
             .name("ssrun-js".into())
             .spawn(move || {
@@ -120,7 +123,7 @@ impl Engine {
             })
             .map_err(|e| EngineError(format!("cannot start the engine thread: {e}")))?;
         let index = ready_rx.recv().map_err(|_| EngineError("the engine thread stopped while starting".into()))?;
-        Ok(Engine::new(jobs, index.map_err(EngineError)?, None))
+        Ok(Engine::new(jobs, index.map_err(EngineError)?, None, reply_timeout))
     }
 
     /// Starts the engine on the calling thread instead of a thread of its
@@ -136,6 +139,7 @@ impl Engine {
         presence: Arc<dyn Presence>,
     ) -> Result<Engine, EngineError> {
         let (jobs, rx) = mpsc::unbounded_channel();
+        let reply_timeout = settings.reply_timeout;
         let (host, index) = start_host(code, settings, publisher, presence).map_err(EngineError)?;
         static KEYS: AtomicU64 = AtomicU64::new(1);
         let key = KEYS.fetch_add(1, Ordering::Relaxed);
@@ -145,11 +149,12 @@ impl Engine {
             hosts.push((key, Rc::downgrade(&host)));
         });
         tokio::task::spawn_local(serve_jobs(host, rx));
-        Ok(Engine::new(jobs, index, Some(key)))
+        Ok(Engine::new(jobs, index, Some(key), reply_timeout))
     }
 
-    fn new(jobs: mpsc::UnboundedSender<Job>, index: Index, local: Option<u64>) -> Engine {
-        Engine { jobs, local, actions: Arc::new(index.actions), authenticate: Arc::new(index.authenticate) }
+    fn new(jobs: mpsc::UnboundedSender<Job>, index: Index, local: Option<u64>, reply_timeout: Duration) -> Engine {
+        let (actions, authenticate) = (Arc::new(index.actions), Arc::new(index.authenticate));
+        Engine { jobs, local, actions, authenticate, reply_timeout }
     }
 
     /// Hands a job to the engine: runs it at once when the engine lives on
@@ -172,12 +177,19 @@ impl Engine {
         }
     }
 
-    /// Sends a job that answers through `reply`, and waits for the answer.
-    async fn ask(&self, job: impl FnOnce(oneshot::Sender<ActionResult>) -> Job) -> ActionResult {
+    /// Sends a job that answers through `reply`, and waits for the answer,
+    /// at most `reply_timeout` from now: jobs run one at a time, and a call
+    /// that waits behind others (loops stopped only by the time limit, say)
+    /// is answered all the same. A job whose caller has stopped waiting is
+    /// dropped unrun when its turn comes.
+    async fn ask(&self, name: &str, job: impl FnOnce(oneshot::Sender<ActionResult>) -> Job) -> ActionResult {
         let stopped = || ActionError::failed("the JavaScript engine has stopped");
         let (reply, answer) = oneshot::channel();
         self.submit(job(reply)).map_err(|_| stopped())?;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+        match tokio::time::timeout(self.reply_timeout, answer).await {
+            Ok(answer) => answer.unwrap_or_else(|_| Err(stopped())),
+            Err(_) => Err(no_answer(name, self.reply_timeout)),
+        }
     }
 
     /// Calls a JavaScript action.
@@ -188,7 +200,8 @@ impl Engine {
         session: SessionHandle,
         connection: Option<ConnId>,
     ) -> ActionResult {
-        self.ask(|reply| Job::Call { name, args, session, connection, reply }).await
+        let label = name.clone();
+        self.ask(&label, |reply| Job::Call { name, args, session, connection, reply }).await
     }
 
     /// Tells the server code that a connection closed (`session.on('disconnect')`).
@@ -207,7 +220,7 @@ impl Engine {
     ) -> Result<Option<String>, String> {
         let module_name = module.to_string();
         let job = |reply| Job::Authenticate { module: module_name, username, password, reply };
-        let response = self.ask(job).await.map_err(|e| e.to_string())?;
+        let response = self.ask(&format!("lib/server/{module}"), job).await.map_err(|e| e.to_string())?;
         if response["success"] != Value::Bool(true) {
             return Ok(None);
         }
@@ -221,7 +234,7 @@ impl Engine {
     /// Evaluates JavaScript in the engine, as the console does: gives the
     /// value as text (JSON where it has a JSON form), after awaiting a Promise.
     pub async fn evaluate(&self, source: String) -> Result<String, String> {
-        match self.ask(|reply| Job::Evaluate { source, reply }).await {
+        match self.ask("console", |reply| Job::Evaluate { source, reply }).await {
             Ok(Value::String(text)) => Ok(text),
             Ok(other) => Ok(other.to_string()),
             Err(e) => Err(e.to_string()),
@@ -426,13 +439,7 @@ impl Host {
             self.state.borrow().pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
         for id in late {
             let name = self.state.borrow().pending.get(&id).map(|p| p.name.clone()).unwrap_or_default();
-            let seconds = self.settings.reply_timeout.as_secs_f64();
-            self.answer(
-                id,
-                Err(ActionError::failed(format!(
-                    "{name} gave no answer within {seconds} s: it neither returned a value, nor called its callback, nor settled its Promise"
-                ))),
-            );
+            self.answer(id, Err(no_answer(&name, self.settings.reply_timeout)));
         }
     }
 }
@@ -483,6 +490,15 @@ async fn run(
     serve_jobs(host, jobs).await;
 }
 
+/// The error of a call that was not answered within `limit`.
+fn no_answer(name: &str, limit: Duration) -> ActionError {
+    ActionError::failed(format!(
+        "{name} gave no answer within {} s: it neither returned a value, nor called its callback, nor settled its \
+         Promise (or it waited that long behind other calls)",
+        limit.as_secs_f64()
+    ))
+}
+
 /// Runs jobs until every [`Engine`] handle is gone.
 async fn serve_jobs(host: Shared, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut sweep = tokio::time::interval(Duration::from_millis(250));
@@ -499,6 +515,15 @@ async fn serve_jobs(host: Shared, mut jobs: mpsc::UnboundedReceiver<Job>) {
 }
 
 fn handle(host: &Shared, job: Job) {
+    // A caller that stopped waiting (it timed out, or hung up) has no use for
+    // the work: do not run it.
+    let abandoned = match &job {
+        Job::Call { reply, .. } | Job::Evaluate { reply, .. } | Job::Authenticate { reply, .. } => reply.is_closed(),
+        Job::Disconnected(_) => false,
+    };
+    if abandoned {
+        return;
+    }
     match job {
         Job::Call { name, args, session, connection, reply } => {
             if let Some(connection) = connection {
