@@ -23,6 +23,7 @@ pub mod actions;
 pub mod app;
 pub mod config;
 pub mod http;
+mod json;
 pub mod pubsub;
 pub mod quickjs;
 pub mod session;

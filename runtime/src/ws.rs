@@ -17,6 +17,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::Shared;
@@ -167,7 +168,7 @@ fn over_https(headers: &HeaderMap) -> bool {
 struct Reply<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    id: &'a Value,
+    id: &'a RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -180,7 +181,7 @@ struct ErrorBody<'a> {
     message: &'a str,
 }
 
-fn reply_text(id: &Value, outcome: &ActionResult) -> Utf8Bytes {
+fn reply_text(id: &RawValue, outcome: &ActionResult) -> Utf8Bytes {
     let message;
     let reply = match outcome {
         Ok(value) => Reply { kind: "reply", id, result: Some(value), error: None },
@@ -203,12 +204,12 @@ fn init_text(shared: &Shared, session: &Session) -> Utf8Bytes {
     Utf8Bytes::from(format!("{}{}", &head[..head.len() - 1], shared.init_tail))
 }
 
-type CallFuture = futures_util::future::BoxFuture<'static, (Value, ActionResult)>;
+type CallFuture = futures_util::future::BoxFuture<'static, (Box<RawValue>, ActionResult)>;
 
 enum Event {
     Frame(Option<Result<Message, axum::Error>>),
     Out(Result<Utf8Bytes, Closed>),
-    Replied(Value, ActionResult),
+    Replied(Box<RawValue>, ActionResult),
     Tick,
 }
 
@@ -432,6 +433,20 @@ impl Connection {
         let malformed = |why: String| Err(End::Close(close::MALFORMED, why));
         // serde would also read a struct from an array, field by field: only an object is a message.
         let parsed = text.trim_start().starts_with('{').then(|| serde_json::from_str::<Incoming>(text));
+        // JavaScript strings may hold half of a surrogate pair (text cut in the
+        // middle of an emoji), and JSON.stringify writes it as an escape that
+        // serde refuses: read such a message with U+FFFD in its place.
+        let repaired;
+        let parsed = match parsed {
+            Some(Err(_)) => match crate::json::without_lone_surrogates(text) {
+                Some(text) => {
+                    repaired = text;
+                    Some(serde_json::from_str::<Incoming>(&repaired))
+                }
+                None => parsed,
+            },
+            other => other,
+        };
         let message = match parsed {
             Some(Ok(m)) => m,
             // Read again, only to say what is wrong.
@@ -454,8 +469,9 @@ impl Connection {
             Some(other) => return malformed(format!("unknown message type {other:.40}")),
             None => return malformed("a message needs a \"type\"".into()),
         }
+        // The id goes back exactly as written (`1e2` stays `1e2`).
         let id = match message.id {
-            Some(id @ (Value::Number(_) | Value::String(_))) => id,
+            Some(id) if id.get().starts_with(|c: char| c == '"' || c == '-' || c.is_ascii_digit()) => id,
             _ => return malformed("a call needs an \"id\" (a number or a string)".into()),
         };
         match self.start_call(message.method, message.args) {
@@ -494,8 +510,8 @@ impl Connection {
 struct Incoming {
     #[serde(rename = "type", default, deserialize_with = "present")]
     kind: Option<Value>,
-    #[serde(default, deserialize_with = "present")]
-    id: Option<Value>,
+    #[serde(default)]
+    id: Option<Box<RawValue>>,
     #[serde(default, deserialize_with = "present")]
     method: Option<Value>,
     #[serde(default, deserialize_with = "present")]
@@ -575,7 +591,7 @@ mod tests {
 
     #[test]
     fn replies_carry_the_id_and_the_error_code() {
-        let id = Value::from(7);
+        let id = RawValue::from_string("7".into()).unwrap();
         assert_eq!(reply_text(&id, &Ok(Value::from(625))).as_str(), r#"{"type":"reply","id":7,"result":625}"#);
         assert_eq!(
             reply_text(&id, &Err(ActionError::NotFound("no".into()))).as_str(),

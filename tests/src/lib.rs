@@ -495,15 +495,18 @@ impl WsClient {
 
     /// The next text message, parsed; panics on a close or after 10 s.
     pub async fn next_json(&mut self) -> serde_json::Value {
+        serde_json::from_str(&self.next_text().await).expect("the server sends JSON")
+    }
+
+    /// The next text message as sent; panics on a close or after 10 s.
+    pub async fn next_text(&mut self) -> String {
         use futures_util::StreamExt;
         loop {
             let next = tokio::time::timeout(std::time::Duration::from_secs(10), self.stream.next())
                 .await
                 .expect("a message within 10 s");
             match next {
-                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
-                    return serde_json::from_str(&text).expect("the server sends JSON");
-                }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => return text.to_string(),
                 Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
                     panic!("closed by the server: {frame:?}")
                 }

@@ -51,6 +51,12 @@ fn each_form_of_call() {
     let posted =
         http_with_body(addr, "POST", "/api/app/echo.json", &[("Content-Type", "application/json")], br#"{"n":[1,2]}"#);
     assert_eq!(json_of(&posted), json!([{"n": [1, 2]}]));
+    let cut = http_with_body(addr, "POST", "/api/app/echo.json", &[], br#"["ok\ud83d"]"#);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&cut.body).unwrap(),
+        json!([["ok\u{fffd}"]]),
+        "half an emoji reads as U+FFFD"
+    );
     let posted = http_with_body(addr, "POST", "/api/app/square.json", &[], b"12");
     assert_eq!(json_of(&posted), json!(144));
     let escaped = http(addr, "GET", "/api/app/echo?%3Cscript%3E", &[]);

@@ -59,6 +59,15 @@ async fn calls_are_answered_by_id_with_every_argument_as_given() {
     // String ids are echoed too; a call without args has none.
     c.send_text(r#"{"type":"call","id":"x-1","method":"app.echo"}"#).await;
     assert_eq!(c.next_json().await, json!({"type": "reply", "id": "x-1", "result": []}));
+    // Ids go back exactly as written, whatever number they spell.
+    for id in ["1e2", "-0", "123456789012345678901234567890", "1e400", r#""\u00e9""#] {
+        c.send_text(format!(r#"{{"type":"call","id":{id},"method":"app.echo"}}"#)).await;
+        assert_eq!(c.next_text().await, format!(r#"{{"type":"reply","id":{id},"result":[]}}"#));
+    }
+    // Half of a surrogate pair (a string cut inside an emoji, as
+    // JSON.stringify writes it) reads as U+FFFD instead of closing the socket.
+    c.send_text(r#"{"type":"call","id":9,"method":"app.echo","args":["ok\ud83d"]}"#).await;
+    assert_eq!(c.next_json().await["result"], json!(["ok\u{fffd}"]));
 
     // A slow call does not hold up a fast one: replies come back as they finish.
     c.send_call(3, "app.slow", json!([300, "slow"])).await;

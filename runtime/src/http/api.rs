@@ -76,7 +76,15 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
         if bytes.iter().all(u8::is_ascii_whitespace) {
             query_args(parts.uri.query())
         } else {
-            match serde_json::from_slice::<Value>(&bytes) {
+            let parsed = serde_json::from_slice::<Value>(&bytes).or_else(|e| {
+                // Half of a surrogate pair, as JSON.stringify writes it: U+FFFD instead.
+                let text = std::str::from_utf8(&bytes).ok();
+                match text.and_then(crate::json::without_lone_surrogates) {
+                    Some(repaired) => serde_json::from_str::<Value>(&repaired),
+                    None => Err(e),
+                }
+            });
+            match parsed {
                 Ok(value) => vec![value],
                 Err(e) => {
                     let message = format!("the body is not JSON: {e}");
