@@ -119,6 +119,19 @@ async fn thrown_errors_and_rejections_reach_the_caller_with_their_stack_in_devel
 }
 
 #[tokio::test]
+async fn set_user_id_takes_a_user_id_and_nothing_else() {
+    let s = serve_seed("development", |_| {});
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    for (id, bad) in [(1, json!(null)), (2, json!("")), (3, json!({"id": 1})), (4, json!(false))] {
+        let reply = c.call(id, "misbehave.signInAs", json!([bad])).await;
+        let message = reply["error"]["message"].as_str().unwrap_or("");
+        assert!(message.starts_with("TypeError: setUserId needs a user id"), "{bad}: {reply}");
+    }
+    assert_eq!(c.call(5, "misbehave.signInAs", json!([42])).await["result"], "42");
+    assert_eq!(c.call(6, "misbehave.signInAs", json!(["ann"])).await["result"], "ann");
+}
+
+#[tokio::test]
 async fn production_errors_are_generic_with_an_id() {
     let s = serve_seed("production", |_| {});
     let mut c = WsClient::connect(s.server.addr, None).await;
