@@ -107,8 +107,13 @@ pub fn integrity(bytes: &[u8]) -> String {
 }
 
 /// Writes `files` (relative path -> bytes) and `manifest.json` into a new
-/// folder beside `out`, then puts it in place of `out`.
-pub fn write_atomically(out: &Path, files: &BTreeMap<String, Vec<u8>>, manifest: &[u8]) -> Result<(), PackError> {
+/// folder beside `out`, then puts it in place of `out`. Gives a warning when the new output is in place but the previous one,
+/// moved aside, could not be removed.
+pub fn write_atomically(
+    out: &Path,
+    files: &BTreeMap<String, Vec<u8>>,
+    manifest: &[u8],
+) -> Result<Option<String>, PackError> {
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| PackError::io("creating", parent, e))?;
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "dist".into());
@@ -130,8 +135,9 @@ pub fn write_atomically(out: &Path, files: &BTreeMap<String, Vec<u8>>, manifest:
     let staged: PathBuf = staging.keep();
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let had_old = out.exists();
-    if had_old {
-        fs::rename(out, &old).map_err(|e| PackError::io("moving aside", out, e))?;
+    if had_old && let Err(e) = fs::rename(out, &old) {
+        let _ = fs::remove_dir_all(&staged);
+        return Err(PackError::io("moving aside", out, e));
     }
     if let Err(e) = fs::rename(&staged, out) {
         if had_old {
@@ -140,10 +146,10 @@ pub fn write_atomically(out: &Path, files: &BTreeMap<String, Vec<u8>>, manifest:
         let _ = fs::remove_dir_all(&staged);
         return Err(PackError::io("moving into place", out, e));
     }
-    if had_old {
-        let _ = fs::remove_dir_all(&old);
+    if had_old && let Err(e) = fs::remove_dir_all(&old) {
+        return Ok(Some(format!("the previous output, moved aside to {}, could not be removed: {e}", old.display())));
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -88,7 +88,9 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
 pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackReport, PackError> {
     let started = Instant::now();
     let root = options.app.as_path();
-    let out = options.out_dir();
+    // The output folder by its real name: it is renamed whole, which needs a
+    // name of its own (`.` or `dist/..` have none) and a parent to stage in.
+    let out = resolved(&options.out_dir()).unwrap_or_else(|| options.out_dir());
     check_options(root, &out, &options.env)?;
     let mut stages = Stages::new(started);
     let mut config = config::load(disk, root, &options.env)?;
@@ -203,7 +205,7 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         stages.mark("compress");
     }
     let manifest_bytes = manifest.to_json();
-    emit::write_atomically(&out, &files, &manifest_bytes)?;
+    warnings.extend(emit::write_atomically(&out, &files, &manifest_bytes)?);
     stages.mark("write");
     let state = cache::State {
         fingerprint,
@@ -400,7 +402,8 @@ fn resolved(path: &Path) -> Option<PathBuf> {
         if let Ok(real) = existing.canonicalize() {
             break real;
         }
-        rest.push(existing.file_name()?.to_os_string());
+        // The last component, `..` included (which `file_name` does not give).
+        rest.push(existing.components().next_back()?.as_os_str().to_os_string());
         existing = existing.parent()?;
     };
     let mut out = base;

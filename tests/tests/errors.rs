@@ -112,6 +112,16 @@ fn an_output_folder_that_is_or_holds_the_app_or_is_inside_it_is_refused() {
     let mut options = ssbuild::PackOptions::new(root, "production");
     options.out = Some(root.join("build/web"));
     ssbuild::pack(&options).expect("an output folder of its own is fine");
+    // One named with `..` or `.` lands where the name leads.
+    let outside = tempfile::tempdir().unwrap();
+    options.out = Some(outside.path().join("site/not/.."));
+    ssbuild::pack(&options).expect("an output folder named through ..");
+    assert!(outside.path().join("site/manifest.json").is_file());
+    options.out = Some(outside.path().join("site/."));
+    let again = ssbuild::pack(&options).expect("an output folder named with .");
+    assert_eq!(again.out, outside.path().join("site").canonicalize().unwrap());
+    let names: Vec<_> = std::fs::read_dir(outside.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["site"], "nothing is left beside the output");
 }
 
 #[test]
