@@ -272,8 +272,8 @@ fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Style
     let rel = normalize(&format!("{base}/{target}")).ok_or_else(|| format!("url({target}) points outside the app"))?;
     if !may_publish(&rel) {
         return Err(format!(
-            "url({target}) points to {rel}, which is not a file browsers may see: assets come from app/, lib/ or \
-             public/ (not their server folders, config/ or hidden files)"
+            "url({target}) points to {rel}, which browsers must not see: server code, config/ and hidden files \
+             never become assets"
         ));
     }
     if let Some((name, _)) = out.assets.get(&rel) {
@@ -287,17 +287,14 @@ fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Style
     Ok(name)
 }
 
-/// Whether `rel` may be copied among the public assets: a file of the
-/// browser's side of the app, never server code, configuration, the output or a
-/// hidden file.
+/// Whether `rel` may be copied among the public assets: never server code,
+/// configuration or a hidden file (compared without case, as some file
+/// systems do).
 fn may_publish(rel: &str) -> bool {
-    let parts: Vec<&str> = rel.split('/').collect();
-    let browser_side = match parts.as_slice() {
-        ["app" | "lib", "server", ..] => false,
-        ["app" | "lib" | "public", _, ..] => true,
-        _ => false,
-    };
-    browser_side && !parts.iter().any(|p| p.starts_with('.'))
+    let lower = rel.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('/').collect();
+    let private = matches!(parts.as_slice(), ["app" | "lib", "server", ..] | ["config", ..]);
+    !private && !parts.iter().any(|p| p.starts_with('.'))
 }
 
 #[cfg(test)]
@@ -319,12 +316,9 @@ mod tests {
         let err = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap_err();
         let lines: Vec<usize> = err.iter().filter_map(|d| d.position.map(|p| p.0)).collect();
         assert_eq!(lines, [1, 2, 3, 4], "{err:?}");
-        assert!(
-            err[0].message.contains("app/server/db.js, which is not a file browsers may see"),
-            "{}",
-            err[0].message
-        );
-        assert!(may_publish("public/logo.png") && may_publish("app/css/img/a.png") && may_publish("lib/css/x.woff2"));
+        assert!(err[0].message.contains("app/server/db.js, which browsers must not see"), "{}", err[0].message);
+        assert!(may_publish("public/logo.png") && may_publish("app/css/img/a.png") && may_publish("assets/x.woff2"));
+        assert!(!may_publish("app/Server/db.js") && !may_publish("Config/app.toml"));
     }
 
     fn style(path: &str, kind: Kind, text: &str) -> Source {

@@ -75,7 +75,8 @@ pub fn code_frame(source: &str, line: usize, column: usize) -> String {
     let mut out = String::new();
     // Long lines (minified code) show 160 characters around the column.
     const SHOWN: usize = 160;
-    let skip = column.saturating_sub(SHOWN / 2);
+    let long = lines[line - 1].chars().count() > SHOWN;
+    let skip = if long { column.saturating_sub(SHOWN / 2) } else { 0 };
     for n in first..=last {
         let text = lines.get(n - 1).copied().unwrap_or("");
         let text: String = text.chars().skip(skip).take(SHOWN).collect();
@@ -172,6 +173,13 @@ mod tests {
         assert!(lines[0].chars().count() < 200 && lines[1].chars().count() < 200, "{frame}");
         let at = lines[1].find('^').unwrap();
         assert_eq!(&lines[0][at..at + 2], "XY", "{frame}");
+    }
+
+    #[test]
+    fn a_line_that_fits_is_shown_whole() {
+        let src = format!("{}X\n", "a".repeat(149));
+        let frame = code_frame(&src, 1, 150);
+        assert!(frame.contains(&src.trim_end().to_string()), "{frame}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use swc_core::common::comments::{Comment, CommentKind, Comments, SingleThreadedComments};
 use swc_core::common::source_map::SourceMapGenConfig;
 use swc_core::common::sync::Lrc;
-use swc_core::common::{BytePos, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned};
+use swc_core::common::{BytePos, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned, SyntaxContext};
 use swc_core::ecma::ast::{
     ArrowExpr, AwaitExpr, CallExpr, Callee, EsVersion, Expr, ForOfStmt, Function, Lit, MetaPropExpr, MetaPropKind,
     Program,
@@ -107,6 +107,10 @@ pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Co
             let top_level = Mark::new();
             let mut program = program;
             program.mutate(resolver(unresolved, top_level, typescript));
+            let mistakes = unit.early_errors(&program, unresolved, top_level);
+            if !mistakes.is_empty() {
+                return Err(mistakes);
+            }
             if typescript {
                 program.mutate(swc_core::ecma::transforms::typescript::strip(unresolved, top_level));
             }
@@ -203,6 +207,53 @@ impl Unit {
             .into_iter()
             .filter(|e| seen.insert((e.span().lo, e.kind().msg().to_string())))
             .map(|e| self.diagnostic(e.span(), format!("syntax error: {}", e.kind().msg())))
+            .collect()
+    }
+
+    /// What JavaScript engines refuse before running anything although the
+    /// parser accepts it: a name declared twice in one scope (`let a; let a`),
+    /// a parameter name used twice, an assignment to a `const` or to an
+    /// import, duplicate exports. Left in, each would stop the whole bundle
+    /// from loading in the browser.
+    fn early_errors(&self, program: &Program, unresolved: Mark, top_level: Mark) -> Vec<Diagnostic> {
+        use swc_core::common::errors::{DiagnosticBuilder, Emitter, HANDLER, Handler};
+        use swc_core::ecma::lints::rule::Rule;
+        use swc_core::ecma::lints::rules::{LintParams, all};
+
+        type Found = std::sync::Arc<std::sync::Mutex<Vec<(Span, String)>>>;
+        struct Collect(Found);
+        impl Emitter for Collect {
+            fn emit(&mut self, db: &mut DiagnosticBuilder<'_>) {
+                if let Some(span) = db.span.primary_span() {
+                    self.0.lock().expect("not poisoned").push((span, db.message()));
+                }
+            }
+        }
+
+        let found = Found::default();
+        let handler = Handler::with_emitter(false, false, Box::new(Collect(found.clone())));
+        let config = Default::default();
+        let mut rules = all(LintParams {
+            program,
+            lint_config: &config,
+            unresolved_ctxt: SyntaxContext::empty().apply_mark(unresolved),
+            top_level_ctxt: SyntaxContext::empty().apply_mark(top_level),
+            es_version: EsVersion::latest(),
+            source_map: self.cm.clone(),
+        });
+        HANDLER.set(&handler, || match program {
+            Program::Module(m) => rules.lint_module(m),
+            Program::Script(s) => rules.lint_script(s),
+        });
+        drop(handler);
+        let mut found = std::mem::take(&mut *found.lock().expect("not poisoned"));
+        found.sort_by_key(|(span, _)| span.lo);
+        found
+            .into_iter()
+            .map(|(span, message)| {
+                self.diagnostic(span, message)
+                    .with_help("JavaScript engines refuse the whole file for this before running any of it")
+            })
             .collect()
     }
 
@@ -570,6 +621,23 @@ mod tests {
                 "{err:?}"
             );
         }
+    }
+
+    #[test]
+    fn what_engines_refuse_before_running_is_an_error_at_its_place() {
+        let source = "export const x = 1;\nconst a = 1;\nconst a = 2;\nfunction f(p, p) { 'use strict'; }\n\
+                      const c = 1;\nc = 2;\n";
+        for options in [DEV, PROD] {
+            let err = compile_module("app/client/d.js", source, options).unwrap_err();
+            let lines: Vec<usize> = err.iter().map(|d| d.position.unwrap().0).collect();
+            assert_eq!(lines, [3, 4, 6], "{err:#?}");
+        }
+        let ts = "function f(a: string): string;\nfunction f(a: any) { return a; }\nnamespace N { export const y = 1; }\n\
+                  namespace N { export const z = 2; }\ninterface I { a: 1 }\ninterface I { b: 2 }\nexport const ok = f('x');\n";
+        assert!(compile_module("app/client/t.ts", ts, PROD).is_ok(), "overloads and merged declarations are fine");
+        let fine = "var v = 1; var v = 2; function g() {} function g() {}\nexports.y = 1;\n";
+        assert!(compile_module("app/client/f.js", fine, PROD).is_ok(), "what a script may repeat stays allowed");
+        assert!(compile_module("app/client/l.js", "export let y = 1;\ny = 2;\n", PROD).is_ok());
     }
 
     #[test]

@@ -369,7 +369,10 @@ fn check_options(root: &Path, out: &Path, env: &str) -> Result<(), PackError> {
         });
     }
     let (Some(root), Some(out)) = (resolved(root), resolved(out)) else {
-        return Ok(());
+        return Err(PackError::Options {
+            message: format!("cannot tell where the output folder {} is", out.display()),
+            help: "pass --out an absolute path".into(),
+        });
     };
     let refuse = |why: &str| {
         Err(PackError::Options {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::BuildConfig;
 use crate::diagnostic::Diagnostic;
-use crate::discover::{Kind, MODULE_EXTENSIONS, Source, tree_key};
+use crate::discover::{Kind, MODULE_EXTENSIONS, Source};
 use crate::disk::normalize;
 use crate::exports::ActionNode;
 use crate::js::Compiled;
@@ -445,7 +445,9 @@ fn check_lib_server_names(sources: &[Source], problems: &mut Vec<Diagnostic>) {
 fn lib_server_name(source: &Source) -> String {
     let inner = source.inner_path();
     let (dir, file) = inner.rsplit_once('/').map(|(d, f)| (Some(d), f)).unwrap_or((None, inner));
-    let stem = tree_key(file);
+    // Only the extension goes: `db.config.js` is the module `db.config`, as
+    // `require('db.config')` finds it.
+    let stem = MODULE_EXTENSIONS.iter().find_map(|ext| file.strip_suffix(&format!(".{ext}"))).unwrap_or(file);
     match (dir, stem) {
         (Some(d), "index") => d.to_string(),
         (Some(d), s) => format!("{d}/{s}"),

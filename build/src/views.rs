@@ -159,30 +159,57 @@ fn find_marker(html: &str) -> Result<(usize, usize), Diagnostic> {
         return Err(Diagnostic::at(LAYOUT, html, line as usize, 1, "<SocketStream> must be in the layout's <head>")
             .with_help("move it into <head>, where stylesheets and scripts load before the page shows"));
     }
-    // The tokenizer gives the line; find the tag's bytes on it, outside comments.
+    // The tokenizer says there is one, on `line`; find its bytes: the first
+    // `<socketstream` outside comments and outside the text of elements such
+    // as <script> and <title>.
     let lower = html.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(offset) = lower[from..].find("<socketstream") {
-        let start = from + offset;
-        from = start + 1;
-        let before = &lower[..start];
-        let in_comment = before.rfind("<!--").is_some_and(|open| !before[open..].contains("-->"));
-        let at_line = html[..start].matches('\n').count() as u64 + 1;
-        if in_comment || at_line != line {
+    let start = tag_positions(&lower, "<socketstream")
+        .into_iter()
+        .find(|&at| html[..at].matches('\n').count() as u64 + 1 == line)
+        .ok_or_else(no_marker)?;
+    let close = lower[start..].find('>').map(|i| start + i + 1).ok_or_else(no_marker)?;
+    let rest = &lower[close..];
+    let trimmed = rest.trim_start();
+    let end = if trimmed.starts_with("</socketstream") {
+        let skip = rest.len() - trimmed.len();
+        trimmed.find('>').map(|i| close + skip + i + 1).unwrap_or(close)
+    } else {
+        close
+    };
+    Ok((start, end))
+}
+
+/// Where `needle` (lowercase, starting with `<`) starts in `lower` as markup:
+/// not inside a comment, nor inside the text of an element whose content is
+/// text up to its end tag (`<script>`, `<style>`, `<title>`...).
+fn tag_positions(lower: &str, needle: &str) -> Vec<usize> {
+    const RAW: [&str; 9] = ["script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes", "noscript"];
+    let bytes = lower.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'<' {
+            i += 1;
             continue;
         }
-        let close = lower[start..].find('>').map(|i| start + i + 1).ok_or_else(no_marker)?;
-        let rest = &lower[close..];
-        let trimmed = rest.trim_start();
-        let end = if trimmed.starts_with("</socketstream") {
-            let skip = rest.len() - trimmed.len();
-            trimmed.find('>').map(|i| close + skip + i + 1).unwrap_or(close)
-        } else {
-            close
+        let rest = &bytes[i..];
+        if rest.starts_with(b"<!--") {
+            i = lower[i + 4..].find("-->").map_or(bytes.len(), |end| i + 4 + end + 3);
+            continue;
+        }
+        if rest.starts_with(needle.as_bytes()) {
+            found.push(i);
+        }
+        let raw = RAW.iter().find(|name| {
+            rest.get(1..1 + name.len()) == Some(name.as_bytes())
+                && rest.get(1 + name.len()).is_some_and(|c| c.is_ascii_whitespace() || *c == b'>' || *c == b'/')
+        });
+        i = match raw {
+            Some(name) => lower[i + 1..].find(&format!("</{name}")).map_or(bytes.len(), |end| i + 1 + end),
+            None => i + 1,
         };
-        return Ok((start, end));
     }
-    Err(no_marker())
+    found
 }
 
 /// What html5ever's tokenizer saw: each `<SocketStream>` start tag with its
@@ -319,6 +346,11 @@ mod tests {
                     <SocketStream>\n</head><body></body></html>\n";
         let (start, _) = find_marker(html).unwrap();
         assert_eq!(html[..start].matches('\n').count(), 2, "the marker on line 3 is the one");
+        // On one line, as in a minified layout, and after a script that writes `<!--`.
+        let html = "<html><head><script>var a = \"<!--\", b = \"<SocketStream>\";</script><SocketStream></head></html>";
+        let (start, end) = find_marker(html).unwrap();
+        assert_eq!(&html[start..end], "<SocketStream>");
+        assert!(html[..start].ends_with("</script>"), "{}", &html[..start]);
     }
 
     #[test]

@@ -41,8 +41,9 @@ pub struct Config {
     /// s); past it the caller gets a `failed` error, and a native action's
     /// future is dropped.
     pub reply_timeout: Duration,
-    /// How long a client may take to send a request's headers (default 10 s);
-    /// past it the connection is closed.
+    /// How long a client may take to send a request's headers, and how long
+    /// a kept-alive HTTP connection may sit idle (default 10 s); past it the
+    /// connection is closed. WebSocket connections are not affected.
     pub header_timeout: Duration,
 }
 

@@ -83,6 +83,10 @@ fn two_lib_server_files_with_one_module_name_are_both_named() {
         text.contains("`lib/server/auth.js` and `lib/server/auth/index.js` are one lib/server module, `auth`"),
         "{text}"
     );
+    // A dot inside the name is part of it: these are two modules.
+    std::fs::remove_file(app.path().join("lib/server/auth/index.js")).unwrap();
+    write(app.path(), "lib/server/auth.config.js", "exports.which = 'config';\n");
+    ss_tests::pack_app(app.path(), "production");
 }
 
 #[test]

@@ -19,9 +19,11 @@ use crate::Shared;
 /// Accepts connections and serves each with HTTP/1.1 (WebSocket upgrades
 /// included) until `shutdown` resolves, then lets the requests under way end.
 ///
-/// A client must send a request's headers within `header_timeout`: without
-/// that limit, connections that never finish their headers would be held for
-/// ever, and enough of them would use up the server's file descriptors.
+/// A client must send a request's headers within `header_timeout` (at most a
+/// day), and a kept-alive connection with no request for that long is closed:
+/// without that limit, connections that never finish their headers would be
+/// held for ever, and enough of them would use up the server's file
+/// descriptors.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
@@ -59,7 +61,7 @@ pub(crate) async fn serve(
         let (mut stop_heard, done_rx) = (stop_heard.clone(), done_rx.clone());
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout.min(Duration::from_secs(86_400)));
             let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service).with_upgrades());
             tokio::select! {
                 _ = connection.as_mut() => {}

@@ -110,12 +110,14 @@
       user_id: data.user_id,
       setUserId: function (userId, cb) {
         // String(null) would sign everyone who passes null in as the user "null".
-        if ((typeof userId !== 'string' && typeof userId !== 'number') || userId === '' || userId !== userId) {
-          throw new TypeError('setUserId needs a user id (a non-empty string or a number), not ' +
-            (userId === '' ? 'an empty string' : String(userId)) + '; to sign out, call this.session.user.logout()');
+        var text = userId === null || userId === undefined || typeof userId === 'boolean' ? '' : String(userId);
+        if (text === '' || text === 'NaN' || text === '[object Object]') {
+          throw new TypeError('setUserId needs a user id (a non-empty string, a number, or an object whose ' +
+            'String() names the user), not ' + (userId === '' ? 'an empty string' : String(userId)) +
+            '; to sign out, call this.session.user.logout()');
         }
-        return operation(who, 'set_user', [String(userId)], cb, function () {
-          session.user_id = String(userId);
+        return operation(who, 'set_user', [text], cb, function () {
+          session.user_id = text;
           return true;
         });
       },
