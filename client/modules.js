@@ -78,6 +78,10 @@ var __ss = (function (global) {
       definitions[id] = [deps, body];
     },
     load: load,
+    // Shared with the socket client and the server's prelude, which mount
+    // trees too.
+    branch: branch,
+    define: define,
     boot: function (trees, start, paths) {
       names = paths || [];
       Object.keys(trees).forEach(function (name) {

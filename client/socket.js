@@ -142,27 +142,13 @@
     return fn;
   }
 
-  // The own property `key` of `target` as a plain object, made if needed: never
-  // a built-in reached through the prototype (`constructor`, `toString`) and
-  // never the prototype itself (`__proto__`).
-  function branch(target, key) {
-    var own = Object.prototype.hasOwnProperty.call(target, key) ? target[key] : null;
-    if (own && typeof own === 'object') return own;
-    return define(target, key, {});
-  }
-
-  function define(target, key, value) {
-    Object.defineProperty(target, key, { value: value, enumerable: true, configurable: true, writable: true });
-    return value;
-  }
-
   function mount(target, tree, path) {
     Object.keys(tree).forEach(function (key) {
       var name = path ? path + '.' + key : key;
       if (tree[key] === 1) {
-        define(target, key, stub(name));
+        __ss.define(target, key, stub(name));
       } else {
-        mount(branch(target, key), tree[key], name);
+        mount(__ss.branch(target, key), tree[key], name);
       }
     });
   }

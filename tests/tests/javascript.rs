@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use ss_tests::{Browser, RunningServer, WsClient, chromium, fixture, http, pack_app};
+use ss_tests::{Browser, RunningServer, WsClient, chromium, fixture, http, pack_app, write};
 
 struct Served {
     _dir: tempfile::TempDir,
@@ -116,6 +116,24 @@ async fn thrown_errors_and_rejections_reach_the_caller_with_their_stack_in_devel
     let reply = c.call(2, "misbehave.rejects", json!([])).await;
     assert!(reply["error"]["message"].as_str().unwrap().starts_with("TypeError: not today"), "{reply}");
     assert_eq!(c.call(3, "app.square", json!([3])).await["result"], 9);
+}
+
+#[tokio::test]
+async fn server_files_named_like_built_ins_get_their_own_branch() {
+    let dir = fixture("seed");
+    write(
+        dir.path(),
+        "app/server/toString.js",
+        "exports.actions = {\n  x() { return 'tx'; },\n  viaServer() { return SS.server.toString.x(); },\n  \
+         builtInsUntouched() { return typeof Object.prototype.toString.x === 'undefined' && SS.server.toString !== Object.prototype.toString; },\n};\n",
+    );
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().expect("starts");
+    let server = RunningServer::with_app(app, 0);
+    let mut c = WsClient::connect(server.addr, None).await;
+    assert_eq!(c.call(1, "toString.x", json!([])).await["result"], "tx");
+    assert_eq!(c.call(2, "toString.viaServer", json!([])).await["result"], "tx");
+    assert_eq!(c.call(3, "toString.builtInsUntouched", json!([])).await["result"], true);
 }
 
 #[tokio::test]

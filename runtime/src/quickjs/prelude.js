@@ -270,26 +270,12 @@
   };
   SS.server = SS.server || {};
 
-  // The own property `key` of `target` as a plain object, made if needed: never
-  // a built-in reached through the prototype (`constructor`, `toString`) and
-  // never the prototype itself (`__proto__`).
-  function branch(target, key) {
-    var own = Object.prototype.hasOwnProperty.call(target, key) ? target[key] : null;
-    if (own && typeof own === 'object') return own;
-    return define(target, key, {});
-  }
-
-  function define(target, key, value) {
-    Object.defineProperty(target, key, { value: value, enumerable: true, configurable: true, writable: true });
-    return value;
-  }
-
   function mountServer(name, fn) {
     var parts = name.split('.');
     var node = SS.server;
-    for (var i = 0; i < parts.length - 1; i++) node = branch(node, parts[i]);
+    for (var i = 0; i < parts.length - 1; i++) node = __ss.branch(node, parts[i]);
     // From server code: SS.server.a.b(args..., cb) or a Promise; `this.session` is a blank session.
-    define(node, parts[parts.length - 1], function () {
+    __ss.define(node, parts[parts.length - 1], function () {
       var args = Array.prototype.slice.call(arguments);
       var cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
       var promise = new Promise(function (resolve, reject) {
