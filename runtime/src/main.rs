@@ -65,11 +65,33 @@ fn main() -> anyhow::Result<()> {
         let address = listener.local_addr()?;
         println!("ssrun: serving {} ({env}) on http://{address}", start.app.display());
         println!("ssrun: {} action(s): {}", actions.len(), actions.join(", "));
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        app.serve(listener, shutdown).await.context("serving")
+        app.serve(listener, stop_signal()).await.context("serving")
     })
+}
+
+/// Resolves on Ctrl-C, and on SIGTERM (what service managers and container
+/// runtimes send to stop a server): either way connections are told the
+/// server is going away (1001) before it exits.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// `ssrun console`: reads JavaScript lines and prints their values, with line
