@@ -49,7 +49,8 @@ pub struct ExportProblem {
 
 /// Reads the exports of a parsed program.
 pub fn read_exports(program: &Program) -> (Exports, Vec<ExportProblem>) {
-    let mut reader = Reader { exports: Exports::default(), problems: Vec::new(), top: HashMap::new() };
+    let mut reader =
+        Reader { exports: Exports::default(), problems: Vec::new(), top: HashMap::new(), es_names: HashMap::new() };
     let items: Vec<&ModuleItem>;
     let stmts: Vec<&Stmt>;
     match program {
@@ -86,6 +87,18 @@ struct Reader<'a> {
     exports: Exports,
     problems: Vec<ExportProblem>,
     top: HashMap<String, TopBinding<'a>>,
+    /// Names exported with ES syntax so far, and how (see [`EsExport`]).
+    es_names: HashMap<String, EsExport>,
+}
+
+/// How a name was exported with ES syntax: TypeScript lets some
+/// declarations share a name (overload signatures with their function,
+/// namespaces and enums that merge); anything else exported twice is an
+/// error in every engine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EsExport {
+    Single,
+    Merging,
 }
 
 impl<'a> Reader<'a> {
@@ -120,9 +133,27 @@ impl<'a> Reader<'a> {
         self.exports.names.insert(name.into());
     }
 
+    /// Adds a name exported with ES syntax, reporting a second export of it.
+    fn add_es(&mut self, name: String, how: EsExport, span: Span) {
+        match self.es_names.insert(name.clone(), how) {
+            Some(EsExport::Single) if how == EsExport::Single => self.problems.push(ExportProblem {
+                span,
+                message: format!("`{name}` is exported twice"),
+                help: "a module exports each name once: rename one of the exports",
+            }),
+            _ => {}
+        }
+        self.add(name);
+    }
+
     fn module_decl(&mut self, decl: &'a ModuleDecl) {
         match decl {
-            ModuleDecl::ExportDecl(ExportDecl { decl, .. }) => {
+            ModuleDecl::ExportDecl(ExportDecl { decl, span }) => {
+                let how = match decl {
+                    Decl::Fn(f) if f.function.body.is_none() => EsExport::Merging,
+                    Decl::TsEnum(_) | Decl::TsModule(_) => EsExport::Merging,
+                    _ => EsExport::Single,
+                };
                 for name in value_decl_names(decl) {
                     if name == "actions"
                         && let Decl::Var(v) = decl
@@ -136,7 +167,7 @@ impl<'a> Reader<'a> {
                     {
                         self.exports.authenticate = is_true(init);
                     }
-                    self.add(name);
+                    self.add_es(name, how, *span);
                 }
             }
             ModuleDecl::ExportNamed(NamedExport { specifiers, type_only: false, .. }) => {
@@ -153,20 +184,26 @@ impl<'a> Reader<'a> {
                                 let init: &'a Expr = init;
                                 self.set_actions(init);
                             }
-                            self.add(name);
+                            self.add_es(name, EsExport::Single, spec.span());
                         }
-                        ExportSpecifier::Default(d) => self.add(d.exported.sym.to_string()),
-                        ExportSpecifier::Namespace(ns) => self.add(export_name(&ns.name)),
+                        ExportSpecifier::Default(d) => {
+                            self.add_es(d.exported.sym.to_string(), EsExport::Single, d.exported.span)
+                        }
+                        ExportSpecifier::Namespace(ns) => self.add_es(export_name(&ns.name), EsExport::Single, ns.span),
                         ExportSpecifier::Named(_) => {}
                     }
                 }
             }
-            ModuleDecl::ExportDefaultDecl(ExportDefaultDecl { decl, .. })
+            ModuleDecl::ExportDefaultDecl(ExportDefaultDecl { decl, span })
                 if !matches!(decl, DefaultDecl::TsInterfaceDecl(_)) =>
             {
-                self.add("default");
+                let how = match decl {
+                    DefaultDecl::Fn(f) if f.function.body.is_none() => EsExport::Merging,
+                    _ => EsExport::Single,
+                };
+                self.add_es("default".into(), how, *span);
             }
-            ModuleDecl::ExportDefaultExpr(_) => self.add("default"),
+            ModuleDecl::ExportDefaultExpr(e) => self.add_es("default".into(), EsExport::Single, e.span),
             ModuleDecl::ExportAll(ExportAll { src, type_only: false, .. }) => {
                 self.exports.star_from.push(src.value.to_atom_lossy().to_string());
             }

@@ -632,6 +632,14 @@ mod tests {
             let lines: Vec<usize> = err.iter().map(|d| d.position.unwrap().0).collect();
             assert_eq!(lines, [3, 4, 6], "{err:#?}");
         }
+        let twice = "export const x = 1;\nconst y = 2;\nexport { y as x };\nexport default 1;\nexport default 2;\n";
+        let err = compile_module("app/client/e.js", twice, PROD).unwrap_err();
+        let found: Vec<_> = err.iter().map(|d| (d.position.unwrap().0, d.message.as_str())).collect();
+        assert_eq!(found, [(3, "`x` is exported twice"), (5, "`default` is exported twice")], "{err:#?}");
+        let merged = "export function f(a: string): string;\nexport function f(a: any) { return a; }\n\
+                      export namespace N { export const y = 1; }\nexport namespace N { export const z = 2; }\n\
+                      export enum E { A }\nexport enum E { B = 1 }\n";
+        assert!(compile_module("app/client/m.ts", merged, PROD).is_ok(), "what TypeScript merges is exported once");
         let ts = "function f(a: string): string;\nfunction f(a: any) { return a; }\nnamespace N { export const y = 1; }\n\
                   namespace N { export const z = 2; }\ninterface I { a: 1 }\ninterface I { b: 2 }\nexport const ok = f('x');\n";
         assert!(compile_module("app/client/t.ts", ts, PROD).is_ok(), "overloads and merged declarations are fine");
