@@ -392,6 +392,13 @@ fn check_options(root: &Path, out: &Path, env: &str) -> Result<(), PackError> {
             return refuse(&format!("is inside the app's {input}/ folder, which is packed from"));
         }
     }
+    // Nor a folder the app keeps for other tools.
+    if let Ok(inside) = out.strip_prefix(&root)
+        && let Some(first) = inside.components().next().and_then(|c| c.as_os_str().to_str())
+        && [".git", ".hg", ".svn", "node_modules"].contains(&first)
+    {
+        return refuse(&format!("is inside the app's {first}/ folder"));
+    }
     Ok(())
 }
 

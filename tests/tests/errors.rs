@@ -102,6 +102,8 @@ fn an_output_folder_that_is_or_holds_the_app_or_is_inside_it_is_refused() {
         (root.join("app/client/out"), "inside the app's app/ folder"),
         (root.join("lib/new/deeper"), "inside the app's lib/ folder"),
         (root.join("public"), "inside the app's public/ folder"),
+        (root.join(".git/dist"), "inside the app's .git/ folder"),
+        (root.join("node_modules"), "inside the app's node_modules/ folder"),
     ];
     for (out, why) in attempts {
         let mut options = ssbuild::PackOptions::new(root, "production");
