@@ -101,6 +101,16 @@ pub fn compress(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
     (gz, br)
 }
 
+/// Where the precompressed variant of `path` for `encoding` (an
+/// Accept-Encoding name: `gzip`, `br`) is written: `PATH.gz`, `PATH.br`.
+pub fn variant_path(path: &str, encoding: &str) -> String {
+    let extension = match encoding {
+        "gzip" => "gz",
+        other => other,
+    };
+    format!("{path}.{extension}")
+}
+
 /// The SRI value of some bytes.
 pub fn integrity(bytes: &[u8]) -> String {
     format!("sha384-{}", base64::engine::general_purpose::STANDARD.encode(Sha384::digest(bytes)))

@@ -90,7 +90,10 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     let root = options.app.as_path();
     // The output folder by its real name: it is renamed whole, which needs a
     // name of its own (`.` or `dist/..` have none) and a parent to stage in.
-    let out = resolved(&options.out_dir()).unwrap_or_else(|| options.out_dir());
+    let out = resolved(&options.out_dir()).ok_or_else(|| PackError::Options {
+        message: format!("cannot tell where the output folder {} is", options.out_dir().display()),
+        help: "pass --out an absolute path".into(),
+    })?;
     check_options(root, &out, &options.env)?;
     let mut stages = Stages::new(started);
     let mut config = config::load(disk, root, &options.env)?;
@@ -246,10 +249,10 @@ fn precompress(files: &mut BTreeMap<String, Vec<u8>>, manifest: &mut Manifest, c
     let mut used = BTreeSet::new();
     for (entry, (gz, br)) in entries.into_iter().zip(done) {
         used.insert(entry.sha256.clone());
-        entry.compressed.insert("gzip".into(), gz.len() as u64);
-        entry.compressed.insert("br".into(), br.len() as u64);
-        files.insert(format!("{}.gz", entry.path), gz);
-        files.insert(format!("{}.br", entry.path), br);
+        for (encoding, bytes) in [("gzip", gz), ("br", br)] {
+            entry.compressed.insert(encoding.into(), bytes.len() as u64);
+            files.insert(emit::variant_path(&entry.path, encoding), bytes);
+        }
     }
     cache.prune_compressed(&used);
 }
@@ -337,27 +340,18 @@ fn unchanged_output(
     let intact = manifest.files().all(|f| {
         std::fs::read(out.join(&f.path)).is_ok_and(|bytes| hex::encode(Sha256::digest(&bytes)) == f.sha256)
             && f.compressed.iter().all(|(encoding, size)| {
-                let variant = out.join(format!("{}.{}", f.path, compressed_extension(encoding)));
+                let variant = out.join(emit::variant_path(&f.path, encoding));
                 std::fs::metadata(variant).is_ok_and(|m| m.len() == *size)
             })
     });
     intact.then_some(manifest)
 }
 
-/// The file extension of a precompressed variant.
-fn compressed_extension(encoding: &str) -> &str {
-    match encoding {
-        "gzip" => "gz",
-        "br" => "br",
-        other => other,
-    }
-}
-
 /// Refuses options that would damage the app or cannot name files: an
 /// environment name is part of file names (`config/environments/ENV.toml`, the
 /// cache), and the output folder is replaced whole by every pack, so it must not
 /// be the app, hold the app, or lie among the folders the app is packed from
-/// (the next pack would read its own output).
+/// (the next pack would read its own output). `out` is already [`resolved`].
 fn check_options(root: &Path, out: &Path, env: &str) -> Result<(), PackError> {
     let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
     if env.is_empty() || !env.chars().all(plain) || env.starts_with('-') {
@@ -368,11 +362,8 @@ fn check_options(root: &Path, out: &Path, env: &str) -> Result<(), PackError> {
                 .into(),
         });
     }
-    let (Some(root), Some(out)) = (resolved(root), resolved(out)) else {
-        return Err(PackError::Options {
-            message: format!("cannot tell where the output folder {} is", out.display()),
-            help: "pass --out an absolute path".into(),
-        });
+    let Some(root) = resolved(root) else {
+        return Err(PackError::io("finding", root, std::io::Error::from(std::io::ErrorKind::NotFound)));
     };
     let refuse = |why: &str| {
         Err(PackError::Options {
@@ -384,7 +375,7 @@ fn check_options(root: &Path, out: &Path, env: &str) -> Result<(), PackError> {
     if out == root {
         return refuse("is the app itself");
     }
-    if root.starts_with(&out) {
+    if root.starts_with(out) {
         return refuse(&format!("holds the app ({})", root.display()));
     }
     for input in ["app", "lib", "config", "public", "static", cache::CACHE_DIR] {

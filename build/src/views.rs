@@ -183,7 +183,6 @@ fn find_marker(html: &str) -> Result<(usize, usize), Diagnostic> {
 /// not inside a comment, nor inside the text of an element whose content is
 /// text up to its end tag (`<script>`, `<style>`, `<title>`...).
 fn tag_positions(lower: &str, needle: &str) -> Vec<usize> {
-    const RAW: [&str; 9] = ["script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes", "noscript"];
     let bytes = lower.as_bytes();
     let mut found = Vec::new();
     let mut i = 0;
@@ -200,12 +199,11 @@ fn tag_positions(lower: &str, needle: &str) -> Vec<usize> {
         if rest.starts_with(needle.as_bytes()) {
             found.push(i);
         }
-        let raw = RAW.iter().find(|name| {
-            rest.get(1..1 + name.len()) == Some(name.as_bytes())
-                && rest.get(1 + name.len()).is_some_and(|c| c.is_ascii_whitespace() || *c == b'>' || *c == b'/')
-        });
-        i = match raw {
-            Some(name) => lower[i + 1..].find(&format!("</{name}")).map_or(bytes.len(), |end| i + 1 + end),
+        // A start tag's name, and whether its content is text (the tokenizer's list).
+        let name_len = rest[1..].iter().take_while(|c| c.is_ascii_alphanumeric()).count();
+        let name = &lower[i + 1..i + 1 + name_len];
+        i = match raw_content(name) {
+            Some(_) => lower[i + 1..].find(&format!("</{name}")).map_or(bytes.len(), |end| i + 1 + end),
             None => i + 1,
         };
     }

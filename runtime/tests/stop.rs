@@ -10,19 +10,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Reads one WebSocket frame from the server (never masked): opcode and payload.
 fn frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut head = [0u8; 2];
@@ -47,15 +34,17 @@ fn frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
 
 #[test]
 fn sigterm_closes_connections_with_going_away() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("app");
-    copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/apps/browser"), &app);
-    let mut options = ssbuild::PackOptions::new(&app, "production");
+    // Packed from the fixture in place, into a folder of the test's own (with
+    // the cache off, nothing is written into the fixture).
+    let dist = tempfile::tempdir().unwrap();
+    let mut options =
+        ssbuild::PackOptions::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/apps/browser"), "production");
     options.cache = false;
+    options.out = Some(dist.path().join("dist"));
     ssbuild::pack(&options).expect("the fixture packs");
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_ssrun"))
-        .arg(&app)
+        .arg(dist.path().join("dist"))
         .args(["--port", "0", "--host", "127.0.0.1"])
         .stdout(Stdio::piped())
         .spawn()

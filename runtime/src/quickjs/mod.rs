@@ -433,14 +433,13 @@ impl Host {
         }
     }
 
+    /// Forgets calls past their reply timeout. Their callers have had their
+    /// error already ([`Engine::ask`] times the wait from when the job was
+    /// queued, so before any deadline here): what is left is the entry, and
+    /// the session it holds.
     fn sweep(&self) {
         let now = Instant::now();
-        let late: Vec<u64> =
-            self.state.borrow().pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
-        for id in late {
-            let name = self.state.borrow().pending.get(&id).map(|p| p.name.clone()).unwrap_or_default();
-            self.answer(id, Err(no_answer(&name, self.settings.reply_timeout)));
-        }
+        self.state.borrow_mut().pending.retain(|_, p| p.deadline > now);
     }
 }
 
