@@ -183,6 +183,33 @@ async fn a_promise_that_never_settles_and_a_forgotten_callback_time_out() {
     }
 }
 
+/// The engine's own sweep of late calls may come before the caller's timer
+/// fires (they run on different threads): the caller must still be told its
+/// call timed out, not that the engine stopped.
+#[test]
+fn a_caller_that_wakes_after_the_engine_gave_up_still_gets_the_timeout() {
+    let dir = fixture("seed");
+    pack_app(dir.path(), "development");
+    let loaded = ssrun::LoadedApp::load(dir.path()).expect("the packed app loads");
+    let mut settings = ssrun::Config::for_env(&loaded.env);
+    settings.reply_timeout = Duration::from_millis(200);
+    let app = ssrun::App::new(loaded).with_config(settings).with_javascript().expect("the server code starts");
+    let engine = app.engine().expect("the engine runs").clone();
+    let scheduler = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    scheduler.block_on(async {
+        let mut call = std::pin::pin!(engine.evaluate("new Promise(() => {})".into()));
+        std::future::poll_fn(|cx| {
+            assert!(call.as_mut().poll(cx).is_pending(), "a Promise that never settles has no answer yet");
+            std::task::Poll::Ready(())
+        })
+        .await;
+        // This thread is busy past the timeout and the engine's next sweep.
+        std::thread::sleep(Duration::from_millis(700));
+        let error = call.await.expect_err("the call times out");
+        assert!(error.contains("console gave no answer within 0.2 s"), "{error}");
+    });
+}
+
 #[tokio::test]
 async fn calls_queued_behind_loops_are_answered_in_time_and_abandoned_loops_never_run() {
     let s = serve_seed("development", |c| {

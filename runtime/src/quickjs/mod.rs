@@ -433,13 +433,21 @@ impl Host {
         }
     }
 
-    /// Forgets calls past their reply timeout. Their callers have had their
-    /// error already ([`Engine::ask`] times the wait from when the job was
-    /// queued, so before any deadline here): what is left is the entry, and
-    /// the session it holds.
+    /// Answers calls past their reply timeout with that error, and forgets
+    /// them. [`Engine::ask`] times the wait from when the job was queued, so
+    /// its caller has the same error already as a rule; but the two clocks
+    /// run on different threads, and a caller whose task is late to wake must
+    /// still find the timeout here rather than a dropped reply.
     fn sweep(&self) {
         let now = Instant::now();
-        self.state.borrow_mut().pending.retain(|_, p| p.deadline > now);
+        let late: Vec<Pending> = {
+            let mut state = self.state.borrow_mut();
+            let ids: Vec<u64> = state.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
+            ids.into_iter().filter_map(|id| state.pending.remove(&id)).collect()
+        };
+        for pending in late {
+            let _ = pending.reply.send(Err(no_answer(&pending.name, self.settings.reply_timeout)));
+        }
     }
 }
 
