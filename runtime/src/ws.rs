@@ -536,7 +536,15 @@ async fn next_event(
         Some((id, outcome)) = calls.next(), if has_calls => Event::Replied(id, outcome),
         out = rx.pop() => Event::Out(out),
         frame = socket.recv(), if reading => Event::Frame(frame),
-        _ = tick.tick() => Event::Tick,
+        _ = tick.tick() => {
+            // After a stall of this task (a busy thread), frames may be
+            // waiting beside an overdue tick: read them first, so that a
+            // client whose heartbeats did arrive is not taken for silent.
+            match reading.then(|| socket.recv().now_or_never()).flatten() {
+                Some(frame) => Event::Frame(frame),
+                None => Event::Tick,
+            }
+        }
     }
 }
 

@@ -493,6 +493,20 @@ impl WsClient {
         }
     }
 
+    /// The next `count` replies, as (call id, reply) in the order they came;
+    /// other messages (heartbeats, events) are skipped.
+    pub async fn replies(&mut self, count: usize) -> Vec<(u64, serde_json::Value)> {
+        let mut replies = Vec::with_capacity(count);
+        while replies.len() < count {
+            let message = self.next_json().await;
+            if message["type"] == "reply" {
+                let id = message["id"].as_u64().expect("calls here have numeric ids");
+                replies.push((id, message));
+            }
+        }
+        replies
+    }
+
     /// The next text message, parsed; panics on a close or after 10 s.
     pub async fn next_json(&mut self) -> serde_json::Value {
         serde_json::from_str(&self.next_text().await).expect("the server sends JSON")

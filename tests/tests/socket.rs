@@ -248,8 +248,10 @@ async fn silent_connections_are_closed_and_users_who_stop_are_purged() {
         c.purge_interval = Duration::from_millis(100);
     });
     let mut quiet = WsClient::connect(s.server.addr, None).await;
-    quiet.call(1, "app.login", json!(["dee"])).await;
+    // The server times the silence from the login frame, which cannot
+    // arrive before it is sent.
     let started = std::time::Instant::now();
+    quiet.call(1, "app.login", json!(["dee"])).await;
     assert_eq!(quiet.closed().await.0, 4408);
     assert!(started.elapsed() >= Duration::from_millis(300), "closed after three intervals, not before");
     let mut c = WsClient::connect(s.server.addr, None).await;
@@ -264,10 +266,10 @@ async fn a_client_at_its_limit_of_calls_is_not_taken_for_silent() {
         c.max_calls_in_flight = 1;
     });
     let mut c = WsClient::connect(s.server.addr, None).await;
-    // The one call allowed in flight lasts five intervals, during which the
+    // The one call allowed in flight lasts ten intervals, during which the
     // server reads nothing from this client, heartbeats included.
-    c.send_call(1, "app.slow", json!([500, "done"])).await;
-    for _ in 0..5 {
+    c.send_call(1, "app.slow", json!([1000, "done"])).await;
+    for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         c.send_text(r#"{"type":"hb"}"#).await;
     }
@@ -283,8 +285,10 @@ async fn a_client_at_its_limit_of_calls_is_not_taken_for_silent() {
         assert_eq!(message, json!({"type": "reply", "id": 1, "result": "done"}));
         break;
     }
-    assert!((6..=12).contains(&beats), "{beats} heartbeats from the server during the call");
-    for _ in 0..5 {
+    // About 20; at least one per interval is what keeps the client from
+    // taking the server for gone (a loaded machine delays some).
+    assert!((10..=24).contains(&beats), "{beats} heartbeats from the server during the call");
+    for _ in 0..10 {
         assert_eq!(c.next_json().await, json!({"type": "hb"}), "the heartbeats are read once the call is answered");
     }
 }
@@ -349,18 +353,21 @@ async fn a_thousand_concurrent_clients_are_all_answered() {
 
 #[tokio::test]
 async fn a_native_action_that_does_not_answer_in_time_fails_and_others_go_on() {
-    let s = serve_with(|c| c.reply_timeout = Duration::from_millis(200));
+    let s = serve_with(|c| c.reply_timeout = Duration::from_millis(1000));
     let mut c = WsClient::connect(s.server.addr, None).await;
     let started = std::time::Instant::now();
     c.send_call(1, "app.slow", json!([60_000, "late"])).await;
     // Others are answered meanwhile, and so is a slow call within the limit.
-    assert_eq!(c.call(2, "app.square", json!([3])).await["result"], 9);
-    assert_eq!(c.call(3, "app.slow", json!([50, "in time"])).await["result"], "in time");
-    let reply = c.next_json().await;
-    assert_eq!(reply["id"], 1, "{reply}");
-    assert_eq!(reply["error"]["code"], "failed");
-    assert_eq!(reply["error"]["message"], "app.slow gave no answer within 0.2 s");
-    assert!(started.elapsed() < Duration::from_secs(2), "answered after {:?}", started.elapsed());
+    c.send_call(2, "app.square", json!([3])).await;
+    c.send_call(3, "app.slow", json!([50, "in time"])).await;
+    let replies = c.replies(3).await;
+    assert_eq!(replies.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2, 3, 1], "the late call is answered last");
+    let reply = |id: u64| &replies.iter().find(|(i, _)| *i == id).unwrap().1;
+    assert_eq!(reply(2)["result"], 9);
+    assert_eq!(reply(3)["result"], "in time");
+    assert_eq!(reply(1)["error"]["code"], "failed");
+    assert_eq!(reply(1)["error"]["message"], "app.slow gave no answer within 1 s");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
 
     // The HTTP API has the same limit.
     let addr = s.server.addr;
@@ -368,5 +375,5 @@ async fn a_native_action_that_does_not_answer_in_time_fails_and_others_go_on() {
         .await
         .unwrap();
     assert_eq!(response.status, 500, "{}", String::from_utf8_lossy(&response.body));
-    assert!(String::from_utf8_lossy(&response.body).contains("app.slow gave no answer within 0.2 s"));
+    assert!(String::from_utf8_lossy(&response.body).contains("app.slow gave no answer within 1 s"));
 }
