@@ -8,6 +8,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
@@ -242,6 +243,10 @@ struct Connection {
     /// A signed-in user to mark as seen at the end of this batch.
     seen: Option<String>,
     last_heard: Instant,
+    /// A tick found the client silent for three intervals; the next tick,
+    /// which comes after the event loop has looked at the socket again,
+    /// closes the connection if it still is.
+    seems_silent: bool,
 }
 
 /// The connection's task. Everything is set up before the future is made, so
@@ -263,6 +268,7 @@ fn run(socket: WebSocket, shared: Arc<Shared>, session: Session) -> impl Future<
         flush: false,
         seen: user,
         last_heard: Instant::now(),
+        seems_silent: false,
     };
     async move { connection.live().await }
 }
@@ -285,6 +291,12 @@ fn close_message(code: u16, reason: &str) -> Message {
 }
 
 impl Connection {
+    /// A frame came in: the client is alive.
+    fn heard(&mut self) {
+        self.last_heard = Instant::now();
+        self.seems_silent = false;
+    }
+
     async fn live(&mut self) {
         let end = self.serve().await;
         self.shared.services.hub.unregister(self.id);
@@ -389,11 +401,19 @@ impl Connection {
                 // so that each of its one-interval windows holds one even
                 // when a beat comes late).
                 if self.calls.len() >= self.shared.config.max_calls_in_flight.max(1) {
-                    self.last_heard = Instant::now();
+                    self.heard();
                     self.out.push(Utf8Bytes::from_static(r#"{"type":"hb"}"#));
                     tick.reset_after(interval / 2);
                 } else if self.last_heard.elapsed() > interval * 3 {
-                    return Err(closed_with(close::IDLE, "no heartbeat for three intervals"));
+                    // After a stall of this thread (server code that ran
+                    // long), the tick can come due before the event loop has
+                    // seen the frames waiting in the socket: look once more
+                    // shortly, after it has, before calling the client gone.
+                    if self.seems_silent {
+                        return Err(closed_with(close::IDLE, "no heartbeat for three intervals"));
+                    }
+                    self.seems_silent = true;
+                    tick.reset_after((interval / 10).min(Duration::from_millis(100)));
                 }
                 Ok(())
             }
@@ -410,7 +430,7 @@ impl Connection {
             Event::Frame(None) => Err(End::Gone),
             Event::Frame(Some(Err(e))) => Err(read_error(e)),
             Event::Frame(Some(Ok(message))) => {
-                self.last_heard = Instant::now();
+                self.heard();
                 match message {
                     Message::Text(text) => self.message(&text),
                     Message::Binary(_) => {
