@@ -78,6 +78,25 @@ fn the_browser_gives_up_on_a_server_that_stops_answering() {
 }
 
 #[test]
+fn a_page_that_was_busy_reads_the_answers_waiting_for_it_before_giving_up() {
+    let Some(chromium) = chromium() else { return };
+    let dir = fixture("blocking");
+    pack_app(dir.path(), "development");
+    let reports = Reports::default();
+    let loaded = ssrun::LoadedApp::load(dir.path()).unwrap();
+    let mut config = ssrun::Config::for_env(&loaded.env);
+    config.heartbeat_interval = std::time::Duration::from_millis(300);
+    let app = with_demo_actions(ssrun::App::new(loaded).with_config(config), reports.clone());
+    let server = RunningServer::with_app(app, 0);
+    let _browser = Browser::open(&chromium, &format!("http://127.0.0.1:{}/", server.addr.port()));
+
+    assert_eq!(wait_for_report(&reports, "ready", 30), json!(true));
+    // The server answered every heartbeat at once; the page was only slow
+    // to read the answers, eight times over.
+    assert_eq!(wait_for_report(&reports, "blocked", 30), json!({"drops": 0, "connected": true}));
+}
+
+#[test]
 fn a_page_at_its_limit_of_calls_keeps_its_connection() {
     let Some(chromium) = chromium() else { return };
     let dir = fixture("busy");
