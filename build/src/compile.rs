@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::cache::Cache;
 use crate::diagnostic::Diagnostic;
@@ -43,7 +42,7 @@ pub fn compile_all(files: &[Source], code: CodeOptions, cache: &mut Cache) -> Co
             path: path.to_string(),
             kind: Kind::LibClient,
             text: text.to_string(),
-            digest: Sha256::digest(text).into(),
+            digest: crate::discover::digest(text.as_bytes()),
         })
         .collect();
     let all: Vec<&Source> = files.iter().chain(&library).collect();

@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use crate::diagnostic::{Diagnostic, PackError, display_path};
 use crate::disk::Disk;
@@ -78,8 +78,16 @@ pub struct Source {
     pub kind: Kind,
     /// Its text.
     pub text: String,
-    /// sha256 of its bytes.
+    /// [`digest`] of its bytes.
     pub digest: [u8; 32],
+}
+
+/// The digest that keys a source in the cache and in the nothing-changed
+/// check: SHA-512/256, which runs about three times as fast as SHA-256 on
+/// 64-bit processors without SHA instructions. It never leaves this machine
+/// (names and the manifest use SHA-256, and SRI SHA-384).
+pub fn digest(bytes: &[u8]) -> [u8; 32] {
+    sha2::Sha512_256::digest(bytes).into()
 }
 
 impl Source {
@@ -163,7 +171,7 @@ pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
             let bytes = disk.read(file).map_err(|e| {
                 Diagnostic::file(&path, format!("cannot read this file: {e}")).with_help("check its permissions")
             })?;
-            let digest: [u8; 32] = Sha256::digest(&bytes).into();
+            let digest = digest(&bytes);
             let text = String::from_utf8(bytes).map_err(|e| {
                 let valid = e.utf8_error().valid_up_to();
                 let before = &e.as_bytes()[..valid];

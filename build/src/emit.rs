@@ -50,7 +50,12 @@ pub struct Output {
 /// The content-addressed name of a file: `app.js` -> `app.3f2a9c01b2d4.js`
 /// (the first 12 hex digits of the sha256 of `bytes`).
 pub fn hashed_name(name: &str, bytes: &[u8]) -> String {
-    let short = hex::encode(&Sha256::digest(bytes)[..6]);
+    name_with_digest(name, &Sha256::digest(bytes))
+}
+
+/// [`hashed_name`] from the sha256 of the bytes, already worked out.
+fn name_with_digest(name: &str, sha256: &[u8]) -> String {
+    let short = hex::encode(&sha256[..6]);
     match name.rsplit_once('.') {
         Some((stem, ext)) => format!("{stem}.{short}.{ext}"),
         None => format!("{name}.{short}"),
@@ -59,28 +64,33 @@ pub fn hashed_name(name: &str, bytes: &[u8]) -> String {
 
 /// Names an output by its content and describes it.
 pub fn hashed(output: Output) -> Vec<(String, FileEntry, Vec<u8>)> {
-    let file = hashed_name(&output.name, &output.bytes);
-    let path = format!("{}/{file}", output.folder);
-    let mut bytes = output.bytes;
-    let mut out = Vec::new();
-    if let Some(map) = output.map {
-        bytes.extend_from_slice(format!("\n//# sourceMappingURL={file}.map\n").as_bytes());
-        let map_path = format!("{path}.map");
-        out.push((format!("{}.map", output.name), describe(&map_path, &map), map));
+    let Output { name, folder, mut bytes, map } = output;
+    match map {
+        // The digest that names the file goes in the manifest too (hashing
+        // a large bundle twice shows in a pack's time).
+        None => {
+            let (sha256, integrity) = rayon::join(|| Sha256::digest(&bytes), || integrity(&bytes));
+            let path = format!("{folder}/{}", name_with_digest(&name, &sha256));
+            let size = bytes.len() as u64;
+            let entry = FileEntry { path, size, sha256: hex::encode(sha256), integrity, compressed: BTreeMap::new() };
+            vec![(name, entry, bytes)]
+        }
+        // The comment naming the map is added after the file is named.
+        Some(map) => {
+            let file = hashed_name(&name, &bytes);
+            let path = format!("{folder}/{file}");
+            bytes.extend_from_slice(format!("\n//# sourceMappingURL={file}.map\n").as_bytes());
+            let map_path = format!("{path}.map");
+            let map_entry = (format!("{name}.map"), describe(&map_path, &map), map);
+            vec![(name, describe(&path, &bytes), bytes), map_entry]
+        }
     }
-    out.insert(0, (output.name, describe(&path, &bytes), bytes));
-    out
 }
 
 /// Size, sha256 and integrity of some bytes at a path.
 pub fn describe(path: &str, bytes: &[u8]) -> FileEntry {
-    FileEntry {
-        path: path.to_string(),
-        size: bytes.len() as u64,
-        sha256: hex::encode(Sha256::digest(bytes)),
-        integrity: integrity(bytes),
-        compressed: BTreeMap::new(),
-    }
+    let (sha256, integrity) = rayon::join(|| hex::encode(Sha256::digest(bytes)), || integrity(bytes));
+    FileEntry { path: path.to_string(), size: bytes.len() as u64, sha256, integrity, compressed: BTreeMap::new() }
 }
 
 /// Whether a file is text that compresses well (by its extension).

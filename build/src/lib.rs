@@ -298,9 +298,9 @@ fn fingerprint(sources: &discover::Sources, config: &config::BuildConfig, out: &
     let mut h = Sha256::new();
     h.update(env!("SSBUILD_BUILD_ID"));
     h.update(format!("{config:?}\0{}\0", out.display()));
-    h.update(Sha256::digest(link::LOADER_SOURCE));
+    h.update(discover::digest(link::LOADER_SOURCE.as_bytes()));
     for (_, text) in link::BROWSER_FILES {
-        h.update(Sha256::digest(text));
+        h.update(discover::digest(text.as_bytes()));
     }
     for f in sources.files.iter().chain(&sources.styles).chain(&sources.views) {
         h.update(f.path.as_bytes());
