@@ -83,9 +83,9 @@ pub struct Source {
 }
 
 /// The digest that keys a source in the cache and in the nothing-changed
-/// check: SHA-512/256, which runs about three times as fast as SHA-256 on
-/// 64-bit processors without SHA instructions. It never leaves this machine
-/// (names and the manifest use SHA-256, and SRI SHA-384).
+/// check: SHA-512/256, which runs faster than SHA-256 on 64-bit processors
+/// without SHA instructions. It never leaves this machine (names and the
+/// manifest use SHA-256, and SRI SHA-384).
 pub fn digest(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha512_256::digest(bytes).into()
 }

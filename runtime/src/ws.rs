@@ -558,8 +558,9 @@ async fn next_event(
         frame = socket.recv(), if reading => Event::Frame(frame),
         _ = tick.tick() => {
             // After a stall of this task (a busy thread), frames may be
-            // waiting beside an overdue tick: read them first, so that a
-            // client whose heartbeats did arrive is not taken for silent.
+            // waiting beside an overdue tick: read what is ready first. (What
+            // the event loop has not seen yet is read before the second look
+            // that a silent connection gets before it is closed; see `handle`.)
             match reading.then(|| socket.recv().now_or_never()).flatten() {
                 Some(frame) => Event::Frame(frame),
                 None => Event::Tick,

@@ -440,11 +440,8 @@ impl Host {
     /// still find the timeout here rather than a dropped reply.
     fn sweep(&self) {
         let now = Instant::now();
-        let late: Vec<Pending> = {
-            let mut state = self.state.borrow_mut();
-            let ids: Vec<u64> = state.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| *id).collect();
-            ids.into_iter().filter_map(|id| state.pending.remove(&id)).collect()
-        };
+        let late: Vec<Pending> =
+            self.state.borrow_mut().pending.extract_if(|_, p| p.deadline <= now).map(|(_, p)| p).collect();
         for pending in late {
             let _ = pending.reply.send(Err(no_answer(&pending.name, self.settings.reply_timeout)));
         }
