@@ -12,13 +12,34 @@ struct Served {
 }
 
 fn serve_seed(env: &str, config: impl FnOnce(&mut ssrun::Config)) -> Served {
+    let (dir, app) = seed_app(env, config);
+    Served { server: RunningServer::with_app(app, 0), _dir: dir }
+}
+
+/// The seed app packed for `env`, with its JavaScript engine started.
+fn seed_app(env: &str, config: impl FnOnce(&mut ssrun::Config)) -> (tempfile::TempDir, ssrun::App) {
     let dir = fixture("seed");
     pack_app(dir.path(), env);
     let loaded = ssrun::LoadedApp::load(dir.path()).expect("the packed app loads");
     let mut settings = ssrun::Config::for_env(&loaded.env);
     config(&mut settings);
     let app = ssrun::App::new(loaded).with_config(settings).with_javascript().expect("the server code starts");
-    Served { server: RunningServer::with_app(app, 0), _dir: dir }
+    (dir, app)
+}
+
+/// The seed app (development) served on a single-threaded scheduler with
+/// the engine on the server's thread.
+fn serve_seed_here(config: impl FnOnce(&mut ssrun::Config) + Send + 'static) -> Served {
+    let dir = fixture("seed");
+    pack_app(dir.path(), "development");
+    let path = dir.path().to_path_buf();
+    let server = RunningServer::here(move || {
+        let loaded = ssrun::LoadedApp::load(&path).unwrap();
+        let mut settings = ssrun::Config::for_env(&loaded.env);
+        config(&mut settings);
+        ssrun::App::new(loaded).with_config(settings).with_javascript_here().expect("the server code starts")
+    });
+    Served { server, _dir: dir }
 }
 
 /// Calls `method` (no arguments) every 20 ms until it answers `expected`;
@@ -191,12 +212,7 @@ async fn a_promise_that_never_settles_and_a_forgotten_callback_time_out() {
 /// call timed out, not that the engine stopped.
 #[test]
 fn a_caller_that_wakes_after_the_engine_gave_up_still_gets_the_timeout() {
-    let dir = fixture("seed");
-    pack_app(dir.path(), "development");
-    let loaded = ssrun::LoadedApp::load(dir.path()).expect("the packed app loads");
-    let mut settings = ssrun::Config::for_env(&loaded.env);
-    settings.reply_timeout = Duration::from_millis(200);
-    let app = ssrun::App::new(loaded).with_config(settings).with_javascript().expect("the server code starts");
+    let (_dir, app) = seed_app("development", |c| c.reply_timeout = Duration::from_millis(200));
     let engine = app.engine().expect("the engine runs").clone();
     let scheduler = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
     scheduler.block_on(async {
@@ -400,15 +416,8 @@ fn an_action_name_that_is_not_an_identifier_stops_the_start_with_the_file_named(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_engine_can_share_the_server_thread() {
-    let dir = fixture("seed");
-    pack_app(dir.path(), "development");
-    let path = dir.path().to_path_buf();
     let limit = Duration::from_millis(300);
-    let server = RunningServer::here(move || {
-        let loaded = ssrun::LoadedApp::load(&path).unwrap();
-        let config = ssrun::Config { js_time_limit: limit, ..ssrun::Config::for_env(&loaded.env) };
-        ssrun::App::new(loaded).with_config(config).with_javascript_here().expect("the server code starts")
-    });
+    let Served { server, _dir } = serve_seed_here(move |c| c.js_time_limit = limit);
     let mut c = WsClient::connect(server.addr, None).await;
     assert_eq!(c.call(1, "app.square", json!([25])).await["result"], 625);
     let started = Instant::now();
@@ -437,17 +446,9 @@ async fn a_stalled_server_does_not_take_clients_that_kept_beating_for_silent() {
     // for longer than three heartbeat intervals. A client that sent its
     // heartbeats all along finds them waiting, unread, beside the overdue
     // tick: they are read first, and it stays connected.
-    let dir = fixture("seed");
-    pack_app(dir.path(), "development");
-    let path = dir.path().to_path_buf();
-    let server = RunningServer::here(move || {
-        let loaded = ssrun::LoadedApp::load(&path).unwrap();
-        let config = ssrun::Config {
-            js_time_limit: Duration::from_millis(500),
-            heartbeat_interval: Duration::from_millis(100),
-            ..ssrun::Config::for_env(&loaded.env)
-        };
-        ssrun::App::new(loaded).with_config(config).with_javascript_here().expect("the server code starts")
+    let Served { server, _dir } = serve_seed_here(|c| {
+        c.js_time_limit = Duration::from_millis(500);
+        c.heartbeat_interval = Duration::from_millis(100);
     });
     let mut beating = WsClient::connect(server.addr, None).await;
     let mut looper = WsClient::connect(server.addr, None).await;

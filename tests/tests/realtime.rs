@@ -77,18 +77,30 @@ fn the_browser_gives_up_on_a_server_that_stops_answering() {
     assert!(reconnected["after_ms"].as_u64().is_some(), "{reconnected}");
 }
 
-#[test]
-fn a_page_that_was_busy_reads_the_answers_waiting_for_it_before_giving_up() {
-    let Some(chromium) = chromium() else { return };
-    let dir = fixture("blocking");
+/// Packs the fixture app `name`, serves it with the demo actions and the
+/// settings `configure` makes, and opens its page in Chromium.
+fn open_page(
+    chromium: &std::path::Path,
+    name: &str,
+    configure: impl FnOnce(&mut ssrun::Config),
+) -> (tempfile::TempDir, Reports, RunningServer, Browser) {
+    let dir = fixture(name);
     pack_app(dir.path(), "development");
     let reports = Reports::default();
     let loaded = ssrun::LoadedApp::load(dir.path()).unwrap();
     let mut config = ssrun::Config::for_env(&loaded.env);
-    config.heartbeat_interval = std::time::Duration::from_millis(300);
+    configure(&mut config);
     let app = with_demo_actions(ssrun::App::new(loaded).with_config(config), reports.clone());
     let server = RunningServer::with_app(app, 0);
-    let _browser = Browser::open(&chromium, &format!("http://127.0.0.1:{}/", server.addr.port()));
+    let browser = Browser::open(chromium, &format!("http://127.0.0.1:{}/", server.addr.port()));
+    (dir, reports, server, browser)
+}
+
+#[test]
+fn a_page_that_was_busy_reads_the_answers_waiting_for_it_before_giving_up() {
+    let Some(chromium) = chromium() else { return };
+    let (_dir, reports, _server, _browser) =
+        open_page(&chromium, "blocking", |c| c.heartbeat_interval = std::time::Duration::from_millis(300));
 
     assert_eq!(wait_for_report(&reports, "ready", 30), json!(true));
     // The server answered every heartbeat at once; the page was only slow
@@ -99,16 +111,10 @@ fn a_page_that_was_busy_reads_the_answers_waiting_for_it_before_giving_up() {
 #[test]
 fn a_page_at_its_limit_of_calls_keeps_its_connection() {
     let Some(chromium) = chromium() else { return };
-    let dir = fixture("busy");
-    pack_app(dir.path(), "development");
-    let reports = Reports::default();
-    let loaded = ssrun::LoadedApp::load(dir.path()).unwrap();
-    let mut config = ssrun::Config::for_env(&loaded.env);
-    config.heartbeat_interval = std::time::Duration::from_secs(1);
-    config.max_calls_in_flight = 1;
-    let app = with_demo_actions(ssrun::App::new(loaded).with_config(config), reports.clone());
-    let server = RunningServer::with_app(app, 0);
-    let _browser = Browser::open(&chromium, &format!("http://127.0.0.1:{}/", server.addr.port()));
+    let (_dir, reports, _server, _browser) = open_page(&chromium, "busy", |c| {
+        c.heartbeat_interval = std::time::Duration::from_secs(1);
+        c.max_calls_in_flight = 1;
+    });
 
     assert_eq!(wait_for_report(&reports, "ready", 30), json!(true));
     // The one call allowed in flight takes 3.5 s, over three heartbeats that
