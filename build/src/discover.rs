@@ -7,7 +7,6 @@ use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use sha2::Digest;
 
 use crate::diagnostic::{Diagnostic, PackError, display_path};
 use crate::disk::Disk;
@@ -83,11 +82,11 @@ pub struct Source {
 }
 
 /// The digest that keys a source in the cache and in the nothing-changed
-/// check: SHA-512/256, which runs faster than SHA-256 on 64-bit processors
-/// without SHA instructions. It never leaves this machine (names and the
-/// manifest use SHA-256, and SRI SHA-384).
+/// check: BLAKE3, which hashes several times faster than the SHA-2 family
+/// (it uses the processor's vector instructions). It never leaves this
+/// machine (names and the manifest use SHA-256, and SRI SHA-384).
 pub fn digest(bytes: &[u8]) -> [u8; 32] {
-    sha2::Sha512_256::digest(bytes).into()
+    blake3::hash(bytes).into()
 }
 
 impl Source {
