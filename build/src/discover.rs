@@ -133,6 +133,7 @@ pub fn is_skipped_name(name: &str) -> bool {
 pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
     let mut found: Vec<(PathBuf, Kind)> = Vec::new();
     let mut ignored = Vec::new();
+    let mut misnamed = Vec::new();
     for kind in Kind::ALL {
         let dir = root.join(kind.folder());
         let files = disk.files_under(&dir).map_err(|e| PackError::io("reading folder", &dir, e))?;
@@ -154,7 +155,15 @@ pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
                 Kind::View => ext == "html",
                 _ => MODULE_EXTENSIONS.contains(&ext) && !rel.ends_with(".d.ts"),
             };
-            if wanted {
+            if wanted && file.strip_prefix(root).unwrap_or(&file).to_str().is_none() {
+                // The name would become a key with U+FFFD in it, and two such
+                // names could not be told apart.
+                misnamed.push(
+                    Diagnostic::file(&display_path(root, &file), "this file's name is not valid UTF-8").with_help(
+                        "rename it in UTF-8: a file's name is its key in the API tree and its path in require()",
+                    ),
+                );
+            } else if wanted {
                 found.push((file, kind));
             } else if kind != Kind::Style {
                 // app/css also holds the images and fonts its url()s point to.
@@ -185,7 +194,7 @@ pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
         .collect();
 
     let mut files = Vec::with_capacity(read.len());
-    let mut problems = Vec::new();
+    let mut problems = misnamed;
     for r in read {
         match r {
             Ok(s) => files.push(s),

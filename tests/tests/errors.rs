@@ -155,6 +155,23 @@ fn non_utf8_file_is_named_with_its_position() {
 
 #[cfg(unix)]
 #[test]
+fn a_file_name_that_is_not_utf8_is_named_and_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let app = fixture("basic");
+    let client = app.path().join("app/client");
+    std::fs::write(client.join(std::ffi::OsStr::from_bytes(b"caf\xe9.js")), "exports.x = 1;\n").unwrap();
+    std::fs::write(client.join(std::ffi::OsStr::from_bytes(b"caf\xe8.js")), "exports.y = 1;\n").unwrap();
+    let (err, text) = pack_error(app.path());
+    // Both are named, each once, and neither is taken for a clash of keys.
+    assert_eq!(err.diagnostics().len(), 2, "{text}");
+    assert_eq!(text.matches("this file's name is not valid UTF-8").count(), 2, "{text}");
+    assert!(text.contains("app/client/caf\u{fffd}.js"), "{text}");
+    assert!(text.contains("help: rename it in UTF-8"), "{text}");
+    assert!(!text.contains("same key"), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
 fn unreadable_file_is_named() {
     let app = fixture("basic");
     std::os::unix::fs::symlink(app.path().join("nowhere.js"), app.path().join("app/client/gone.js")).unwrap();
