@@ -159,7 +159,7 @@ pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
                 // The name would become a key with U+FFFD in it, and two such
                 // names could not be told apart.
                 misnamed.push(
-                    Diagnostic::file(&display_path(root, &file), "this file's name is not valid UTF-8").with_help(
+                    Diagnostic::file(display_path(root, &file), "this file's name is not valid UTF-8").with_help(
                         "rename it in UTF-8: a file's name is its key in the API tree and its path in require()",
                     ),
                 );
