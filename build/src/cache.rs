@@ -27,6 +27,10 @@ pub struct State {
     /// url() targets): path relative to the app -> sha256.
     #[serde(default)]
     pub extra_inputs: std::collections::BTreeMap<String, String>,
+    /// The precompressed variants it wrote (`.gz`, `.br`): path in the
+    /// output folder -> hex [`crate::discover::digest`] of their bytes.
+    #[serde(default)]
+    pub variants: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -210,10 +210,19 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     let manifest_bytes = manifest.to_json();
     warnings.extend(emit::write_atomically(&out, &files, &manifest_bytes)?);
     stages.mark("write");
+    let variants = manifest
+        .files()
+        .flat_map(|f| f.compressed.keys().map(|encoding| emit::variant_path(&f.path, encoding)))
+        .map(|path| {
+            let digest = hex::encode(discover::digest(&files[&path]));
+            (path, digest)
+        })
+        .collect();
     let state = cache::State {
         fingerprint,
         manifest_sha256: hex::encode(Sha256::digest(&manifest_bytes)),
         extra_inputs: styles.inputs,
+        variants,
     };
     cache.save(&state);
     stages.mark("save cache");
@@ -335,13 +344,16 @@ fn unchanged_output(
     }
     let manifest: Manifest = serde_json::from_slice(&bytes).ok()?;
     // Every file must still hold what was written (a file changed in place keeps
-    // its size, and a browser refuses a script whose integrity does not match);
-    // the precompressed variants are checked by size.
+    // its size, and a browser refuses a script whose integrity does not match),
+    // and so must each precompressed variant, which servers send in its place.
     let intact = manifest.files().all(|f| {
         std::fs::read(out.join(&f.path)).is_ok_and(|bytes| hex::encode(Sha256::digest(&bytes)) == f.sha256)
-            && f.compressed.iter().all(|(encoding, size)| {
-                let variant = out.join(emit::variant_path(&f.path, encoding));
-                std::fs::metadata(variant).is_ok_and(|m| m.len() == *size)
+            && f.compressed.keys().all(|encoding| {
+                let variant = emit::variant_path(&f.path, encoding);
+                state.variants.get(&variant).is_some_and(|digest| {
+                    std::fs::read(out.join(&variant))
+                        .is_ok_and(|bytes| hex::encode(discover::digest(&bytes)) == *digest)
+                })
             })
     });
     intact.then_some(manifest)

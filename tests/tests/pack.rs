@@ -224,6 +224,17 @@ fn the_cache_skips_unchanged_work() {
     let restored = pack(&options).unwrap();
     assert!(!restored.unchanged);
     assert_ne!(std::fs::read(client_bundle(&restored)).unwrap(), bytes);
+
+    // And a precompressed variant changed in place: servers send it instead of the file.
+    let bundle = client_bundle(&restored);
+    let brotli = bundle.with_file_name(format!("{}.br", bundle.file_name().unwrap().to_str().unwrap()));
+    let mut bytes = std::fs::read(&brotli).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&brotli, &bytes).unwrap();
+    assert!(!pack(&options).unwrap().unchanged, "a damaged .br was taken for intact");
+    assert_ne!(std::fs::read(&brotli).unwrap(), bytes);
+    assert!(pack(&options).unwrap().unchanged);
 }
 
 #[test]
