@@ -96,7 +96,13 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     })?;
     check_options(root, &out, &options.env)?;
     let mut stages = Stages::new(started);
-    let mut config = config::load(disk, root, &options.env)?;
+    // A config with mistakes does not stop the run: the rest is checked with
+    // the defaults, so that one report holds every error, and nothing is written.
+    let (mut config, config_problems) = match config::load(disk, root, &options.env) {
+        Ok(config) => (config, Vec::new()),
+        Err(PackError::Invalid(problems)) => (config::BuildConfig::defaults(&options.env), problems),
+        Err(e) => return Err(e),
+    };
     if let Some(url) = &options.public_url {
         config.public_url = config::normalize_public_url(url);
     }
@@ -106,7 +112,11 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     let mut warnings: Vec<String> =
         sources.ignored.iter().map(|p| format!("{p} is not packed: {}", why_ignored(p))).collect();
 
-    let mut cache = if options.cache { cache::Cache::open(root, &options.env) } else { cache::Cache::disabled() };
+    let mut cache = if options.cache && config_problems.is_empty() {
+        cache::Cache::open(root, &options.env)
+    } else {
+        cache::Cache::disabled()
+    };
     let fingerprint = fingerprint(&sources, &config, &out);
     if let Some(manifest) = unchanged_output(disk, root, &cache, &fingerprint, &out) {
         return Ok(PackReport {
@@ -126,6 +136,7 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     let compiled = compile::compile_all(&sources.files, code, &mut cache);
     stages.mark("compile");
     let compile::CompiledApp { files: compiled, loader, browser, failed, mut problems, fresh, cached } = compiled;
+    problems.splice(0..0, config_problems);
 
     // Link, style and template even when some files failed, to report every error in one run.
     let linked = link::link(&sources.files, &compiled, &loader, &browser, &failed, &config);

@@ -71,6 +71,31 @@ fn requiring_a_lib_script_and_a_bad_environment_setting_are_explained_where_they
     write(app.path(), "config/environments/production.toml", "[build]\nbrowsers = [\"no such browser 99\"]\n");
     let (_, text) = pack_error(app.path());
     assert!(text.contains("--> config/environments/production.toml"), "{text}");
+    // A mistake in the config does not hide the mistakes in the code: one run reports both.
+    assert!(text.contains("`lib/client/2.first.js` is a classic script, not a module"), "{text}");
+}
+
+#[test]
+fn a_config_mistake_is_reported_with_the_code_errors_and_the_last_output_is_kept() {
+    let app = fixture("basic");
+    write(app.path(), "config/app.toml", "[build]\nminfy = false\n");
+    write(app.path(), "app/client/broken.js", "export const a = ;\n");
+    let (err, text) = pack_error(app.path());
+    let files: Vec<&str> = err.diagnostics().iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(files, ["config/app.toml", "app/client/broken.js"], "{text}");
+
+    // With only the config wrong, a pack fails even where the last pack of the
+    // same sources left its output and its cache.
+    std::fs::remove_file(app.path().join("app/client/broken.js")).unwrap();
+    std::fs::remove_file(app.path().join("config/app.toml")).unwrap();
+    let options = ssbuild::PackOptions::new(app.path(), "production");
+    ssbuild::pack(&options).unwrap();
+    let manifest = std::fs::read(app.path().join("dist/manifest.json")).unwrap();
+    write(app.path(), "config/app.toml", "[build]\nminfy = false\n");
+    let err = ssbuild::pack(&options).expect_err("a config with a mistake fails the pack");
+    assert_eq!(err.diagnostics().len(), 1, "{err}");
+    assert!(err.to_string().contains("unknown key `build.minfy`"), "{err}");
+    assert_eq!(std::fs::read(app.path().join("dist/manifest.json")).unwrap(), manifest);
 }
 
 #[test]
