@@ -41,7 +41,48 @@ struct Start {
     host: std::net::IpAddr,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Prints what stopped the server as one `error:` line with its causes (and
+/// a `help:` line where there is an obvious fix), without a backtrace even
+/// when RUST_BACKTRACE is set: these are mistakes in the setup, not crashes.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // Each cause once: some messages already end with their cause's text.
+            let mut text = error.to_string();
+            for cause in error.chain().skip(1).map(|c| c.to_string()) {
+                if !text.contains(&cause) {
+                    text = format!("{text}: {cause}");
+                }
+            }
+            eprintln!("error: {text}");
+            if let Some(help) = help_for(&error) {
+                eprintln!("  help: {help}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// What to do about a common failure.
+fn help_for(error: &anyhow::Error) -> Option<&'static str> {
+    if let Some(ssrun::LoadError::Manifest { .. }) = error.downcast_ref::<ssrun::LoadError>() {
+        return Some("ssbuild writes the manifest: pack the app again (`ssbuild pack APP`)");
+    }
+    let io = error.chain().find_map(|cause| cause.downcast_ref::<std::io::Error>())?;
+    match io.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            Some("another program listens on this port: stop it, or pass --port N (--port 0 picks a free port)")
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            Some("ports below 1024 need extra privileges: pass --port 3000, or put a proxy in front")
+        }
+        std::io::ErrorKind::AddrNotAvailable => Some("--host must be an address of this machine, such as 127.0.0.1"),
+        _ => None,
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let start = match cli.command {
         Some(Command::Start(start)) => start,

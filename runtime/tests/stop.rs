@@ -84,3 +84,34 @@ fn sigterm_closes_connections_with_going_away() {
     let status = server.wait().unwrap();
     assert!(status.success(), "ssrun exits cleanly: {status}");
 }
+
+#[test]
+fn a_server_that_cannot_start_says_why_in_one_line_with_a_fix() {
+    let dist = tempfile::tempdir().unwrap();
+    let mut options =
+        ssbuild::PackOptions::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/apps/browser"), "production");
+    options.cache = false;
+    options.out = Some(dist.path().join("dist"));
+    ssbuild::pack(&options).expect("the fixture packs");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+
+    // A backtrace would be noise here, even for a user who keeps RUST_BACKTRACE set.
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ssrun")).args(args).env("RUST_BACKTRACE", "1").output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let app = dist.path().join("dist");
+    let stderr = run(&[app.as_os_str(), "--host".as_ref(), "127.0.0.1".as_ref(), "--port".as_ref(), port.as_ref()]);
+    assert!(stderr.starts_with(&format!("error: cannot listen on 127.0.0.1:{port}: ")), "{stderr}");
+    assert!(stderr.contains("\n  help: another program listens on this port"), "{stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+
+    std::fs::write(app.join("manifest.json"), "{\"format\": 1,").unwrap();
+    let stderr = run(&[app.as_os_str()]);
+    assert_eq!(stderr.matches("EOF while parsing").count(), 1, "each cause once: {stderr}");
+    assert!(stderr.contains("help: ssbuild writes the manifest: pack the app again"), "{stderr}");
+    drop(taken);
+}
