@@ -184,8 +184,15 @@ impl Engine {
     /// dropped unrun when its turn comes.
     async fn ask(&self, name: &str, job: impl FnOnce(oneshot::Sender<ActionResult>) -> Job) -> ActionResult {
         let stopped = || ActionError::failed("the JavaScript engine has stopped");
-        let (reply, answer) = oneshot::channel();
+        let (reply, mut answer) = oneshot::channel();
         self.submit(job(reply)).map_err(|_| stopped())?;
+        // A call that ran at once and answered (a synchronous action on this
+        // thread) needs no timer.
+        match answer.try_recv() {
+            Ok(answer) => return answer,
+            Err(oneshot::error::TryRecvError::Closed) => return Err(stopped()),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
         match tokio::time::timeout(self.reply_timeout, answer).await {
             Ok(answer) => answer.unwrap_or_else(|_| Err(stopped())),
             Err(_) => Err(no_answer(name, self.reply_timeout)),
@@ -295,8 +302,10 @@ struct Host {
     /// engine ends only with its server.
     runtime: std::mem::ManuallyDrop<Runtime>,
     context: std::mem::ManuallyDrop<Context>,
-    deadline: Arc<AtomicU64>,
-    base: Instant,
+    /// Which entry into JavaScript is running (0: none), for the interrupt handler.
+    entry: Arc<AtomicU64>,
+    /// The last entry number given out.
+    last_entry: std::cell::Cell<u64>,
     settings: EngineSettings,
     publisher: Publisher,
     presence: Arc<dyn Presence>,
@@ -316,9 +325,14 @@ struct Host {
 type Shared = Rc<Host>;
 
 impl Host {
+    /// Starts a new entry's time limit. The interrupt handler reads the
+    /// clock when it first sees the entry (QuickJS calls it every few
+    /// thousand steps), so that an entry that returns quickly, as nearly
+    /// all do, costs no clock reading here.
     fn arm(&self) {
-        let at = self.base.elapsed() + self.settings.time_limit;
-        self.deadline.store(at.as_nanos() as u64, Ordering::Relaxed);
+        let next = self.last_entry.get() + 1;
+        self.last_entry.set(next);
+        self.entry.store(next, Ordering::Relaxed);
     }
 
     /// Runs `f` inside the context with a deadline, then the promise jobs it queued.
@@ -382,7 +396,7 @@ impl Host {
                 }
             }
         }
-        self.deadline.store(0, Ordering::Relaxed);
+        self.entry.store(0, Ordering::Relaxed);
     }
 
     /// Records a call waiting for its answer; gives its id.
@@ -579,21 +593,29 @@ fn start_host(
     runtime.set_max_stack_size(1024 * 1024);
     // Reference counting frees most garbage at once; the cycle collector need not run often.
     runtime.set_gc_threshold(16 * 1024 * 1024);
-    let deadline = Arc::new(AtomicU64::new(0));
-    let base = Instant::now();
+    let entry = Arc::new(AtomicU64::new(0));
     {
-        let deadline = deadline.clone();
+        let entry = entry.clone();
+        let limit = settings.time_limit;
+        let (mut seen, mut since) = (0, Instant::now());
         runtime.set_interrupt_handler(Some(Box::new(move || {
-            let at = deadline.load(Ordering::Relaxed);
-            at != 0 && base.elapsed().as_nanos() as u64 > at
+            let running = entry.load(Ordering::Relaxed);
+            if running == 0 {
+                return false;
+            }
+            if running != seen {
+                (seen, since) = (running, Instant::now());
+                return false;
+            }
+            since.elapsed() > limit
         })));
     }
     let context = Context::full(&runtime).map_err(|e| format!("cannot create the JavaScript context: {e}"))?;
     let host = Rc::new(Host {
         runtime: std::mem::ManuallyDrop::new(runtime),
         context: std::mem::ManuallyDrop::new(context),
-        deadline,
-        base,
+        entry,
+        last_entry: std::cell::Cell::new(0),
         settings,
         publisher,
         presence,
