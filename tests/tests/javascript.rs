@@ -127,6 +127,29 @@ async fn an_endless_loop_is_stopped_and_others_are_answered_meanwhile() {
     assert_eq!(looping.call(2, "app.squareReturned", json!([5])).await["result"], 25);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_chain_of_awaits_is_stopped_like_a_loop() {
+    let limit = Duration::from_millis(400);
+    let s = serve_seed("development", |c| {
+        c.js_time_limit = limit;
+        c.reply_timeout = Duration::from_secs(2);
+    });
+    let addr = s.server.addr;
+    let mut spinning = WsClient::connect(addr, None).await;
+    let mut other = WsClient::connect(addr, None).await;
+    let started = Instant::now();
+    spinning.send_call(1, "misbehave.spin", json!([])).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Each await is a short promise job; together they are held to the time limit.
+    assert_eq!(other.call(1, "app.squareReturned", json!([4])).await["result"], 16);
+    assert!(started.elapsed() < limit + Duration::from_millis(1500), "answered after {:?}", started.elapsed());
+    // The chain was cut, so the action never answers: its caller gets the reply timeout.
+    let reply = spinning.next_json().await;
+    assert_eq!(reply["error"]["code"], "failed", "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("gave no answer"), "{reply}");
+    assert_eq!(spinning.call(2, "app.squareReturned", json!([5])).await["result"], 25);
+}
+
 #[tokio::test]
 async fn thrown_errors_and_rejections_reach_the_caller_with_their_stack_in_development() {
     let s = serve_seed("development", |_| {});

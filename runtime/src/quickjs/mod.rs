@@ -6,8 +6,8 @@
 //! that awaits (a timer, a session change, a promise) lets other calls run
 //! meanwhile. On a server with one CPU the engine lives on the server's own
 //! thread instead ([`Engine::start_here`]), and a call from that thread runs
-//! its JavaScript at once, without the channel. Every entry into JavaScript
-//! gets a deadline (`js_time_limit`): QuickJS's interrupt handler stops a
+//! its JavaScript at once, without the channel. Every entry into JavaScript,
+//! with the promise jobs it queued, gets a deadline (`js_time_limit`): QuickJS's interrupt handler stops a
 //! loop that passes it, and the call is answered with an error. The runtime also has a memory limit; running out
 //! is an error for that call, and the engine stays usable.
 //!
@@ -302,10 +302,10 @@ struct Host {
     /// engine ends only with its server.
     runtime: std::mem::ManuallyDrop<Runtime>,
     context: std::mem::ManuallyDrop<Context>,
-    /// Which entry into JavaScript is running (0: none), for the interrupt handler.
-    entry: Arc<AtomicU64>,
-    /// The last entry number given out.
-    last_entry: std::cell::Cell<u64>,
+    /// When the running entry into JavaScript must stop, in nanoseconds
+    /// since `base` (0: none is running), for the interrupt handler.
+    deadline: Arc<AtomicU64>,
+    base: Instant,
     settings: EngineSettings,
     publisher: Publisher,
     presence: Arc<dyn Presence>,
@@ -325,17 +325,17 @@ struct Host {
 type Shared = Rc<Host>;
 
 impl Host {
-    /// Starts a new entry's time limit. The interrupt handler reads the
-    /// clock when it first sees the entry (QuickJS calls it every few
-    /// thousand steps), so that an entry that returns quickly, as nearly
-    /// all do, costs no clock reading here.
+    /// Starts an entry's time limit (the interrupt handler, which QuickJS
+    /// calls every few thousand steps, stops JavaScript past it).
     fn arm(&self) {
-        let next = self.last_entry.get() + 1;
-        self.last_entry.set(next);
-        self.entry.store(next, Ordering::Relaxed);
+        let at = self.base.elapsed() + self.settings.time_limit;
+        self.deadline.store(at.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// Runs `f` inside the context with a deadline, then the promise jobs it queued.
+    /// Runs `f` inside the context, then the promise jobs it queued, all
+    /// within one time limit: a chain of promise jobs that never ends (`for
+    /// (;;) await 0`) is stopped like a loop, instead of holding the engine
+    /// (and, on one CPU, the server) for good.
     fn enter<R>(&self, f: impl FnOnce(Ctx<'_>) -> R) -> R {
         let _running = Flag::raise(&self.running);
         self.arm();
@@ -386,7 +386,6 @@ impl Host {
 
     fn drain(&self) {
         loop {
-            self.arm();
             match self.runtime.execute_pending_job() {
                 Ok(true) => continue,
                 Ok(false) => break,
@@ -396,7 +395,7 @@ impl Host {
                 }
             }
         }
-        self.entry.store(0, Ordering::Relaxed);
+        self.deadline.store(0, Ordering::Relaxed);
     }
 
     /// Records a call waiting for its answer; gives its id.
@@ -593,29 +592,21 @@ fn start_host(
     runtime.set_max_stack_size(1024 * 1024);
     // Reference counting frees most garbage at once; the cycle collector need not run often.
     runtime.set_gc_threshold(16 * 1024 * 1024);
-    let entry = Arc::new(AtomicU64::new(0));
+    let deadline = Arc::new(AtomicU64::new(0));
+    let base = Instant::now();
     {
-        let entry = entry.clone();
-        let limit = settings.time_limit;
-        let (mut seen, mut since) = (0, Instant::now());
+        let deadline = deadline.clone();
         runtime.set_interrupt_handler(Some(Box::new(move || {
-            let running = entry.load(Ordering::Relaxed);
-            if running == 0 {
-                return false;
-            }
-            if running != seen {
-                (seen, since) = (running, Instant::now());
-                return false;
-            }
-            since.elapsed() > limit
+            let at = deadline.load(Ordering::Relaxed);
+            at != 0 && base.elapsed().as_nanos() as u64 > at
         })));
     }
     let context = Context::full(&runtime).map_err(|e| format!("cannot create the JavaScript context: {e}"))?;
     let host = Rc::new(Host {
         runtime: std::mem::ManuallyDrop::new(runtime),
         context: std::mem::ManuallyDrop::new(context),
-        entry,
-        last_entry: std::cell::Cell::new(0),
+        deadline,
+        base,
         settings,
         publisher,
         presence,
