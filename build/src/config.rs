@@ -59,8 +59,10 @@ pub fn normalize_public_url(url: &str) -> String {
     if url.ends_with('/') { url.to_string() } else { format!("{url}/") }
 }
 
-/// Reads the build config of the app at `root` for `env`.
-pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, PackError> {
+/// Reads the build config of the app at `root` for `env`: the settings, with
+/// the defaults in place of what could not be read, and the mistakes found
+/// (so that a pack can go on checking the code before it reports them all).
+pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<(BuildConfig, Vec<Diagnostic>), PackError> {
     let mut config = BuildConfig::defaults(env);
     let mut problems = Vec::new();
     let mut browsers_from = "config/app.toml".to_string();
@@ -137,8 +139,9 @@ pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<BuildConfig, Pack
             Diagnostic::file(browsers_from, format!("`build.browsers` is not a valid browserslist query: {e}"))
                 .with_help(format!("for example: browsers = [\"{}\"]", crate::css::DEFAULT_BROWSERS)),
         );
+        config.browsers = BuildConfig::defaults(env).browsers;
     }
-    if problems.is_empty() { Ok(config) } else { Err(PackError::Invalid(problems)) }
+    Ok((config, problems))
 }
 
 fn toml_error(file: &str, text: &str, error: &toml::de::Error) -> Diagnostic {
@@ -164,13 +167,16 @@ mod tests {
         let mut disk = MemoryDisk::new();
         disk.insert("/a/config/app.toml", "[build]\nminify = false\nprivate_folders = ['app/client/three/']\n");
         disk.insert("/a/config/environments/production.toml", "[build]\nminify = true\n");
-        let c = load(&disk, Path::new("/a"), "production").unwrap();
-        assert!(c.minify);
+        let (c, problems) = load(&disk, Path::new("/a"), "production").unwrap();
+        assert!(c.minify && problems.is_empty());
         assert_eq!(c.private_folders, ["app/client/three"]);
 
         disk.insert("/a/config/environments/staging.toml", "[build]\nminfy = true\nsource_maps = 1\n");
-        let err = load(&disk, Path::new("/a"), "staging").unwrap_err();
-        let messages: Vec<_> = err.diagnostics().iter().map(|d| d.message.as_str()).collect();
+        let (c, problems) = load(&disk, Path::new("/a"), "staging").unwrap();
+        let messages: Vec<_> = problems.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(messages, ["unknown key `build.minfy`", "`build.source_maps` must be true or false, not integer"]);
+        // What could be read still counts, so that the rest of the pack is checked as it will be built.
+        assert!(!c.minify);
+        assert_eq!(c.private_folders, ["app/client/three"]);
     }
 }

@@ -97,17 +97,20 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
     check_options(root, &out, &options.env)?;
     let mut stages = Stages::new(started);
     // A config with mistakes does not stop the run: the rest is checked with
-    // the defaults, so that one report holds every error, and nothing is written.
-    let (mut config, config_problems) = match config::load(disk, root, &options.env) {
-        Ok(config) => (config, Vec::new()),
-        Err(PackError::Invalid(problems)) => (config::BuildConfig::defaults(&options.env), problems),
-        Err(e) => return Err(e),
-    };
+    // what could be read (defaults for the rest), so that one report holds
+    // every error, and nothing is written.
+    let (mut config, config_problems) = config::load(disk, root, &options.env)?;
     if let Some(url) = &options.public_url {
         config.public_url = config::normalize_public_url(url);
     }
     let code = CodeOptions { minify: config.minify, compress: config.compress, source_map: config.source_maps };
-    let sources = discover::discover(disk, root)?;
+    let sources = match discover::discover(disk, root) {
+        Ok(sources) => sources,
+        Err(PackError::Invalid(problems)) => {
+            return Err(PackError::Invalid(config_problems.into_iter().chain(problems).collect()));
+        }
+        Err(e) => return Err(e),
+    };
     stages.mark("discover");
     let mut warnings: Vec<String> =
         sources.ignored.iter().map(|p| format!("{p} is not packed: {}", why_ignored(p))).collect();

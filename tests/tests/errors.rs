@@ -84,6 +84,14 @@ fn a_config_mistake_is_reported_with_the_code_errors_and_the_last_output_is_kept
     let files: Vec<&str> = err.diagnostics().iter().map(|d| d.file.as_str()).collect();
     assert_eq!(files, ["config/app.toml", "app/client/broken.js"], "{text}");
 
+    // Files that cannot be read stop the pack before compiling; the config's
+    // mistakes are reported with them.
+    write(app.path(), "app/client/latin1.js", b"exports.name = 'caf\xe9';\n");
+    let (err, text) = pack_error(app.path());
+    let files: Vec<&str> = err.diagnostics().iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(files, ["config/app.toml", "app/client/latin1.js"], "{text}");
+    std::fs::remove_file(app.path().join("app/client/latin1.js")).unwrap();
+
     // With only the config wrong, a pack fails even where the last pack of the
     // same sources left its output and its cache.
     std::fs::remove_file(app.path().join("app/client/broken.js")).unwrap();
