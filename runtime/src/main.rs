@@ -51,7 +51,7 @@ fn main() -> std::process::ExitCode {
             // Each cause once: some messages already end with their cause's text.
             let mut text = error.to_string();
             for cause in error.chain().skip(1).map(|c| c.to_string()) {
-                if !text.contains(&cause) {
+                if !text.ends_with(&cause) {
                     text = format!("{text}: {cause}");
                 }
             }
@@ -64,17 +64,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The server could not take its address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address}")]
+struct Listen {
+    address: SocketAddr,
+    source: std::io::Error,
+}
+
 /// What to do about a common failure.
 fn help_for(error: &anyhow::Error) -> Option<&'static str> {
     if let Some(ssrun::LoadError::Manifest { .. }) = error.downcast_ref::<ssrun::LoadError>() {
         return Some("ssbuild writes the manifest: pack the app again (`ssbuild pack APP`)");
     }
-    let io = error.chain().find_map(|cause| cause.downcast_ref::<std::io::Error>())?;
-    match io.kind() {
+    let listen = error.downcast_ref::<Listen>()?;
+    match listen.source.kind() {
         std::io::ErrorKind::AddrInUse => {
             Some("another program listens on this port: stop it, or pass --port N (--port 0 picks a free port)")
         }
-        std::io::ErrorKind::PermissionDenied => {
+        std::io::ErrorKind::PermissionDenied if listen.address.port() < 1024 => {
             Some("ports below 1024 need extra privileges: pass --port 3000, or put a proxy in front")
         }
         std::io::ErrorKind::AddrNotAvailable => Some("--host must be an address of this machine, such as 127.0.0.1"),
@@ -100,9 +108,8 @@ fn run() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
         let env = app.env().to_string();
         let actions: Vec<String> = app.registry().names().into_iter().map(str::to_string).collect();
-        let listener = tokio::net::TcpListener::bind(SocketAddr::new(start.host, start.port))
-            .await
-            .with_context(|| format!("cannot listen on {}:{}", start.host, start.port))?;
+        let address = SocketAddr::new(start.host, start.port);
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| Listen { address, source })?;
         let address = listener.local_addr()?;
         println!("ssrun: serving {} ({env}) on http://{address}", start.app.display());
         println!("ssrun: {} action(s): {}", actions.len(), actions.join(", "));
