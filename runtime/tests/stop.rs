@@ -32,16 +32,21 @@ fn frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
     (head[0] & 0x0f, payload)
 }
 
-#[test]
-fn sigterm_closes_connections_with_going_away() {
-    // Packed from the fixture in place, into a folder of the test's own (with
-    // the cache off, nothing is written into the fixture).
+/// The browser fixture packed in place into a folder of the test's own (with
+/// the cache off, nothing is written into the fixture); its output is `dist/`.
+fn packed_fixture() -> tempfile::TempDir {
     let dist = tempfile::tempdir().unwrap();
     let mut options =
         ssbuild::PackOptions::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/apps/browser"), "production");
     options.cache = false;
     options.out = Some(dist.path().join("dist"));
     ssbuild::pack(&options).expect("the fixture packs");
+    dist
+}
+
+#[test]
+fn sigterm_closes_connections_with_going_away() {
+    let dist = packed_fixture();
 
     let mut server = Command::new(env!("CARGO_BIN_EXE_ssrun"))
         .arg(dist.path().join("dist"))
@@ -87,12 +92,7 @@ fn sigterm_closes_connections_with_going_away() {
 
 #[test]
 fn a_server_that_cannot_start_says_why_in_one_line_with_a_fix() {
-    let dist = tempfile::tempdir().unwrap();
-    let mut options =
-        ssbuild::PackOptions::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/apps/browser"), "production");
-    options.cache = false;
-    options.out = Some(dist.path().join("dist"));
-    ssbuild::pack(&options).expect("the fixture packs");
+    let dist = packed_fixture();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
 
