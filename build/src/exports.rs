@@ -48,6 +48,10 @@ pub struct ExportProblem {
 }
 
 /// Reads the exports of a parsed program.
+///
+/// It compares names only, never scope marks (`SyntaxContext`), and needs
+/// none of swc's thread-local state: `js::compile_module` runs it on another
+/// thread, beside the scope checks.
 pub fn read_exports(program: &Program) -> (Exports, Vec<ExportProblem>) {
     let mut reader =
         Reader { exports: Exports::default(), problems: Vec::new(), top: HashMap::new(), es_names: HashMap::new() };

@@ -4,6 +4,11 @@
 
 use ss_tests::{fixture, pack_error, write};
 
+/// The file each diagnostic of a failed pack names, in the order reported.
+fn files_named(err: &ssbuild::PackError) -> Vec<&str> {
+    err.diagnostics().iter().map(|d| d.file.as_str()).collect()
+}
+
 #[test]
 fn every_syntax_error_is_reported_with_a_code_frame() {
     let app = fixture("basic");
@@ -12,7 +17,7 @@ fn every_syntax_error_is_reported_with_a_code_frame() {
     write(app.path(), "app/client/three.js", "import { z } from './missing';\n");
     std::fs::remove_file(app.path().join("app/views/app.html")).unwrap();
     let (err, text) = pack_error(app.path());
-    let files: Vec<&str> = err.diagnostics().iter().map(|d| d.file.as_str()).collect();
+    let files = files_named(&err);
     assert!(files.contains(&"app/client/one.js") && files.contains(&"app/shared/two.ts"), "{text}");
     assert!(text.contains("app/client/one.js:2:18"), "{text}");
     assert!(text.contains("> 2 | export const b = ;"), "{text}");
@@ -81,14 +86,14 @@ fn a_config_mistake_is_reported_with_the_code_errors_and_the_last_output_is_kept
     write(app.path(), "config/app.toml", "[build]\nminfy = false\n");
     write(app.path(), "app/client/broken.js", "export const a = ;\n");
     let (err, text) = pack_error(app.path());
-    let files: Vec<&str> = err.diagnostics().iter().map(|d| d.file.as_str()).collect();
+    let files = files_named(&err);
     assert_eq!(files, ["config/app.toml", "app/client/broken.js"], "{text}");
 
     // Files that cannot be read stop the pack before compiling; the config's
     // mistakes are reported with them.
     write(app.path(), "app/client/latin1.js", b"exports.name = 'caf\xe9';\n");
     let (err, text) = pack_error(app.path());
-    let files: Vec<&str> = err.diagnostics().iter().map(|d| d.file.as_str()).collect();
+    let files = files_named(&err);
     assert_eq!(files, ["config/app.toml", "app/client/latin1.js"], "{text}");
     std::fs::remove_file(app.path().join("app/client/latin1.js")).unwrap();
 

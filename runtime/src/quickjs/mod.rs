@@ -7,8 +7,9 @@
 //! meanwhile. On a server with one CPU the engine lives on the server's own
 //! thread instead ([`Engine::start_here`]), and a call from that thread runs
 //! its JavaScript at once, without the channel. Every entry into JavaScript,
-//! with the promise jobs it queued, gets a deadline (`js_time_limit`): QuickJS's interrupt handler stops a
-//! loop that passes it, and the call is answered with an error. The runtime also has a memory limit; running out
+//! with the promise jobs it queued, gets a deadline (`js_time_limit`):
+//! QuickJS's interrupt handler stops a loop that passes it, and the call is
+//! answered with an error. The runtime also has a memory limit; running out
 //! is an error for that call, and the engine stays usable.
 //!
 //! The server-side API (`this.session`, `SS.publish`, `SS.server`, console,
