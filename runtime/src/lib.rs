@@ -135,7 +135,7 @@ impl App {
                 if let Err(problem) = self.registry.check(name) {
                     return Err(quickjs::EngineError(format!("{}: {problem}", file.path)));
                 }
-                let (engine, action) = (engine.clone(), name.clone());
+                let (engine, action) = (engine.clone(), Arc::<str>::from(name.as_str()));
                 self.registry.add_javascript(name, authenticate, move |call: Call| {
                     let (engine, action) = (engine.clone(), action.clone());
                     async move { engine.call(action, call.args, call.session, call.connection).await }

@@ -545,3 +545,91 @@ async fn the_server_api_works_when_calls_run_on_the_server_thread() {
     drop(a);
     until_answers(&mut b, &mut 1001, "background.gone", json!(1), "the disconnect handler did not run").await;
 }
+
+/// Arguments reach an action as `JSON.parse` would give them, in any number,
+/// with the callback last; answers come back as `JSON.stringify` would write
+/// them, whether returned or passed to the callback.
+#[tokio::test]
+async fn arguments_and_answers_keep_their_json_meaning() {
+    let dir = fixture("seed");
+    write(
+        dir.path(),
+        "app/server/echo.js",
+        r#"exports.actions = {
+  shape() {
+    const args = Array.prototype.slice.call(arguments);
+    const cb = args.pop();
+    return { n: args.length, args, cbIsFunction: typeof cb === 'function' };
+  },
+  sum3(a, b, c, cb) { cb(a + b + c); },
+  proto(o) {
+    return { own: Object.keys(o), polluted: o.polluted === undefined ? null : o.polluted,
+             plain: Object.getPrototypeOf(o) === Object.prototype, inner: o.__proto__ };
+  },
+  returned(v) { return v; },
+  called(v, cb) { cb(v); },
+  special(kind, cb) {
+    const values = { nan: NaN, infinity: -Infinity, negativeZero: -0, undefined: undefined,
+      lone: '\ud83dx', loneInside: { s: 'a\udc00' }, twoTo64: 2 ** 64, minusTwoTo63: -(2 ** 63) };
+    cb(values[kind]);
+  },
+};
+"#,
+    );
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().expect("starts");
+    let server = RunningServer::with_app(app, 0);
+    let mut c = WsClient::connect(server.addr, None).await;
+    let mut id = 0;
+    let mut call = async |method: &str, args: Value| {
+        id += 1;
+        let reply = c.call(id, method, args.clone()).await;
+        assert!(reply.get("error").is_none(), "{method}({args}): {reply}");
+        reply["result"].clone()
+    };
+
+    for args in [json!([]), json!([1]), json!([1, "two"]), json!([1, "two", [3], {"four": 4}])] {
+        let n = args.as_array().unwrap().len();
+        assert_eq!(call("echo.shape", args.clone()).await, json!({"n": n, "args": args, "cbIsFunction": true}));
+    }
+    assert_eq!(call("echo.sum3", json!([1, 2, 3])).await, 6);
+
+    // A key `__proto__` is a property like any other, never the prototype.
+    let answer = call("echo.proto", json!([{"__proto__": {"polluted": true}, "a": 1}])).await;
+    assert_eq!(
+        answer,
+        json!({"own": ["__proto__", "a"], "polluted": null, "plain": true, "inner": {"polluted": true}})
+    );
+
+    let values = [
+        json!(625),
+        json!(-3),
+        json!(2.5),
+        json!(1e300),
+        json!(4611686018427387904u64),
+        json!("h\u{e9}llo \u{2713} \u{2028} \"quoted\" \\"),
+        json!(""),
+        json!(true),
+        json!(false),
+        json!(null),
+        json!([1, "a", null]),
+        json!({"b": {"c": [null, 1.5]}}),
+    ];
+    for value in values {
+        assert_eq!(call("echo.returned", json!([value.clone()])).await, value, "returned");
+        assert_eq!(call("echo.called", json!([value.clone()])).await, value, "through the callback");
+    }
+
+    for (kind, expected) in [
+        ("nan", json!(null)),
+        ("infinity", json!(null)),
+        ("negativeZero", json!(0)),
+        ("undefined", json!(null)),
+        ("lone", json!("\u{fffd}x")),
+        ("loneInside", json!({"s": "a\u{fffd}"})),
+        ("twoTo64", json!(18446744073709551616.0)),
+        ("minusTwoTo63", json!(-9223372036854775808i64)),
+    ] {
+        assert_eq!(call("echo.special", json!([kind])).await, expected, "{kind}");
+    }
+}

@@ -54,7 +54,9 @@ pub struct EngineError(pub String);
 
 enum Job {
     Call {
-        name: String,
+        name: Arc<str>,
+        /// The action's place in [`Engine::actions`].
+        index: usize,
         args: Vec<Value>,
         session: SessionHandle,
         connection: Option<ConnId>,
@@ -203,13 +205,16 @@ impl Engine {
     /// Calls a JavaScript action.
     pub async fn call(
         &self,
-        name: String,
+        name: Arc<str>,
         args: Vec<Value>,
         session: SessionHandle,
         connection: Option<ConnId>,
     ) -> ActionResult {
+        let Ok(index) = self.actions.binary_search_by(|action| action.as_str().cmp(&name)) else {
+            return Err(ActionError::NotFound(format!("no JavaScript action {name}")));
+        };
         let label = name.clone();
-        self.ask(&label, |reply| Job::Call { name, args, session, connection, reply }).await
+        self.ask(&label, |reply| Job::Call { name, index, args, session, connection, reply }).await
     }
 
     /// Tells the server code that a connection closed (`session.on('disconnect')`).
@@ -279,21 +284,45 @@ thread_local! {
 type LocalTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
 struct Pending {
-    name: String,
+    name: Arc<str>,
     reply: oneshot::Sender<ActionResult>,
     /// The caller's session; none for the console.
     session: Option<SessionHandle>,
     deadline: Instant,
 }
 
+/// Hashes a number key (a call, connection or timer id: the host makes
+/// them, so no client can choose them to collide) with one multiplication,
+/// where the standard hasher takes a hundred-odd steps.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 #[derive(Default)]
 struct State {
-    pending: HashMap<u64, Pending>,
+    pending: IdMap<Pending>,
     /// The session of each open connection that called into JavaScript, so
     /// that server code can still use it after its call has answered.
-    connections: HashMap<ConnId, SessionHandle>,
+    connections: IdMap<SessionHandle>,
     /// Running timers; `None` until a timer set by a direct job is spawned.
-    timers: HashMap<u64, Option<tokio::task::AbortHandle>>,
+    timers: IdMap<Option<tokio::task::AbortHandle>>,
     next_call: u64,
 }
 
@@ -400,7 +429,7 @@ impl Host {
     }
 
     /// Records a call waiting for its answer; gives its id.
-    fn expect(&self, name: String, reply: oneshot::Sender<ActionResult>, session: Option<SessionHandle>) -> u64 {
+    fn expect(&self, name: Arc<str>, reply: oneshot::Sender<ActionResult>, session: Option<SessionHandle>) -> u64 {
         let mut state = self.state.borrow_mut();
         state.next_call += 1;
         let id = state.next_call;
@@ -414,15 +443,15 @@ impl Host {
     /// is answered with that error at once.
     fn begin(
         &self,
-        name: &str,
+        name: Arc<str>,
         reply: oneshot::Sender<ActionResult>,
         session: Option<SessionHandle>,
         start: impl FnOnce(&Ctx<'_>, u64) -> rquickjs::Result<()>,
     ) {
-        let id = self.expect(name.to_string(), reply, session);
+        let id = self.expect(name.clone(), reply, session);
         let failed = self.enter(|ctx| start(&ctx, id).err().map(|e| exception_text(&ctx, e)));
         if let Some((message, stack)) = failed {
-            let error = self.failure(name, &message, &stack);
+            let error = self.failure(&name, &message, &stack);
             self.answer(id, Err(error));
         }
     }
@@ -543,16 +572,38 @@ fn handle(host: &Shared, job: Job) {
         return;
     }
     match job {
-        Job::Call { name, args, session, connection, reply } => {
+        Job::Call { name, index, args, session, connection, reply } => {
             if let Some(connection) = connection {
                 host.state.borrow_mut().connections.entry(connection).or_insert_with(|| session.clone());
             }
             let (session_id, created_at, user_id) = session.basics();
             let connection = connection.map(|c| c as f64).unwrap_or(-1.0);
-            let args_json = Value::Array(args).to_string();
-            host.begin(&name, reply, Some(session), |ctx, id| {
+            host.begin(name, reply, Some(session), |ctx, id| {
                 let call = host.call.borrow().clone().expect("the host is started").restore(ctx)?;
-                call.call((id as f64, name.as_str(), args_json, session_id, created_at as f64, user_id, connection))
+                // Up to two arguments go as they are; more go as one array.
+                let count = args.len();
+                let (a, b) = match count {
+                    0..=2 => {
+                        let mut args = args.iter();
+                        let mut next = || match args.next() {
+                            Some(value) => to_js(ctx, value),
+                            None => Ok(rquickjs::Value::new_undefined(ctx.clone())),
+                        };
+                        (next()?, next()?)
+                    }
+                    _ => (to_js(ctx, &Value::Array(args))?, rquickjs::Value::new_undefined(ctx.clone())),
+                };
+                let mut call_args = rquickjs::function::Args::new(ctx.clone(), 9);
+                // Small numbers as integers: JavaScript compares those fastest.
+                call_args.push_arg(id as f64)?;
+                call_args.push_arg(index as i32)?;
+                call_args.push_arg(session_id)?;
+                call_args.push_arg(created_at as f64)?;
+                call_args.push_arg(user_id)?;
+                call_args.push_arg(connection)?;
+                call_args.push_arg(count as i32)?;
+                call_args.push_args([a, b])?;
+                call.call_arg(call_args)
             });
         }
         Job::Disconnected(connection) => {
@@ -565,12 +616,12 @@ fn handle(host: &Shared, job: Job) {
             });
         }
         Job::Authenticate { module, username, password, reply } => {
-            host.begin(&format!("lib/server/{module}"), reply, None, |ctx, id| {
+            host.begin(format!("lib/server/{module}").into(), reply, None, |ctx, id| {
                 global_fn(ctx, "authenticate")?.call((id as f64, module.as_str(), username, password))
             });
         }
         Job::Evaluate { source, reply } => {
-            host.begin("console", reply, None, |ctx, id| {
+            host.begin("console".into(), reply, None, |ctx, id| {
                 global_fn(ctx, "evaluate")?.call((id as f64, source.as_str()))
             });
         }
@@ -642,9 +693,17 @@ fn start_host(
         let names: String = index
             .call((files_json.as_str(), lib_json.as_str()))
             .map_err(|e| fail(&ctx, "reading exports.actions of app/server", e))?;
+        let mut index: Index = serde_json::from_str(&names).map_err(|e| format!("the action index: {e}"))?;
+        // Calls name their action by its place in this order (Rust's, which
+        // `Engine::call` searches), not by its name.
+        index.actions.sort();
+        let order = serde_json::to_string(&index.actions).expect("strings are JSON");
+        global_fn(&ctx, "order")
+            .and_then(|f| f.call::<_, ()>((order,)))
+            .map_err(|e| fail(&ctx, "the server prelude", e))?;
         let call = global_fn(&ctx, "call").map_err(|e| fail(&ctx, "the server prelude", e))?;
         *host.call.borrow_mut() = Some(Persistent::save(&ctx, call));
-        serde_json::from_str(&names).map_err(|e| format!("the action index: {e}"))
+        Ok(index)
     })?;
     Ok((host, loaded))
 }
@@ -666,9 +725,20 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 let name = host.state.borrow().pending.get(&id).map(|p| p.name.clone()).unwrap_or_default();
                 Err(host.failure(&name, message, stack))
             } else {
-                serde_json::from_str(&text).map_err(|e| ActionError::failed(format!("the answer is not JSON: {e}")))
+                answer_from_json(&text)
             };
             host.answer(id, outcome);
+        })?,
+    )?;
+
+    // The answer of a call when it is a number, a string, a boolean, null or
+    // undefined: converted here, without a trip through JSON text.
+    let h = Rc::downgrade(host);
+    native.set(
+        "done",
+        Function::new(ctx.clone(), move |ctx: Ctx<'js>, id: f64, value: rquickjs::Value<'js>| {
+            let Some(host) = h.upgrade() else { return };
+            host.answer(id as u64, primitive_json(&ctx, &value));
         })?,
     )?;
 
@@ -838,6 +908,87 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
     )?;
 
     ctx.globals().set("__host", native)
+}
+
+/// An answer from its JSON text (`JSON.stringify`'s), where half of a
+/// surrogate pair in a string reads as U+FFFD.
+fn answer_from_json(text: &str) -> ActionResult {
+    serde_json::from_str(text).or_else(|e| {
+        crate::json::without_lone_surrogates(text)
+            .and_then(|fixed| serde_json::from_str(&fixed).ok())
+            .ok_or_else(|| ActionError::failed(format!("the answer is not JSON: {e}")))
+    })
+}
+
+/// `value` as JSON, for the values `JSON.stringify` writes without looking
+/// inside (numbers, strings, booleans, null; undefined as null, as when it
+/// is an array element), and as it would write them: whole numbers as JSON
+/// integers (`625`, not `625.0`), NaN and the infinities as null.
+fn primitive_json<'js>(ctx: &Ctx<'js>, value: &rquickjs::Value<'js>) -> ActionResult {
+    if let Some(n) = value.as_int() {
+        return Ok(Value::from(n));
+    }
+    if let Some(n) = value.as_float() {
+        // In range, the casts are exact for whole numbers (-0 becomes 0).
+        const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+        if n.fract() == 0.0 && (-TWO_TO_63..TWO_TO_63).contains(&n) {
+            return Ok(Value::from(n as i64));
+        }
+        if n.fract() == 0.0 && (0.0..2.0 * TWO_TO_63).contains(&n) {
+            return Ok(Value::from(n as u64));
+        }
+        return Ok(serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number));
+    }
+    if let Some(b) = value.as_bool() {
+        return Ok(Value::Bool(b));
+    }
+    if let Some(s) = value.as_string() {
+        return match s.to_string() {
+            Ok(s) => Ok(Value::String(s)),
+            // Half of a surrogate pair is not UTF-8: go the way of JSON text.
+            Err(_) => match ctx.json_stringify(value.clone()) {
+                Ok(Some(text)) => answer_from_json(&text.to_string().unwrap_or_default()),
+                _ => Err(ActionError::failed("the answer is a string that cannot be read")),
+            },
+        };
+    }
+    if value.is_null() || value.is_undefined() {
+        return Ok(Value::Null);
+    }
+    Err(ActionError::failed(format!("the answer is a {}, not a value with a JSON form", value.type_name())))
+}
+
+/// `value` as a JavaScript value, built directly rather than through JSON text.
+fn to_js<'js>(ctx: &Ctx<'js>, value: &Value) -> rquickjs::Result<rquickjs::Value<'js>> {
+    use rquickjs::IntoJs;
+    Ok(match value {
+        Value::Null => rquickjs::Value::new_null(ctx.clone()),
+        Value::Bool(b) => rquickjs::Value::new_bool(ctx.clone(), *b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) if i32::try_from(i).is_ok() => rquickjs::Value::new_int(ctx.clone(), i as i32),
+            _ => rquickjs::Value::new_float(ctx.clone(), n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => s.as_str().into_js(ctx)?,
+        Value::Array(items) => {
+            let array = rquickjs::Array::new(ctx.clone())?;
+            for (i, item) in items.iter().enumerate() {
+                array.set(i, to_js(ctx, item)?)?;
+            }
+            array.into_value()
+        }
+        Value::Object(map) => {
+            let object = Object::new(ctx.clone())?;
+            for (key, item) in map {
+                // Defined, not assigned, as `JSON.parse` does: a key
+                // `__proto__` from a client is a property like any other,
+                // never the object's prototype.
+                let property =
+                    rquickjs::object::Property::from(to_js(ctx, item)?).writable().enumerable().configurable();
+                object.prop(key.as_str(), property)?;
+            }
+            object.into_value()
+        }
+    })
 }
 
 async fn session_op(session: &SessionHandle, op: &str, args: &[String]) -> Result<Value, ActionError> {

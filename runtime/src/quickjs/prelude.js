@@ -8,6 +8,7 @@
   delete global.__host;
   var SS = global.SS || (global.SS = {});
   var actions = {};
+  var listed = [];
   var libServer = {};
   var tag = 'server';
 
@@ -175,16 +176,16 @@
 
   var disconnects = {};
 
-  // `this` inside an action. The session object (a dozen closures) is only
-  // built when the action reads this.session: most calls never do.
-  // Everything about the call is in one array, `_call`: [call id, session
-  // id, created at, user id, connection, action name, answered yet]. Every
-  // property added to an object per call costs a shape change here, so
-  // `this` gets one more only when the action reads this.session.
-  function CallContext(call) {
-    this._call = call;
-  }
-  Object.defineProperty(CallContext.prototype, 'session', {
+  // `this` inside an action: an object whose prototype is `callContext`,
+  // made as a literal (`{ __proto__: callContext, _call: [...] }`), which
+  // costs less than a constructor call. The session object (a dozen
+  // closures) is only built when the action reads this.session: most calls
+  // never do. Everything about the call is in one array, `_call`: [call id,
+  // session id, created at, user id, connection, action name, answered yet].
+  // Every property added to an object per call costs a shape change here,
+  // so `this` gets one more only when the action reads this.session.
+  var callContext = {};
+  Object.defineProperty(callContext, 'session', {
     get: function () {
       if (this._session) return this._session;
       var c = this._call;
@@ -194,7 +195,7 @@
   });
   // `this` for server code no client called (SS.server from server code, Basic Auth): a blank session.
   function noCaller() {
-    return new CallContext([-1, '', 0, null, -1, '', false]);
+    return { __proto__: callContext, _call: [-1, '', 0, null, -1, '', false] };
   }
 
   // Whether this is the call's first answer (and marks it answered):
@@ -208,10 +209,18 @@
 
   // Answers a client's call.
   function answer(self, isError, value) {
-    if (!first(self)) return;
+    // `first(self)`, written out: this runs for every call.
     var c = self._call;
+    if (c[6]) return;
+    c[6] = true;
     var json;
     if (!isError) {
+      // What JSON.stringify writes without looking inside goes to the host as it is.
+      var type = typeof value;
+      if (type === 'number' || type === 'string' || type === 'boolean' || value == null) {
+        host.done(c[0], value);
+        return;
+      }
       try {
         json = stringify(value);
       } catch (e) {
@@ -230,7 +239,8 @@
   function run(fn, self, args, settle) {
     var result;
     try {
-      args.push(function (value) { settle(self, false, value); });
+      // An arrow function: cheaper to make than a function, which also gets a prototype.
+      args.push((value) => settle(self, false, value));
       result = fn.apply(self, args);
     } catch (error) {
       settle(self, true, error);
@@ -316,16 +326,43 @@
       });
       return JSON.stringify({ actions: Object.keys(actions).sort(), authenticate: guarded });
     },
-    call: function (callId, name, argsJson, sessionId, createdAt, userId, connection) {
-      var action = actions[name];
-      tag = name;
+    // The order the host names actions in: it calls the action at `order[i]` as `i`.
+    order: function (namesJson) {
+      listed = JSON.parse(namesJson).map(function (name) {
+        return { name: name, fn: actions[name].fn };
+      });
+    },
+    // A client's call of the action listed at `index`; `args` is an array.
+    // A client's call of the action listed at `index`, with `argc`
+    // arguments: up to two come as `a` and `b`, more as the array `a`. This
+    // is `run(fn, self, args, answer)` written out, with the callback passed
+    // by `fn.call` for up to two arguments: it runs for every call, and
+    // arrays (and `apply`, which copies its arguments into a new list) cost.
+    call: function (callId, index, sessionId, createdAt, userId, connection, argc, a, b) {
+      var action = listed[index];
+      var fn = action.fn;
+      tag = action.name;
       try {
-        if (!action) {
-          host.reply(callId, true, JSON.stringify({ message: 'no JavaScript action ' + name, stack: '' }));
+        var self = { __proto__: callContext, _call: [callId, sessionId, createdAt, userId, connection, action.name, false] };
+        var result;
+        // The callback is written where it is passed: a function stored in
+        // a variable is named after it, which costs one more property write.
+        try {
+          switch (argc) {
+            case 0: result = fn.call(self, (value) => answer(self, false, value)); break;
+            case 1: result = fn.call(self, a, (value) => answer(self, false, value)); break;
+            case 2: result = fn.call(self, a, b, (value) => answer(self, false, value)); break;
+            default: a.push((value) => answer(self, false, value)); result = fn.apply(self, a);
+          }
+        } catch (error) {
+          answer(self, true, error);
           return;
         }
-        var self = new CallContext([callId, sessionId, createdAt, userId, connection, name, false]);
-        run(action.fn, self, JSON.parse(argsJson), answer);
+        if (result && typeof result.then === 'function') {
+          result.then((value) => answer(self, false, value), (error) => answer(self, true, error));
+        } else if (result !== undefined) {
+          answer(self, false, result);
+        }
       } finally {
         tag = 'server';
       }
