@@ -231,23 +231,29 @@
     host.reply(c[0], isError, isError ? errorText(value) : json);
   }
 
-  // Runs an action: the callback goes after the caller's arguments; a
-  // returned value or Promise answers as well. Each answer goes to
-  // `settle(self, isError, value)`, which keeps the first (see `first`).
-  // `settle` is a shared function for a client's call, so that a call makes
-  // one closure, the callback.
-  function run(fn, self, args, settle) {
+  // Runs an action with `argc` arguments: up to two come as `a` and `b`,
+  // more as the array `a` (so that a call from a client, the common case,
+  // needs no array and no `apply`, which copies its arguments into a new
+  // list). The callback goes after the caller's arguments; a returned value
+  // or Promise answers as well. Each answer goes to `settle(self, isError,
+  // value)`, which keeps the first (see `first`). The callback is an arrow
+  // function written where it is passed: a plain function also gets a
+  // `prototype`, and one stored in a variable gets a `name` written.
+  function run(fn, self, argc, a, b, settle) {
     var result;
     try {
-      // An arrow function: cheaper to make than a function, which also gets a prototype.
-      args.push((value) => settle(self, false, value));
-      result = fn.apply(self, args);
+      switch (argc) {
+        case 0: result = fn.call(self, (value) => settle(self, false, value)); break;
+        case 1: result = fn.call(self, a, (value) => settle(self, false, value)); break;
+        case 2: result = fn.call(self, a, b, (value) => settle(self, false, value)); break;
+        default: a.push((value) => settle(self, false, value)); result = fn.apply(self, a);
+      }
     } catch (error) {
       settle(self, true, error);
       return;
     }
     if (result && typeof result.then === 'function') {
-      result.then(function (value) { settle(self, false, value); }, function (error) { settle(self, true, error); });
+      result.then((value) => settle(self, false, value), (error) => settle(self, true, error));
     } else if (result !== undefined) {
       settle(self, false, result);
     }
@@ -289,7 +295,8 @@
       var args = Array.prototype.slice.call(arguments);
       var cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
       var promise = new Promise(function (resolve, reject) {
-        run(fn, noCaller(), args, function (self, isError, value) {
+        var argc = args.length;
+        run(fn, noCaller(), argc, argc > 2 ? args : args[0], args[1], function (self, isError, value) {
           if (!first(self)) return;
           if (isError) reject(value);
           else resolve(value);
@@ -324,7 +331,8 @@
         // Read at run time too: `exports.authenticate = SOME_FLAG` is not visible to the packer.
         if (exports.authenticate) guarded.push(file[0]);
       });
-      return JSON.stringify({ actions: Object.keys(actions).sort(), authenticate: guarded });
+      // The host sorts the actions and gives their order back (`order`).
+      return JSON.stringify({ actions: Object.keys(actions), authenticate: guarded });
     },
     // The order the host names actions in: it calls the action at `order[i]` as `i`.
     order: function (namesJson) {
@@ -334,35 +342,13 @@
     },
     // A client's call of the action listed at `index`; `args` is an array.
     // A client's call of the action listed at `index`, with `argc`
-    // arguments: up to two come as `a` and `b`, more as the array `a`. This
-    // is `run(fn, self, args, answer)` written out, with the callback passed
-    // by `fn.call` for up to two arguments: it runs for every call, and
-    // arrays (and `apply`, which copies its arguments into a new list) cost.
+    // arguments: up to two come as `a` and `b`, more as the array `a`.
     call: function (callId, index, sessionId, createdAt, userId, connection, argc, a, b) {
       var action = listed[index];
-      var fn = action.fn;
       tag = action.name;
       try {
         var self = { __proto__: callContext, _call: [callId, sessionId, createdAt, userId, connection, action.name, false] };
-        var result;
-        // The callback is written where it is passed: a function stored in
-        // a variable is named after it, which costs one more property write.
-        try {
-          switch (argc) {
-            case 0: result = fn.call(self, (value) => answer(self, false, value)); break;
-            case 1: result = fn.call(self, a, (value) => answer(self, false, value)); break;
-            case 2: result = fn.call(self, a, b, (value) => answer(self, false, value)); break;
-            default: a.push((value) => answer(self, false, value)); result = fn.apply(self, a);
-          }
-        } catch (error) {
-          answer(self, true, error);
-          return;
-        }
-        if (result && typeof result.then === 'function') {
-          result.then((value) => answer(self, false, value), (error) => answer(self, true, error));
-        } else if (result !== undefined) {
-          answer(self, false, result);
-        }
+        run(action.fn, self, argc, a, b, answer);
       } finally {
         tag = 'server';
       }
