@@ -319,6 +319,8 @@ impl<'a> Reader<'a> {
                 let mut tree = BTreeMap::new();
                 for prop in &obj.props {
                     match prop_entry(prop) {
+                        // Settings beside the actions (`limits: { max: 5 }`) are not actions.
+                        Some((_, Some(v))) if matches!(unparen(v), Expr::Lit(_) | Expr::Array(_) | Expr::Tpl(_)) => {}
                         Some((key, Some(v))) => {
                             let node = self.action_node(v);
                             tree.insert(key, node);
@@ -378,9 +380,17 @@ fn prop_name(key: &PropName) -> Option<String> {
     }
 }
 
+/// The expression inside parentheses and TypeScript's wrappers that leave
+/// the value as it is (`x satisfies T`, `x as T`, `x as const`, `<T>x`, `x!`).
 fn unparen(e: &Expr) -> &Expr {
     match e {
         Expr::Paren(p) => unparen(&p.expr),
+        Expr::TsSatisfies(t) => unparen(&t.expr),
+        Expr::TsAs(t) => unparen(&t.expr),
+        Expr::TsConstAssertion(t) => unparen(&t.expr),
+        Expr::TsTypeAssertion(t) => unparen(&t.expr),
+        Expr::TsNonNull(t) => unparen(&t.expr),
+        Expr::TsInstantiation(t) => unparen(&t.expr),
         other => other,
     }
 }

@@ -116,6 +116,20 @@ pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Co
             if !mistakes.is_empty() {
                 return Err(mistakes);
             }
+            let es_module = program.is_module();
+            if !es_module {
+                let clashes = wrapper_clashes(&program);
+                if !clashes.is_empty() {
+                    return Err(clashes.into_iter().map(|(span, name)| unit.diagnostic(span, format!(
+                        "this top-level `{name}` clashes with the `{name}` every CommonJS module receives"
+                    )).with_help(format!(
+                        "rename it, or write the file as an ES module (import/export), whose top-level names are its own; \
+                         `var {name}` would reuse the one the module receives"
+                    ))).collect());
+                }
+            }
+            // A `#!` line means nothing inside the module function, and breaks it.
+            drop_hashbang(&mut program);
             if typescript {
                 program.mutate(swc_core::ecma::transforms::typescript::strip(unresolved, top_level));
             }
@@ -125,10 +139,67 @@ pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Co
             }
             program.mutate(inject_helpers(unresolved));
             let requires = unit.requires(&program, unresolved);
-            let (code, map) = unit.finish(program, options, unresolved, top_level, true);
+            let (code, map) = unit.finish(program, options, unresolved, top_level, true, es_module);
             Ok(Compiled { code, map, exports, requires })
         })
     })
+}
+
+/// The parameters of the function the linker wraps every module in.
+const WRAPPER_NAMES: [&str; 3] = ["require", "module", "exports"];
+
+/// Top-level `let`, `const` and `class` declarations named like a parameter
+/// of the module function: in a CommonJS file they stop the whole bundle from
+/// loading (as they stop Node from loading the file).
+fn wrapper_clashes(program: &Program) -> Vec<(Span, &'static str)> {
+    use swc_core::ecma::ast::{Decl, Ident, ModuleItem, Stmt, VarDeclKind};
+    use swc_core::ecma::utils::find_pat_ids;
+    let stmts: Vec<&Stmt> = match program {
+        Program::Script(s) => s.body.iter().collect(),
+        Program::Module(m) => {
+            m.body.iter().filter_map(|item| if let ModuleItem::Stmt(s) = item { Some(s) } else { None }).collect()
+        }
+    };
+    let mut found = Vec::new();
+    for stmt in stmts {
+        let names: Vec<Ident> = match stmt {
+            Stmt::Decl(Decl::Var(v)) if v.kind != VarDeclKind::Var => {
+                v.decls.iter().flat_map(|d| find_pat_ids::<_, Ident>(&d.name)).collect()
+            }
+            Stmt::Decl(Decl::Class(c)) => vec![c.ident.clone()],
+            _ => continue,
+        };
+        for ident in names {
+            if let Some(name) = WRAPPER_NAMES.iter().find(|n| ident.sym == **n) {
+                found.push((ident.span, *name));
+            }
+        }
+    }
+    found
+}
+
+/// Appends `require, module;` (as globals) to a module, for [`Unit::finish`];
+/// `true` when it did.
+fn wrapper_guard(program: &mut Program, unresolved: Mark) -> bool {
+    use swc_core::common::DUMMY_SP;
+    use swc_core::ecma::ast::{ExprStmt, Ident, ModuleItem, SeqExpr, Stmt};
+    let Program::Module(m) = program else { return false };
+    let ctxt = SyntaxContext::empty().apply_mark(unresolved);
+    let exprs = WRAPPER_NAMES[..2]
+        .iter()
+        .map(|name| Box::new(Expr::Ident(Ident::new((*name).into(), DUMMY_SP, ctxt))))
+        .collect();
+    let expr = Box::new(Expr::Seq(SeqExpr { span: DUMMY_SP, exprs }));
+    m.body.push(ModuleItem::Stmt(Stmt::Expr(ExprStmt { span: DUMMY_SP, expr })));
+    true
+}
+
+/// Drops a `#!` line (the code generator would print it where it breaks the bundle).
+fn drop_hashbang(program: &mut Program) {
+    match program {
+        Program::Module(m) => m.shebang = None,
+        Program::Script(s) => s.shebang = None,
+    }
 }
 
 /// The problems [`read_exports`] and [`FunctionBodyCheck`] found, in order of position.
@@ -167,14 +238,21 @@ pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Co
         }
     };
     if passthrough {
-        return Ok(Compiled { code: text.to_string(), map: None, exports: Exports::default(), requires: Vec::new() });
+        // Byte for byte, but for a `#!` line, which would break the scripts
+        // after it in the bundle: it becomes a comment of the same length.
+        let code = match text.strip_prefix("#!") {
+            Some(rest) => format!("//{rest}"),
+            None => text.to_string(),
+        };
+        return Ok(Compiled { code, map: None, exports: Exports::default(), requires: Vec::new() });
     }
     GLOBALS.set(&Globals::new(), || {
         let unresolved = Mark::new();
         let top_level = Mark::new();
         let mut program = Program::Script(script);
+        drop_hashbang(&mut program);
         program.mutate(resolver(unresolved, top_level, false));
-        let (code, map) = unit.finish(program, options, unresolved, top_level, false);
+        let (code, map) = unit.finish(program, options, unresolved, top_level, false, false);
         Ok(Compiled { code, map, exports: Exports::default(), requires: Vec::new() })
     })
 }
@@ -286,7 +364,9 @@ impl Unit {
             .collect()
     }
 
-    /// Minifies or prints, then emits code (and a source map).
+    /// Minifies or prints, then emits code (and a source map). `es_module`:
+    /// the file was an ES module, whose top-level names are its own, so one
+    /// named like a parameter of the module function is renamed.
     fn finish(
         &self,
         program: Program,
@@ -294,6 +374,7 @@ impl Unit {
         unresolved: Mark,
         top_level: Mark,
         module: bool,
+        es_module: bool,
     ) -> (String, Option<String>) {
         let program = if options.minify {
             let compress = CompressOptions {
@@ -321,7 +402,15 @@ impl Unit {
             p
         } else {
             let mut p = program;
+            // hygiene renames a local binding only when it would capture a
+            // global of the same name: a statement naming the module
+            // function's parameters makes it rename top-level `module` and
+            // `require` declarations (the minifier renames them anyway).
+            let guard = es_module && wrapper_guard(&mut p, unresolved);
             p.mutate(hygiene());
+            if guard && let Program::Module(m) = &mut p {
+                m.body.pop();
+            }
             p.mutate(fixer(Some(&self.comments)));
             p
         };

@@ -155,6 +155,11 @@ pub fn link(
     let lib_scripts: Vec<usize> =
         sources.iter().enumerate().filter(|(_, s)| s.kind == Kind::LibClient).map(|(i, _)| i).collect();
     let mut client = Writer::new(config.source_maps);
+    // A statement first: a `"use strict"` opening the first script must not
+    // become the directive of the whole bundle, making every script after it strict.
+    if !lib_scripts.is_empty() {
+        client.push_raw(";\n");
+    }
     for &i in &lib_scripts {
         client.push_module(&compiled[i]);
         client.push_raw("\n;\n");

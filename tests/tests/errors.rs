@@ -260,3 +260,12 @@ fn a_shared_module_problem_is_reported_once_and_browser_only_requires_are_caught
     assert!(text.contains("`app/client/app.js` runs only in browsers, so server code cannot require it"), "{text}");
     assert!(text.contains("app/shared/uses.js:2:20"), "{text}");
 }
+
+#[test]
+fn a_commonjs_declaration_named_like_the_module_parameters_is_explained() {
+    let app = fixture("basic");
+    write(app.path(), "app/client/clash.js", "const ok = 1;\nconst module = { x: 1 };\nexports.x = ok;\n");
+    let (_, text) = pack_error(app.path());
+    assert!(text.contains("app/client/clash.js:2:7"), "{text}");
+    assert!(text.contains("clashes with the `module` every CommonJS module receives"), "{text}");
+}

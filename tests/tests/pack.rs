@@ -257,3 +257,49 @@ fn folders_named_like_built_ins_stay_in_the_tree() {
     );
     assert_eq!(result, json!({"x": "cx", "y": "ty", "z": "hz", "objectUntouched": true, "prototypeUntouched": true}));
 }
+
+/// Code that works as written in Node or in a `<script>` tag works packed too:
+/// an ES module's own top-level `module` and `require`, `#!` lines, a strict
+/// library script before a sloppy one, and TypeScript's `satisfies`/`as const`
+/// around the actions.
+#[test]
+fn module_wrapper_names_hashbangs_and_strict_lib_scripts_keep_their_meaning() {
+    if !have_node() {
+        return;
+    }
+    for env in ["development", "production"] {
+        let app = fixture("basic");
+        write(app.path(), "lib/client/1.strict.js", "\"use strict\";\nglobalThis.strictFirst = 1;\n");
+        write(
+            app.path(),
+            "lib/client/5.sloppy.js",
+            "sloppyGlobal = (function () { return this === globalThis; })();\n",
+        );
+        write(app.path(), "lib/client/6.bang.min.js", "#!/usr/bin/env node\nglobalThis.bangMin = 1;\n");
+        write(
+            app.path(),
+            "app/client/own.js",
+            "#!/usr/bin/env node\nconst module = { kind: 'own' };\nlet require = (x) => x + 1;\nexport const kind = module.kind;\nexport const next = require(1);\n",
+        );
+        write(
+            app.path(),
+            "app/server/typed.ts",
+            "type Actions = Record<string, unknown>;\n\
+             const more = { x(cb: (v: number) => void) { cb(1) } } as const;\n\
+             export const actions = { square(n: number) { return n * n }, more, limits: { max: 5 } } satisfies Actions;\n\
+             export const authenticate = true as const;\n",
+        );
+        let report = pack_app(app.path(), env);
+        let result = eval_bundle(
+            &client_bundle(&report),
+            "return [strictFirst, sloppyGlobal, bangMin, SS.client.own.kind, SS.client.own.next];",
+        );
+        assert_eq!(result, json!([1, true, 1, "own", 2]), "{env}");
+        let typed = &report.manifest.modules["app/server/typed.ts"];
+        assert_eq!(
+            serde_json::to_value(&typed.actions).unwrap(),
+            json!({"limits": {}, "more": {"x": true}, "square": true})
+        );
+        assert!(typed.authenticate, "{env}");
+    }
+}
