@@ -340,7 +340,12 @@ impl SessionHandle {
     /// another of their sessions has a connection here (on other instances,
     /// their next heartbeat brings them back within one interval).
     pub async fn logout(&self) -> Result<(), ActionError> {
-        let before = self.user_id();
+        self.logout_user(self.user_id()).await
+    }
+
+    /// As [`SessionHandle::logout`], for a session whose user was `before`
+    /// (the engine signs its copy of the session out at once, before this runs).
+    pub(crate) async fn logout_user(&self, before: Option<String>) -> Result<(), ActionError> {
         self.change(Change::User(None)).await?;
         if let Some(user) = before
             && !self.services.hub.has_user(&user)

@@ -116,7 +116,8 @@ impl App {
             time_limit: self.config.js_time_limit,
             memory_limit: self.config.js_memory_limit,
             reply_timeout: self.config.reply_timeout,
-            detailed_errors: self.loaded.env != "production",
+            // As ssbuild: every environment but development (staging, say) is treated as production.
+            detailed_errors: self.loaded.env == "development",
         };
         let engine = start(&code, settings, Publisher::new(self.bus.clone()), presence.clone())?;
         for file in &code.files {

@@ -633,3 +633,37 @@ async fn arguments_and_answers_keep_their_json_meaning() {
         assert_eq!(call("echo.special", json!([kind])).await, expected, "{kind}");
     }
 }
+
+#[tokio::test]
+async fn a_logout_takes_the_user_offline_and_session_errors_reach_the_caller() {
+    let dir = fixture("seed");
+    ss_tests::write(
+        dir.path(),
+        "app/server/account.js",
+        "exports.actions = {\n\
+           async cycle(user) {\n\
+             await this.session.setUserId(user);\n\
+             const before = await SS.users.online.now();\n\
+             await this.session.user.logout();\n\
+             return { before, after: await SS.users.online.now() };\n\
+           },\n\
+           refuse(cb) { cb(new Error('no such room')); },\n\
+           badChannel(cb) { this.session.channel.subscribe('', cb); },\n\
+         };\n",
+    );
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().unwrap();
+    let server = RunningServer::with_app(app, 0);
+    let mut c = WsClient::connect(server.addr, None).await;
+    assert_eq!(c.call(1, "account.cycle", json!(["ann"])).await["result"], json!({"before": ["ann"], "after": []}));
+    // An Error handed to a callback is an error for the caller, not `{}`.
+    let refused = c.call(2, "account.refuse", json!([])).await;
+    assert!(refused["error"]["message"].as_str().unwrap_or("").contains("no such room"), "{refused}");
+    let bad = c.call(3, "account.badChannel", json!([])).await;
+    assert!(bad["error"]["message"].as_str().unwrap_or("").contains("channel"), "{bad}");
+    // Over the HTTP API, with no session cookie, a session change fails loudly.
+    let addr = server.addr;
+    let logout = tokio::task::spawn_blocking(move || http(addr, "GET", "/api/auth/logout.json", &[])).await.unwrap();
+    assert_eq!(logout.status, 500, "{}", String::from_utf8_lossy(&logout.body));
+    assert!(String::from_utf8_lossy(&logout.body).contains("no session to change"));
+}

@@ -116,15 +116,16 @@ async fn public_file(dir: &Path, path: &str) -> Result<Option<Response<Body>>, S
 }
 
 /// Decodes a URL path into a relative path with no `..`, `.`, hidden or empty
-/// parts. `None` for anything else (encoded or not).
+/// parts, but for a leading `.well-known` (RFC 8615: ACME challenges,
+/// `security.txt`). `None` for anything else (encoded or not).
 pub fn safe_relative_path(path: &str) -> Option<PathBuf> {
     let decoded = percent_decode(path)?;
     if decoded.contains('\0') || decoded.contains('\\') {
         return None;
     }
     let mut out = PathBuf::new();
-    for part in decoded.split('/').filter(|p| !p.is_empty()) {
-        if part == ".." || part == "." || part.starts_with('.') {
+    for (i, part) in decoded.split('/').filter(|p| !p.is_empty()).enumerate() {
+        if part.starts_with('.') && !(i == 0 && part == ".well-known") {
             return None;
         }
         out.push(part);
@@ -193,6 +194,9 @@ mod tests {
         }
         assert_eq!(safe_relative_path("/%2e%2e/x"), None);
         assert_eq!(safe_relative_path("/.env"), None);
+        assert_eq!(safe_relative_path("/.well-known/security.txt"), Some(PathBuf::from(".well-known/security.txt")));
+        assert_eq!(safe_relative_path("/img/.well-known/x"), None);
+        assert_eq!(safe_relative_path("/.well-known/.git/x"), None);
     }
 
     #[test]

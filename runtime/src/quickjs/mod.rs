@@ -350,7 +350,12 @@ struct Host {
     deferred: RefCell<Vec<(Option<u64>, LocalTask)>>,
     /// Wakes the engine's task when `deferred` has work.
     wake: tokio::sync::Notify,
+    /// Promises rejected with no handler yet, with what they were rejected
+    /// with: those still unhandled once the promise jobs ran are logged.
+    unhandled: Unhandled,
 }
+
+type Unhandled = Rc<RefCell<Vec<(Persistent<rquickjs::Value<'static>>, String)>>>;
 
 type Shared = Rc<Host>;
 
@@ -426,6 +431,10 @@ impl Host {
             }
         }
         self.deadline.store(0, Ordering::Relaxed);
+        let unhandled = std::mem::take(&mut *self.unhandled.borrow_mut());
+        for (_, reason) in unhandled {
+            eprintln!("ssrun: [server] a promise was rejected and nothing handled it: {reason}");
+        }
     }
 
     /// Records a call waiting for its answer; gives its id.
@@ -514,6 +523,22 @@ fn exception_text(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
         .and_then(|s| s.to_string().ok())
         .unwrap_or_else(|| "a value that is not an Error".into());
     (format!("uncaught: {text}"), String::new())
+}
+
+/// What a promise was rejected with, for the log: an error's name, message
+/// and stack, or the value as JSON.
+fn rejection_text<'js>(ctx: &Ctx<'js>, reason: rquickjs::Value<'js>) -> String {
+    if let Some(exception) = reason.as_object().cloned().and_then(rquickjs::Exception::from_object) {
+        let name: String = exception.as_object().get("name").unwrap_or_else(|_| "Error".into());
+        let message = exception.message().unwrap_or_default();
+        let stack = exception.stack().unwrap_or_default();
+        return format!("{name}: {message}\n{stack}").trim_end().to_string();
+    }
+    ctx.json_stringify(reason)
+        .ok()
+        .flatten()
+        .and_then(|s| s.to_string().ok())
+        .unwrap_or_else(|| "a value that is not JSON".into())
 }
 
 async fn run(
@@ -653,6 +678,20 @@ fn start_host(
             at != 0 && base.elapsed().as_nanos() as u64 > at
         })));
     }
+    let unhandled = Unhandled::default();
+    {
+        let unhandled = unhandled.clone();
+        runtime.set_host_promise_rejection_tracker(Some(Box::new(move |ctx, promise, reason, handled| {
+            let mut list = unhandled.borrow_mut();
+            if handled {
+                // A handler came later (`run` attaches one to an async
+                // action's promise once the action has returned).
+                list.retain(|(p, _)| p.clone().restore(&ctx).map_or(true, |p| p != promise));
+            } else {
+                list.push((Persistent::save(&ctx, promise), rejection_text(&ctx, reason)));
+            }
+        })));
+    }
     let context = Context::full(&runtime).map_err(|e| format!("cannot create the JavaScript context: {e}"))?;
     let host = Rc::new(Host {
         runtime: std::mem::ManuallyDrop::new(runtime),
@@ -668,6 +707,7 @@ fn start_host(
         direct: Default::default(),
         deferred: Default::default(),
         wake: Default::default(),
+        unhandled,
     });
     let files: Vec<(String, u64)> = code.files.iter().map(|f| (f.key.clone(), f.server_id)).collect();
     let files_json = serde_json::to_string(&files).expect("strings and numbers are JSON");
@@ -757,6 +797,8 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 };
                 let done = Persistent::save(&ctx, done);
                 let args: Vec<String> = serde_json::from_str(&args).unwrap_or_default();
+                // The user before this change: a logout takes them offline.
+                let before = session.as_ref().and_then(|s| s.user_id());
                 if let Some(session) = &session {
                     match op.as_str() {
                         "set_user" => session.assume_user(args.first().cloned()),
@@ -768,7 +810,7 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 let task = async move {
                     let outcome = match session {
                         None => Err("this code runs outside a call from a client, so it has no session".to_string()),
-                        Some(session) => session_op(&session, &op, &args).await.map_err(|e| e.to_string()),
+                        Some(session) => session_op(&session, &op, &args, before).await.map_err(|e| e.to_string()),
                     };
                     host.enter(|ctx| {
                         let result = done.restore(&ctx).and_then(|done| match outcome {
@@ -991,7 +1033,12 @@ fn to_js<'js>(ctx: &Ctx<'js>, value: &Value) -> rquickjs::Result<rquickjs::Value
     })
 }
 
-async fn session_op(session: &SessionHandle, op: &str, args: &[String]) -> Result<Value, ActionError> {
+async fn session_op(
+    session: &SessionHandle,
+    op: &str,
+    args: &[String],
+    before: Option<String>,
+) -> Result<Value, ActionError> {
     let names: Vec<&str> = args.iter().map(String::as_str).collect();
     match op {
         "set_user" => {
@@ -999,7 +1046,7 @@ async fn session_op(session: &SessionHandle, op: &str, args: &[String]) -> Resul
             session.set_user_id(user).await?;
             Ok(Value::Bool(true))
         }
-        "logout" => session.logout().await.map(|_| Value::Bool(true)),
+        "logout" => session.logout_user(before).await.map(|_| Value::Bool(true)),
         "subscribe" => session.subscribe(&names).await.map(|_| json!(session.channels())),
         "unsubscribe" => session.unsubscribe(&names).await.map(|_| json!(session.channels())),
         "channels" => Ok(json!(session.channels())),

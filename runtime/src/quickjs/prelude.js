@@ -221,6 +221,10 @@
         host.done(c[0], value);
         return;
       }
+      // An Error handed to the callback (or returned) is a failure: as JSON it would be `{}`.
+      if (value instanceof Error) isError = true;
+    }
+    if (!isError) {
       try {
         json = stringify(value);
       } catch (e) {
@@ -298,7 +302,7 @@
         var argc = args.length;
         run(fn, noCaller(), argc, argc > 2 ? args : args[0], args[1], function (self, isError, value) {
           if (!first(self)) return;
-          if (isError) reject(value);
+          if (isError || value instanceof Error) reject(value);
           else resolve(value);
         });
       });
