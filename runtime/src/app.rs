@@ -148,7 +148,12 @@ impl LoadedApp {
     /// Loads the app at `path`: a `dist/` folder, or an app root holding `dist/`.
     pub fn load(path: &Path) -> Result<LoadedApp, LoadError> {
         let (dist, root) = if path.join("manifest.json").is_file() {
-            let root = path.parent().filter(|p| p.join("app").is_dir()).map(Path::to_path_buf);
+            // The app's root, or a deployment's folder holding dist/ with
+            // public/ and static/ beside it (the app's source is not needed).
+            let root = path
+                .parent()
+                .filter(|p| ["app", "public", "static"].iter().any(|d| p.join(d).is_dir()))
+                .map(Path::to_path_buf);
             (path.to_path_buf(), root)
         } else if path.join("dist/manifest.json").is_file() {
             (path.join("dist"), Some(path.to_path_buf()))

@@ -108,6 +108,27 @@ fn public_files_and_the_404_page() {
     assert!(String::from_utf8_lossy(&missing.body).contains("This page does not exist"));
 }
 
+/// A deployment holds dist/, public/ and static/, without the app's source;
+/// `.well-known/` is served from public/ (other hidden names never are).
+#[test]
+fn a_deployment_without_the_source_serves_public_files_and_the_404_page() {
+    let (app, _) = packed_styled();
+    let deploy = tempfile::tempdir().unwrap();
+    for folder in ["dist", "public", "static"] {
+        ss_tests::copy_tree(&app.path().join(folder), &deploy.path().join(folder));
+    }
+    ss_tests::write(deploy.path(), "public/.well-known/security.txt", "Contact: mailto:security@example.com\n");
+    ss_tests::write(deploy.path(), "public/.hidden", "no");
+    let server = RunningServer::start(&deploy.path().join("dist"));
+    assert_eq!(http(server.addr, "GET", "/robots.txt", &[]).status, 200);
+    let security = http(server.addr, "GET", "/.well-known/security.txt", &[]);
+    assert_eq!((security.status, security.body.as_slice()), (200, &b"Contact: mailto:security@example.com\n"[..]));
+    assert_eq!(http(server.addr, "GET", "/.hidden", &[]).status, 400);
+    let missing = http(server.addr, "GET", "/no/such/page", &[]);
+    assert_eq!(missing.status, 404);
+    assert!(String::from_utf8_lossy(&missing.body).contains("This page does not exist"));
+}
+
 #[test]
 fn server_code_the_manifest_and_paths_outside_public_are_never_served() {
     let (app, report) = packed_styled();
