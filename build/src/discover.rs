@@ -184,7 +184,9 @@ pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
                 let valid = e.utf8_error().valid_up_to();
                 let before = &e.as_bytes()[..valid];
                 let line = before.iter().filter(|b| **b == b'\n').count() + 1;
-                let col = valid - before.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0) + 1;
+                // Columns count characters, as the code frame does.
+                let line_start = before.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
+                let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
                 let shown = String::from_utf8_lossy(e.as_bytes());
                 Diagnostic::at(&path, &shown, line, col, format!("this file is not valid UTF-8 (byte {valid})"))
                     .with_help("save the file as UTF-8")

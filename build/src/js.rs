@@ -300,7 +300,17 @@ impl Unit {
         errors
             .into_iter()
             .filter(|e| seen.insert((e.span().lo, e.kind().msg().to_string())))
-            .map(|e| self.diagnostic(e.span(), format!("syntax error: {}", e.kind().msg())))
+            .map(|e| {
+                let diagnostic = self.diagnostic(e.span(), format!("syntax error: {}", e.kind().msg()));
+                let offset = e.span().lo.0.saturating_sub(self.file.start_pos.0) as usize;
+                if self.file.src.get(offset..).is_some_and(|rest| rest.starts_with('@')) {
+                    diagnostic.with_help(
+                        "decorators (`@name`) are not supported yet: ssbuild has no transform for them, and browsers do not run them",
+                    )
+                } else {
+                    diagnostic
+                }
+            })
             .collect()
     }
 

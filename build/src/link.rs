@@ -212,7 +212,9 @@ fn check_app_init(
     by_path: &HashMap<&str, usize>,
     problems: &mut Vec<Diagnostic>,
 ) {
-    let app = ["app/client/app.js", "app/client/app.ts"].iter().find_map(|p| by_path.get(p).copied());
+    let app = crate::discover::MODULE_EXTENSIONS
+        .iter()
+        .find_map(|ext| by_path.get(format!("app/client/app.{ext}").as_str()).copied());
     match app {
         None => problems.push(
             Diagnostic::file("app/client/app.js", "the app has no app/client/app.js (or app.ts)")

@@ -269,3 +269,36 @@ fn a_commonjs_declaration_named_like_the_module_parameters_is_explained() {
     assert!(text.contains("app/client/clash.js:2:7"), "{text}");
     assert!(text.contains("clashes with the `module` every CommonJS module receives"), "{text}");
 }
+
+#[test]
+fn a_column_after_multibyte_characters_counts_characters() {
+    let app = fixture("basic");
+    write(
+        app.path(),
+        "app/client/latin1.js",
+        "exports.name = 'é€".as_bytes().iter().copied().chain(*b"\xff';\n").collect::<Vec<u8>>(),
+    );
+    let (_, text) = pack_error(app.path());
+    // `exports.name = '` is 16 characters, then two more before the bad byte.
+    assert!(text.contains("app/client/latin1.js:1:19"), "{text}");
+}
+
+#[test]
+fn decorators_are_said_to_be_unsupported() {
+    let app = fixture("basic");
+    write(app.path(), "app/client/deco.ts", "function log(x: unknown) { return x; }\n@log\nexport class D {}\n");
+    let (_, text) = pack_error(app.path());
+    assert!(text.contains("app/client/deco.ts:2:1"), "{text}");
+    assert!(text.contains("decorators (`@name`) are not supported yet"), "{text}");
+}
+
+#[test]
+fn an_app_entry_in_another_module_extension_is_found() {
+    let app = fixture("basic");
+    let entry = std::fs::read_to_string(app.path().join("app/client/app.js")).unwrap();
+    std::fs::remove_file(app.path().join("app/client/app.js")).unwrap();
+    write(app.path(), "app/client/app.mjs", entry);
+    let mut options = ssbuild::PackOptions::new(app.path(), "production");
+    options.cache = false;
+    ssbuild::pack(&options).expect("app.mjs is the app's entry");
+}
