@@ -83,14 +83,17 @@ pub(crate) async fn upgrade(
             let _ = socket.send(close_message(close::BAD_VERSION, &reason)).await;
         });
     }
-    let (session, fresh) = match find_or_create_session(&shared, &headers).await {
+    let (session, _) = match find_or_create_session(&shared, &headers).await {
         Ok(found) => found,
         Err(e) => {
             eprintln!("ssrun: session store: {e}");
             return (StatusCode::SERVICE_UNAVAILABLE, "the session store is unavailable").into_response();
         }
     };
-    let cookie = fresh.then(|| set_cookie(&session.id, over_https(&headers)));
+    // Set again on every connection, not only for a new session: the store
+    // forgets a session once it is unused for `session_max_age`, so the
+    // cookie's life runs from the last visit too.
+    let cookie = set_cookie(&session.id, over_https(&headers), shared.config.session_max_age);
     let max = shared.config.max_message_bytes;
     let mut response = upgrade
         .read_buffer_size(READ_BUFFER)
@@ -98,9 +101,7 @@ pub(crate) async fn upgrade(
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| run(socket, shared, session));
-    if let Some(cookie) = cookie {
-        response.headers_mut().insert(header::SET_COOKIE, cookie);
-    }
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
     response
 }
 
@@ -149,9 +150,10 @@ fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Ite
     )
 }
 
-fn set_cookie(id: &str, secure: bool) -> HeaderValue {
+fn set_cookie(id: &str, secure: bool, max_age: Duration) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000{secure}"))
+    let max_age = max_age.as_secs();
+    HeaderValue::from_str(&format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"))
         .expect("session ids are cookie-safe")
 }
 
@@ -607,8 +609,9 @@ mod tests {
         h.remove("x-forwarded-proto");
         h.insert(header::ORIGIN, HeaderValue::from_static("HTTPS://example.com"));
         assert!(over_https(&h));
-        assert!(set_cookie("abc", true).to_str().unwrap().ends_with("; Secure"));
-        assert!(!set_cookie("abc", false).to_str().unwrap().contains("Secure"));
+        let month = Duration::from_secs(30 * 24 * 3600);
+        assert!(set_cookie("abc", true, month).to_str().unwrap().ends_with("Max-Age=2592000; Secure"));
+        assert!(!set_cookie("abc", false, month).to_str().unwrap().contains("Secure"));
     }
 
     #[test]
