@@ -105,14 +105,22 @@ pub(crate) async fn upgrade(
     response
 }
 
-/// Whether the `Origin` header, when there is one, names this server's host.
+/// Whether the `Origin` header, when there is one, names this server's host:
+/// the request's `Host`, or the host a proxy in front says the browser asked
+/// for (`X-Forwarded-Host`; a page cannot set that header on a socket or on a
+/// request that needs no preflight, so another site cannot forge it).
 pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else { return true };
-    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), headers.get(header::HOST).map(|h| h.to_str())) else {
-        return false;
-    };
+    let Ok(origin) = origin.to_str() else { return false };
     let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
-    authority.eq_ignore_ascii_case(host)
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    // A proxy may list several hosts when chained: the first is the browser's.
+    let forwarded = headers
+        .get("x-forwarded-host")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.split(',').next())
+        .map(str::trim);
+    !authority.is_empty() && [host, forwarded].into_iter().flatten().any(|h| authority.eq_ignore_ascii_case(h))
 }
 
 /// The session named by the request's cookie, or a new one (`true`).
@@ -593,6 +601,17 @@ mod tests {
         h.insert(header::ORIGIN, HeaderValue::from_static("http://example.com:3000"));
         assert!(same_origin(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.test"));
+        assert!(!same_origin(&h));
+        // Behind a proxy that passes its own upstream name as Host.
+        h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:3000"));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://chat.example.com"));
+        assert!(!same_origin(&h));
+        h.insert("x-forwarded-host", HeaderValue::from_static("chat.example.com, inner.proxy"));
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.test"));
+        assert!(!same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("https://"));
+        h.insert("x-forwarded-host", HeaderValue::from_static(""));
         assert!(!same_origin(&h));
         h.insert(header::ORIGIN, HeaderValue::from_static("null"));
         assert!(!same_origin(&h));
