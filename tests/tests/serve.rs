@@ -53,6 +53,14 @@ fn assets_are_immutable_and_sent_precompressed_when_accepted() {
 
     let etag = plain.header("etag").unwrap().to_string();
     assert_eq!(http(server.addr, "GET", &url, &[("If-None-Match", &etag)]).status, 304);
+    // Each encoding is its own representation, with its own ETag.
+    let br_etag = br.header("etag").unwrap().to_string();
+    let gz_etag = gz.header("etag").unwrap().to_string();
+    assert!(etag != br_etag && etag != gz_etag && br_etag != gz_etag, "{etag} {br_etag} {gz_etag}");
+    let revalidated = http(server.addr, "GET", &url, &[("Accept-Encoding", "br"), ("If-None-Match", &br_etag)]);
+    assert_eq!(revalidated.status, 304);
+    let changed = http(server.addr, "GET", &url, &[("Accept-Encoding", "br"), ("If-None-Match", &etag)]);
+    assert_eq!(changed.status, 200, "the identity ETag does not validate the brotli body");
 
     let head = http(server.addr, "HEAD", &url, &[]);
     assert_eq!(head.status, 200);

@@ -41,19 +41,26 @@ pub async fn serve(app: &LoadedApp, method: &Method, uri: &Uri, headers: &Header
 }
 
 fn asset(asset: &Asset, cache_control: &'static str, request: &HeaderMap) -> Response<Body> {
+    let (body, encoding) = match (accepts(request, "br"), &asset.br, accepts(request, "gzip"), &asset.gzip) {
+        (true, Some(br), _, _) => (br, Some("br")),
+        (_, _, true, Some(gz)) => (gz, Some("gzip")),
+        _ => (&asset.body, None),
+    };
+    // Each encoding is its own representation, so it gets its own strong
+    // ETag (RFC 9110, 8.8.3): `"<hash>"`, `"<hash>-br"`, `"<hash>-gzip"`.
+    let etag = match encoding {
+        Some(coding) => format!("{}-{coding}\"", asset.etag.trim_end_matches('"')),
+        None => asset.etag.clone(),
+    };
     let mut response = Response::builder()
         .header(header::CONTENT_TYPE, asset.content_type)
         .header(header::CACHE_CONTROL, cache_control)
-        .header(header::ETAG, asset.etag.as_str())
+        .header(header::ETAG, etag.as_str())
         .header(header::VARY, "accept-encoding");
-    if matches_etag(request, &asset.etag) {
+    if matches_etag(request, &etag) {
         return response.status(StatusCode::NOT_MODIFIED).body(Body::empty()).expect("valid response");
     }
-    let (body, encoding) = match (accepts(request, "br"), &asset.br, accepts(request, "gzip"), &asset.gzip) {
-        (true, Some(br), _, _) => (br.clone(), Some("br")),
-        (_, _, true, Some(gz)) => (gz.clone(), Some("gzip")),
-        _ => (asset.body.clone(), None),
-    };
+    let body = body.clone();
     if let Some(encoding) = encoding {
         response = response.header(header::CONTENT_ENCODING, encoding);
     }
