@@ -72,8 +72,39 @@ struct Listen {
     source: std::io::Error,
 }
 
+/// `SS_ENV` names another environment than the one the app was packed for.
+#[derive(Debug, thiserror::Error)]
+#[error("{app} was packed for {packed}, but SS_ENV is {wanted}")]
+struct EnvMismatch {
+    app: String,
+    packed: String,
+    wanted: String,
+}
+
+/// Refuses to serve a build made for another environment than `SS_ENV`
+/// names (a development build in production would send error details and
+/// unminified code to everyone).
+fn check_env(path: &std::path::Path, loaded: &ssrun::LoadedApp) -> anyhow::Result<()> {
+    env_matches(path, &loaded.env, std::env::var("SS_ENV").ok())?;
+    Ok(())
+}
+
+fn env_matches(path: &std::path::Path, packed: &str, ss_env: Option<String>) -> Result<(), EnvMismatch> {
+    match ss_env {
+        Some(wanted) if !wanted.is_empty() && wanted != packed => {
+            Err(EnvMismatch { app: path.display().to_string(), packed: packed.to_string(), wanted })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// What to do about a common failure.
 fn help_for(error: &anyhow::Error) -> Option<&'static str> {
+    if error.downcast_ref::<EnvMismatch>().is_some() {
+        return Some(
+            "pack it for that environment (`ssbuild pack APP --env ENV`, which also reads SS_ENV), or unset SS_ENV",
+        );
+    }
     if let Some(ssrun::LoadError::Manifest { .. }) = error.downcast_ref::<ssrun::LoadError>() {
         return Some("ssbuild writes the manifest: pack the app again (`ssbuild pack APP`)");
     }
@@ -98,6 +129,7 @@ fn run() -> anyhow::Result<()> {
         None => cli.start,
     };
     let loaded = ssrun::LoadedApp::load(&start.app)?;
+    check_env(&start.app, &loaded)?;
     let runtime = ssrun::server_runtime().context("starting the runtime")?;
     // On one CPU the JavaScript engine shares the server's thread (no thread
     // switch per call); otherwise it has a thread of its own.
@@ -145,7 +177,9 @@ async fn stop_signal() {
 /// `ssrun console`: reads JavaScript lines and prints their values, with line
 /// editing and a history file in the home folder.
 fn console(path: &std::path::Path) -> anyhow::Result<()> {
-    let app = ssrun::App::new(ssrun::LoadedApp::load(path)?)
+    let loaded = ssrun::LoadedApp::load(path)?;
+    check_env(path, &loaded)?;
+    let app = ssrun::App::new(loaded)
         .with_javascript()
         .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
     let Some(engine) = app.engine().cloned() else {
@@ -183,4 +217,21 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
         let _ = editor.save_history(history);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ss_env_must_name_the_packed_environment_when_set() {
+        let app = std::path::Path::new("chat");
+        assert!(env_matches(app, "production", None).is_ok());
+        assert!(env_matches(app, "production", Some(String::new())).is_ok());
+        assert!(env_matches(app, "production", Some("production".into())).is_ok());
+        let refused = env_matches(app, "development", Some("production".into())).unwrap_err();
+        assert_eq!(refused.to_string(), "chat was packed for development, but SS_ENV is production");
+        let error = anyhow::Error::from(refused);
+        assert!(help_for(&error).unwrap().contains("ssbuild pack APP --env ENV"));
+    }
 }

@@ -115,11 +115,8 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let authority = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     // A proxy may list several hosts when chained: the first is the browser's.
-    let forwarded = headers
-        .get("x-forwarded-host")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.split(',').next())
-        .map(str::trim);
+    let forwarded =
+        headers.get("x-forwarded-host").and_then(|h| h.to_str().ok()).and_then(|h| h.split(',').next()).map(str::trim);
     !authority.is_empty() && [host, forwarded].into_iter().flatten().any(|h| authority.eq_ignore_ascii_case(h))
 }
 
