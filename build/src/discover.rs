@@ -129,8 +129,11 @@ pub fn is_skipped_name(name: &str) -> bool {
     name.starts_with('_') || name.starts_with('.') || name.ends_with('~')
 }
 
-/// Walks the app and reads every source. Unreadable or non-UTF-8 files are diagnostics.
-pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
+/// Walks the app and reads every source. Unreadable or non-UTF-8 files are
+/// diagnostics. Inside `private_folders` (vendored libraries, never part of
+/// the trees), names starting with `_` are kept: libraries name internal
+/// modules so (`lodash-es/_baseClone.js`).
+pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Result<Sources, PackError> {
     let mut found: Vec<(PathBuf, Kind)> = Vec::new();
     let mut ignored = Vec::new();
     let mut misnamed = Vec::new();
@@ -139,9 +142,14 @@ pub fn discover(disk: &dyn Disk, root: &Path) -> Result<Sources, PackError> {
         let files = disk.files_under(&dir).map_err(|e| PackError::io("reading folder", &dir, e))?;
         for file in files {
             let rel = display_path(&dir, &file);
+            let from_root = display_path(root, &file);
+            let private = private_folders
+                .iter()
+                .any(|folder| from_root.strip_prefix(folder.as_str()).is_some_and(|rest| rest.starts_with('/')));
             // SCSS partials (`_name.scss`) are read through @import and @use.
             let skipped = |name: &str| match kind {
                 Kind::Style => name.starts_with('.') || name.ends_with('~'),
+                _ if private => name.starts_with('.') || name.ends_with('~'),
                 _ => is_skipped_name(name),
             };
             if rel.split('/').any(skipped) {
@@ -266,8 +274,16 @@ mod tests {
         ] {
             disk.insert(p, "x");
         }
-        let s = discover(&disk, Path::new("/a")).unwrap();
+        let s = discover(&disk, Path::new("/a"), &[]).unwrap();
         assert_eq!(paths(&s, Kind::Client), ["app/client/app.js", "app/client/zed.js"]);
+        disk.insert("/a/app/client/vendor/_internal.js", "x");
+        disk.insert("/a/app/client/vendor/.hidden.js", "x");
+        disk.insert("/a/app/client/vendors/_not_private.js", "x");
+        let s = discover(&disk, Path::new("/a"), &["app/client/vendor".to_string()]).unwrap();
+        assert_eq!(
+            paths(&s, Kind::Client),
+            ["app/client/app.js", "app/client/vendor/_internal.js", "app/client/zed.js"]
+        );
         assert_eq!(paths(&s, Kind::LibClient), ["lib/client/2.a.js", "lib/client/10.b.js", "lib/client/plain.js"]);
         assert_eq!(s.ignored, ["app/client/notes.md"]);
     }
@@ -276,7 +292,7 @@ mod tests {
     fn non_utf8_is_a_diagnostic_with_a_position() {
         let mut disk = MemoryDisk::new();
         disk.insert("/a/app/client/app.js", b"ok\nab\xffc".to_vec());
-        let err = discover(&disk, Path::new("/a")).unwrap_err();
+        let err = discover(&disk, Path::new("/a"), &[]).unwrap_err();
         let d = &err.diagnostics()[0];
         assert_eq!(d.file, "app/client/app.js");
         assert_eq!(d.position, Some((2, 3)));

@@ -104,7 +104,7 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         config.public_url = config::normalize_public_url(url);
     }
     let code = CodeOptions { minify: config.minify, compress: config.compress, source_map: config.source_maps };
-    let sources = match discover::discover(disk, root) {
+    let sources = match discover::discover(disk, root, &config.private_folders) {
         Ok(sources) => sources,
         Err(PackError::Invalid(problems)) => {
             return Err(PackError::Invalid(config_problems.into_iter().chain(problems).collect()));
