@@ -341,12 +341,17 @@ fn wrong_side(target: &Source, side: Side) -> (String, String) {
 
 /// Resolves a specifier written in `from` to a source index.
 fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usize>) -> Result<usize, (String, String)> {
+    // As in Node, `.`, `..` and a path ending in `/` name a folder only.
+    let folder_only = specifier == "." || specifier == ".." || specifier.ends_with('/');
     let candidates_of = |base: &str| -> Vec<String> {
-        let mut c = vec![base.to_string()];
-        c.extend(MODULE_EXTENSIONS.iter().map(|ext| format!("{base}.{ext}")));
-        // TypeScript style: `./x.js` written for `x.ts`.
-        if let Some(stem) = base.strip_suffix(".js") {
-            c.extend(["ts", "mts", "cts"].iter().map(|ext| format!("{stem}.{ext}")));
+        let mut c = Vec::new();
+        if !folder_only {
+            c.push(base.to_string());
+            c.extend(MODULE_EXTENSIONS.iter().map(|ext| format!("{base}.{ext}")));
+            // TypeScript style: `./x.js` written for `x.ts`.
+            if let Some(stem) = base.strip_suffix(".js") {
+                c.extend(["ts", "mts", "cts"].iter().map(|ext| format!("{stem}.{ext}")));
+            }
         }
         c.extend(MODULE_EXTENSIONS.iter().map(|ext| format!("{base}/index.{ext}")));
         c
@@ -569,5 +574,12 @@ mod tests {
         assert!(err.0.contains("packages from node_modules are not supported yet"));
         let err = resolve("app/client/b.js", "./nope", Side::Client, &by_path).unwrap_err();
         assert!(err.0.contains("module './nope' not found"));
+        // `.`, `..` and `dir/` name the folder's index, never a file beside the folder.
+        let paths = ["app/client/pkg.js", "app/client/pkg/index.js", "app/client/pkg/user.js"];
+        let by_path: HashMap<&str, usize> = paths.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        assert_eq!(resolve("app/client/pkg/user.js", ".", Side::Client, &by_path), Ok(1));
+        assert_eq!(resolve("app/client/pkg/user.js", "./", Side::Client, &by_path), Ok(1));
+        assert_eq!(resolve("app/client/b.js", "./pkg/", Side::Client, &by_path), Ok(1));
+        assert_eq!(resolve("app/client/b.js", "./pkg", Side::Client, &by_path), Ok(0));
     }
 }
