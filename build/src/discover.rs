@@ -4,6 +4,7 @@
 //! part in a pack, read and checked to be UTF-8, in a deterministic order.
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -112,6 +113,12 @@ pub struct Sources {
     pub views: Vec<Source>,
     /// Files found but not used (wrong extension), for a warning.
     pub ignored: Vec<String>,
+    /// Files that could not be read (or whose names are not UTF-8): the pack
+    /// fails with these, after looking for every other error.
+    pub problems: Vec<Diagnostic>,
+    /// Paths of the files that could not be read: they are in the lists
+    /// above, empty, so that requiring them is not a second error.
+    pub unreadable: BTreeSet<String>,
 }
 
 impl Sources {
@@ -180,12 +187,19 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
         }
     }
 
-    let read: Vec<Result<Source, Diagnostic>> = found
+    let read: Vec<Result<Source, Box<(Source, Diagnostic)>>> = found
         .par_iter()
         .map(|(file, kind)| {
             let path = display_path(root, file);
+            // An unreadable file stays in the list, empty and marked, so that
+            // the rest of the run reports its other errors without taking the
+            // file for a missing one.
+            let stand_in = || Source { path: path.clone(), kind: *kind, text: String::new(), digest: [0; 32] };
+            let failed = |d: Diagnostic| Box::new((stand_in(), d));
             let bytes = disk.read(file).map_err(|e| {
-                Diagnostic::file(&path, format!("cannot read this file: {e}")).with_help("check its permissions")
+                failed(
+                    Diagnostic::file(&path, format!("cannot read this file: {e}")).with_help("check its permissions"),
+                )
             })?;
             let digest = digest(&bytes);
             let text = String::from_utf8(bytes).map_err(|e| {
@@ -196,8 +210,10 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
                 let line_start = before.iter().rposition(|b| *b == b'\n').map(|i| i + 1).unwrap_or(0);
                 let col = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
                 let shown = String::from_utf8_lossy(e.as_bytes());
-                Diagnostic::at(&path, &shown, line, col, format!("this file is not valid UTF-8 (byte {valid})"))
-                    .with_help("save the file as UTF-8")
+                failed(
+                    Diagnostic::at(&path, &shown, line, col, format!("this file is not valid UTF-8 (byte {valid})"))
+                        .with_help("save the file as UTF-8"),
+                )
             })?;
             Ok(Source { path, kind: *kind, text, digest })
         })
@@ -205,21 +221,24 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
 
     let mut files = Vec::with_capacity(read.len());
     let mut problems = misnamed;
+    let mut unreadable = BTreeSet::new();
     for r in read {
         match r {
             Ok(s) => files.push(s),
-            Err(d) => problems.push(d),
+            Err(failed) => {
+                let (stand_in, d) = *failed;
+                unreadable.insert(stand_in.path.clone());
+                files.push(stand_in);
+                problems.push(d);
+            }
         }
     }
-    if !problems.is_empty() {
-        problems.sort_by(|a, b| a.file.cmp(&b.file));
-        return Err(PackError::Invalid(problems));
-    }
+    problems.sort_by(|a, b| a.file.cmp(&b.file));
     files.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| load_order(a, b)));
     ignored.sort();
     let (code, rest): (Vec<Source>, Vec<Source>) = files.into_iter().partition(|s| s.kind.is_code());
     let (views, styles): (Vec<Source>, Vec<Source>) = rest.into_iter().partition(|s| s.kind == Kind::View);
-    Ok(Sources { files: code, styles, views, ignored })
+    Ok(Sources { files: code, styles, views, ignored, problems, unreadable })
 }
 
 /// The load order inside one kind: `lib/client` by numeric prefix (`2.x` before
@@ -292,8 +311,9 @@ mod tests {
     fn non_utf8_is_a_diagnostic_with_a_position() {
         let mut disk = MemoryDisk::new();
         disk.insert("/a/app/client/app.js", b"ok\nab\xffc".to_vec());
-        let err = discover(&disk, Path::new("/a"), &[]).unwrap_err();
-        let d = &err.diagnostics()[0];
+        let s = discover(&disk, Path::new("/a"), &[]).unwrap();
+        assert!(s.unreadable.contains("app/client/app.js") && s.files[0].text.is_empty());
+        let d = &s.problems[0];
         assert_eq!(d.file, "app/client/app.js");
         assert_eq!(d.position, Some((2, 3)));
         assert!(d.message.contains("UTF-8"));

@@ -121,7 +121,9 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         cache::Cache::disabled()
     };
     let fingerprint = fingerprint(&sources, &config, &out);
-    if let Some(manifest) = unchanged_output(disk, root, &cache, &fingerprint, &out) {
+    let unchanged =
+        if sources.problems.is_empty() { unchanged_output(disk, root, &cache, &fingerprint, &out) } else { None };
+    if let Some(manifest) = unchanged {
         return Ok(PackReport {
             manifest,
             out,
@@ -138,8 +140,11 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
 
     let compiled = compile::compile_all(&sources.files, code, &mut cache);
     stages.mark("compile");
-    let compile::CompiledApp { files: compiled, loader, browser, failed, mut problems, fresh, cached } = compiled;
-    problems.splice(0..0, config_problems);
+    let compile::CompiledApp { files: compiled, loader, browser, mut failed, mut problems, fresh, cached } = compiled;
+    // Files that could not be read were compiled empty: they count as failed.
+    failed
+        .extend(sources.files.iter().enumerate().filter(|(_, s)| sources.unreadable.contains(&s.path)).map(|(i, _)| i));
+    problems.splice(0..0, config_problems.into_iter().chain(sources.problems.iter().cloned()));
 
     // Link, style and template even when some files failed, to report every error in one run.
     let linked = link::link(&sources.files, &compiled, &loader, &browser, &failed, &config);

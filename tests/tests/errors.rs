@@ -89,12 +89,12 @@ fn a_config_mistake_is_reported_with_the_code_errors_and_the_last_output_is_kept
     let files = files_named(&err);
     assert_eq!(files, ["config/app.toml", "app/client/broken.js"], "{text}");
 
-    // Files that cannot be read stop the pack before compiling; the config's
-    // mistakes are reported with them.
+    // Files that cannot be read are reported with the config's mistakes and
+    // the other files' errors.
     write(app.path(), "app/client/latin1.js", b"exports.name = 'caf\xe9';\n");
     let (err, text) = pack_error(app.path());
     let files = files_named(&err);
-    assert_eq!(files, ["config/app.toml", "app/client/latin1.js"], "{text}");
+    assert_eq!(files, ["config/app.toml", "app/client/latin1.js", "app/client/broken.js"], "{text}");
     std::fs::remove_file(app.path().join("app/client/latin1.js")).unwrap();
 
     // With only the config wrong, a pack fails even where the last pack of the
@@ -301,4 +301,18 @@ fn an_app_entry_in_another_module_extension_is_found() {
     let mut options = ssbuild::PackOptions::new(app.path(), "production");
     options.cache = false;
     ssbuild::pack(&options).expect("app.mjs is the app's entry");
+}
+
+#[test]
+fn an_unreadable_file_does_not_hide_the_other_errors() {
+    let app = fixture("basic");
+    write(app.path(), "app/client/latin1.js", b"exports.name = 'caf\xe9';\n");
+    write(app.path(), "app/client/uses.js", "const l = require('./latin1');\nexports.n = l.name;\n");
+    write(app.path(), "app/client/broken.js", "export const b = ;\n");
+    let (err, text) = pack_error(app.path());
+    assert!(text.contains("app/client/latin1.js:1:20") && text.contains("not valid UTF-8"), "{text}");
+    assert!(text.contains("app/client/broken.js:1:18"), "{text}");
+    // The file that requires the unreadable one is not told it is missing.
+    assert!(!text.contains("not found"), "{text}");
+    assert_eq!(err.diagnostics().len(), 2, "{text}");
 }
