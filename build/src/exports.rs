@@ -323,7 +323,10 @@ impl<'a> Reader<'a> {
                         Some((_, Some(v))) if matches!(unparen(v), Expr::Lit(_) | Expr::Array(_) | Expr::Tpl(_)) => {}
                         Some((key, Some(v))) => {
                             let node = self.action_node(v);
-                            tree.insert(key, node);
+                            // A namespace with no actions (only settings, say) is left out.
+                            if !matches!(&node, ActionNode::Namespace(t) if t.is_empty()) {
+                                tree.insert(key, node);
+                            }
                         }
                         Some((key, None)) => {
                             // A shorthand `{ name }` may name a top-level object of more actions.
