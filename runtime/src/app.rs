@@ -140,6 +140,8 @@ pub struct LoadedApp {
     pub public_dir: Option<PathBuf>,
     /// `static/404.html`, when the app has one.
     pub not_found_page: Option<Bytes>,
+    /// The app's `config/` folder, when there is one beside `dist/` (see [`crate::Config::load`]).
+    pub config_dir: Option<PathBuf>,
     /// The server bundle and its action files, when the app has server code.
     pub server_code: Option<ServerCode>,
 }
@@ -149,10 +151,10 @@ impl LoadedApp {
     pub fn load(path: &Path) -> Result<LoadedApp, LoadError> {
         let (dist, root) = if path.join("manifest.json").is_file() {
             // The app's root, or a deployment's folder holding dist/ with
-            // public/ and static/ beside it (the app's source is not needed).
+            // public/, static/ and config/ beside it (the app's source is not needed).
             let root = path
                 .parent()
-                .filter(|p| ["app", "public", "static"].iter().any(|d| p.join(d).is_dir()))
+                .filter(|p| ["app", "public", "static", "config"].iter().any(|d| p.join(d).is_dir()))
                 .map(Path::to_path_buf);
             (path.to_path_buf(), root)
         } else if path.join("dist/manifest.json").is_file() {
@@ -176,6 +178,7 @@ impl LoadedApp {
             }
         }
         let public_dir = root.as_ref().map(|r| r.join("public")).filter(|p| p.is_dir());
+        let config_dir = root.as_ref().map(|r| r.join("config")).filter(|p| p.is_dir());
         let not_found_page =
             root.as_ref().map(|r| r.join("static/404.html")).and_then(|p| std::fs::read(p).ok()).map(Bytes::from);
         let mut files = Vec::new();
@@ -210,7 +213,7 @@ impl LoadedApp {
             }
             None => None,
         };
-        Ok(LoadedApp { env: manifest.env, page, assets, public_dir, not_found_page, server_code })
+        Ok(LoadedApp { env: manifest.env, page, assets, public_dir, not_found_page, config_dir, server_code })
     }
 }
 

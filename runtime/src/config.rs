@@ -1,6 +1,8 @@
-//! Runtime settings, with the original's defaults. Set them from Rust with
-//! [`crate::App::with_config`]; reading them from `config/*.toml` is not built yet.
+//! Runtime settings, with the original's defaults. `ssrun` reads them from
+//! the app's `config/app.toml`, then `config/environments/ENV.toml`
+//! ([`Config::load`]); a Rust program sets them with [`crate::App::with_config`].
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// What a running server is allowed and told to do.
@@ -41,6 +43,8 @@ pub struct Config {
     /// s); past it the caller gets a `failed` error, and a native action's
     /// future is dropped.
     pub reply_timeout: Duration,
+    /// The port `ssrun` listens on when `--port` is not given (`http.port`, default 3000).
+    pub port: u16,
     /// How long a client may take to send a request's headers, and how long
     /// a kept-alive HTTP connection may sit idle (default 10 s); past it the
     /// connection is closed. WebSocket connections are not affected.
@@ -78,6 +82,213 @@ impl Default for Config {
             js_memory_limit: 256 * 1024 * 1024,
             reply_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
+            port: 3000,
+        }
+    }
+}
+
+/// A mistake in a config file: the file, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", file.display())]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+/// The keys `ssrun` reads, with what each takes (for error messages).
+pub const KEYS: [(&str, &str); 17] = [
+    ("http.port", "a port number"),
+    ("client.heartbeat_interval", "seconds"),
+    ("client.log.level", "0 to 4"),
+    ("api.enabled", "true or false"),
+    ("api.prefix", "a path segment"),
+    ("api.auth.basic.module_name", "a lib/server module name"),
+    ("users.online.mins_until_offline", "minutes"),
+    ("users.online.update_interval", "seconds"),
+    ("server.max_message_bytes", "bytes"),
+    ("server.outgoing_queue", "a count"),
+    ("server.max_calls_in_flight", "a count"),
+    ("server.session_max_age", "seconds"),
+    ("server.js_time_limit", "seconds"),
+    ("server.js_memory_limit", "bytes"),
+    ("server.reply_timeout", "seconds"),
+    ("server.header_timeout", "seconds"),
+    ("build.*", "ssbuild's settings"),
+];
+
+impl Config {
+    /// The defaults for `env`, then `app.toml`, then `environments/ENV.toml`
+    /// of `config_dir` (an app's `config/` folder), each overriding the
+    /// last. The `[build]` table is ssbuild's; any other key not in [`KEYS`],
+    /// or a value of the wrong kind, is an error naming the file and the key.
+    pub fn load(config_dir: Option<&Path>, env: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::for_env(env);
+        let Some(dir) = config_dir else { return Ok(config) };
+        for file in [dir.join("app.toml"), dir.join("environments").join(format!("{env}.toml"))] {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ConfigError { file, message: format!("cannot read it: {e}") }),
+            };
+            let table: toml::Table = match text.parse() {
+                Ok(table) => table,
+                Err(e) => return Err(ConfigError { file, message: format!("not valid TOML: {}", e.message()) }),
+            };
+            let mut leaves = Vec::new();
+            flatten("", &table, &mut leaves);
+            for (key, value) in leaves {
+                if key == "build" || key.starts_with("build.") {
+                    continue;
+                }
+                if let Err(message) = config.set(&key, value) {
+                    return Err(ConfigError { file, message });
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Sets one dotted key.
+    fn set(&mut self, key: &str, value: &toml::Value) -> Result<(), String> {
+        let wanted = KEYS.iter().find(|(k, _)| *k == key).map(|(_, w)| *w);
+        let Some(wanted) = wanted else {
+            let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+            return Err(format!("unknown key `{key}` (ssrun reads {})", known.join(", ")));
+        };
+        let wrong = || format!("`{key}` takes {wanted}, not {}", show(value));
+        let number = || match value {
+            toml::Value::Integer(i) => Some(*i as f64),
+            toml::Value::Float(f) => Some(*f),
+            _ => None,
+        };
+        let seconds = || {
+            number().filter(|n| n.is_finite() && *n > 0.0 && *n < 1e9).map(Duration::from_secs_f64).ok_or_else(wrong)
+        };
+        let count = |min: i64| match value {
+            toml::Value::Integer(i) if *i >= min => Ok(*i as usize),
+            _ => Err(wrong()),
+        };
+        match key {
+            "http.port" => match value {
+                toml::Value::Integer(i) if (0..=65535).contains(i) => self.port = *i as u16,
+                _ => return Err(wrong()),
+            },
+            "client.heartbeat_interval" => self.heartbeat_interval = seconds()?,
+            "client.log.level" => match value {
+                toml::Value::Integer(i) if (0..=4).contains(i) => self.client_log_level = *i as u8,
+                _ => return Err(wrong()),
+            },
+            "api.enabled" => self.api_enabled = value.as_bool().ok_or_else(wrong)?,
+            "api.prefix" => {
+                let prefix = value.as_str().map(|p| p.trim_matches('/')).ok_or_else(wrong)?;
+                if prefix.is_empty() || prefix.contains('/') || prefix.contains('.') {
+                    return Err(wrong());
+                }
+                self.api_prefix = prefix.to_string();
+            }
+            "api.auth.basic.module_name" => {
+                let name = value.as_str().filter(|n| !n.is_empty()).ok_or_else(wrong)?;
+                self.api_auth_module = Some(name.to_string());
+            }
+            "users.online.mins_until_offline" => {
+                self.offline_after = number()
+                    .filter(|n| n.is_finite() && *n > 0.0 && *n < 1e7)
+                    .map(|m| Duration::from_secs_f64(m * 60.0))
+                    .ok_or_else(wrong)?
+            }
+            "users.online.update_interval" => self.purge_interval = seconds()?,
+            "server.max_message_bytes" => self.max_message_bytes = count(1024)?,
+            "server.outgoing_queue" => self.outgoing_queue = count(1)?,
+            "server.max_calls_in_flight" => self.max_calls_in_flight = count(1)?,
+            "server.session_max_age" => self.session_max_age = seconds()?,
+            "server.js_time_limit" => self.js_time_limit = seconds()?,
+            "server.js_memory_limit" => self.js_memory_limit = count(1024 * 1024)?,
+            "server.reply_timeout" => self.reply_timeout = seconds()?,
+            "server.header_timeout" => self.header_timeout = seconds()?,
+            _ => unreachable!("every key of KEYS is handled"),
+        }
+        Ok(())
+    }
+}
+
+/// The leaves of a TOML table as dotted keys (`[api.auth.basic]
+/// module_name = ...` is `api.auth.basic.module_name`).
+fn flatten<'a>(prefix: &str, table: &'a toml::Table, out: &mut Vec<(String, &'a toml::Value)>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match value {
+            toml::Value::Table(inner) => flatten(&path, inner, out),
+            other => out.push((path, other)),
+        }
+    }
+}
+
+/// A value as an error message shows it.
+fn show(value: &toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => format!("the string {s:?}"),
+        other => format!("{} {other}", other.type_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_config(files: &[(&str, &str)]) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ssrun-config-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn files_override_the_defaults_and_the_environment_overrides_the_app() {
+        let dir = app_config(&[
+            (
+                "app.toml",
+                "[build]\nminify = false\n\n[http]\nport = 8080\n\n[client]\nheartbeat_interval = 15\n\n\
+                 [api.auth.basic]\nmodule_name = \"custom_auth\"\n\n[server]\njs_time_limit = 0.5\nmax_message_bytes = 131072\n",
+            ),
+            ("environments/production.toml", "[http]\nport = 80\n[users.online]\nmins_until_offline = 5\n"),
+        ]);
+        let dev = Config::load(Some(&dir), "development").unwrap();
+        assert_eq!((dev.port, dev.heartbeat_interval, dev.client_log_level), (8080, Duration::from_secs(15), 2));
+        assert_eq!(dev.api_auth_module.as_deref(), Some("custom_auth"));
+        assert_eq!((dev.js_time_limit, dev.max_message_bytes), (Duration::from_millis(500), 131072));
+        assert_eq!(dev.offline_after, Duration::from_secs(120));
+        let prod = Config::load(Some(&dir), "production").unwrap();
+        assert_eq!((prod.port, prod.client_log_level, prod.offline_after), (80, 0, Duration::from_secs(300)));
+        assert_eq!(Config::load(None, "production").unwrap().port, 3000);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_wrong_values_and_bad_toml_name_the_file_and_key() {
+        let cases = [
+            ("[api]\nprefx = \"x\"\n", "unknown key `api.prefx` (ssrun reads http.port"),
+            ("[redis]\nurl = \"redis://localhost\"\n", "unknown key `redis.url`"),
+            ("[api]\nenabled = \"yes\"\n", "`api.enabled` takes true or false, not the string \"yes\""),
+            ("[client.log]\nlevel = 7\n", "`client.log.level` takes 0 to 4, not integer 7"),
+            ("[server]\njs_time_limit = -1\n", "`server.js_time_limit` takes seconds, not integer -1"),
+            ("[api]\nprefix = \"a/b\"\n", "`api.prefix` takes a path segment"),
+            ("[http]\nport = 70000\n", "`http.port` takes a port number"),
+            ("[http\nport = 1\n", "not valid TOML"),
+        ];
+        for (text, expected) in cases {
+            let dir = app_config(&[("app.toml", text)]);
+            let error = Config::load(Some(&dir), "development").unwrap_err();
+            assert!(error.file.ends_with("app.toml"), "{error}");
+            assert!(error.to_string().contains(expected), "{text}: {error}");
+            std::fs::remove_dir_all(dir).unwrap();
         }
     }
 }

@@ -37,7 +37,7 @@ use serde_json::Value;
 
 pub use actions::{ActionError, ActionResult, Call, Registry, SessionHandle};
 pub use app::{LoadError, LoadedApp};
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use pubsub::{Bus, Hub, MemoryBus, MemoryPresence, Presence, Publisher, Target};
 pub use session::{MemoryStore, Session, SessionStore, StoreError};
 

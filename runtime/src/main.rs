@@ -33,9 +33,10 @@ struct Start {
     /// The app's root folder (holding dist/) or a dist/ folder.
     #[arg(default_value = ".")]
     app: PathBuf,
-    /// The port to listen on; 0 picks a free one and prints it.
-    #[arg(long, default_value_t = 3000)]
-    port: u16,
+    /// The port to listen on; 0 picks a free one and prints it [default:
+    /// `http.port` of config/app.toml, else 3000].
+    #[arg(long)]
+    port: Option<u16>,
     /// The address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     host: std::net::IpAddr,
@@ -100,6 +101,9 @@ fn env_matches(path: &std::path::Path, packed: &str, ss_env: Option<String>) -> 
 
 /// What to do about a common failure.
 fn help_for(error: &anyhow::Error) -> Option<&'static str> {
+    if error.downcast_ref::<ssrun::ConfigError>().is_some() {
+        return Some("fix the key or its value (the README lists the keys ssrun reads)");
+    }
     if error.downcast_ref::<EnvMismatch>().is_some() {
         return Some(
             "pack it for that environment (`ssbuild pack APP --env ENV`, which also reads SS_ENV), or unset SS_ENV",
@@ -130,17 +134,20 @@ fn run() -> anyhow::Result<()> {
     };
     let loaded = ssrun::LoadedApp::load(&start.app)?;
     check_env(&start.app, &loaded)?;
+    let config = ssrun::Config::load(loaded.config_dir.as_deref(), &loaded.env)?;
+    let port = start.port.unwrap_or(config.port);
     let runtime = ssrun::server_runtime().context("starting the runtime")?;
     // On one CPU the JavaScript engine shares the server's thread (no thread
     // switch per call); otherwise it has a thread of its own.
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let app = ssrun::App::new(loaded)
+            .with_config(config)
             .with_javascript_for_server_runtime()
             .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
         let env = app.env().to_string();
         let actions: Vec<String> = app.registry().names().into_iter().map(str::to_string).collect();
-        let address = SocketAddr::new(start.host, start.port);
+        let address = SocketAddr::new(start.host, port);
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| Listen { address, source })?;
         let address = listener.local_addr()?;
         println!("ssrun: serving {} ({env}) on http://{address}", start.app.display());
@@ -179,7 +186,9 @@ async fn stop_signal() {
 fn console(path: &std::path::Path) -> anyhow::Result<()> {
     let loaded = ssrun::LoadedApp::load(path)?;
     check_env(path, &loaded)?;
+    let config = ssrun::Config::load(loaded.config_dir.as_deref(), &loaded.env)?;
     let app = ssrun::App::new(loaded)
+        .with_config(config)
         .with_javascript()
         .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
     let Some(engine) = app.engine().cloned() else {

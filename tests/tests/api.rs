@@ -149,3 +149,25 @@ async fn the_session_cookie_signs_api_calls_in() {
     assert_eq!((response.1, response.2), (200, json!({"for": "ann"})));
     assert_eq!(response.3, 500, "a call without a session cannot sign in");
 }
+
+/// Settings come from the app's config files: the API's prefix here.
+#[test]
+fn the_prefix_and_switch_come_from_config_files() {
+    let dir = fixture("realtime");
+    ss_tests::write(dir.path(), "config/app.toml", "[build]\nminify = false\n\n[api]\nprefix = \"rpc\"\n");
+    ss_tests::write(dir.path(), "config/environments/staging.toml", "[api]\nenabled = false\n");
+    for (env, enabled) in [("development", true), ("staging", false)] {
+        pack_app(dir.path(), env);
+        let loaded = ssrun::LoadedApp::load(dir.path()).unwrap();
+        let config = ssrun::Config::load(loaded.config_dir.as_deref(), &loaded.env).unwrap();
+        let app = with_demo_actions(ssrun::App::new(loaded).with_config(config), Reports::default());
+        let server = RunningServer::with_app(app, 0);
+        let square = http(server.addr, "GET", "/rpc/app/square.json?25", &[]);
+        if enabled {
+            assert_eq!(json_of(&square), json!(625), "{env}");
+        } else {
+            assert_eq!(square.status, 404, "{env}");
+        }
+        assert_eq!(http(server.addr, "GET", "/api/app/square.json?25", &[]).status, 404, "{env}");
+    }
+}
