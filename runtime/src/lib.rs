@@ -253,6 +253,7 @@ impl App {
         let presence: Arc<dyn Presence> =
             self.presence.unwrap_or_else(|| Arc::new(MemoryPresence::new(config.offline_after)));
         let shared = Arc::new(Shared {
+            sockets: Default::default(),
             init_tail: format!(
                 r#","client":{{"log_level":{},"heartbeat_interval":{}}},"api":{}}}"#,
                 config.client_log_level,
@@ -279,7 +280,7 @@ impl App {
         housekeeping.abort();
         // Give sockets a moment to send their close frames.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while !shared.services.hub.is_empty() && tokio::time::Instant::now() < deadline {
+        while shared.sockets.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         result
@@ -297,6 +298,10 @@ pub(crate) struct Shared {
     pub engine: Option<quickjs::Engine>,
     /// The end of every `init` message: client settings and the API tree.
     pub init_tail: String,
+    /// WebSocket connections whose task has not ended: at shutdown the
+    /// server waits for them to send their close frames (leaving the hub,
+    /// which they do first, is not enough).
+    pub sockets: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {

@@ -263,6 +263,8 @@ fn run(socket: WebSocket, shared: Arc<Shared>, session: Session) -> impl Future<
     let user = session.user_id.clone();
     let state = Arc::new(Mutex::new(session));
     let outbox = Outbox::new(shared.config.outgoing_queue);
+    // Counted down when the connection is dropped, after its close frame.
+    shared.sockets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let id = shared.services.hub.register(state.clone(), outbox.clone());
     let mut connection = Connection {
         socket,
@@ -285,6 +287,7 @@ impl Drop for Connection {
     /// stale entry in the hub.
     fn drop(&mut self) {
         self.shared.services.hub.unregister(self.id);
+        self.shared.sockets.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
