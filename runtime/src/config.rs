@@ -98,7 +98,7 @@ pub struct ConfigError {
 }
 
 /// The keys `ssrun` reads, with what each takes (for error messages).
-pub const KEYS: [(&str, &str); 17] = [
+pub const KEYS: [(&str, &str); 16] = [
     ("http.port", "a port number"),
     ("client.heartbeat_interval", "seconds"),
     ("client.log.level", "0 to 4"),
@@ -115,7 +115,6 @@ pub const KEYS: [(&str, &str); 17] = [
     ("server.js_memory_limit", "bytes"),
     ("server.reply_timeout", "seconds"),
     ("server.header_timeout", "seconds"),
-    ("build.*", "ssbuild's settings"),
 ];
 
 impl Config {
@@ -155,7 +154,7 @@ impl Config {
         let wanted = KEYS.iter().find(|(k, _)| *k == key).map(|(_, w)| *w);
         let Some(wanted) = wanted else {
             let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
-            return Err(format!("unknown key `{key}` (ssrun reads {})", known.join(", ")));
+            return Err(format!("unknown key `{key}` (ssrun reads {}; [build] is ssbuild's)", known.join(", ")));
         };
         let wrong = || format!("`{key}` takes {wanted}, not {}", show(value));
         let number = || match value {

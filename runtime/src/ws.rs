@@ -83,7 +83,7 @@ pub(crate) async fn upgrade(
             let _ = socket.send(close_message(close::BAD_VERSION, &reason)).await;
         });
     }
-    let (session, _) = match find_or_create_session(&shared, &headers).await {
+    let session = match find_or_create_session(&shared, &headers).await {
         Ok(found) => found,
         Err(e) => {
             eprintln!("ssrun: session store: {e}");
@@ -120,15 +120,12 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     !authority.is_empty() && [host, forwarded].into_iter().flatten().any(|h| authority.eq_ignore_ascii_case(h))
 }
 
-/// The session named by the request's cookie, or a new one (`true`).
-pub(crate) async fn find_or_create_session(
-    shared: &Shared,
-    headers: &HeaderMap,
-) -> Result<(Session, bool), crate::StoreError> {
+/// The session named by the request's cookie, or a new one.
+pub(crate) async fn find_or_create_session(shared: &Shared, headers: &HeaderMap) -> Result<Session, crate::StoreError> {
     if let Some(found) = existing_session(shared, headers).await? {
-        return Ok((found, false));
+        return Ok(found);
     }
-    Ok((shared.services.store.create().await?, true))
+    shared.services.store.create().await
 }
 
 /// The session named by the request's cookie, if the store knows it.

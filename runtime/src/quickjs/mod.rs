@@ -505,7 +505,13 @@ fn exception_text(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
     if !matches!(error, rquickjs::Error::Exception) {
         return (error.to_string(), String::new());
     }
-    let value = ctx.catch();
+    let (message, stack) = thrown_text(ctx, ctx.catch());
+    (if stack.is_none() { format!("uncaught: {message}") } else { message }, stack.unwrap_or_default())
+}
+
+/// What was thrown (or a promise was rejected with): an error's `Name:
+/// message` and its stack, or the value as JSON and no stack.
+fn thrown_text<'js>(ctx: &Ctx<'js>, value: rquickjs::Value<'js>) -> (String, Option<String>) {
     if let Some(exception) = value.as_object().cloned().and_then(rquickjs::Exception::from_object) {
         let message = exception.message().unwrap_or_default();
         let name: String = exception.as_object().get("name").unwrap_or_else(|_| "Error".into());
@@ -514,7 +520,7 @@ fn exception_text(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
         } else {
             format!("{name}: {message}")
         };
-        return (message, exception.stack().unwrap_or_default());
+        return (message, Some(exception.stack().unwrap_or_default()));
     }
     let text = ctx
         .json_stringify(value)
@@ -522,23 +528,7 @@ fn exception_text(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
         .flatten()
         .and_then(|s| s.to_string().ok())
         .unwrap_or_else(|| "a value that is not an Error".into());
-    (format!("uncaught: {text}"), String::new())
-}
-
-/// What a promise was rejected with, for the log: an error's name, message
-/// and stack, or the value as JSON.
-fn rejection_text<'js>(ctx: &Ctx<'js>, reason: rquickjs::Value<'js>) -> String {
-    if let Some(exception) = reason.as_object().cloned().and_then(rquickjs::Exception::from_object) {
-        let name: String = exception.as_object().get("name").unwrap_or_else(|_| "Error".into());
-        let message = exception.message().unwrap_or_default();
-        let stack = exception.stack().unwrap_or_default();
-        return format!("{name}: {message}\n{stack}").trim_end().to_string();
-    }
-    ctx.json_stringify(reason)
-        .ok()
-        .flatten()
-        .and_then(|s| s.to_string().ok())
-        .unwrap_or_else(|| "a value that is not JSON".into())
+    (text, None)
 }
 
 async fn run(
@@ -688,7 +678,9 @@ fn start_host(
                 // action's promise once the action has returned).
                 list.retain(|(p, _)| p.clone().restore(&ctx).map_or(true, |p| p != promise));
             } else {
-                list.push((Persistent::save(&ctx, promise), rejection_text(&ctx, reason)));
+                let (message, stack) = thrown_text(&ctx, reason);
+                let text = format!("{message}\n{}", stack.unwrap_or_default()).trim_end().to_string();
+                list.push((Persistent::save(&ctx, promise), text));
             }
         })));
     }
