@@ -15,6 +15,10 @@ var __ss = (function (global) {
   var loaded = [];
   var names = [];
 
+  function identity(value) {
+    return value;
+  }
+
   function describe(id) {
     return names[id] || 'module #' + id;
   }
@@ -78,6 +82,10 @@ var __ss = (function (global) {
       definitions[id] = [deps, body];
     },
     load: load,
+    // Server code's `await x` is packed as `r(await s(x))`; the server
+    // replaces both to carry its log tag across the wait (docs/server.md).
+    s: identity,
+    r: identity,
     // Shared with the socket client and the server's prelude, which mount
     // trees too.
     branch: branch,

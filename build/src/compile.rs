@@ -5,14 +5,14 @@
 //! file failed, so that linking can still look for more errors), the set of
 //! files that failed, and their diagnostics.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rayon::prelude::*;
 
 use crate::cache::Cache;
 use crate::diagnostic::Diagnostic;
 use crate::discover::{Kind, Source};
-use crate::js::{self, CodeOptions, Compiled};
+use crate::js::{self, Awaits, CodeOptions, Compiled};
 use crate::link;
 
 /// The result of compiling an app's code.
@@ -24,6 +24,10 @@ pub struct CompiledApp {
     pub loader: Compiled,
     /// The browser library ([`link::BROWSER_FILES`]), compiled.
     pub browser: Vec<Compiled>,
+    /// The server bundle's copies of `app/shared` modules that `await`, by
+    /// index in `files` (their `await`s rewritten, [`Awaits::Tag`]); the
+    /// other shared modules are the same on both sides.
+    pub server_copies: BTreeMap<usize, Compiled>,
     /// Indexes of files that failed to compile.
     pub failed: BTreeSet<usize>,
     /// Their diagnostics.
@@ -45,24 +49,9 @@ pub fn compile_all(files: &[Source], code: CodeOptions, cache: &mut Cache) -> Co
             digest: crate::discover::digest(text.as_bytes()),
         })
         .collect();
-    let all: Vec<&Source> = files.iter().chain(&library).collect();
-    let results: Vec<(String, bool, Result<Compiled, Vec<Diagnostic>>)> = all
-        .par_iter()
-        .map(|source| {
-            let what = if source.kind == Kind::LibClient { "script" } else { "module" };
-            let key = Cache::key(what, &source.path, &source.digest, code);
-            if let Some(hit) = cache.get(&key) {
-                return (key, false, Ok(hit.clone()));
-            }
-            let result = if source.kind == Kind::LibClient {
-                js::compile_script(&source.path, &source.text, code)
-            } else {
-                js::compile_module(&source.path, &source.text, code)
-            };
-            (key, true, result)
-        })
-        .collect();
-
+    let all: Vec<(&Source, Awaits)> =
+        files.iter().map(|s| (s, awaits_of(s.kind))).chain(library.iter().map(|s| (s, Awaits::Keep))).collect();
+    let results = compile_each(&all, code, cache);
     let mut compiled = Vec::with_capacity(results.len());
     let mut failed = BTreeSet::new();
     let mut problems = Vec::new();
@@ -87,5 +76,63 @@ pub fn compile_all(files: &[Source], code: CodeOptions, cache: &mut Cache) -> Co
     }
     let browser = compiled.split_off(compiled.len() - link::BROWSER_FILES.len());
     let loader = compiled.pop().expect("the loader was compiled before the browser library");
-    CompiledApp { files: compiled, loader, browser, failed, problems, fresh, cached }
+
+    // Second pass: server copies of the shared modules that await.
+    let shared: Vec<usize> = (0..files.len())
+        .filter(|&i| files[i].kind == Kind::Shared && compiled[i].awaits && !failed.contains(&i))
+        .collect();
+    let again: Vec<(&Source, Awaits)> = shared.iter().map(|&i| (&files[i], Awaits::Tag)).collect();
+    let mut server_copies = BTreeMap::new();
+    for (&i, (key, is_fresh, result)) in shared.iter().zip(compile_each(&again, code, cache)) {
+        match result {
+            Ok(c) => {
+                cache.keep(key, c.clone(), is_fresh);
+                server_copies.insert(i, c);
+            }
+            Err(mut d) => {
+                problems.append(&mut d);
+                failed.insert(i);
+            }
+        }
+    }
+    CompiledApp { files: compiled, loader, browser, server_copies, failed, problems, fresh, cached }
+}
+
+/// How a file of `kind` compiles its `await`s (the server's own code is only
+/// ever in the server bundle).
+fn awaits_of(kind: Kind) -> Awaits {
+    match kind {
+        Kind::Server | Kind::LibServer => Awaits::Tag,
+        Kind::Shared => Awaits::Note,
+        _ => Awaits::Keep,
+    }
+}
+
+/// Compiles each source in parallel through the cache: its cache key, whether
+/// it was compiled now, and the result.
+fn compile_each(
+    all: &[(&Source, Awaits)],
+    code: CodeOptions,
+    cache: &Cache,
+) -> Vec<(String, bool, Result<Compiled, Vec<Diagnostic>>)> {
+    all.par_iter()
+        .map(|&(source, awaits)| {
+            let what = match (source.kind, awaits) {
+                (Kind::LibClient, _) => "script",
+                (_, Awaits::Keep) => "module",
+                (_, Awaits::Note) => "module, awaits noted",
+                (_, Awaits::Tag) => "module, awaits tagged",
+            };
+            let key = Cache::key(what, &source.path, &source.digest, code);
+            if let Some(hit) = cache.get(&key) {
+                return (key, false, Ok(hit.clone()));
+            }
+            let result = if source.kind == Kind::LibClient {
+                js::compile_script(&source.path, &source.text, code)
+            } else {
+                js::compile_module_with(&source.path, &source.text, code, awaits)
+            };
+            (key, true, result)
+        })
+        .collect()
 }

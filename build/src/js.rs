@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 use swc_core::common::comments::{Comment, CommentKind, Comments, SingleThreadedComments};
 use swc_core::common::source_map::SourceMapGenConfig;
 use swc_core::common::sync::Lrc;
-use swc_core::common::{BytePos, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned, SyntaxContext};
+use swc_core::common::{
+    BytePos, DUMMY_SP, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned, SyntaxContext,
+};
 use swc_core::ecma::ast::{
-    ArrowExpr, AwaitExpr, CallExpr, Callee, EsVersion, Expr, ForOfStmt, Function, Lit, MetaPropExpr, MetaPropKind,
-    Program,
+    ArrowExpr, AwaitExpr, CallExpr, Callee, EsVersion, Expr, ExprOrSpread, ForOfStmt, Function, Ident, IdentName,
+    Invalid, Lit, MemberExpr, MemberProp, MetaPropExpr, MetaPropKind, Program,
 };
 use swc_core::ecma::codegen::text_writer::JsWriter;
 use swc_core::ecma::codegen::{Config as CodegenConfig, Emitter};
@@ -30,7 +32,7 @@ use swc_core::ecma::transforms::base::helpers::{HELPERS, Helpers, inject_helpers
 use swc_core::ecma::transforms::base::hygiene::hygiene;
 use swc_core::ecma::transforms::base::resolver;
 use swc_core::ecma::transforms::module::common_js::{self, FeatureFlag};
-use swc_core::ecma::visit::{Visit, VisitWith};
+use swc_core::ecma::visit::{Visit, VisitMut, VisitMutWith, VisitWith};
 
 use crate::diagnostic::Diagnostic;
 use crate::exports::{Exports, read_exports};
@@ -66,10 +68,37 @@ pub struct Compiled {
     pub exports: Exports,
     /// The modules it requires, in order of appearance, without duplicates.
     pub requires: Vec<Require>,
+    /// Whether the code holds an `await` (see [`Awaits`]).
+    pub awaits: bool,
 }
 
-/// Compiles one module of an app folder or `lib/server`.
+/// What a module's `await` expressions become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaits {
+    /// Left as written (browser code).
+    Keep,
+    /// Left as written, and noted in [`Compiled::awaits`] (`app/shared` as
+    /// browsers get it: the server gets a [`Awaits::Tag`] copy when needed).
+    Note,
+    /// Each `await x` becomes `__ss.r(await __ss.s(x))`: the server's module
+    /// loader hands the value back, and the server's prelude replaces both to
+    /// restore, when the function resumes, the log tag of the action that
+    /// awaited (docs/server.md, "Console output and timers").
+    Tag,
+}
+
+/// Compiles one module of an app folder or `lib/server`, its `await`s left as written.
 pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Compiled, Vec<Diagnostic>> {
+    compile_module_with(path, text, options, Awaits::Keep)
+}
+
+/// Compiles one module of an app folder or `lib/server`, its `await`s as `awaits` says.
+pub fn compile_module_with(
+    path: &str,
+    text: &str,
+    options: CodeOptions,
+    awaits: Awaits,
+) -> Result<Compiled, Vec<Diagnostic>> {
     let typescript = [".ts", ".mts", ".cts"].iter().any(|ext| path.ends_with(ext));
     let syntax = if typescript {
         Syntax::Typescript(TsSyntax::default())
@@ -138,9 +167,16 @@ pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Co
                 program.mutate(common_js::common_js(Default::default(), unresolved, Default::default(), features));
             }
             program.mutate(inject_helpers(unresolved));
+            let mut tags = AwaitTags { ss: None, found: false };
+            if awaits == Awaits::Tag {
+                tags.ss = Some(Ident::new("__ss".into(), DUMMY_SP, SyntaxContext::empty().apply_mark(unresolved)));
+                program.visit_mut_with(&mut tags);
+            } else if awaits == Awaits::Note {
+                program.visit_with(&mut tags);
+            }
             let requires = unit.requires(&program, unresolved);
             let (code, map) = unit.finish(program, options, unresolved, top_level, true, es_module);
-            Ok(Compiled { code, map, exports, requires })
+            Ok(Compiled { code, map, exports, requires, awaits: tags.found })
         })
     })
 }
@@ -152,7 +188,7 @@ const WRAPPER_NAMES: [&str; 3] = ["require", "module", "exports"];
 /// of the module function: in a CommonJS file they stop the whole bundle from
 /// loading (as they stop Node from loading the file).
 fn wrapper_clashes(program: &Program) -> Vec<(Span, &'static str)> {
-    use swc_core::ecma::ast::{Decl, Ident, ModuleItem, Stmt, VarDeclKind};
+    use swc_core::ecma::ast::{Decl, ModuleItem, Stmt, VarDeclKind};
     use swc_core::ecma::utils::find_pat_ids;
     let stmts: Vec<&Stmt> = match program {
         Program::Script(s) => s.body.iter().collect(),
@@ -181,8 +217,7 @@ fn wrapper_clashes(program: &Program) -> Vec<(Span, &'static str)> {
 /// Appends `require, module;` (as globals) to a module, for [`Unit::finish`];
 /// `true` when it did.
 fn wrapper_guard(program: &mut Program, unresolved: Mark) -> bool {
-    use swc_core::common::DUMMY_SP;
-    use swc_core::ecma::ast::{ExprStmt, Ident, ModuleItem, SeqExpr, Stmt};
+    use swc_core::ecma::ast::{ExprStmt, ModuleItem, SeqExpr, Stmt};
     let Program::Module(m) = program else { return false };
     let ctxt = SyntaxContext::empty().apply_mark(unresolved);
     let exprs = WRAPPER_NAMES[..2]
@@ -244,7 +279,7 @@ pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Co
             Some(rest) => format!("//{rest}"),
             None => text.to_string(),
         };
-        return Ok(Compiled { code, map: None, exports: Exports::default(), requires: Vec::new() });
+        return Ok(Compiled { code, map: None, exports: Exports::default(), requires: Vec::new(), awaits: false });
     }
     GLOBALS.set(&Globals::new(), || {
         let unresolved = Mark::new();
@@ -253,7 +288,7 @@ pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Co
         drop_hashbang(&mut program);
         program.mutate(resolver(unresolved, top_level, false));
         let (code, map) = unit.finish(program, options, unresolved, top_level, false, false);
-        Ok(Compiled { code, map, exports: Exports::default(), requires: Vec::new() })
+        Ok(Compiled { code, map, exports: Exports::default(), requires: Vec::new(), awaits: false })
     })
 }
 
@@ -637,6 +672,44 @@ impl Visit for FunctionBodyCheck {
     }
 }
 
+/// Finds `await` expressions and, given the loader's `__ss`, rewrites them as
+/// [`Awaits::Tag`] says. `for await` is left alone.
+struct AwaitTags {
+    ss: Option<Ident>,
+    found: bool,
+}
+
+impl Visit for AwaitTags {
+    fn visit_await_expr(&mut self, _: &AwaitExpr) {
+        self.found = true;
+    }
+}
+
+impl VisitMut for AwaitTags {
+    fn visit_mut_expr(&mut self, expr: &mut Expr) {
+        expr.visit_mut_children_with(self);
+        let (Some(ss), Expr::Await(AwaitExpr { span, arg })) = (&self.ss, &mut *expr) else { return };
+        self.found = true;
+        let hook = |name: &str, arg: Box<Expr>| {
+            Box::new(Expr::Call(CallExpr {
+                span: DUMMY_SP,
+                ctxt: SyntaxContext::empty(),
+                callee: Callee::Expr(Box::new(Expr::Member(MemberExpr {
+                    span: DUMMY_SP,
+                    obj: Box::new(Expr::Ident(ss.clone())),
+                    prop: MemberProp::Ident(IdentName::new(name.into(), DUMMY_SP)),
+                }))),
+                args: vec![ExprOrSpread { spread: None, expr: arg }],
+                type_args: None,
+            }))
+        };
+        let span = *span;
+        let value = std::mem::replace(arg, Box::new(Expr::Invalid(Invalid { span: DUMMY_SP })));
+        let awaited = Box::new(Expr::Await(AwaitExpr { span, arg: hook("s", value) }));
+        *expr = *hook("r", awaited);
+    }
+}
+
 struct RequireFinder {
     unresolved: Mark,
     found: Vec<(String, Span)>,
@@ -689,6 +762,28 @@ mod tests {
         assert!(c.requires.is_empty(), "{:?}", c.requires);
         assert!(!c.code.contains(": number"), "{}", c.code);
         assert!(c.map.is_some());
+    }
+
+    #[test]
+    fn server_awaits_carry_the_log_tag_and_browser_awaits_stay() {
+        let src = "exports.actions = {\n  async a(x) { const y = await x; return (await y) + 1; },\n};\nasync function local(__ss) { return await __ss; }\nexports.local = local;\n";
+        let c = compile_module_with("app/server/app.js", src, DEV, Awaits::Tag).unwrap();
+        assert!(c.awaits);
+        assert_eq!(c.code.matches("__ss.r(await __ss.s(").count(), 3, "{}", c.code);
+        // A local `__ss` does not capture the loader's: it is renamed.
+        assert!(c.code.contains("__ss.r(await __ss.s(__ss1))"), "{}", c.code);
+        let c = compile_module_with("app/server/app.js", src, PROD, Awaits::Tag).unwrap();
+        assert_eq!(c.code.matches("__ss.r(await __ss.s(").count(), 3, "{}", c.code);
+
+        let noted = compile_module_with("app/shared/s.js", src, DEV, Awaits::Note).unwrap();
+        assert!(noted.awaits);
+        assert!(!noted.code.contains("__ss."), "{}", noted.code);
+        let plain = compile_module_with("app/shared/s.js", "exports.f = async () => 1;\n", DEV, Awaits::Note).unwrap();
+        assert!(!plain.awaits);
+        // `for await` is left as written.
+        let src = "exports.f = async function (xs) { for await (const x of xs) console.log(x); };\n";
+        let c = compile_module_with("app/server/b.js", src, DEV, Awaits::Tag).unwrap();
+        assert!(!c.code.contains("__ss."), "{}", c.code);
     }
 
     #[test]

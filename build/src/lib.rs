@@ -140,14 +140,23 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
 
     let compiled = compile::compile_all(&sources.files, code, &mut cache);
     stages.mark("compile");
-    let compile::CompiledApp { files: compiled, loader, browser, mut failed, mut problems, fresh, cached } = compiled;
+    let compile::CompiledApp {
+        files: compiled,
+        loader,
+        browser,
+        server_copies,
+        mut failed,
+        mut problems,
+        fresh,
+        cached,
+    } = compiled;
     // Files that could not be read were compiled empty: they count as failed.
     failed
         .extend(sources.files.iter().enumerate().filter(|(_, s)| sources.unreadable.contains(&s.path)).map(|(i, _)| i));
     problems.splice(0..0, config_problems.into_iter().chain(sources.problems.iter().cloned()));
 
     // Link, style and template even when some files failed, to report every error in one run.
-    let linked = link::link(&sources.files, &compiled, &loader, &browser, &failed, &config);
+    let linked = link::link(&sources.files, &compiled, &server_copies, &loader, &browser, &failed, &config);
     stages.mark("link");
     let targets = css::targets(&config.browsers).expect("config::load checked the browsers");
     let styles = css::build(disk, root, &sources.styles, targets, config.minify);

@@ -74,12 +74,15 @@ pub const BROWSER_FILES: [(&str, &str); 2] = [
     ("client/socket.js", include_str!("../../client/socket.js")),
 ];
 
-/// Links compiled sources. `compiled[i]` belongs to `sources[i]`; `loader` is
+/// Links compiled sources. `compiled[i]` belongs to `sources[i]`, and
+/// `server_copies` holds the server bundle's own compilation of a source
+/// where it differs; `loader` is
 /// the compiled loader, `browser` the compiled browser library (one entry per [`BROWSER_FILES`]). `failed` lists sources that did not compile (their
 /// entries in `compiled` are empty): linking then only looks for more errors.
 pub fn link(
     sources: &[Source],
     compiled: &[Compiled],
+    server_copies: &BTreeMap<usize, Compiled>,
     loader: &Compiled,
     browser: &[Compiled],
     failed: &BTreeSet<usize>,
@@ -170,7 +173,7 @@ pub fn link(
         client.push_module(part);
         client.push_raw("\n");
     }
-    write_modules(&mut client, compiled, &client_members, &client_deps);
+    write_modules(&mut client, |s| &compiled[s], &client_members, &client_deps);
     let client_trees = [("client", &trees["client"]), ("shared", &trees["shared"])];
     let start: Vec<usize> = client_members
         .iter()
@@ -188,7 +191,7 @@ pub fn link(
     let mut server = Writer::new(config.source_maps);
     server.push_module(loader);
     server.push_raw("\n");
-    write_modules(&mut server, compiled, &server_members, &server_deps);
+    write_modules(&mut server, |s| server_copies.get(&s).unwrap_or(&compiled[s]), &server_members, &server_deps);
     let start: Vec<usize> = server_members
         .iter()
         .filter(|&&s| in_trees.contains(sources[s].path.as_str()))
@@ -467,11 +470,16 @@ fn lib_server_name(source: &Source) -> String {
     }
 }
 
-fn write_modules(w: &mut Writer, compiled: &[Compiled], members: &[usize], deps: &[BTreeMap<String, usize>]) {
+fn write_modules<'a>(
+    w: &mut Writer,
+    code: impl Fn(usize) -> &'a Compiled,
+    members: &[usize],
+    deps: &[BTreeMap<String, usize>],
+) {
     for (id, (&s, deps)) in members.iter().zip(deps).enumerate() {
         let deps = serde_json::to_string(deps).expect("a map of strings to numbers is JSON");
         w.push_raw(&format!("__ss.d({id},{deps},function(require,module,exports){{\n"));
-        w.push_module(&compiled[s]);
+        w.push_module(code(s));
         w.push_raw("\n});\n");
     }
 }

@@ -30,13 +30,66 @@
   }
   global.console = { log: logger(2), info: logger(2), debug: logger(3), warn: logger(1), error: logger(0) };
 
+  // The tag across asynchronous steps. ssbuild compiles every `await x` of
+  // server code as `__ss.r(await __ss.s(x))`: `s` boxes the outcome of `x`
+  // with the tag of the code that awaits, and `r`, when the function resumes,
+  // sets that tag again and unboxes (a rejection is thrown at the `await`, as
+  // before). Callbacks given to `then` (and so `catch` and `finally`) run
+  // with the tag of the code that registered them.
+  var then = Promise.prototype.then;
+  function Resumed(tag, ok, value) {
+    this.tag = tag;
+    this.ok = ok;
+    this.value = value;
+  }
+  function save(value) {
+    var saved = tag;
+    if (value === null || (typeof value !== 'object' && typeof value !== 'function')) {
+      return new Resumed(saved, true, value);
+    }
+    return then.call(Promise.resolve(value), function (v) {
+      return new Resumed(saved, true, v);
+    }, function (e) {
+      return new Resumed(saved, false, e);
+    });
+  }
+  function resume(box) {
+    // A value awaited before the prelude took over (while the bundle loaded) comes as it is.
+    if (!(box instanceof Resumed)) return box;
+    tag = box.tag;
+    if (box.ok) return box.value;
+    throw box.value;
+  }
+  function tagged(fn, saved) {
+    if (typeof fn !== 'function') return fn;
+    return function (value) {
+      var before = tag;
+      tag = saved;
+      try {
+        return fn(value);
+      } finally {
+        tag = before;
+      }
+    };
+  }
+  Object.defineProperty(Promise.prototype, 'then', {
+    configurable: true,
+    writable: true,
+    value: {
+      then: function (onFulfilled, onRejected) {
+        return then.call(this, tagged(onFulfilled, tag), tagged(onRejected, tag));
+      }
+    }.then
+  });
+
   // Timers: the callbacks stay here; the host only sleeps and calls fire(id).
   var timers = {};
   var nextTimer = 1;
   function addTimer(fn, ms, args, repeat) {
     if (typeof fn !== 'function') throw new TypeError('a timer needs a function');
     var id = nextTimer++;
-    timers[id] = { fn: fn, args: args, repeat: repeat };
+    // A timer set while an action runs logs under its name; one set by code no action runs, as `timer`.
+    timers[id] = { fn: fn, args: args, repeat: repeat, tag: tag === 'server' ? 'timer' : tag };
     host.setTimer(id, Math.max(0, Number(ms) || 0), repeat);
     return id;
   }
@@ -327,6 +380,8 @@
   global.__ss_host = {
     // files: [[file key like "app" or "admin.users", server module id], ...]
     index: function (filesJson, libJson) {
+      __ss.s = save;
+      __ss.r = resume;
       libServer = JSON.parse(libJson);
       var guarded = [];
       JSON.parse(filesJson).forEach(function (file) {
@@ -361,7 +416,7 @@
       var timer = timers[id];
       if (!timer) return;
       if (!timer.repeat) delete timers[id];
-      tag = 'timer';
+      tag = timer.tag;
       try {
         timer.fn.apply(null, timer.args);
       } finally {

@@ -1,0 +1,177 @@
+//! What server code logs is tagged with the action that runs it, after
+//! `await`s too: two async actions that interleave their waits each keep
+//! their own tag, through their helpers, a shared module, a caught rejection,
+//! `then` callbacks and the timers they set.
+
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const SERVER: &str = r#"
+const { pause } = require('../shared/wait');
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function helper(label) {
+  await sleep(3);
+  console.log('helper after', label);
+}
+
+async function steps(label, ms) {
+  console.log('start', label);
+  await sleep(ms);
+  console.log('after sleep', label);
+  try {
+    await Promise.reject(new Error('refused'));
+  } catch (e) {
+    console.log('caught', label);
+  }
+  await helper(label);
+  await pause(ms, label);
+  await sleep(ms).then(() => console.log('then', label));
+  setTimeout(() => console.log('timer', label), 1);
+  await sleep(ms + 5);
+  console.log('done', label);
+  return label;
+}
+
+(async () => {
+  await sleep(1);
+  console.log('loaded');
+})();
+
+exports.actions = {
+  one() { return steps('one', 20); },
+  two: async function () { return steps('two', 7); },
+};
+"#;
+
+const SHARED: &str = r#"
+export async function pause(ms, label) {
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  console.log('shared after', label);
+}
+"#;
+
+fn app(env: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("app/client/app.js", "exports.init = function () {};\n");
+    write("app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
+    write("app/shared/wait.js", SHARED);
+    write("app/server/app.js", SERVER);
+    let mut options = ssbuild::PackOptions::new(dir.path(), env);
+    options.cache = false;
+    ssbuild::pack(&options).expect("the app packs");
+    dir
+}
+
+fn get(address: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// Kills the server if a check fails before it stops.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tags_in(env: &str) {
+    let dir = app(env);
+    let mut server = Command::new(env!("CARGO_BIN_EXE_ssrun"))
+        .arg(dir.path())
+        .args(["--port", "0", "--host", "127.0.0.1"])
+        .env("SS_ENV", env)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ssrun starts");
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let mut server = Running(server);
+    let address = loop {
+        let line = lines.next().expect("ssrun says where it serves").unwrap();
+        if let Some(at) = line.split("http://").nth(1) {
+            break at.trim().to_string();
+        }
+    };
+    let calls: Vec<_> = ["one", "two"]
+        .into_iter()
+        .map(|name| {
+            let address = address.clone();
+            std::thread::spawn(move || get(&address, &format!("/api/app/{name}.json")))
+        })
+        .collect();
+    for (call, name) in calls.into_iter().zip(["one", "two"]) {
+        let response = call.join().unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with(&format!("\"{name}\"")), "{response}");
+    }
+    // The timers set last print a millisecond after the answers.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
+    let out: Vec<String> = lines.map(Result::unwrap).filter(|l| l.starts_with("ssrun: [")).collect();
+    let all = out.join("\n");
+
+    assert!(out.contains(&"ssrun: [server] loaded".to_string()), "{all}");
+    for name in ["one", "two"] {
+        for step in ["start", "after sleep", "caught", "helper after", "shared after", "then", "timer", "done"] {
+            let line = format!("ssrun: [app.{name}] {step} {name}");
+            assert!(out.contains(&line), "`{line}` missing in {env}:\n{all}");
+        }
+    }
+    assert_eq!(out.len(), 17, "{all}");
+    assert!(server.0.wait().unwrap().success());
+}
+
+#[test]
+fn logs_after_await_keep_the_action_tag_in_development() {
+    tags_in("development");
+}
+
+#[test]
+fn logs_after_await_keep_the_action_tag_in_production() {
+    tags_in("production");
+}
+
+#[test]
+fn the_tag_hooks_are_only_in_server_code() {
+    let dir = app("production");
+    let dist = dir.path().join("dist");
+    let manifest: String = std::fs::read_to_string(dist.join("manifest.json")).unwrap();
+    let mut client = String::new();
+    let mut server = String::new();
+    for entry in std::fs::read_dir(dist.join("assets")).unwrap().chain(std::fs::read_dir(dist.join("server")).unwrap())
+    {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".js") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if path.parent().unwrap().ends_with("server") {
+            server.push_str(&text);
+        } else {
+            client.push_str(&text);
+        }
+    }
+    assert!(manifest.contains("wait.js"), "{manifest}");
+    assert!(!client.contains("__ss.s("), "browsers get app/shared as written: {client}");
+    assert!(client.contains("await new Promise"), "{client}");
+    // Server files and the shared module, each `await` wrapped.
+    assert!(server.matches("__ss.s(").count() >= 8, "{server}");
+    assert_eq!(server.matches("__ss.s(").count(), server.matches("__ss.r(").count(), "{server}");
+}
