@@ -3,7 +3,7 @@
 //! targets of `export * from`, and for server files the `exports.actions` tree
 //! and the `exports.authenticate` flag.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use swc_core::common::{Span, Spanned};
@@ -53,8 +53,13 @@ pub struct ExportProblem {
 /// none of swc's thread-local state: `js::compile_module` runs it on another
 /// thread, beside the scope checks.
 pub fn read_exports(program: &Program) -> (Exports, Vec<ExportProblem>) {
-    let mut reader =
-        Reader { exports: Exports::default(), problems: Vec::new(), top: HashMap::new(), es_names: HashMap::new() };
+    let mut reader = Reader {
+        exports: Exports::default(),
+        problems: Vec::new(),
+        top: HashMap::new(),
+        es_names: HashMap::new(),
+        types: HashSet::new(),
+    };
     let items: Vec<&ModuleItem>;
     let stmts: Vec<&Stmt>;
     match program {
@@ -93,6 +98,10 @@ struct Reader<'a> {
     top: HashMap<String, TopBinding<'a>>,
     /// Names exported with ES syntax so far, and how (see [`EsExport`]).
     es_names: HashMap<String, EsExport>,
+    /// Top-level names that are TypeScript types only (interfaces, type
+    /// aliases, `declare`d names, type imports): `export { T }` of one is gone
+    /// once types are stripped.
+    types: HashSet<String>,
 }
 
 /// How a name was exported with ES syntax: TypeScript lets some
@@ -112,6 +121,33 @@ impl<'a> Reader<'a> {
             _ => None,
         });
         let plain_decls = stmts.iter().filter_map(|s| s.as_decl());
+        let (mut types, mut values) = (HashSet::new(), HashSet::new());
+        for decl in exported_decls.clone().chain(plain_decls.clone()) {
+            // `declare`d names are values that exist elsewhere at run time (globals).
+            let (names, ambient): (Vec<String>, bool) = match decl {
+                Decl::TsInterface(i) => (vec![i.id.sym.to_string()], true),
+                Decl::TsTypeAlias(a) => (vec![a.id.sym.to_string()], true),
+                other => (value_decl_names(other), false),
+            };
+            if ambient { types.extend(names) } else { values.extend(names) }
+        }
+        for item in items {
+            if let ModuleItem::ModuleDecl(ModuleDecl::Import(import)) = item {
+                for spec in &import.specifiers {
+                    let (local, type_only) = match spec {
+                        ImportSpecifier::Named(n) => (&n.local, import.type_only || n.is_type_only),
+                        ImportSpecifier::Default(d) => (&d.local, import.type_only),
+                        ImportSpecifier::Namespace(n) => (&n.local, import.type_only),
+                    };
+                    if type_only {
+                        types.insert(local.sym.to_string())
+                    } else {
+                        values.insert(local.sym.to_string())
+                    };
+                }
+            }
+        }
+        self.types = types.difference(&values).cloned().collect();
         for decl in exported_decls.chain(plain_decls) {
             match decl {
                 Decl::Fn(f) => {
@@ -174,9 +210,12 @@ impl<'a> Reader<'a> {
                     self.add_es(name, how, *span);
                 }
             }
-            ModuleDecl::ExportNamed(NamedExport { specifiers, type_only: false, .. }) => {
+            ModuleDecl::ExportNamed(NamedExport { specifiers, type_only: false, src, .. }) => {
                 for spec in specifiers {
                     match spec {
+                        ExportSpecifier::Named(ExportNamedSpecifier {
+                            orig: ModuleExportName::Ident(local), ..
+                        }) if src.is_none() && self.types.contains(local.sym.as_str()) => {}
                         ExportSpecifier::Named(ExportNamedSpecifier {
                             orig, exported, is_type_only: false, ..
                         }) => {

@@ -787,6 +787,16 @@ mod tests {
     }
 
     #[test]
+    fn local_types_exported_by_name_are_not_names() {
+        let src = "interface I { a: number }\ntype U = string;\ndeclare const d: number;\nexport { I, U, d };\nexport { type I as J };\nclass K {}\nenum E { A }\nexport { K, E };\nexport const n = 1;\n";
+        let c = compile_module("app/shared/t.ts", src, DEV).unwrap();
+        assert_eq!(c.exports.names.iter().collect::<Vec<_>>(), ["E", "K", "d", "n"], "{}", c.code);
+        let src = "import type { T } from './t';\nimport { type V, W } from './t';\nexport { T, V, W };\n";
+        let c = compile_module("app/shared/u.ts", src, DEV).unwrap();
+        assert_eq!(c.exports.names.iter().collect::<Vec<_>>(), ["W"], "{}", c.code);
+    }
+
+    #[test]
     fn server_actions_tree_is_read() {
         let src = "const admin = { purge() {} };\nexports.authenticate = true;\nexports.actions = {\n  square(n, cb) { cb(n * n) },\n  later: async () => 1,\n  admin,\n  nested: { deeper: function () {} },\n};\n";
         let c = compile_module("app/server/app.js", src, DEV).unwrap();
