@@ -2,6 +2,7 @@
 //! the app's `config/app.toml`, then `config/environments/ENV.toml`
 //! ([`Config::load`]); a Rust program sets them with [`crate::App::with_config`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -123,6 +124,71 @@ impl Config {
     /// last. The `[build]` table is ssbuild's; any other key not in [`KEYS`],
     /// or a value of the wrong kind, is an error naming the file and the key.
     pub fn load(config_dir: Option<&Path>, env: &str) -> Result<Config, ConfigError> {
+        Config::load_noting(config_dir, env, &mut BTreeMap::new())
+    }
+
+    /// The effective settings as TOML (`ssrun config`): every key ssrun
+    /// reads, in tables, each with the file that set it or `default`.
+    pub fn effective(config_dir: Option<&Path>, env: &str) -> Result<String, ConfigError> {
+        let mut origins = BTreeMap::new();
+        let config = Config::load_noting(config_dir, env, &mut origins)?;
+        let mut out = format!("# ssrun's settings for the {env} environment\n");
+        let mut table = "";
+        for (key, _) in KEYS {
+            let (head, rest) = key.split_once('.').expect("every key is in a table");
+            if head != table {
+                out.push_str(&format!("\n[{head}]\n"));
+                table = head;
+            }
+            let origin = match origins.get(key) {
+                Some(file) => format!("from {}", file.display()),
+                None => "default".to_string(),
+            };
+            match config.value(key) {
+                Some(value) => out.push_str(&format!("{rest} = {value}  # {origin}\n")),
+                None => out.push_str(&format!("# {rest} is not set  ({origin})\n")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// A key's value as TOML; `None` when it has none.
+    fn value(&self, key: &str) -> Option<toml::Value> {
+        let seconds = |d: Duration| {
+            let s = d.as_secs_f64();
+            if s.fract() == 0.0 { toml::Value::Integer(s as i64) } else { toml::Value::Float(s) }
+        };
+        let int = |n: usize| toml::Value::Integer(n as i64);
+        Some(match key {
+            "http.port" => toml::Value::Integer(self.port.into()),
+            "client.heartbeat_interval" => seconds(self.heartbeat_interval),
+            "client.log.level" => toml::Value::Integer(self.client_log_level.into()),
+            "api.enabled" => toml::Value::Boolean(self.api_enabled),
+            "api.prefix" => toml::Value::String(self.api_prefix.clone()),
+            "api.auth.basic.module_name" => toml::Value::String(self.api_auth_module.clone()?),
+            "users.online.mins_until_offline" => {
+                let m = self.offline_after.as_secs_f64() / 60.0;
+                if m.fract() == 0.0 { toml::Value::Integer(m as i64) } else { toml::Value::Float(m) }
+            }
+            "users.online.update_interval" => seconds(self.purge_interval),
+            "server.max_message_bytes" => int(self.max_message_bytes),
+            "server.outgoing_queue" => int(self.outgoing_queue),
+            "server.max_calls_in_flight" => int(self.max_calls_in_flight),
+            "server.session_max_age" => seconds(self.session_max_age),
+            "server.js_time_limit" => seconds(self.js_time_limit),
+            "server.js_memory_limit" => int(self.js_memory_limit),
+            "server.reply_timeout" => seconds(self.reply_timeout),
+            "server.header_timeout" => seconds(self.header_timeout),
+            _ => unreachable!("every key of KEYS is handled"),
+        })
+    }
+
+    /// [`Config::load`], noting in `origins` the file each key was last set by.
+    fn load_noting(
+        config_dir: Option<&Path>,
+        env: &str,
+        origins: &mut BTreeMap<String, PathBuf>,
+    ) -> Result<Config, ConfigError> {
         let mut config = Config::for_env(env);
         let Some(dir) = config_dir else { return Ok(config) };
         for file in [dir.join("app.toml"), dir.join("environments").join(format!("{env}.toml"))] {
@@ -144,6 +210,7 @@ impl Config {
                 if let Err(message) = config.set(&key, value) {
                     return Err(ConfigError { file, message });
                 }
+                origins.insert(key, file.clone());
             }
         }
         Ok(config)
@@ -247,6 +314,34 @@ mod tests {
             std::fs::write(path, text).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn the_effective_settings_name_their_origin_and_read_back_the_same() {
+        let dir = app_config(&[
+            ("app.toml", "[http]\nport = 8080\n[server]\njs_time_limit = 0.5\n"),
+            ("environments/production.toml", "[http]\nport = 80\n[api.auth.basic]\nmodule_name = \"custom_auth\"\n"),
+        ]);
+        let text = Config::effective(Some(&dir), "production").unwrap();
+        let env_file = dir.join("environments").join("production.toml");
+        assert!(text.contains(&format!("[http]\nport = 80  # from {}\n", env_file.display())), "{text}");
+        assert!(text.contains(&format!("js_time_limit = 0.5  # from {}\n", dir.join("app.toml").display())), "{text}");
+        assert!(text.contains("auth.basic.module_name = \"custom_auth\"  # from"), "{text}");
+        assert!(text.contains("\n[client]\nheartbeat_interval = 30  # default\nlog.level = 0  # default\n"), "{text}");
+        assert_eq!(text.matches(" = ").count(), KEYS.len(), "{text}");
+
+        // Pasted into an app.toml, it gives the same settings.
+        let copy = app_config(&[("app.toml", &text)]);
+        let again = Config::effective(Some(&copy), "production").unwrap();
+        let values = |t: &str| t.lines().map(|l| l.split("  #").next().unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!(values(&again), values(&text));
+
+        let none = Config::effective(None, "development").unwrap();
+        assert!(
+            none.contains("# module_name") || none.contains("# auth.basic.module_name is not set  (default)"),
+            "{none}"
+        );
+        assert!(none.contains("log.level = 2  # default"), "{none}");
     }
 
     #[test]

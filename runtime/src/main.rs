@@ -26,6 +26,12 @@ enum Command {
         #[arg(default_value = ".")]
         app: PathBuf,
     },
+    /// Print the settings `ssrun start` would use, as TOML, each with the file that set it.
+    Config {
+        /// The app's root folder (holding dist/) or a dist/ folder.
+        #[arg(default_value = ".")]
+        app: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -130,6 +136,12 @@ fn run() -> anyhow::Result<()> {
     let start = match cli.command {
         Some(Command::Start(start)) => start,
         Some(Command::Console { app }) => return console(&app),
+        Some(Command::Config { app }) => {
+            let loaded = ssrun::LoadedApp::load(&app)?;
+            check_env(&app, &loaded)?;
+            print!("{}", ssrun::Config::effective(loaded.config_dir.as_deref(), &loaded.env)?);
+            return Ok(());
+        }
         None => cli.start,
     };
     let loaded = ssrun::LoadedApp::load(&start.app)?;
