@@ -17,6 +17,7 @@ pub mod exports;
 pub mod js;
 pub mod link;
 pub mod manifest;
+pub mod new;
 pub mod tree;
 pub mod views;
 

@@ -1,4 +1,4 @@
-//! The `ssbuild` command line: `ssbuild pack [APP] [--out DIR] [--env ENV]`.
+//! The `ssbuild` command line: `ssbuild pack [APP] [--out DIR] [--env ENV]`, `ssbuild new NAME`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -41,11 +41,31 @@ enum Command {
         #[arg(long)]
         timings: bool,
     },
+    /// Write a new app (a small chat room) into the folder NAME.
+    New {
+        /// The new app's folder; its last part is the app's name.
+        name: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::New { name } => match ssbuild::new::create(&name) {
+            Ok(files) => {
+                let shown = name.display();
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "created {shown}: {} files\n\n  ssbuild pack {shown} && ssrun {shown}\n\nthen open http://localhost:3000",
+                    files.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "error: {e}\n  help: {}", e.help());
+                ExitCode::FAILURE
+            }
+        },
         Command::Pack { app, out, env, no_cache, timings, public_url } => {
             let env = env
                 .or_else(|| std::env::var("SS_ENV").ok().filter(|e| !e.is_empty()))

@@ -1,0 +1,10 @@
+// SS.server.chat.send(text): checks the message and publishes it to every browser.
+exports.actions = {
+  send(text) {
+    const message = SS.shared.format.message(text);
+    if (!message) throw new Error('Type a message first.');
+    SS.publish.broadcast('chat:message', { text: message, at: Date.now() });
+    console.log('message of', message.length, 'characters');
+    return true;
+  },
+};
