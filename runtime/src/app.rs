@@ -101,6 +101,9 @@ pub struct ServerCode {
     pub files: Vec<ServerFile>,
     /// `lib/server` modules by name, with their module ids.
     pub lib_server: BTreeMap<String, u64>,
+    /// The bundle's source map (development builds), which stack traces are
+    /// mapped through to the app's files.
+    pub map: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,7 +212,12 @@ impl LoadedApp {
                     return Err(LoadError::Mismatch { path });
                 }
                 let bundle = String::from_utf8(bytes).map_err(|_| LoadError::Mismatch { path: path.clone() })?;
-                Some(ServerCode { path, bundle, files, lib_server: manifest.lib_server })
+                // A map that is missing or unreadable only costs the mapping of stack traces.
+                let map = manifest
+                    .server
+                    .get("server.js.map")
+                    .and_then(|entry| std::fs::read_to_string(dist.join(&entry.path)).ok());
+                Some(ServerCode { path, bundle, files, lib_server: manifest.lib_server, map })
             }
             None => None,
         };

@@ -157,9 +157,12 @@ async fn thrown_errors_and_rejections_reach_the_caller_with_their_stack_in_devel
     let reply = c.call(1, "misbehave.throws", json!([])).await;
     let message = reply["error"]["message"].as_str().unwrap();
     assert!(message.starts_with("Error: boom\n"), "{message}");
-    assert!(message.contains("at throws ("), "the stack names the action: {message}");
+    // The development bundle's source map leads back to the file, line and column.
+    assert!(message.contains("\n    at throws (app/server/misbehave.js:13:"), "the stack names the action: {message}");
     let reply = c.call(2, "misbehave.rejects", json!([])).await;
-    assert!(reply["error"]["message"].as_str().unwrap().starts_with("TypeError: not today"), "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("TypeError: not today"), "{reply}");
+    assert!(message.contains("at rejects (app/server/misbehave.js:22:"), "{message}");
     assert_eq!(c.call(3, "app.square", json!([3])).await["result"], 9);
 }
 

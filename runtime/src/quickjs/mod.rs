@@ -29,6 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actions::{ActionError, ActionResult, SessionHandle};
 use crate::app::ServerCode;
+
+mod sourcemap;
 use crate::pubsub::{ConnId, Presence, Publisher, Target};
 
 const PRELUDE: &str = include_str!("prelude.js");
@@ -711,6 +713,10 @@ fn start_host(
             format!("{what}: {message}\n{stack}").trim_end().to_string()
         };
         install(&ctx, &host).map_err(|e| fail(&ctx, "installing the host functions", e))?;
+        if let Some(map) = code.map.as_deref().and_then(sourcemap::BundleMap::parse) {
+            install_source_map(&ctx, bundle_name.clone(), map)
+                .map_err(|e| fail(&ctx, "installing the host functions", e))?;
+        }
         let mut options = rquickjs::context::EvalOptions::default();
         options.global = true;
         options.filename = Some("ssrun:prelude.js".into());
@@ -738,6 +744,22 @@ fn start_host(
         Ok(index)
     })?;
     Ok((host, loaded))
+}
+
+/// Adds `__host.source(file, line, column)` to `__host`: where a position of
+/// the bundle `bundle` came from, as `path:line:column`, or `null`. The
+/// prelude formats stack traces with it.
+fn install_source_map<'js>(ctx: &Ctx<'js>, bundle: String, map: sourcemap::BundleMap) -> rquickjs::Result<()> {
+    let native: Object = ctx.globals().get("__host")?;
+    native.set(
+        "source",
+        Function::new(ctx.clone(), move |file: String, line: f64, column: f64| -> Option<String> {
+            if file != bundle || !(line >= 1.0 && column >= 0.0) {
+                return None;
+            }
+            map.lookup(line as u32, column as u32).map(|(path, l, c)| format!("{path}:{l}:{c}"))
+        })?,
+    )
 }
 
 /// Installs `__host`: the native half of the server API.

@@ -23,6 +23,30 @@
     }
   }
 
+  // With the bundle's source map (development), stack traces name the app's
+  // files: `at send (app/server/chat.js:5:11)`, in the engine's own format.
+  if (host.source) {
+    var source = host.source;
+    Error.prepareStackTrace = function (error, frames) {
+      var out = '';
+      for (var i = 0; i < frames.length; i++) {
+        var frame = frames[i];
+        var name = frame.getFunctionName() || '<anonymous>';
+        var file = frame.getFileName();
+        var where;
+        if (frame.isNative() || file == null) {
+          where = 'native';
+        } else {
+          var line = frame.getLineNumber();
+          var column = frame.getColumnNumber();
+          where = source(file, line, column) || file + ':' + line + ':' + column;
+        }
+        out += '    at ' + name + ' (' + where + ')\n';
+      }
+      return out;
+    };
+  }
+
   function logger(level) {
     return function () {
       host.log(level, tag, Array.prototype.map.call(arguments, text).join(' '));
