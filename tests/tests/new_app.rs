@@ -46,6 +46,11 @@ async fn a_new_app_answers_and_its_chat_reaches_everyone() {
     .await
     .unwrap();
     assert_eq!(empty.status, 500, "{}", String::from_utf8_lossy(&empty.body));
+    // An SS.Error: its message, not a generic one, even in production.
+    let body: serde_json::Value = serde_json::from_slice(&empty.body).unwrap();
+    assert_eq!(body["error"]["message"], "Type a message first.", "{body}");
+    let reply = speaker.call(2, "chat.send", serde_json::json!([""])).await;
+    assert_eq!(reply["error"], serde_json::json!({"code": "failed", "message": "Type a message first."}), "{reply}");
 
     // Unknown paths get the app's 404 page.
     let missing = tokio::task::spawn_blocking(move || http(addr, "GET", "/nothing-here", &[])).await.unwrap();

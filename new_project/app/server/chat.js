@@ -2,7 +2,8 @@
 exports.actions = {
   send(text) {
     const message = SS.shared.format.message(text);
-    if (!message) throw new Error('Type a message first.');
+    // An SS.Error's message reaches the browser as it is, in production too.
+    if (!message) throw new SS.Error('Type a message first.');
     SS.publish.broadcast('chat:message', { text: message, at: Date.now() });
     console.log('message of', message.length, 'characters');
     return true;

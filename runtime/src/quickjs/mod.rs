@@ -776,8 +776,13 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 let error: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 let message = error["message"].as_str().unwrap_or("the action failed");
                 let stack = error["stack"].as_str().unwrap_or("");
-                let name = host.state.borrow().pending.get(&id).map(|p| p.name.clone()).unwrap_or_default();
-                Err(host.failure(&name, message, stack))
+                if error["expose"] == true {
+                    // An SS.Error: meant for the caller, in every environment.
+                    Err(ActionError::failed(message.to_string()))
+                } else {
+                    let name = host.state.borrow().pending.get(&id).map(|p| p.name.clone()).unwrap_or_default();
+                    Err(host.failure(&name, message, stack))
+                }
             } else {
                 answer_from_json(&text)
             };

@@ -152,7 +152,17 @@
     return json === undefined ? 'null' : json;
   }
 
+  // An error meant for the caller (`throw new SS.Error('Type a message
+  // first.')`): its message reaches the caller as it is in every
+  // environment, without the stack; other errors show only in development.
+  class AppError extends Error {}
+  Object.defineProperty(AppError.prototype, 'name', { value: 'SS.Error', writable: true, configurable: true });
+  SS.Error = AppError;
+
   function errorText(error) {
+    if (error instanceof AppError) {
+      return JSON.stringify({ message: String(error.message), stack: '', expose: true });
+    }
     if (error instanceof Error) {
       return JSON.stringify({ message: String(error.name || 'Error') + ': ' + String(error.message), stack: String(error.stack || '') });
     }
