@@ -53,20 +53,34 @@ impl NewError {
 }
 
 /// Writes a new app into `target`, which must not exist or be empty (missing
-/// parent folders are made). The app
-/// is written into a temporary folder beside it first and then moved into
-/// place, so a failure leaves nothing half-written. Gives the files written.
+/// parent folders are made; `.` is the current folder, when empty). A new
+/// folder is written beside its place first and then renamed into it; an
+/// existing empty one is written in place, and emptied again on failure. So a
+/// failure leaves nothing half-written. Gives the files written.
 pub fn create(target: &Path) -> Result<Vec<&'static str>, NewError> {
-    let name = target
+    let absolute = std::path::absolute(target).map_err(|source| NewError::Write { path: target.into(), source })?;
+    // `a/.` and `a/b/..` name folders too; the app is called by the folder's own name.
+    let normal: PathBuf = absolute.components().fold(PathBuf::new(), |mut p, c| {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                p.pop();
+            }
+            other => p.push(other),
+        }
+        p
+    });
+    let name = normal
         .file_name()
         .and_then(|n| n.to_str())
-        .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-        .ok_or_else(|| NewError::BadName(target.to_path_buf()))?;
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| NewError::BadName(target.to_path_buf()))?
+        .to_string();
     let write_err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| NewError::Write { path, source }
     };
-    let empty_dir = match std::fs::read_dir(target) {
+    let existing_empty = match std::fs::read_dir(&normal) {
         Ok(mut entries) => {
             if entries.next().is_some() {
                 return Err(NewError::Exists(target.to_path_buf()));
@@ -76,28 +90,45 @@ pub fn create(target: &Path) -> Result<Vec<&'static str>, NewError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
         Err(e) => return Err(write_err(target)(e)),
     };
-    let parent = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
+    let parent = normal.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let into = if existing_empty {
+        normal.clone()
+    } else {
+        parent.join(format!(".{name}.ssbuild-new-{}", std::process::id()))
     };
-    let staging = parent.join(format!(".{name}.ssbuild-new-{}", std::process::id()));
     let written = (|| {
         for (path, text) in FILES {
-            let file = staging.join(path);
+            let file = into.join(path);
             let dir = file.parent().expect("a template file sits in the app's folder");
             std::fs::create_dir_all(dir).map_err(write_err(dir))?;
-            std::fs::write(&file, text.replace("__NAME__", name)).map_err(write_err(&target.join(path)))?;
+            let shown = if path.ends_with(".html") { escape_html(&name) } else { name.clone() };
+            std::fs::write(&file, text.replace("__NAME__", &shown)).map_err(write_err(&target.join(path)))?;
         }
-        if empty_dir {
-            std::fs::remove_dir(target).map_err(write_err(target))?;
+        if !existing_empty {
+            std::fs::rename(&into, &normal).map_err(write_err(target))?;
         }
-        std::fs::rename(&staging, target).map_err(write_err(target))
+        Ok(())
     })();
     if written.is_err() {
-        let _ = std::fs::remove_dir_all(&staging);
+        if existing_empty {
+            // Empty it again: only what this run wrote is there.
+            if let Ok(entries) = std::fs::read_dir(&into) {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&into);
+        }
     }
     written?;
     Ok(FILES.iter().map(|(path, _)| *path).collect())
+}
+
+/// `text` as HTML text.
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -133,6 +164,7 @@ mod tests {
         assert!(target.join(".gitignore").is_file());
         // Nothing left beside it.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(create(&target.join(".")).is_err(), "not over a folder with files");
 
         let err = create(&target).unwrap_err();
         assert!(matches!(err, NewError::Exists(_)), "{err}");
@@ -144,7 +176,19 @@ mod tests {
         create(&empty).unwrap();
         assert!(empty.join("app/client/app.js").is_file());
 
-        assert!(matches!(create(Path::new("..")), Err(NewError::BadName(_))));
+        assert!(matches!(create(Path::new("/")), Err(NewError::BadName(_))));
+        // `.` and `..` name the folders they stand for.
+        let here = dir.path().join("here");
+        std::fs::create_dir(&here).unwrap();
+        create(&here.join("sub/..")).unwrap();
+        let page = std::fs::read_to_string(here.join("app/views/app.html")).unwrap();
+        assert!(page.contains("<title>here</title>"), "{page}");
+        // Names are escaped in pages.
+        let odd = dir.path().join("a&b<c>");
+        create(&odd).unwrap();
+        let page = std::fs::read_to_string(odd.join("app/views/app.html")).unwrap();
+        assert!(page.contains("<title>a&amp;b&lt;c&gt;</title>"), "{page}");
+        assert!(std::fs::read_to_string(odd.join("README.md")).unwrap().starts_with("# a&b<c>\n"));
         // Missing parent folders are made, as `mkdir -p` does.
         create(&dir.path().join("apps/deeper/app")).unwrap();
         assert!(dir.path().join("apps/deeper/app/config/app.toml").is_file());

@@ -27,8 +27,13 @@ exports.init = async function () {
     }
   });
 
-  // A call with a result: also at /api/app/square?25 over HTTP.
-  status.textContent = 'Connected. The server says 25 squared is ' + (await SS.server.app.square(25)) + '.';
   form.elements.text.disabled = false;
   form.elements.text.focus();
+
+  // A call with a result: also at /api/app/square?25 over HTTP.
+  try {
+    status.textContent = 'Connected. The server says 25 squared is ' + (await SS.server.app.square(25)) + '.';
+  } catch (error) {
+    status.textContent = 'Connected, but app.square failed: ' + error.message;
+  }
 };
