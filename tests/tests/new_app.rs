@@ -2,9 +2,15 @@
 //! connects in real Chromium, its actions answer over the HTTP API and the
 //! WebSocket, and a chat message reaches the other connections.
 
-use ss_tests::{RunningServer, WsClient, chromium, chromium_dom, http, http_with_body, pack_app};
+use ss_tests::{
+    Browser, Reports, RunningServer, WsClient, chromium, chromium_dom, http, http_with_body, pack_app, wait_for_report,
+};
 
 fn serve_new_app(env: &str) -> (tempfile::TempDir, RunningServer) {
+    serve_new_app_with(env, |app| app)
+}
+
+fn serve_new_app_with(env: &str, extend: impl FnOnce(ssrun::App) -> ssrun::App) -> (tempfile::TempDir, RunningServer) {
     let dir = tempfile::tempdir().unwrap();
     let app = dir.path().join("lobby");
     ssbuild::new::create(&app).expect("the app is written");
@@ -13,7 +19,7 @@ fn serve_new_app(env: &str) -> (tempfile::TempDir, RunningServer) {
     let loaded = ssrun::LoadedApp::load(&app).expect("the packed app loads");
     let config = ssrun::Config::load(loaded.config_dir.as_deref(), &loaded.env).expect("its config files are valid");
     let app = ssrun::App::new(loaded).with_config(config).with_javascript().expect("its server code starts");
-    (dir, RunningServer::with_app(app, 0))
+    (dir, RunningServer::with_app(extend(app), 0))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,9 +72,23 @@ async fn a_new_app_answers_and_its_chat_reaches_everyone() {
 fn a_new_app_connects_in_the_browser() {
     let Some(chromium) = chromium() else { return };
     for env in ["development", "production"] {
-        let (_dir, server) = serve_new_app(env);
-        let dom = chromium_dom(&chromium, &format!("http://{}/", server.addr));
-        assert!(dom.contains("<title>lobby</title>"), "{env}: {dom}");
-        assert!(dom.contains("The server says 25 squared is 625."), "{env}: init() did not run:\n{dom}");
+        // The page's init() calls app.square(25) once its session is ready:
+        // a native action of that name (which takes precedence) notes the call.
+        let reports: Reports = Default::default();
+        let noted = reports.clone();
+        let (_dir, server) = serve_new_app_with(env, move |app| {
+            app.action("app.square", move |call: ssrun::Call| {
+                let noted = noted.clone();
+                async move {
+                    let n: f64 = call.arg(0)?;
+                    noted.lock().unwrap().push(("square".to_string(), serde_json::json!(n)));
+                    Ok(serde_json::json!(n * n))
+                }
+            })
+        });
+        let page = chromium_dom(&chromium, &format!("http://{}/", server.addr));
+        assert!(page.contains("<title>lobby</title>"), "{env}: {page}");
+        let _browser = Browser::open(&chromium, &format!("http://{}/", server.addr));
+        assert_eq!(wait_for_report(&reports, "square", 20), serde_json::json!(25.0), "{env}");
     }
 }
