@@ -15,10 +15,6 @@ var __ss = (function (global) {
   var loaded = [];
   var names = [];
 
-  function identity(value) {
-    return value;
-  }
-
   function describe(id) {
     return names[id] || 'module #' + id;
   }
@@ -82,10 +78,13 @@ var __ss = (function (global) {
       definitions[id] = [deps, body];
     },
     load: load,
-    // Server code's `await x` is packed as `r(await s(x))`; the server
-    // replaces both to carry its log tag across the wait (docs/server.md).
-    s: identity,
-    r: identity,
+    // Server code's async functions call these (`t()` when called, and
+    // `e(tag, await x)` where they resume); the server replaces both to keep
+    // its log tag across waits (docs/server.md). Here they do nothing.
+    t: function () {},
+    e: function (tag, value) {
+      return value;
+    },
     // Shared with the socket client and the server's prelude, which mount
     // trees too.
     branch: branch,

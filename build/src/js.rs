@@ -20,8 +20,10 @@ use swc_core::common::{
     BytePos, DUMMY_SP, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned, SyntaxContext,
 };
 use swc_core::ecma::ast::{
-    ArrowExpr, AwaitExpr, CallExpr, Callee, EsVersion, Expr, ExprOrSpread, ForOfStmt, Function, Ident, IdentName,
-    Invalid, Lit, MemberExpr, MemberProp, MetaPropExpr, MetaPropKind, Program,
+    ArrowExpr, ArrowFunctionBody, AwaitExpr, BindingIdent, BlockStmt, CallExpr, Callee, CatchClause, Constructor, Decl,
+    EmptyStmt, EsVersion, Expr, ExprOrSpread, ExprStmt, ForOfStmt, Function, FunctionBody, GetterProp, Ident,
+    IdentName, Invalid, Lit, MemberExpr, MemberProp, MetaPropExpr, MetaPropKind, Pat, Program, ReturnStmt, SetterProp,
+    StaticBlock, Stmt, TryStmt, VarDecl, VarDeclKind, VarDeclarator,
 };
 use swc_core::ecma::codegen::text_writer::JsWriter;
 use swc_core::ecma::codegen::{Config as CodegenConfig, Emitter};
@@ -80,10 +82,11 @@ pub enum Awaits {
     /// Left as written, and noted in [`Compiled::awaits`] (`app/shared` as
     /// browsers get it: the server gets a [`Awaits::Tag`] copy when needed).
     Note,
-    /// Each `await x` becomes `__ss.r(await __ss.s(x))`: the server's module
-    /// loader hands the value back, and the server's prelude replaces both to
-    /// restore, when the function resumes, the log tag of the action that
-    /// awaited (docs/server.md, "Console output and timers").
+    /// Async functions note the server's log tag when called (`__ss.t()`)
+    /// and set it again wherever they resume (`__ss.e(tag, await x)`, and at
+    /// the start of `catch` and `finally`): see [`AwaitTags`]. The module
+    /// loader's versions do nothing; the server's prelude replaces them
+    /// (docs/server.md, "Console output and timers").
     Tag,
 }
 
@@ -167,7 +170,7 @@ pub fn compile_module_with(
                 program.mutate(common_js::common_js(Default::default(), unresolved, Default::default(), features));
             }
             program.mutate(inject_helpers(unresolved));
-            let mut tags = AwaitTags { ss: None, found: false };
+            let mut tags = AwaitTags::new(None);
             if awaits == Awaits::Tag {
                 tags.ss = Some(Ident::new("__ss".into(), DUMMY_SP, SyntaxContext::empty().apply_mark(unresolved)));
                 program.visit_mut_with(&mut tags);
@@ -188,7 +191,7 @@ const WRAPPER_NAMES: [&str; 3] = ["require", "module", "exports"];
 /// of the module function: in a CommonJS file they stop the whole bundle from
 /// loading (as they stop Node from loading the file).
 fn wrapper_clashes(program: &Program) -> Vec<(Span, &'static str)> {
-    use swc_core::ecma::ast::{Decl, ModuleItem, Stmt, VarDeclKind};
+    use swc_core::ecma::ast::ModuleItem;
     use swc_core::ecma::utils::find_pat_ids;
     let stmts: Vec<&Stmt> = match program {
         Program::Script(s) => s.body.iter().collect(),
@@ -217,7 +220,7 @@ fn wrapper_clashes(program: &Program) -> Vec<(Span, &'static str)> {
 /// Appends `require, module;` (as globals) to a module, for [`Unit::finish`];
 /// `true` when it did.
 fn wrapper_guard(program: &mut Program, unresolved: Mark) -> bool {
-    use swc_core::ecma::ast::{ExprStmt, ModuleItem, SeqExpr, Stmt};
+    use swc_core::ecma::ast::{ModuleItem, SeqExpr};
     let Program::Module(m) = program else { return false };
     let ctxt = SyntaxContext::empty().apply_mark(unresolved);
     let exprs = WRAPPER_NAMES[..2]
@@ -672,41 +675,203 @@ impl Visit for FunctionBodyCheck {
     }
 }
 
-/// Finds `await` expressions and, given the loader's `__ss`, rewrites them as
-/// [`Awaits::Tag`] says. `for await` is left alone.
+/// Finds async functions and, given the loader's `__ss`, makes them keep the
+/// server's log tag across their waits ([`Awaits::Tag`]):
+///
+/// ```js
+/// async function f() {
+///   var __ssTag = __ss.t();          // the tag of the code that called f
+///   const x = __ss.e(__ssTag, await g());
+///   try { ... } catch (e) { __ss.e(__ssTag); ... } finally { __ss.e(__ssTag); ... }
+///   { for await (const y of z) { __ss.e(__ssTag); ... } __ss.e(__ssTag); }
+/// }
+/// ```
+///
+/// `__ss.e(tag, value)` sets the tag and gives `value` back: every point
+/// where the function resumes sets its tag again, with no extra promise (the
+/// order in which promise callbacks run is unchanged). In an async generator
+/// the same goes for `yield`. Each function's `__ssTag` is its own (a fresh
+/// mark, renamed by hygiene if it meets another name).
 struct AwaitTags {
     ss: Option<Ident>,
     found: bool,
+    /// Per enclosing function, innermost last: its tag variable, and whether
+    /// it is a generator; `None` for one that is not async.
+    scopes: Vec<Option<(Ident, bool)>>,
+}
+
+impl AwaitTags {
+    fn new(ss: Option<Ident>) -> AwaitTags {
+        AwaitTags { ss, found: false, scopes: Vec::new() }
+    }
+
+    /// `__ss.NAME(args...)`.
+    fn hook(&self, name: &str, args: Vec<Box<Expr>>) -> Box<Expr> {
+        let ss = self.ss.clone().expect("only rewriting calls hooks");
+        Box::new(Expr::Call(CallExpr {
+            span: DUMMY_SP,
+            ctxt: SyntaxContext::empty(),
+            callee: Callee::Expr(Box::new(Expr::Member(MemberExpr {
+                span: DUMMY_SP,
+                obj: Box::new(Expr::Ident(ss)),
+                prop: MemberProp::Ident(IdentName::new(name.into(), DUMMY_SP)),
+            }))),
+            args: args.into_iter().map(|expr| ExprOrSpread { spread: None, expr }).collect(),
+            type_args: None,
+        }))
+    }
+
+    /// `__ss.e(__ssTag);` for the innermost function, when it is async.
+    fn restore(&self) -> Option<Stmt> {
+        let (tag, _) = self.scopes.last()?.as_ref()?;
+        let expr = self.hook("e", vec![Box::new(Expr::Ident(tag.clone()))]);
+        Some(Stmt::Expr(ExprStmt { span: DUMMY_SP, expr }))
+    }
+
+    /// Enters a function; gives the tag variable to declare when it is async.
+    fn enter(&mut self, is_async: bool, is_generator: bool) -> Option<Ident> {
+        if is_async {
+            self.found = true;
+        }
+        let tag = (is_async && self.ss.is_some())
+            .then(|| Ident::new("__ssTag".into(), DUMMY_SP, SyntaxContext::empty().apply_mark(Mark::new())));
+        self.scopes.push(tag.clone().map(|t| (t, is_generator)));
+        tag
+    }
+
+    /// `var __ssTag = __ss.t();`, after the body's directives.
+    fn declare(&self, tag: Ident, body: &mut Vec<Stmt>) {
+        let init = self.hook("t", Vec::new());
+        let decl = Stmt::Decl(Decl::Var(Box::new(VarDecl {
+            span: DUMMY_SP,
+            ctxt: SyntaxContext::empty(),
+            kind: VarDeclKind::Var,
+            declare: false,
+            decls: vec![VarDeclarator {
+                span: DUMMY_SP,
+                name: Pat::Ident(BindingIdent { id: tag, type_ann: None }),
+                init: Some(init),
+                definite: false,
+            }],
+        })));
+        let directives = body
+            .iter()
+            .take_while(|s| matches!(s, Stmt::Expr(e) if matches!(&*e.expr, Expr::Lit(Lit::Str(_)))))
+            .count();
+        body.insert(directives, decl);
+    }
+
+    /// Visits something that is not an async function but has a body of its own.
+    fn plain<T: VisitMutWith<Self>>(&mut self, node: &mut T) {
+        self.scopes.push(None);
+        node.visit_mut_children_with(self);
+        self.scopes.pop();
+    }
 }
 
 impl Visit for AwaitTags {
-    fn visit_await_expr(&mut self, _: &AwaitExpr) {
-        self.found = true;
+    fn visit_function(&mut self, f: &Function) {
+        if f.is_async {
+            self.found = true;
+        }
+        f.visit_children_with(self);
+    }
+
+    fn visit_arrow_expr(&mut self, a: &ArrowExpr) {
+        if a.is_async {
+            self.found = true;
+        }
+        a.visit_children_with(self);
     }
 }
 
 impl VisitMut for AwaitTags {
+    fn visit_mut_function(&mut self, f: &mut Function) {
+        let tag = self.enter(f.is_async, f.is_generator);
+        f.visit_mut_children_with(self);
+        self.scopes.pop();
+        if let (Some(tag), Some(body)) = (tag, &mut f.body) {
+            self.declare(tag, &mut body.stmts);
+        }
+    }
+
+    fn visit_mut_arrow_expr(&mut self, a: &mut ArrowExpr) {
+        let tag = self.enter(a.is_async, false);
+        a.visit_mut_children_with(self);
+        self.scopes.pop();
+        if let Some(tag) = tag {
+            if let ArrowFunctionBody::Expr(expr) = &mut *a.body {
+                let arg = std::mem::replace(expr, Box::new(Expr::Invalid(Invalid { span: DUMMY_SP })));
+                let stmts = vec![Stmt::Return(ReturnStmt { span: DUMMY_SP, arg: Some(arg) })];
+                *a.body = ArrowFunctionBody::FunctionBody(FunctionBody { span: DUMMY_SP, stmts });
+            }
+            if let ArrowFunctionBody::FunctionBody(body) = &mut *a.body {
+                self.declare(tag, &mut body.stmts);
+            }
+        }
+    }
+
+    fn visit_mut_constructor(&mut self, c: &mut Constructor) {
+        self.plain(c);
+    }
+
+    fn visit_mut_getter_prop(&mut self, g: &mut GetterProp) {
+        self.plain(g);
+    }
+
+    fn visit_mut_setter_prop(&mut self, s: &mut SetterProp) {
+        self.plain(s);
+    }
+
+    fn visit_mut_static_block(&mut self, b: &mut StaticBlock) {
+        self.plain(b);
+    }
+
     fn visit_mut_expr(&mut self, expr: &mut Expr) {
         expr.visit_mut_children_with(self);
-        let (Some(ss), Expr::Await(AwaitExpr { span, arg })) = (&self.ss, &mut *expr) else { return };
-        self.found = true;
-        let hook = |name: &str, arg: Box<Expr>| {
-            Box::new(Expr::Call(CallExpr {
-                span: DUMMY_SP,
-                ctxt: SyntaxContext::empty(),
-                callee: Callee::Expr(Box::new(Expr::Member(MemberExpr {
-                    span: DUMMY_SP,
-                    obj: Box::new(Expr::Ident(ss.clone())),
-                    prop: MemberProp::Ident(IdentName::new(name.into(), DUMMY_SP)),
-                }))),
-                args: vec![ExprOrSpread { spread: None, expr: arg }],
-                type_args: None,
-            }))
+        let Some(Some((tag, is_generator))) = self.scopes.last() else { return };
+        if matches!(expr, Expr::Await(_)) || (*is_generator && matches!(expr, Expr::Yield(_))) {
+            let tag = Box::new(Expr::Ident(tag.clone()));
+            let resumed = Box::new(std::mem::replace(expr, Expr::Invalid(Invalid { span: DUMMY_SP })));
+            *expr = *self.hook("e", vec![tag, resumed]);
+        }
+    }
+
+    fn visit_mut_catch_clause(&mut self, c: &mut CatchClause) {
+        c.visit_mut_children_with(self);
+        if let Some(restore) = self.restore() {
+            c.body.stmts.insert(0, restore);
+        }
+    }
+
+    fn visit_mut_try_stmt(&mut self, t: &mut TryStmt) {
+        t.visit_mut_children_with(self);
+        if let (Some(restore), Some(finalizer)) = (self.restore(), &mut t.finalizer) {
+            finalizer.stmts.insert(0, restore);
+        }
+    }
+
+    fn visit_mut_stmt(&mut self, stmt: &mut Stmt) {
+        stmt.visit_mut_children_with(self);
+        let Some(restore) = self.restore() else { return };
+        let for_await = match stmt {
+            Stmt::ForOf(f) if f.is_await => f,
+            Stmt::Labeled(l) => match &mut *l.body {
+                Stmt::ForOf(f) if f.is_await => f,
+                _ => return,
+            },
+            _ => return,
         };
-        let span = *span;
-        let value = std::mem::replace(arg, Box::new(Expr::Invalid(Invalid { span: DUMMY_SP })));
-        let awaited = Box::new(Expr::Await(AwaitExpr { span, arg: hook("s", value) }));
-        *expr = *hook("r", awaited);
+        // Each step of the loop, and what follows it, resumes from the engine's own wait.
+        let body = std::mem::replace(&mut *for_await.body, Stmt::Empty(EmptyStmt { span: DUMMY_SP }));
+        let stmts = match body {
+            Stmt::Block(b) => std::iter::once(restore.clone()).chain(b.stmts).collect(),
+            other => vec![restore.clone(), other],
+        };
+        *for_await.body = Stmt::Block(BlockStmt { span: DUMMY_SP, ctxt: SyntaxContext::empty(), stmts });
+        let loop_stmt = std::mem::replace(stmt, Stmt::Empty(EmptyStmt { span: DUMMY_SP }));
+        *stmt =
+            Stmt::Block(BlockStmt { span: DUMMY_SP, ctxt: SyntaxContext::empty(), stmts: vec![loop_stmt, restore] });
     }
 }
 
@@ -766,24 +931,34 @@ mod tests {
 
     #[test]
     fn server_awaits_carry_the_log_tag_and_browser_awaits_stay() {
-        let src = "exports.actions = {\n  async a(x) { const y = await x; return (await y) + 1; },\n};\nasync function local(__ss) { return await __ss; }\nexports.local = local;\n";
+        let src = "exports.actions = {\n  async a(x) { 'use strict'; const y = await x; try { return (await y) + 1; } catch (e) { return 0; } finally { f(); } },\n};\nconst b = async (__ss) => await __ss;\nexports.b = b;\nasync function* g(xs) { for await (const x of xs) yield x; }\nexports.g = g;\nfunction plain() { try { f(); } catch (e) {} }\nexports.plain = plain;\n";
         let c = compile_module_with("app/server/app.js", src, DEV, Awaits::Tag).unwrap();
         assert!(c.awaits);
-        assert_eq!(c.code.matches("__ss.r(await __ss.s(").count(), 3, "{}", c.code);
+        let code = &c.code;
+        // One tag per async function, noted after its directives.
+        assert_eq!(code.matches("= __ss.t()").count(), 3, "{code}");
+        assert!(code.contains("'use strict';\n        var __ssTag = __ss.t();"), "{code}");
+        assert!(code.contains("const y = __ss.e(__ssTag, await x);"), "{code}");
+        assert!(code.contains("return __ss.e(__ssTag, await y) + 1;"), "{code}");
+        assert!(code.contains("catch (e) {\n            __ss.e(__ssTag);"), "{code}");
+        assert!(code.contains("finally{\n            __ss.e(__ssTag);"), "{code}");
         // A local `__ss` does not capture the loader's: it is renamed.
-        assert!(c.code.contains("__ss.r(await __ss.s(__ss1))"), "{}", c.code);
+        assert!(code.contains("__ss.e(__ssTag, await __ss1)"), "{code}");
+        // An async generator: its `yield`, each step of `for await` and what follows the loop.
+        assert!(code.contains("__ss.e(__ssTag, (yield x))"), "{code}");
+        assert_eq!(code.matches("__ss.e(__ssTag);").count(), 4, "{code}");
+        // A function that is not async is left alone.
+        assert!(code.contains("function plain() {\n    try {\n        f();\n    } catch (e) {}"), "{code}");
+
         let c = compile_module_with("app/server/app.js", src, PROD, Awaits::Tag).unwrap();
-        assert_eq!(c.code.matches("__ss.r(await __ss.s(").count(), 3, "{}", c.code);
+        assert_eq!(c.code.matches("__ss.t()").count(), 3, "{}", c.code);
+        assert!(c.code.matches("__ss.e(").count() >= 7, "{}", c.code);
 
         let noted = compile_module_with("app/shared/s.js", src, DEV, Awaits::Note).unwrap();
         assert!(noted.awaits);
         assert!(!noted.code.contains("__ss."), "{}", noted.code);
-        let plain = compile_module_with("app/shared/s.js", "exports.f = async () => 1;\n", DEV, Awaits::Note).unwrap();
+        let plain = compile_module_with("app/shared/s.js", "exports.f = () => 1;\n", DEV, Awaits::Note).unwrap();
         assert!(!plain.awaits);
-        // `for await` is left as written.
-        let src = "exports.f = async function (xs) { for await (const x of xs) console.log(x); };\n";
-        let c = compile_module_with("app/server/b.js", src, DEV, Awaits::Tag).unwrap();
-        assert!(!c.code.contains("__ss."), "{}", c.code);
     }
 
     #[test]

@@ -422,15 +422,25 @@ impl Host {
     }
 
     fn drain(&self) {
+        let mut ran = false;
         loop {
             match self.runtime.execute_pending_job() {
-                Ok(true) => continue,
+                Ok(true) => ran = true,
                 Ok(false) => break,
                 Err(job) => {
+                    ran = true;
                     let message = job.0.with(|ctx| exception_text(&ctx, rquickjs::Error::Exception));
                     eprintln!("ssrun: [server] a promise callback failed: {}", message.0);
                 }
             }
+        }
+        if ran {
+            // The last job resumed some action's code and left its log tag set.
+            self.context.with(|ctx| {
+                if let Ok(idle) = global_fn(&ctx, "idle") {
+                    let _ = idle.call::<_, ()>(());
+                }
+            });
         }
         self.deadline.store(0, Ordering::Relaxed);
         let unhandled = std::mem::take(&mut *self.unhandled.borrow_mut());

@@ -54,35 +54,20 @@
   }
   global.console = { log: logger(2), info: logger(2), debug: logger(3), warn: logger(1), error: logger(0) };
 
-  // The tag across asynchronous steps. ssbuild compiles every `await x` of
-  // server code as `__ss.r(await __ss.s(x))`: `s` boxes the outcome of `x`
-  // with the tag of the code that awaits, and `r`, when the function resumes,
-  // sets that tag again and unboxes (a rejection is thrown at the `await`, as
-  // before). Callbacks given to `then` (and so `catch` and `finally`) run
-  // with the tag of the code that registered them.
+  // The tag across asynchronous steps. ssbuild compiles server code's async
+  // functions to note the tag when they are called (`__ss.t()`) and to set it
+  // again wherever they resume: `__ss.e(tag, await x)`, and at the start of
+  // `catch` and `finally` blocks (a rejected `await` lands there). Callbacks
+  // given to `then` (and so `catch` and `finally`) run with the tag of the
+  // code that registered them.
   var then = Promise.prototype.then;
-  function Resumed(tag, ok, value) {
-    this.tag = tag;
-    this.ok = ok;
-    this.value = value;
+  function noteTag() {
+    return tag;
   }
-  function save(value) {
-    var saved = tag;
-    if (value === null || (typeof value !== 'object' && typeof value !== 'function')) {
-      return new Resumed(saved, true, value);
-    }
-    return then.call(Promise.resolve(value), function (v) {
-      return new Resumed(saved, true, v);
-    }, function (e) {
-      return new Resumed(saved, false, e);
-    });
-  }
-  function resume(box) {
-    // A value awaited before the prelude took over (while the bundle loaded) comes as it is.
-    if (!(box instanceof Resumed)) return box;
-    tag = box.tag;
-    if (box.ok) return box.value;
-    throw box.value;
+  function resumeTag(saved, value) {
+    // A function called while the bundle loaded, before the prelude took over, noted nothing.
+    tag = saved === undefined ? 'server' : saved;
+    return value;
   }
   function tagged(fn, saved) {
     if (typeof fn !== 'function') return fn;
@@ -414,8 +399,8 @@
   global.__ss_host = {
     // files: [[file key like "app" or "admin.users", server module id], ...]
     index: function (filesJson, libJson) {
-      __ss.s = save;
-      __ss.r = resume;
+      __ss.t = noteTag;
+      __ss.e = resumeTag;
       libServer = JSON.parse(libJson);
       var guarded = [];
       JSON.parse(filesJson).forEach(function (file) {
@@ -457,7 +442,12 @@
         tag = 'server';
       }
     },
+    // After promise jobs ran: what runs next, runs for no action until it says so.
+    idle: function () {
+      tag = 'server';
+    },
     disconnect: function (connection) {
+      tag = 'server';
       var list = disconnects[connection] || [];
       delete disconnects[connection];
       list.forEach(function (fn) {
@@ -470,6 +460,7 @@
     },
     // HTTP API Basic Auth through a lib/server module: answers with its response.
     authenticate: function (callId, moduleName, username, password) {
+      tag = 'server';
       var self = noCaller();
       self.session.authenticate(moduleName, { username: username, password: password }).then(function (response) {
         host.reply(callId, false, stringify(response));
