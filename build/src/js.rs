@@ -706,7 +706,7 @@ impl AwaitTags {
     }
 
     /// `__ss.NAME(args...)`.
-    fn hook(&self, name: &str, args: Vec<Box<Expr>>) -> Box<Expr> {
+    fn hook(&self, name: &str, args: Vec<Expr>) -> Box<Expr> {
         let ss = self.ss.clone().expect("only rewriting calls hooks");
         Box::new(Expr::Call(CallExpr {
             span: DUMMY_SP,
@@ -716,7 +716,7 @@ impl AwaitTags {
                 obj: Box::new(Expr::Ident(ss)),
                 prop: MemberProp::Ident(IdentName::new(name.into(), DUMMY_SP)),
             }))),
-            args: args.into_iter().map(|expr| ExprOrSpread { spread: None, expr }).collect(),
+            args: args.into_iter().map(|expr| ExprOrSpread { spread: None, expr: Box::new(expr) }).collect(),
             type_args: None,
         }))
     }
@@ -724,7 +724,7 @@ impl AwaitTags {
     /// `__ss.e(__ssTag);` for the innermost function, when it is async.
     fn restore(&self) -> Option<Stmt> {
         let (tag, _) = self.scopes.last()?.as_ref()?;
-        let expr = self.hook("e", vec![Box::new(Expr::Ident(tag.clone()))]);
+        let expr = self.hook("e", vec![Expr::Ident(tag.clone())]);
         Some(Stmt::Expr(ExprStmt { span: DUMMY_SP, expr }))
     }
 
@@ -831,8 +831,8 @@ impl VisitMut for AwaitTags {
         expr.visit_mut_children_with(self);
         let Some(Some((tag, is_generator))) = self.scopes.last() else { return };
         if matches!(expr, Expr::Await(_)) || (*is_generator && matches!(expr, Expr::Yield(_))) {
-            let tag = Box::new(Expr::Ident(tag.clone()));
-            let resumed = Box::new(std::mem::replace(expr, Expr::Invalid(Invalid { span: DUMMY_SP })));
+            let tag = Expr::Ident(tag.clone());
+            let resumed = std::mem::replace(expr, Expr::Invalid(Invalid { span: DUMMY_SP }));
             *expr = *self.hook("e", vec![tag, resumed]);
         }
     }
