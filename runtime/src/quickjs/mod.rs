@@ -723,7 +723,7 @@ fn start_host(
             format!("{what}: {message}\n{stack}").trim_end().to_string()
         };
         install(&ctx, &host).map_err(|e| fail(&ctx, "installing the host functions", e))?;
-        if let Some(map) = code.map.as_deref().and_then(sourcemap::BundleMap::parse) {
+        if let Some(map) = code.map.as_deref().and_then(|map| sourcemap::BundleMap::parse(map, &code.bundle)) {
             install_source_map(&ctx, bundle_name.clone(), map)
                 .map_err(|e| fail(&ctx, "installing the host functions", e))?;
         }
@@ -767,7 +767,7 @@ fn install_source_map<'js>(ctx: &Ctx<'js>, bundle: String, map: sourcemap::Bundl
             if file != bundle || !(line >= 1.0 && column >= 0.0) {
                 return None;
             }
-            map.lookup(line as u32, column as u32).map(|(path, l, c)| format!("{path}:{l}:{c}"))
+            map.lookup_engine(line as u32, column as u32).map(|(path, l, c)| format!("{path}:{l}:{c}"))
         })?,
     )
 }

@@ -10,6 +10,10 @@ use serde::Deserialize;
 /// A parsed index source map; each section is decoded when first needed.
 pub struct BundleMap {
     sections: Vec<Section>,
+    /// The bundle, and where each of its lines starts: the engine counts
+    /// columns in UTF-8 bytes, source maps in UTF-16 code units.
+    bundle: String,
+    line_starts: Vec<usize>,
 }
 
 #[derive(Deserialize)]
@@ -48,8 +52,8 @@ struct Section {
 }
 
 impl BundleMap {
-    /// Parses an index map; `None` when it is not one.
-    pub fn parse(text: &str) -> Option<BundleMap> {
+    /// Parses the index map `text` of `bundle`; `None` when it is not one.
+    pub fn parse(text: &str, bundle: &str) -> Option<BundleMap> {
         let index: IndexMap = serde_json::from_str(text).ok()?;
         let mut sections: Vec<Section> = index
             .sections
@@ -63,11 +67,25 @@ impl BundleMap {
             })
             .collect();
         sections.sort_by_key(|s| (s.line, s.column));
-        Some(BundleMap { sections })
+        let line_starts = std::iter::once(0).chain(bundle.match_indices('\n').map(|(i, _)| i + 1)).collect();
+        Some(BundleMap { sections, bundle: bundle.to_string(), line_starts })
+    }
+
+    /// Where the engine's 1-based `line` and byte `column` of the bundle came from.
+    pub fn lookup_engine(&self, line: u32, column: u32) -> Option<(&str, u32, u32)> {
+        let start = *self.line_starts.get(line.checked_sub(1)? as usize)?;
+        let end = self.bundle[start..].find('\n').map_or(self.bundle.len(), |n| start + n);
+        let text = &self.bundle[start..end];
+        let mut bytes = (column.saturating_sub(1) as usize).min(text.len());
+        while !text.is_char_boundary(bytes) {
+            bytes -= 1;
+        }
+        let utf16 = text[..bytes].encode_utf16().count() as u32;
+        self.lookup(line, utf16 + 1)
     }
 
     /// The file, line and column (1-based) that wrote the 1-based `line` and
-    /// `column` of the bundle, when the map knows.
+    /// `column` (in UTF-16 code units) of the bundle, when the map knows.
     pub fn lookup(&self, line: u32, column: u32) -> Option<(&str, u32, u32)> {
         let (line, column) = (line.checked_sub(1)?, column.saturating_sub(1));
         let at = self.sections.partition_point(|s| (s.line, s.column) <= (line, column));
@@ -159,7 +177,12 @@ mod tests {
             {"offset":{"line":20,"column":0},"map":{"version":3,"sources":["app/server/b.js"],"names":[],"mappings":"AAIC"}},
             {"offset":{"line":10,"column":0},"map":{"version":3,"sources":["app/server/a.js"],"names":[],"mappings":"IAAA,MAAM;EAEJ"}}
         ]}"#;
-        let map = BundleMap::parse(map).unwrap();
+        let bundle = format!("{}é = 1; x = 2; y = 3;\n", "\n".repeat(10));
+        let map = BundleMap::parse(map, &bundle).unwrap();
+        // `é` is two bytes in UTF-8 and one code unit in UTF-16: byte column 6 is column 5.
+        assert_eq!(map.lookup_engine(11, 6), map.lookup(11, 5));
+        assert_eq!(map.lookup_engine(11, 12), Some(("app/server/a.js", 1, 7)));
+        assert_eq!(map.lookup_engine(11, 999), map.lookup(11, 20), "past the end of the line");
         assert_eq!(map.lookup(11, 5), Some(("app/server/a.js", 1, 1)));
         assert_eq!(map.lookup(11, 12), Some(("app/server/a.js", 1, 7)));
         assert_eq!(map.lookup(11, 1), Some(("app/server/a.js", 1, 1)), "before the first mapping of the line");
@@ -167,6 +190,6 @@ mod tests {
         assert_eq!(map.lookup(21, 1), Some(("app/server/b.js", 5, 2)));
         assert_eq!(map.lookup(5, 1), None, "before any module");
         assert_eq!(map.lookup(15, 1), None, "a line the section does not map");
-        assert!(BundleMap::parse("{\"version\":3,\"mappings\":\"\"}").is_none());
+        assert!(BundleMap::parse("{\"version\":3,\"mappings\":\"\"}", "").is_none());
     }
 }
