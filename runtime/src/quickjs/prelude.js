@@ -25,8 +25,8 @@
 
   // With the bundle's source map (development), stack traces name the app's
   // files: `at send (app/server/chat.js:5:11)`, in the engine's own format.
-  // (An error the engine cannot run this for, a stack overflow or running
-  // out of memory, has a null stack, as it may have without it.)
+  // (When the engine cannot run this, on a stack overflow or when out of
+  // memory, the error's stack is null.)
   if (host.source) {
     var source = host.source;
     Error.prepareStackTrace = function (error, frames) {
