@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod new;
 pub mod tree;
 pub mod views;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -41,6 +41,24 @@ enum Command {
         #[arg(long)]
         timings: bool,
     },
+    /// Pack the app, then again whenever one of its files changes.
+    Watch {
+        /// The app's root folder.
+        #[arg(default_value = ".")]
+        app: PathBuf,
+        /// The output folder [default: APP/dist].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The environment [default: $SS_ENV, else development].
+        #[arg(long)]
+        env: Option<String>,
+        /// Compile every file again instead of reusing APP/.ssbuild-cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// The URL browsers load the assets folder from [default: /assets/].
+        #[arg(long)]
+        public_url: Option<String>,
+    },
     /// Write a new app (a small chat room) into the folder NAME.
     New {
         /// The new app's folder; its last part is the app's name.
@@ -67,51 +85,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Pack { app, out, env, no_cache, timings, public_url } => {
-            let env = env
-                .or_else(|| std::env::var("SS_ENV").ok().filter(|e| !e.is_empty()))
-                .unwrap_or_else(|| "development".into());
-            if !app.is_dir() {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "error: {} is not a folder\n  help: run ssbuild pack in an app's root folder, or pass its path",
-                    app.display()
-                );
-                return ExitCode::from(2);
-            }
-            let options = ssbuild::PackOptions { app, out, env, cache: !no_cache, public_url };
+            let options = match options(app, out, env, no_cache, public_url, "pack") {
+                Ok(options) => options,
+                Err(code) => return code,
+            };
             match ssbuild::pack(&options) {
                 Ok(report) => {
-                    for w in &report.warnings {
-                        let _ = writeln!(std::io::stderr(), "warning: {w}");
-                    }
-                    if timings {
-                        for (stage, took) in &report.stages {
-                            let _ =
-                                writeln!(std::io::stderr(), "  {stage:<12} {:>8.1} ms", took.as_secs_f64() * 1000.0);
-                        }
-                    }
-                    let what = if report.unchanged {
-                        "nothing changed".to_string()
-                    } else {
-                        format!("{} compiled, {} from cache", report.compiled, report.cached)
-                    };
-                    let sizes: Vec<String> = report
-                        .manifest
-                        .assets
-                        .values()
-                        .filter(|f| !f.path.ends_with(".map"))
-                        .map(|f| format!("{} ({} B)", f.path, f.size))
-                        .collect();
-                    // Output that cannot be written (a closed pipe, a full disk) does not
-                    // undo a pack that succeeded.
-                    let _ = writeln!(
-                        std::io::stdout(),
-                        "packed {} for {} in {:.1} ms: {what}\n  {}",
-                        report.out.display(),
-                        report.manifest.env,
-                        report.elapsed.as_secs_f64() * 1000.0,
-                        sizes.join("\n  ")
-                    );
+                    print_report(&report, timings, false);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -120,5 +100,87 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Watch { app, out, env, no_cache, public_url } => {
+            let options = match options(app, out, env, no_cache, public_url, "watch") {
+                Ok(options) => options,
+                Err(code) => return code,
+            };
+            let _ = writeln!(
+                std::io::stdout(),
+                "watching {} (Ctrl-C to stop); restart ssrun to serve a new build",
+                options.app.display()
+            );
+            ssbuild::watch::watch(&options, |result| {
+                match result {
+                    Ok(report) => print_report(&report, false, true),
+                    Err(e) => {
+                        let _ = writeln!(std::io::stderr(), "{e}");
+                        let _ = writeln!(std::io::stderr(), "the last good build stays in place; waiting for a change");
+                    }
+                }
+                // Only a closed output (the terminal gone) ends the watch.
+                std::io::stdout().flush().is_ok()
+            });
+            ExitCode::SUCCESS
+        }
     }
+}
+
+/// Pack options from the command line; a usage error's exit code otherwise.
+fn options(
+    app: PathBuf,
+    out: Option<PathBuf>,
+    env: Option<String>,
+    no_cache: bool,
+    public_url: Option<String>,
+    command: &str,
+) -> Result<ssbuild::PackOptions, ExitCode> {
+    let env =
+        env.or_else(|| std::env::var("SS_ENV").ok().filter(|e| !e.is_empty())).unwrap_or_else(|| "development".into());
+    if !app.is_dir() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: {} is not a folder\n  help: run ssbuild {command} in an app's root folder, or pass its path",
+            app.display()
+        );
+        return Err(ExitCode::from(2));
+    }
+    Ok(ssbuild::PackOptions { app, out, env, cache: !no_cache, public_url })
+}
+
+/// Prints what a pack did (briefly when `short`: one line, for watch).
+fn print_report(report: &ssbuild::PackReport, timings: bool, short: bool) {
+    for w in &report.warnings {
+        let _ = writeln!(std::io::stderr(), "warning: {w}");
+    }
+    if timings {
+        for (stage, took) in &report.stages {
+            let _ = writeln!(std::io::stderr(), "  {stage:<12} {:>8.1} ms", took.as_secs_f64() * 1000.0);
+        }
+    }
+    let what = if report.unchanged {
+        "nothing changed".to_string()
+    } else {
+        format!("{} compiled, {} from cache", report.compiled, report.cached)
+    };
+    let sizes: Vec<String> = report
+        .manifest
+        .assets
+        .values()
+        .filter(|f| !f.path.ends_with(".map"))
+        .map(|f| format!("{} ({} B)", f.path, f.size))
+        .collect();
+    let head = format!(
+        "packed {} for {} in {:.1} ms: {what}",
+        report.out.display(),
+        report.manifest.env,
+        report.elapsed.as_secs_f64() * 1000.0
+    );
+    // Output that cannot be written (a closed pipe, a full disk) does not
+    // undo a pack that succeeded.
+    let _ = if short {
+        writeln!(std::io::stdout(), "{head}")
+    } else {
+        writeln!(std::io::stdout(), "{head}\n  {}", sizes.join("\n  "))
+    };
 }
