@@ -22,8 +22,8 @@ use swc_core::common::{
 use swc_core::ecma::ast::{
     ArrowExpr, ArrowFunctionBody, AwaitExpr, BindingIdent, BlockStmt, CallExpr, Callee, CatchClause, Constructor, Decl,
     EmptyStmt, EsVersion, Expr, ExprOrSpread, ExprStmt, ForOfStmt, Function, FunctionBody, GetterProp, Ident,
-    IdentName, Invalid, Lit, MemberExpr, MemberProp, MetaPropExpr, MetaPropKind, Pat, Program, ReturnStmt, SetterProp,
-    StaticBlock, Stmt, TryStmt, VarDecl, VarDeclKind, VarDeclarator,
+    IdentName, Invalid, LabeledStmt, Lit, MemberExpr, MemberProp, MetaPropExpr, MetaPropKind, Pat, Program, ReturnStmt,
+    SetterProp, StaticBlock, Stmt, TryStmt, VarDecl, VarDeclKind, VarDeclarator,
 };
 use swc_core::ecma::codegen::text_writer::JsWriter;
 use swc_core::ecma::codegen::{Config as CodegenConfig, Emitter};
@@ -851,6 +851,15 @@ impl VisitMut for AwaitTags {
         }
     }
 
+    fn visit_mut_labeled_stmt(&mut self, l: &mut LabeledStmt) {
+        // A labelled `for await` is wrapped with its label (`visit_mut_stmt`):
+        // a block between the label and the loop would break `continue label`.
+        match &mut *l.body {
+            Stmt::ForOf(f) if f.is_await => f.visit_mut_children_with(self),
+            _ => l.visit_mut_children_with(self),
+        }
+    }
+
     fn visit_mut_stmt(&mut self, stmt: &mut Stmt) {
         stmt.visit_mut_children_with(self);
         let Some(restore) = self.restore() else { return };
@@ -947,6 +956,15 @@ mod tests {
         // An async generator: its `yield`, each step of `for await` and what follows the loop.
         assert!(code.contains("__ss.e(__ssTag, (yield x))"), "{code}");
         assert_eq!(code.matches("__ss.e(__ssTag);").count(), 4, "{code}");
+        // A labelled `for await`: the label stays on the loop.
+        let labelled =
+            "exports.f = async function (xs) { outer: for await (const x of xs) { if (x) continue outer; } };\n";
+        let c = compile_module_with("app/server/l.js", labelled, DEV, Awaits::Tag).unwrap();
+        assert!(
+            c.code.contains("{\n        outer: for await (const x of xs){\n            __ss.e(__ssTag);"),
+            "{}",
+            c.code
+        );
         // A function that is not async is left alone.
         assert!(code.contains("function plain() {\n    try {\n        f();\n    } catch (e) {}"), "{code}");
 
