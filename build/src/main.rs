@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -18,46 +18,40 @@ struct Cli {
     command: Command,
 }
 
+/// What to pack, and how: shared by `pack` and `watch`.
+#[derive(Args)]
+struct Target {
+    /// The app's root folder.
+    #[arg(default_value = ".")]
+    app: PathBuf,
+    /// The output folder [default: APP/dist].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The environment: development, staging, production, or any name [default: $SS_ENV, else development].
+    #[arg(long)]
+    env: Option<String>,
+    /// Compile every file again instead of reusing APP/.ssbuild-cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// The URL browsers load the assets folder from, such as https://cdn.example.com/app/ [default: /assets/].
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Pack an app into its output folder (dist/ by default).
     Pack {
-        /// The app's root folder.
-        #[arg(default_value = ".")]
-        app: PathBuf,
-        /// The output folder [default: APP/dist].
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The environment: development, staging, production, or any name [default: $SS_ENV, else development].
-        #[arg(long)]
-        env: Option<String>,
-        /// Compile every file again instead of reusing APP/.ssbuild-cache.
-        #[arg(long)]
-        no_cache: bool,
-        /// The URL browsers load the assets folder from, such as https://cdn.example.com/app/ [default: /assets/].
-        #[arg(long)]
-        public_url: Option<String>,
+        #[command(flatten)]
+        target: Target,
         /// Print how long each stage took.
         #[arg(long)]
         timings: bool,
     },
     /// Pack the app, then again whenever one of its files changes.
     Watch {
-        /// The app's root folder.
-        #[arg(default_value = ".")]
-        app: PathBuf,
-        /// The output folder [default: APP/dist].
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// The environment [default: $SS_ENV, else development].
-        #[arg(long)]
-        env: Option<String>,
-        /// Compile every file again instead of reusing APP/.ssbuild-cache.
-        #[arg(long)]
-        no_cache: bool,
-        /// The URL browsers load the assets folder from [default: /assets/].
-        #[arg(long)]
-        public_url: Option<String>,
+        #[command(flatten)]
+        target: Target,
     },
     /// Write a new app (a small chat room) into the folder NAME.
     New {
@@ -84,8 +78,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Pack { app, out, env, no_cache, timings, public_url } => {
-            let options = match options(app, out, env, no_cache, public_url, "pack") {
+        Command::Pack { target, timings } => {
+            let options = match options(target, "pack") {
                 Ok(options) => options,
                 Err(code) => return code,
             };
@@ -100,8 +94,8 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Watch { app, out, env, no_cache, public_url } => {
-            let options = match options(app, out, env, no_cache, public_url, "watch") {
+        Command::Watch { target } => {
+            let options = match options(target, "watch") {
                 Ok(options) => options,
                 Err(code) => return code,
             };
@@ -127,14 +121,8 @@ fn main() -> ExitCode {
 }
 
 /// Pack options from the command line; a usage error's exit code otherwise.
-fn options(
-    app: PathBuf,
-    out: Option<PathBuf>,
-    env: Option<String>,
-    no_cache: bool,
-    public_url: Option<String>,
-    command: &str,
-) -> Result<ssbuild::PackOptions, ExitCode> {
+fn options(target: Target, command: &str) -> Result<ssbuild::PackOptions, ExitCode> {
+    let Target { app, out, env, no_cache, public_url } = target;
     let env =
         env.or_else(|| std::env::var("SS_ENV").ok().filter(|e| !e.is_empty())).unwrap_or_else(|| "development".into());
     if !app.is_dir() {
