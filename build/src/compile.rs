@@ -32,7 +32,7 @@ pub struct CompiledApp {
     pub failed: BTreeSet<usize>,
     /// Their diagnostics.
     pub problems: Vec<Diagnostic>,
-    /// How many files were compiled now, and how many came from the cache.
+    /// How many compilations ran now (a server copy counts as one more).
     pub fresh: usize,
     /// How many came from the cache.
     pub cached: usize,
@@ -59,11 +59,7 @@ pub fn compile_all(files: &[Source], code: CodeOptions, cache: &mut Cache) -> Co
     for (index, (key, is_fresh, result)) in results.into_iter().enumerate() {
         match result {
             Ok(c) => {
-                if is_fresh {
-                    fresh += 1
-                } else {
-                    cached += 1
-                }
+                *if is_fresh { &mut fresh } else { &mut cached } += 1;
                 cache.keep(key, c.clone(), is_fresh);
                 compiled.push(c);
             }
@@ -86,6 +82,7 @@ pub fn compile_all(files: &[Source], code: CodeOptions, cache: &mut Cache) -> Co
     for (&i, (key, is_fresh, result)) in shared.iter().zip(compile_each(&again, code, cache)) {
         match result {
             Ok(c) => {
+                *if is_fresh { &mut fresh } else { &mut cached } += 1;
                 cache.keep(key, c.clone(), is_fresh);
                 server_copies.insert(i, c);
             }

@@ -101,7 +101,7 @@ pub fn create(target: &Path) -> Result<Vec<&'static str>, NewError> {
             let file = into.join(path);
             let dir = file.parent().expect("a template file sits in the app's folder");
             std::fs::create_dir_all(dir).map_err(write_err(dir))?;
-            let shown = if path.ends_with(".html") { escape_html(&name) } else { name.clone() };
+            let shown = if path.ends_with(".html") { crate::views::escape_html(&name) } else { name.clone() };
             std::fs::write(&file, text.replace("__NAME__", &shown)).map_err(write_err(&target.join(path)))?;
         }
         if !existing_empty {
@@ -124,11 +124,6 @@ pub fn create(target: &Path) -> Result<Vec<&'static str>, NewError> {
     }
     written?;
     Ok(FILES.iter().map(|(path, _)| *path).collect())
-}
-
-/// `text` as HTML text.
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -130,7 +130,12 @@ pub fn render_page(views: &[Source], tags: &[Tag], templates: &Templates, minify
 }
 
 fn attr(value: &str) -> String {
-    value.replace('&', "&amp;").replace('"', "&quot;")
+    escape_html(value)
+}
+
+/// `text` safe in HTML text and in a quoted attribute value.
+pub fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// Finds the one `<SocketStream>` tag of the layout (with its optional end

@@ -1,17 +1,14 @@
 //! `ssrun config` prints the settings a start would use, from the app's
 //! `config/` folder beside `dist/`.
 
-use std::path::Path;
 use std::process::Command;
+
+mod common;
+use common::packed_fixture;
 
 #[test]
 fn ssrun_config_prints_the_effective_settings_with_their_origin() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut options =
-        ssbuild::PackOptions::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/apps/browser"), "production");
-    options.cache = false;
-    options.out = Some(dir.path().join("dist"));
-    ssbuild::pack(&options).expect("the fixture packs");
+    let dir = packed_fixture();
     std::fs::create_dir_all(dir.path().join("config/environments")).unwrap();
     std::fs::write(dir.path().join("config/environments/production.toml"), "[server]\nreply_timeout = 12\n").unwrap();
 

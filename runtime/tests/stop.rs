@@ -6,9 +6,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+mod common;
+use common::packed_fixture;
 
 /// Reads one WebSocket frame from the server (never masked): opcode and payload.
 fn frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
@@ -30,18 +32,6 @@ fn frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut payload = vec![0u8; len];
     stream.read_exact(&mut payload).unwrap();
     (head[0] & 0x0f, payload)
-}
-
-/// The browser fixture packed in place into a folder of the test's own (with
-/// the cache off, nothing is written into the fixture); its output is `dist/`.
-fn packed_fixture() -> tempfile::TempDir {
-    let dist = tempfile::tempdir().unwrap();
-    let mut options =
-        ssbuild::PackOptions::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/apps/browser"), "production");
-    options.cache = false;
-    options.out = Some(dist.path().join("dist"));
-    ssbuild::pack(&options).expect("the fixture packs");
-    dist
 }
 
 #[test]
