@@ -87,53 +87,62 @@ mod tests {
 
     #[test]
     fn changes_are_packed_failures_keep_the_last_build_and_new_files_count() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::{Arc, mpsc};
+        use std::sync::mpsc;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
+        // Each file appears whole (written beside it, then renamed), so the
+        // watcher never settles on a half-written one.
         let write = |rel: &str, text: &str| {
             let path = root.join(rel);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            let staged = path.with_file_name(format!(".{name}.partial"));
+            std::fs::write(&staged, text).unwrap();
+            std::fs::rename(&staged, &path).unwrap();
         };
         write("app/client/app.js", "exports.init = function () {};\n");
         write("app/views/app.html", "<!doctype html><html><head><SocketStream></head><body></body></html>\n");
+        // Each report waits for the test's word on whether to go on, so the
+        // watcher stops exactly when the test says and never earlier.
         let (tx, rx) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
+        let (go_tx, go_rx) = mpsc::channel::<bool>();
         let options = PackOptions::new(&root, "development");
-        let stopping = stop.clone();
         let watcher = std::thread::spawn(move || {
             watch(&options, |result| {
                 let summary = result.map(|r| (r.compiled, r.manifest.trees.clone())).map_err(|e| e.to_string());
                 let _ = tx.send(summary);
-                !stopping.load(Ordering::SeqCst)
+                go_rx.recv().unwrap_or(false)
             })
         });
-        let next = || rx.recv_timeout(Duration::from_secs(20)).expect("a pack within 20 s");
-        let (compiled, tree) = next().expect("the first pack");
+        let next = |go_on: bool| {
+            let summary = rx.recv_timeout(Duration::from_secs(20)).expect("a pack within 20 s");
+            go_tx.send(go_on).expect("the watcher waits for an answer");
+            summary
+        };
+        let (compiled, tree) = next(true).expect("the first pack");
         assert!(compiled >= 1, "{tree:?}");
 
         // A new file: packed, and only it is compiled.
         write("app/client/extra.js", "exports.twice = (x) => 2 * x;\n");
-        let (compiled, tree) = next().expect("the second pack");
+        let (compiled, tree) = next(true).expect("the second pack");
         assert_eq!(compiled, 1);
         assert!(serde_json::to_string(&tree).unwrap().contains("extra"), "{tree:?}");
         let manifest = std::fs::read_to_string(root.join("dist/manifest.json")).unwrap();
 
         // A mistake: reported, and the last build stays.
         write("app/client/extra.js", "exports.twice = ;\n");
-        let error = next().expect_err("a syntax error");
+        let error = next(true).expect_err("a syntax error");
         assert!(error.contains("app/client/extra.js:1:"), "{error}");
         assert_eq!(std::fs::read_to_string(root.join("dist/manifest.json")).unwrap(), manifest);
 
         // Deleting the file packs again, without it.
         std::fs::remove_file(root.join("app/client/extra.js")).unwrap();
-        let (_, tree) = next().expect("the pack after the delete");
+        let (_, tree) = next(true).expect("the pack after the delete");
         assert!(!serde_json::to_string(&tree).unwrap().contains("extra"), "{tree:?}");
 
-        stop.store(true, Ordering::SeqCst);
         write("app/client/more.js", "exports.x = 1;\n");
-        next().expect("the last pack");
+        let (_, tree) = next(false).expect("the last pack");
+        assert!(serde_json::to_string(&tree).unwrap().contains("more"), "{tree:?}");
         watcher.join().unwrap();
     }
 
