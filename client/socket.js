@@ -9,6 +9,8 @@
 //   the code "disconnected": they may or may not have run.
 // - The socket reconnects forever, with exponential back-off and jitter.
 // - SS.client.app.init() runs once per page load, when the first session is ready.
+// - In development the server names its build in `init`: a page whose code is
+//   older reloads itself; one whose stylesheet alone is older swaps it in place.
 (function (global) {
   'use strict';
   var SS = global.SS || (global.SS = {});
@@ -27,6 +29,7 @@
   var queue = [];
   var heartbeat = null;
   var awaitingBeat = false;
+  var build = null;
 
   function emitter() {
     var handlers = {};
@@ -169,7 +172,73 @@
     socket.send('{"type":"hb"}');
   }
 
+  // The element `tag` whose attribute `name` is exactly `value`.
+  function element(tag, name, value) {
+    var list = global.document.getElementsByTagName(tag);
+    for (var i = 0; i < list.length; i++) {
+      if (list[i].getAttribute(name) === value) return list[i];
+    }
+    return null;
+  }
+
+  function reload(why) {
+    // A page that reloaded for this very build and still does not have it
+    // (something caches the page) stops here instead of reloading forever.
+    var storage = null;
+    try {
+      storage = global.sessionStorage;
+    } catch (error) {}
+    var key = 'SocketStream.reloaded_for';
+    if (storage && storage.getItem(key) === why) {
+      log(1, 'error', ['SocketStream: this page is still not the server\'s build after a reload (' + why + ')']);
+      return false;
+    }
+    if (storage) storage.setItem(key, why);
+    log(2, 'log', ['SocketStream: the app changed; reloading the page']);
+    stopped = true;
+    if (socket) socket.onclose = null;
+    global.location.reload();
+    return true;
+  }
+
+  function swapStyles(old, next) {
+    var current = old.css && element('link', 'href', old.css);
+    if (!next.css) {
+      if (current) current.parentNode.removeChild(current);
+      return;
+    }
+    var link = global.document.createElement('link');
+    link.rel = 'stylesheet';
+    if (next.css_integrity) {
+      link.integrity = next.css_integrity;
+      link.crossOrigin = 'anonymous';
+    }
+    link.href = next.css;
+    // The old sheet stays until the new one applies, so nothing flashes unstyled.
+    link.onload = function () {
+      if (current && current.parentNode) current.parentNode.removeChild(current);
+    };
+    if (current) current.parentNode.insertBefore(link, current.nextSibling);
+    else global.document.head.appendChild(link);
+    log(2, 'log', ['SocketStream: the stylesheet changed; swapped in place']);
+  }
+
+  // Whether the page must reload to run the server's build (see docs/protocol.md).
+  function outOfDate(next) {
+    if (!next || !global.document) return false;
+    var old = build;
+    build = next;
+    if (next.js && !element('script', 'src', next.js)) return reload(next.js);
+    if (!old) {
+      // The page's first session: the page itself is the build it was loaded with.
+      return next.css ? !element('link', 'href', next.css) && reload(next.js + ' ' + next.css) : false;
+    }
+    if (old.css !== next.css) swapStyles(old, next);
+    return false;
+  }
+
   function onInit(message) {
+    if (outOfDate(message.build)) return;
     settings = message.client || settings;
     SS.env = message.env;
     mount(SS.server, message.api || {}, '');

@@ -101,7 +101,7 @@ fn main() -> ExitCode {
             };
             let _ = writeln!(
                 std::io::stdout(),
-                "watching {} (Ctrl-C to stop); restart ssrun to serve a new build",
+                "watching {} (Ctrl-C to stop); ssrun serving a development build picks each new build up",
                 options.app.display()
             );
             ssbuild::watch::watch(&options, |result| {

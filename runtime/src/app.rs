@@ -55,6 +55,8 @@ pub enum LoadError {
 struct ManifestFile {
     format: u32,
     env: String,
+    #[serde(default = "default_public_url")]
+    public_url: String,
     page: FileEntry,
     assets: BTreeMap<String, FileEntry>,
     #[serde(default)]
@@ -112,7 +114,24 @@ struct FileEntry {
     size: u64,
     sha256: String,
     #[serde(default)]
+    integrity: String,
+    #[serde(default)]
     compressed: BTreeMap<String, u64>,
+}
+
+fn default_public_url() -> String {
+    "/assets/".to_string()
+}
+
+/// The page's own script and stylesheet, as its tags name them. In
+/// development the `init` message carries them, so that a page loaded from
+/// an older build can tell (see docs/protocol.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageBuild {
+    /// The URL of `app.js`.
+    pub js: Option<String>,
+    /// The URL of `app.css` and its SRI integrity, when the app has styles.
+    pub css: Option<(String, String)>,
 }
 
 /// One file ready to serve.
@@ -147,6 +166,12 @@ pub struct LoadedApp {
     pub config_dir: Option<PathBuf>,
     /// The server bundle and its action files, when the app has server code.
     pub server_code: Option<ServerCode>,
+    /// The page's script and stylesheet.
+    pub build: PageBuild,
+    /// The manifest this was loaded from.
+    pub manifest_path: PathBuf,
+    /// The manifest's bytes, to tell a new build from this one.
+    pub manifest_bytes: Vec<u8>,
 }
 
 impl LoadedApp {
@@ -221,7 +246,27 @@ impl LoadedApp {
             }
             None => None,
         };
-        Ok(LoadedApp { env: manifest.env, page, assets, public_dir, not_found_page, config_dir, server_code })
+        let url = |name: &str| {
+            manifest.assets.get(name).map(|entry| {
+                (
+                    format!("{}{}", manifest.public_url, entry.path.trim_start_matches("assets/")),
+                    entry.integrity.clone(),
+                )
+            })
+        };
+        let build = PageBuild { js: url("app.js").map(|(url, _)| url), css: url("app.css") };
+        Ok(LoadedApp {
+            env: manifest.env,
+            page,
+            assets,
+            public_dir,
+            not_found_page,
+            config_dir,
+            server_code,
+            build,
+            manifest_path,
+            manifest_bytes: text,
+        })
     }
 }
 

@@ -24,6 +24,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 mod json;
+pub mod pickup;
 pub mod pubsub;
 pub mod quickjs;
 pub mod session;
@@ -61,6 +62,9 @@ pub struct App {
     registry: Registry,
     hub: Arc<Hub>,
     store: Option<Arc<dyn SessionStore>>,
+    /// Set with [`App::with_memory_store`]: a store in memory that the caller
+    /// keeps (and this app purges of old sessions).
+    memory_store: Option<Arc<MemoryStore>>,
     bus: Arc<dyn Bus>,
     presence: Option<Arc<dyn Presence>>,
     basic_auth: Option<BasicAuth>,
@@ -79,6 +83,7 @@ impl App {
             bus: Arc::new(MemoryBus::new(hub.clone())),
             hub,
             store: None,
+            memory_store: None,
             presence: None,
             basic_auth: None,
             engine: None,
@@ -177,6 +182,23 @@ impl App {
         self
     }
 
+    /// Keeps sessions in `store`, a store in this process's memory that the
+    /// caller holds on to: a server that is replaced by a new one in the same
+    /// process (a new build picked up in development) hands it over, and
+    /// browsers keep their sessions.
+    pub fn with_memory_store(mut self, store: Arc<MemoryStore>) -> App {
+        self.store = Some(store.clone());
+        self.memory_store = Some(store);
+        self
+    }
+
+    /// Keeps users online in `presence` instead of a table of this app's own.
+    /// Call it before [`App::with_javascript`], whose engine uses it.
+    pub fn with_presence(mut self, presence: Arc<dyn Presence>) -> App {
+        self.presence = Some(presence);
+        self
+    }
+
     /// Registers a native action, callable as `SS.server.<name>` (for
     /// example `app.square`) over the WebSocket and the HTTP API. A call that
     /// has not answered within `reply_timeout` is answered with a `failed`
@@ -241,9 +263,10 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let config = self.config.clone();
-        let memory_store = match self.store {
-            Some(_) => None,
-            None => Some(Arc::new(MemoryStore::new(config.session_max_age))),
+        let memory_store = match (&self.store, self.memory_store) {
+            (_, Some(memory)) => Some(memory),
+            (Some(_), None) => None,
+            (None, None) => Some(Arc::new(MemoryStore::new(config.session_max_age))),
         };
         let store: Arc<dyn SessionStore> = match (&self.store, &memory_store) {
             (Some(store), _) => store.clone(),
@@ -255,11 +278,12 @@ impl App {
         let shared = Arc::new(Shared {
             sockets: Default::default(),
             init_tail: format!(
-                r#","client":{{"log_level":{},"heartbeat_interval":{}}},"api":{}}}"#,
+                r#","client":{{"log_level":{},"heartbeat_interval":{}}},"api":{}{}}}"#,
                 config.client_log_level,
                 // In seconds, fractions included.
                 config.heartbeat().as_secs_f64(),
-                self.registry.tree()
+                self.registry.tree(),
+                build_field(&self.loaded)
             ),
             loaded: self.loaded,
             publisher: Publisher::new(self.bus),
@@ -285,6 +309,20 @@ impl App {
         }
         result
     }
+}
+
+/// The `build` field of `init` (development only): the page's script and
+/// stylesheet, so that a page from an older build reloads itself, or swaps
+/// its stylesheet when only that changed.
+fn build_field(loaded: &LoadedApp) -> String {
+    if loaded.env != "development" {
+        return String::new();
+    }
+    let (css, integrity) = match &loaded.build.css {
+        Some((url, integrity)) => (Some(url), Some(integrity)),
+        None => (None, None),
+    };
+    format!(r#","build":{}"#, serde_json::json!({ "js": loaded.build.js, "css": css, "css_integrity": integrity }))
 }
 
 /// Everything the handlers share.

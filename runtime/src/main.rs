@@ -153,10 +153,24 @@ fn run() -> anyhow::Result<()> {
     // switch per call); otherwise it has a thread of its own.
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let app = ssrun::App::new(loaded)
-            .with_config(config)
-            .with_javascript_for_server_runtime()
-            .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))?;
+        let development = loaded.env == "development";
+        // Sessions and users online outlive each build served in development.
+        let store = std::sync::Arc::new(ssrun::MemoryStore::new(config.session_max_age));
+        let presence: std::sync::Arc<dyn ssrun::Presence> =
+            std::sync::Arc::new(ssrun::MemoryPresence::new(config.offline_after));
+        let make = {
+            let path = start.app.clone();
+            move |loaded: ssrun::LoadedApp, config: ssrun::Config| {
+                check_env(&path, &loaded)?;
+                ssrun::App::new(loaded)
+                    .with_config(config)
+                    .with_memory_store(store.clone())
+                    .with_presence(presence.clone())
+                    .with_javascript_for_server_runtime()
+                    .map_err(|e| anyhow::anyhow!("the server code failed to start: {e}"))
+            }
+        };
+        let app = make(loaded, config)?;
         let env = app.env().to_string();
         let actions: Vec<String> = app.registry().names().into_iter().map(str::to_string).collect();
         let address = SocketAddr::new(start.host, port);
@@ -164,7 +178,17 @@ fn run() -> anyhow::Result<()> {
         let address = listener.local_addr()?;
         println!("ssrun: serving {} ({env}) on http://{address}", start.app.display());
         println!("ssrun: {} action(s): {}", actions.len(), actions.join(", "));
-        app.serve(listener, stop_signal()).await.context("serving")
+        if !development {
+            return app.serve(listener, stop_signal()).await.context("serving");
+        }
+        println!("ssrun: new builds of the app are served as they appear (`ssbuild watch` writes them)");
+        let remake = move |loaded: ssrun::LoadedApp| {
+            let config = ssrun::Config::load(loaded.config_dir.as_deref(), &loaded.env).map_err(|e| e.to_string())?;
+            make(loaded, config).map_err(|e| format!("{e:#}"))
+        };
+        let report = |line: String| println!("ssrun: {line}");
+        let listener = listener.into_std().context("taking the listening socket")?;
+        ssrun::pickup::serve_picking_up(app, listener, remake, report, stop_signal()).await.context("serving")
     })
 }
 

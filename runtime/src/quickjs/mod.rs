@@ -586,6 +586,15 @@ async fn serve_jobs(host: Shared, mut jobs: mpsc::UnboundedReceiver<Job>) {
             _ = sweep.tick() => host.sweep(),
         }
     }
+    // Every sender is gone: the server this engine served has stopped. Its
+    // timers hold the engine weakly and would end at their next tick; they
+    // end now instead (a long interval would otherwise sit in the scheduler,
+    // beside a newer engine, until then).
+    host.deferred.borrow_mut().clear();
+    let timers = std::mem::take(&mut host.state.borrow_mut().timers);
+    for task in timers.into_values().flatten() {
+        task.abort();
+    }
 }
 
 fn handle(host: &Shared, job: Job) {
