@@ -181,22 +181,35 @@
     return null;
   }
 
+  var RELOADED = 'SocketStream.reloaded_for';
+
+  function storage(action) {
+    try {
+      return action(global.sessionStorage);
+    } catch (error) {
+      return null;
+    }
+  }
+
   function reload(why) {
     // A page that reloaded for this very build and still does not have it
     // (something caches the page) stops here instead of reloading forever.
-    var storage = null;
-    try {
-      storage = global.sessionStorage;
-    } catch (error) {}
-    var key = 'SocketStream.reloaded_for';
-    if (storage && storage.getItem(key) === why) {
+    if (storage(function (s) { return s.getItem(RELOADED); }) === why) {
       log(1, 'error', ['SocketStream: this page is still not the server\'s build after a reload (' + why + ')']);
       return false;
     }
-    if (storage) storage.setItem(key, why);
+    storage(function (s) { s.setItem(RELOADED, why); });
     log(2, 'log', ['SocketStream: the app changed; reloading the page']);
     stopped = true;
-    if (socket) socket.onclose = null;
+    if (socket) {
+      socket.onclose = null;
+      socket.close(1000, 'reloading');
+      socket = null;
+    }
+    queue.splice(0).forEach(function (entry) {
+      settle(entry, failure('disconnected', entry.method + ': the page is reloading for a new build of the app'));
+    });
+    socketEvents.emit('reconnect_failed', ['the page is reloading for a new build of the app']);
     global.location.reload();
     return true;
   }
@@ -218,6 +231,12 @@
     link.onload = function () {
       if (current && current.parentNode) current.parentNode.removeChild(current);
     };
+    // A sheet that does not load (gone already, or failing its integrity
+    // check): the page reloads rather than keep a link that is not applied.
+    link.onerror = function () {
+      if (link.parentNode) link.parentNode.removeChild(link);
+      reload(next.css);
+    };
     if (current) current.parentNode.insertBefore(link, current.nextSibling);
     else global.document.head.appendChild(link);
     log(2, 'log', ['SocketStream: the stylesheet changed; swapped in place']);
@@ -229,6 +248,7 @@
     var old = build;
     build = next;
     if (next.js && !element('script', 'src', next.js)) return reload(next.js);
+    storage(function (s) { s.removeItem(RELOADED); });
     if (!old) {
       // The page's first session: the page itself is the build it was loaded with.
       return next.css ? !element('link', 'href', next.css) && reload(next.js + ' ' + next.css) : false;

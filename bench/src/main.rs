@@ -1,12 +1,13 @@
 //! Side-by-side benchmarks of SocketStream against its peers, in one run, on
 //! the same inputs, reported as ratios. Not tests: they measure, they do not
 //! check behaviour. Run `cargo run --release -p ss-bench -- pack` (or `css`,
-//! `rpc`) after `npm ci` (for the pinned inputs and peers) and a release build
+//! `watch`, `rpc`) after `npm ci` (for the pinned inputs and peers) and a release build
 //! of ssbuild.
 
 mod css;
 mod pack;
 mod rpc;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,6 +27,13 @@ enum Command {
     /// Packing three.js: ssbuild against esbuild (wall time, output bytes raw and gzip).
     Pack {
         /// Runs of each command (the median is reported).
+        #[arg(long, default_value_t = 15)]
+        runs: usize,
+    },
+    /// Watch mode on three's src/ (757 modules): a one-file edit rebuilt by `ssbuild watch` against `esbuild
+    /// --bundle --watch` (the rebuild's time, and the time from the edit to the new output).
+    Watch {
+        /// Edits to each watcher (the median is reported).
         #[arg(long, default_value_t = 15)]
         runs: usize,
     },
@@ -85,6 +93,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Pack { runs } => pack::run(runs),
         Command::Css { runs } => css::run(runs),
+        Command::Watch { runs } => watch::run(runs),
         Command::Rpc {
             connections,
             in_flight,

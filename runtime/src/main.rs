@@ -183,6 +183,12 @@ fn run() -> anyhow::Result<()> {
         }
         println!("ssrun: new builds of the app are served as they appear (`ssbuild watch` writes them)");
         let remake = move |loaded: ssrun::LoadedApp| {
+            if loaded.env != env {
+                return Err(format!(
+                    "it was packed for {}, and this server serves {env} builds: restart ssrun to serve it",
+                    loaded.env
+                ));
+            }
             let config = ssrun::Config::load(loaded.config_dir.as_deref(), &loaded.env).map_err(|e| e.to_string())?;
             make(loaded, config).map_err(|e| format!("{e:#}"))
         };

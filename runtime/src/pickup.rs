@@ -2,38 +2,74 @@
 //! any `ssbuild pack` into the same folder) is picked up while the server
 //! runs.
 //!
-//! The server looks at `manifest.json` a few times a second. When its bytes
-//! change, the new build is loaded and a new [`App`] made from it (its server
-//! code started in a new engine) while the old one goes on serving; only when
-//! that worked does the old server stop: its connections close with 1001, and
-//! browsers reconnect to the new one on the same listening socket, with the
-//! same sessions and users online (both live outside either server). The
-//! `init` message tells each page which build it now talks to, and the page
-//! reloads itself when its code changed, or swaps its stylesheet in place when
-//! only that changed (client/socket.js). A build that cannot be loaded or
-//! whose server code fails to start is reported, and the last good one goes on
-//! serving.
+//! The server looks at `manifest.json` and the `config/` folder a few times a
+//! second. When either changes, the new build is loaded and a new [`App`] made
+//! from it (its config read again, its server code started in a new engine)
+//! while the old one goes on serving; only when that worked does the old
+//! server stop. The new one starts at once on the same listening socket,
+//! while the old one closes its connections with 1001 in the background:
+//! browsers reconnect to the new one with the same sessions and users online
+//! (both live outside either server). The `init` message tells each page
+//! which build it now talks to, and the page reloads itself when its code
+//! changed, or swaps its stylesheet in place when only that changed
+//! (client/socket.js). A build that cannot be loaded or whose server code
+//! fails to start is reported, and the last good one goes on serving.
 
 use std::future::Future;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
 
 use crate::{App, LoadedApp};
 
-/// How often `manifest.json` is looked at.
+/// How often `manifest.json` and `config/` are looked at.
 pub const POLL: Duration = Duration::from_millis(250);
 
 /// How many looks in a row a changed manifest may fail to load before the
-/// failure is reported (a pack swapping the folder can be caught half-way).
+/// failure is reported (a pack swapping the folder can be caught half-way);
+/// after that it is tried again every `RETRY_EVERY` looks, in case the cause
+/// passes (a slow disk, a copy in progress).
 const LOAD_TRIES: u32 = 3;
+const RETRY_EVERY: u32 = 8;
+
+/// What tells one build from the next: the manifest's bytes, and the name,
+/// size and modification time of each file under `config/`.
+#[derive(Clone, PartialEq, Eq)]
+struct Key {
+    manifest: Vec<u8>,
+    config: Vec<(PathBuf, u64, Option<SystemTime>)>,
+}
+
+fn config_files(dir: Option<&Path>) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let Some(dir) = dir else { return Vec::new() };
+    let mut files: Vec<_> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            let meta = e.metadata().ok();
+            (e.path().to_path_buf(), meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The config folder of the app whose dist folder holds `manifest`: the one
+/// [`LoadedApp::load`] reads.
+fn config_dir_of(manifest: &Path) -> Option<PathBuf> {
+    let root = manifest.parent()?.parent()?;
+    Some(root.join("config")).filter(|d| d.is_dir())
+}
 
 /// Serves `first` on `listener` until `stop` completes, replacing it with
-/// `make(new build)` each time the manifest it was loaded from changes.
-/// `make` gets the loaded build and gives the app to serve, or why not (the
-/// message is printed and the current app goes on serving); it should share
-/// one session store and users online between the apps it makes (see
-/// [`App::with_memory_store`] and [`App::with_presence`]). `report` gets a
-/// line to print for each build picked up or refused. Call it inside a
-/// [`tokio::task::LocalSet`].
+/// `make(new build)` each time the manifest it was loaded from, or the app's
+/// `config/` folder, changes. `make` gets the loaded build and gives the app
+/// to serve, or why not (the message is reported and the current app goes on
+/// serving); it should share one session store and users online between the
+/// apps it makes (see [`App::with_memory_store`] and [`App::with_presence`]).
+/// `report` gets a line to print for each build picked up or refused. Call it
+/// inside a [`tokio::task::LocalSet`].
 pub async fn serve_picking_up<M, R>(
     first: App,
     listener: std::net::TcpListener,
@@ -50,10 +86,19 @@ where
         stop.await;
         let _ = stop_tx.send(true);
     });
+    let manifest_path = first.loaded.manifest_path.clone();
+    let key_now = || Key {
+        manifest: std::fs::read(&manifest_path).unwrap_or_default(),
+        config: config_files(config_dir_of(&manifest_path).as_deref()),
+    };
+    let mut serving_key = Key {
+        manifest: first.loaded.manifest_bytes.clone(),
+        config: config_files(config_dir_of(&manifest_path).as_deref()),
+    };
     let mut current = first;
+    // Servers handed over, closing their connections in the background.
+    let mut retiring = Vec::new();
     let result = loop {
-        let manifest_path = current.loaded.manifest_path.clone();
-        let serving_bytes = current.loaded.manifest_bytes.clone();
         let (switch_tx, switch_rx) = tokio::sync::oneshot::channel::<()>();
         let mut stopped = stop_rx.clone();
         let shutdown = async move {
@@ -66,63 +111,76 @@ where
             Ok(socket) => socket,
             Err(e) => break Err(e),
         };
-        let serving = current.serve(socket, shutdown);
-        tokio::pin!(serving);
-        let mut failed: Option<Vec<u8>> = None;
-        let mut tries = 0;
+        let mut serving: Pin<Box<dyn Future<Output = std::io::Result<()>>>> = Box::pin(current.serve(socket, shutdown));
+        // The key of a build that was refused, and how often it failed to load.
+        let mut refused: Option<Key> = None;
+        let mut failures = 0;
         let next = loop {
             tokio::select! {
                 result = &mut serving => break Err(result),
                 _ = tokio::time::sleep(POLL) => {}
             }
-            let Ok(bytes) = std::fs::read(&manifest_path) else { continue };
-            if bytes == serving_bytes {
-                if failed.take().is_some() {
-                    report("the app is back to the build being served".to_string());
-                }
-                tries = 0;
+            let key = key_now();
+            if key.manifest.is_empty() {
                 continue;
             }
-            if failed.as_ref() == Some(&bytes) {
+            if key == serving_key {
+                if refused.take().is_some() {
+                    report("the app is back to the build being served".to_string());
+                }
+                failures = 0;
+                continue;
+            }
+            if refused.as_ref().is_some_and(|r| r != &key) {
+                // Something changed since the refusal: try at once.
+                refused = None;
+                failures = 0;
+            }
+            if refused.as_ref() == Some(&key) && (failures == 0 || failures % RETRY_EVERY != 0) {
+                if failures > 0 {
+                    failures += 1;
+                }
                 continue;
             }
             match LoadedApp::load(manifest_path.parent().unwrap_or(&manifest_path)) {
-                // Loaded from what the manifest says now, which may already be newer than `bytes`.
                 Ok(loaded) => {
-                    tries = 0;
-                    let loaded_bytes = loaded.manifest_bytes.clone();
+                    failures = 0;
+                    // Loaded from what the manifest says now, which may already be newer than `key`.
+                    let loaded_key = Key { manifest: loaded.manifest_bytes.clone(), config: key.config.clone() };
                     match make(loaded) {
-                        Ok(app) => break Ok(app),
+                        Ok(app) => break Ok((app, loaded_key)),
                         Err(why) => {
                             report(format!("the new build is not served, the last one goes on serving: {why}"));
-                            failed = Some(loaded_bytes);
+                            refused = Some(loaded_key);
                         }
                     }
                 }
                 Err(e) => {
-                    tries += 1;
-                    if tries >= LOAD_TRIES {
+                    failures += 1;
+                    if failures == LOAD_TRIES {
                         report(format!("the new build cannot be loaded, the last one goes on serving: {e}"));
-                        failed = Some(bytes);
-                        tries = 0;
+                        refused = Some(key);
                     }
                 }
             }
         };
         match next {
-            Ok(app) => {
+            Ok((app, key)) => {
                 let _ = switch_tx.send(());
-                if let Err(e) = serving.await {
-                    break Err(e);
-                }
+                retiring.retain(|task: &tokio::task::JoinHandle<std::io::Result<()>>| !task.is_finished());
+                retiring.push(tokio::task::spawn_local(serving));
                 let actions = app.registry().names().len();
                 report(format!("serving the new build ({actions} action(s)); browsers reconnect and reload"));
                 current = app;
+                serving_key = key;
             }
             // The server stopped (its stop signal, or an error).
             Err(result) => break result,
         }
     };
+    for task in retiring {
+        let _ = task.await;
+    }
     stopping.abort();
     result
 }

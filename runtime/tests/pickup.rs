@@ -1,8 +1,10 @@
 //! `ssrun` in development serves each new build of the app as it appears:
 //! new server code answers, the old code's timers stop, a build whose server
 //! code fails to start is refused with a message while the last good one goes
-//! on serving. Run with the engine on a thread of its own (two CPUs) and on
-//! the server's thread (one CPU, through `taskset` where it is installed).
+//! on serving, as is one packed for another environment; a change to
+//! `config/` alone is picked up too. Run with the engine on a thread of its
+//! own (two CPUs) and on the server's thread (one CPU, through `taskset`
+//! where it is installed).
 
 #![cfg(unix)]
 
@@ -158,6 +160,17 @@ fn picks_up_new_builds(one_cpu: bool) {
     pack(root);
     out.wait_for("serving the new build");
     assert!(get(&address, "/api/clock/version.json").ends_with("\r\n\r\n4"));
+
+    // A change to config/ alone is picked up too.
+    write(root, "config/app.toml", "[api]\nprefix = \"rpc\"\n");
+    out.wait_for("serving the new build");
+    assert!(get(&address, "/rpc/clock/version.json").ends_with("\r\n\r\n4"));
+
+    // A build for another environment is refused.
+    ssbuild::pack(&ssbuild::PackOptions::new(root, "production")).expect("the app packs");
+    let refused = out.wait_for("the new build is not served");
+    assert!(refused.contains("packed for production"), "{refused}");
+    assert!(get(&address, "/rpc/clock/version.json").ends_with("\r\n\r\n4"));
 
     assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
     let mut server = server;

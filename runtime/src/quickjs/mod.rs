@@ -330,8 +330,10 @@ struct State {
 
 struct Host {
     /// Never freed: QuickJS aborts when a runtime is freed with values still
-    /// referenced (timers, callbacks, promises of calls in flight), and an
-    /// engine ends only with its server.
+    /// referenced (timers, callbacks, promises of calls in flight). An engine
+    /// ends with its server: with the process, except in development, where
+    /// each new build's server replaces the last and the old engine's memory
+    /// stays with the process (see `pickup`).
     runtime: std::mem::ManuallyDrop<Runtime>,
     context: std::mem::ManuallyDrop<Context>,
     /// When the running entry into JavaScript must stop, in nanoseconds
