@@ -47,6 +47,33 @@ pub struct Cache {
     old: HashMap<String, Compiled>,
     used: HashMap<String, Compiled>,
     changed: bool,
+    /// Set when the entries came from memory (a [`Warm`] cache): they are
+    /// not read from the disk, and written back to it in the background.
+    warm: bool,
+}
+
+/// What `ssbuild watch` keeps between packs: the entries the last pack used,
+/// so that the next one neither reads nor waits for the cache file, and the
+/// thread writing that file in the background.
+#[derive(Debug, Default)]
+pub struct Warm {
+    entries: Option<HashMap<String, Compiled>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Warm {
+    /// Waits for the cache file being written, if any.
+    pub fn flush(&mut self) {
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// The cache's folder in the app's root.
@@ -55,7 +82,7 @@ pub const CACHE_DIR: &str = ".ssbuild-cache";
 impl Cache {
     /// A cache that keeps nothing (for `--no-cache` and tests).
     pub fn disabled() -> Self {
-        Cache { dir: None, env: String::new(), old: HashMap::new(), used: HashMap::new(), changed: false }
+        Cache { dir: None, env: String::new(), old: HashMap::new(), used: HashMap::new(), changed: false, warm: false }
     }
 
     /// The cache of the app at `root`; the entries are loaded later, only if needed.
@@ -66,7 +93,20 @@ impl Cache {
             old: HashMap::new(),
             used: HashMap::new(),
             changed: false,
+            warm: false,
         }
+    }
+
+    /// The cache of the app at `root`, with the entries `warm` kept from the
+    /// last pack of this process when it has them (else they are read from
+    /// the disk as usual).
+    pub fn open_warm(root: &Path, env: &str, warm: &mut Warm) -> Self {
+        let mut cache = Cache::open(root, env);
+        if let Some(entries) = warm.entries.take() {
+            cache.old = entries;
+            cache.warm = true;
+        }
+        cache
     }
 
     /// The state the last pack left, if any.
@@ -77,6 +117,9 @@ impl Cache {
 
     /// Loads the compiled entries of the last pack.
     pub fn load_entries(&mut self) {
+        if self.warm {
+            return;
+        }
         let Some(dir) = &self.dir else { return };
         let path = dir.join(format!("{}.modules.json", self.env));
         if let Ok(bytes) = fs::read(path)
@@ -144,23 +187,48 @@ impl Cache {
     }
 
     /// Saves the entries this pack used and its state. Failures only cost speed, so they are ignored.
-    pub fn save(mut self, state: &State) {
-        let Some(dir) = self.dir.take() else { return };
-        if fs::create_dir_all(&dir).is_err() {
-            return;
-        }
-        let ignore = dir.join(".gitignore");
-        if !ignore.exists() {
-            let _ = fs::write(ignore, "*\n");
-        }
+    pub fn save(self, state: &State) {
+        self.save_keeping(state, None);
+    }
+
+    /// As [`Cache::save`]; with `warm`, the entries also stay in memory for
+    /// the next pack, and their file is written on a thread of its own (the
+    /// state, small, is written now).
+    pub fn save_keeping(mut self, state: &State, warm: Option<&mut Warm>) {
         let changed = self.changed || self.used.len() != self.old.len();
-        if changed {
-            let stored = Stored { version: CACHE_VERSION.to_string(), entries: std::mem::take(&mut self.used) };
-            if let Ok(bytes) = serde_json::to_vec(&stored) {
-                write_replacing(&dir.join(format!("{}.modules.json", self.env)), &bytes);
+        let Some(dir) = self.dir.take() else { return };
+        let entries = std::mem::take(&mut self.used);
+        let ready = fs::create_dir_all(&dir).is_ok();
+        if ready {
+            let ignore = dir.join(".gitignore");
+            if !ignore.exists() {
+                let _ = fs::write(ignore, "*\n");
             }
         }
-        if let Ok(bytes) = serde_json::to_vec(state) {
+        let modules = dir.join(format!("{}.modules.json", self.env));
+        match warm {
+            Some(warm) => {
+                // One writer at a time: they share the file and its temporary name.
+                warm.flush();
+                if ready && changed {
+                    let stored = Stored { version: CACHE_VERSION.to_string(), entries: entries.clone() };
+                    warm.writer = Some(std::thread::spawn(move || {
+                        if let Ok(bytes) = serde_json::to_vec(&stored) {
+                            write_replacing(&modules, &bytes);
+                        }
+                    }));
+                }
+                warm.entries = Some(entries);
+            }
+            None if ready && changed => {
+                let stored = Stored { version: CACHE_VERSION.to_string(), entries };
+                if let Ok(bytes) = serde_json::to_vec(&stored) {
+                    write_replacing(&modules, &bytes);
+                }
+            }
+            None => {}
+        }
+        if ready && let Ok(bytes) = serde_json::to_vec(state) {
             write_replacing(&dir.join(format!("{}.state.json", self.env)), &bytes);
         }
     }

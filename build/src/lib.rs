@@ -88,6 +88,21 @@ pub fn pack(options: &PackOptions) -> Result<PackReport, PackError> {
 
 /// Packs an app read through `disk`; output goes to the real disk.
 pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackReport, PackError> {
+    pack_inner(disk, options, None)
+}
+
+/// Packs as [`pack`] does, keeping the compiled modules in `warm` for the
+/// next call (`ssbuild watch`): that pack takes them from memory instead of
+/// reading the cache file, and the file is written in the background.
+pub fn pack_warm(options: &PackOptions, warm: &mut cache::Warm) -> Result<PackReport, PackError> {
+    pack_inner(&disk::RealDisk, options, Some(warm))
+}
+
+fn pack_inner(
+    disk: &dyn disk::Disk,
+    options: &PackOptions,
+    mut warm: Option<&mut cache::Warm>,
+) -> Result<PackReport, PackError> {
     let started = Instant::now();
     let root = options.app.as_path();
     // The output folder by its real name: it is renamed whole, which needs a
@@ -118,7 +133,10 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         sources.ignored.iter().map(|p| format!("{p} is not packed: {}", why_ignored(p))).collect();
 
     let mut cache = if options.cache && config_problems.is_empty() {
-        cache::Cache::open(root, &options.env)
+        match warm.as_deref_mut() {
+            Some(warm) => cache::Cache::open_warm(root, &options.env, warm),
+            None => cache::Cache::open(root, &options.env),
+        }
     } else {
         cache::Cache::disabled()
     };
@@ -254,7 +272,7 @@ pub fn pack_with(disk: &dyn disk::Disk, options: &PackOptions) -> Result<PackRep
         extra_inputs: styles.inputs,
         variants,
     };
-    cache.save(&state);
+    cache.save_keeping(&state, warm);
     stages.mark("save cache");
     Ok(PackReport {
         manifest,

@@ -1,7 +1,9 @@
 //! `ssbuild watch`: packs, then packs again whenever a file of the app
 //! changes, appears or goes away. Each pack goes through the persistent
-//! cache, so only changed files are compiled again; a pack that fails leaves
-//! the last good output in place, and the next change is tried again.
+//! cache, so only changed files are compiled again (the cache stays in memory
+//! between packs, and its file is written in the background); a pack that
+//! fails leaves the last good output in place, and the next change is tried
+//! again.
 //!
 //! Changes are found by comparing the size and modification time of every
 //! file under the app's folder a few times a second (the output folder, the
@@ -15,8 +17,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::{PackError, PackOptions, PackReport};
 
-/// How often the app's files are looked at.
-pub const POLL: Duration = Duration::from_millis(200);
+/// How often the app's files are looked at (more seldom when a look takes
+/// more than a twentieth of that).
+pub const POLL: Duration = Duration::from_millis(100);
 
 /// Every file under `root` a pack may read, with its size and modification time.
 pub type Snapshot = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
@@ -24,28 +27,61 @@ pub type Snapshot = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
 /// The files under `root`, except the output folder `out`, hidden entries
 /// (the cache, version control, the packer's staging folders) and `node_modules`.
 pub fn snapshot(root: &Path, out: &Path) -> Snapshot {
-    let out = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
-    walkdir::WalkDir::new(root)
-        .follow_links(true)
-        .into_iter()
-        .filter_entry(|e| {
-            if e.depth() == 0 {
-                return true;
+    // The output folder as a path under `root`, worked out once: resolving
+    // each folder's real path on every look costs more than the look itself.
+    let real_out = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
+    let out_under_root = std::fs::canonicalize(root)
+        .ok()
+        .and_then(|real_root| real_out.strip_prefix(real_root).ok().map(|rel| root.join(rel)));
+    let mut files = Snapshot::new();
+    look(root, 0, &Skip { out_under_root, real_out }, &mut files);
+    files
+}
+
+struct Skip {
+    out_under_root: Option<PathBuf>,
+    real_out: PathBuf,
+}
+
+/// Links are followed, as the packer follows them, up to this depth (a link
+/// to a folder above it would otherwise never end).
+const MAX_DEPTH: usize = 64;
+
+/// Adds the files under `dir` to `files`. One system call per file (its
+/// size and time), none per folder beyond reading it: the kind of each entry
+/// comes with the folder's listing, except for links.
+fn look(dir: &Path, depth: usize, skip: &Skip, files: &mut Snapshot) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "node_modules" {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else { continue };
+        let (is_dir, meta) = if kind.is_symlink() {
+            match std::fs::metadata(&path) {
+                Ok(meta) => (meta.is_dir(), Some(meta)),
+                Err(_) => continue,
             }
-            let name = e.file_name().to_string_lossy();
-            if name.starts_with('.') || name == "node_modules" {
-                return false;
+        } else {
+            (kind.is_dir(), None)
+        };
+        if is_dir {
+            let is_out = skip.out_under_root.as_deref() == Some(path.as_path())
+                || (kind.is_symlink() && std::fs::canonicalize(&path).is_ok_and(|p| p == skip.real_out));
+            if !is_out && depth < MAX_DEPTH {
+                look(&path, depth + 1, skip, files);
             }
-            !(e.file_type().is_dir() && std::fs::canonicalize(e.path()).is_ok_and(|p| p == out))
-        })
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let meta = e.metadata().ok();
+            continue;
+        }
+        let meta = meta.or_else(|| entry.metadata().ok());
+        if meta.as_ref().is_some_and(|m| m.is_file()) {
             let size = meta.as_ref().map_or(0, |m| m.len());
-            (e.path().to_path_buf(), (size, meta.and_then(|m| m.modified().ok())))
-        })
-        .collect()
+            files.insert(path, (size, meta.and_then(|m| m.modified().ok())));
+        }
+    }
 }
 
 /// Packs `options.app` now and again after every change, calling `report`
@@ -54,30 +90,51 @@ pub fn snapshot(root: &Path, out: &Path) -> Snapshot {
 /// file in several steps gives one pack, not several).
 pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, PackError>) -> bool) {
     let out = options.out_dir();
-    let mut seen = snapshot(&options.app, &out);
-    if !report(crate::pack(options)) {
+    let mut warm = crate::cache::Warm::default();
+    let mut look = Look { took: Duration::ZERO };
+    let mut seen = look.take(&options.app, &out);
+    if !report(crate::pack_warm(options, &mut warm)) {
         return;
     }
     loop {
-        std::thread::sleep(POLL);
-        let now = snapshot(&options.app, &out);
+        std::thread::sleep(look.pause());
+        let now = look.take(&options.app, &out);
         if now == seen {
             continue;
         }
         // Settle: wait until two looks in a row agree.
         let mut settled = now;
         loop {
-            std::thread::sleep(POLL / 2);
-            let again = snapshot(&options.app, &out);
+            std::thread::sleep(look.pause() / 2);
+            let again = look.take(&options.app, &out);
             if again == settled {
                 break;
             }
             settled = again;
         }
         seen = settled;
-        if !report(crate::pack(options)) {
+        if !report(crate::pack_warm(options, &mut warm)) {
             return;
         }
+    }
+}
+
+/// Snapshots, timed: on a large app (or a slow file system) the looks space
+/// out so that they take at most about a twentieth of the time.
+struct Look {
+    took: Duration,
+}
+
+impl Look {
+    fn take(&mut self, root: &Path, out: &Path) -> Snapshot {
+        let started = std::time::Instant::now();
+        let snapshot = snapshot(root, out);
+        self.took = started.elapsed();
+        snapshot
+    }
+
+    fn pause(&self) -> Duration {
+        POLL.max(self.took * 20).min(Duration::from_secs(5))
     }
 }
 

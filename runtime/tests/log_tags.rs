@@ -111,10 +111,20 @@ fn tags_in(env: &str) {
         .stdout(Stdio::piped())
         .spawn()
         .expect("ssrun starts");
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let stdout = server.stdout.take().unwrap();
     let mut server = Running(server);
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || lines.recv_timeout(Duration::from_secs(20)).expect("a line from ssrun within 20 s");
+    let mut out = Vec::new();
     let address = loop {
-        let line = lines.next().expect("ssrun says where it serves").unwrap();
+        let line = next();
         if let Some(at) = line.split("http://").nth(1) {
             break at.trim().to_string();
         }
@@ -133,10 +143,13 @@ fn tags_in(env: &str) {
     }
     let order = get(&address, "/api/app/order.json");
     assert!(order.ends_with("\"ab\""), "{order}");
-    // The timers set last print a millisecond after the answers.
-    std::thread::sleep(Duration::from_millis(100));
+    // The timers set last print a millisecond after the answers: wait for both.
+    while ["one", "two"].iter().any(|name| !out.contains(&format!("ssrun: [app.{name}] timer {name}"))) {
+        out.push(next());
+    }
     assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
-    let out: Vec<String> = lines.map(Result::unwrap).filter(|l| l.starts_with("ssrun: [")).collect();
+    out.extend(lines.iter());
+    let out: Vec<String> = out.into_iter().filter(|l| l.starts_with("ssrun: [")).collect();
     let all = out.join("\n");
 
     assert!(out.contains(&"ssrun: [server] loaded".to_string()), "{all}");
