@@ -201,6 +201,11 @@ mod tests {
         let (_, tree) = next(false).expect("the last pack");
         assert!(serde_json::to_string(&tree).unwrap().contains("more"), "{tree:?}");
         watcher.join().unwrap();
+
+        // The cache file the watcher wrote in the background serves a later pack.
+        write("app/client/more.js", "exports.x = 2;\n");
+        let report = crate::pack(&PackOptions::new(&root, "development")).expect("a pack");
+        assert_eq!(report.compiled, 1, "only the changed file is compiled: {} from the cache", report.cached);
     }
 
     #[test]
