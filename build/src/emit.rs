@@ -75,14 +75,48 @@ pub fn hashed(output: Output) -> Vec<(String, FileEntry, Vec<u8>)> {
             let entry = FileEntry { path, size, sha256: hex::encode(sha256), integrity, compressed: BTreeMap::new() };
             vec![(name, entry, bytes)]
         }
-        // The comment naming the map is added after the file is named.
+        // The comment naming the map is added after the file is named: the
+        // digests of the file go on from the state that named it, each
+        // digest of each file on a thread of its own.
         Some(map) => {
-            let file = hashed_name(&name, &bytes);
+            let ((mut sha256, mut sha384), (map_sha256, map_integrity)) = rayon::join(
+                || {
+                    rayon::join(
+                        || {
+                            let mut h = Sha256::new();
+                            h.update(&bytes);
+                            h
+                        },
+                        || {
+                            let mut h = Sha384::new();
+                            h.update(&bytes);
+                            h
+                        },
+                    )
+                },
+                || rayon::join(|| hex::encode(Sha256::digest(&map)), || integrity(&map)),
+            );
+            let file = name_with_digest(&name, &sha256.clone().finalize());
             let path = format!("{folder}/{file}");
-            bytes.extend_from_slice(format!("\n//# sourceMappingURL={file}.map\n").as_bytes());
-            let map_path = format!("{path}.map");
-            let map_entry = (format!("{name}.map"), describe(&map_path, &map), map);
-            vec![(name, describe(&path, &bytes), bytes), map_entry]
+            let comment = format!("\n//# sourceMappingURL={file}.map\n");
+            sha256.update(comment.as_bytes());
+            sha384.update(comment.as_bytes());
+            bytes.extend_from_slice(comment.as_bytes());
+            let entry = FileEntry {
+                path: path.clone(),
+                size: bytes.len() as u64,
+                sha256: hex::encode(sha256.finalize()),
+                integrity: format!("sha384-{}", base64::engine::general_purpose::STANDARD.encode(sha384.finalize())),
+                compressed: BTreeMap::new(),
+            };
+            let map_entry = FileEntry {
+                path: format!("{path}.map"),
+                size: map.len() as u64,
+                sha256: map_sha256,
+                integrity: map_integrity,
+                compressed: BTreeMap::new(),
+            };
+            vec![(name.clone(), entry, bytes), (format!("{name}.map"), map_entry, map)]
         }
     }
 }
@@ -184,6 +218,13 @@ mod tests {
         assert_eq!(out[1].1.path, "assets/app.2d711642b726.js.map");
         assert!(out[0].2.ends_with(b"//# sourceMappingURL=app.2d711642b726.js.map\n"));
         assert_eq!(out[0].1.integrity, integrity(&out[0].2));
+        // The digests describe the bytes written, comment included, and the map's its own.
+        assert_eq!(out[0].1.sha256, hex::encode(Sha256::digest(&out[0].2)));
+        assert_eq!(out[0].1.size, out[0].2.len() as u64);
+        assert_eq!((out[1].0.as_str(), &out[1].2[..]), ("app.js.map", &b"{}"[..]));
+        assert_eq!(out[1].1.sha256, hex::encode(Sha256::digest(b"{}")));
+        assert_eq!(out[1].1.integrity, integrity(b"{}"));
+        assert_eq!(out[1].1.size, 2);
     }
 
     #[test]

@@ -220,9 +220,10 @@ fn pack_inner(
         bytes: server_bundle.code.into_bytes(),
         map: server_bundle.map.map(String::into_bytes),
     });
-    for output in outputs {
-        let folder = output.folder;
-        for (name, entry, bytes) in emit::hashed(output) {
+    // Each output (the client bundle, the stylesheet, the server bundle) is hashed on a thread of its own.
+    let hashed: Vec<_> = outputs.into_par_iter().map(|output| (output.folder, emit::hashed(output))).collect();
+    for (folder, named) in hashed {
+        for (name, entry, bytes) in named {
             files.insert(entry.path.clone(), bytes);
             if folder == "server" {
                 server.insert(name, entry)

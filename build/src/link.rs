@@ -346,18 +346,34 @@ fn wrong_side(target: &Source, side: Side) -> (String, String) {
 fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usize>) -> Result<usize, (String, String)> {
     // As in Node, `.`, `..` and a path ending in `/` name a folder only.
     let folder_only = specifier == "." || specifier == ".." || specifier.ends_with('/');
-    let candidates_of = |base: &str| -> Vec<String> {
-        let mut c = Vec::new();
+    // The candidates in order, tried one by one (most requires name their
+    // file exactly, and are found by the first).
+    let find = |base: &str| -> Option<usize> {
+        let get = |candidate: &str| by_path.get(candidate).copied();
         if !folder_only {
-            c.push(base.to_string());
-            c.extend(MODULE_EXTENSIONS.iter().map(|ext| format!("{base}.{ext}")));
+            if let Some(i) = get(base) {
+                return Some(i);
+            }
+            let mut candidate = String::with_capacity(base.len() + 10);
+            for ext in MODULE_EXTENSIONS {
+                candidate.clear();
+                candidate.push_str(base);
+                candidate.push('.');
+                candidate.push_str(ext);
+                if let Some(i) = get(&candidate) {
+                    return Some(i);
+                }
+            }
             // TypeScript style: `./x.js` written for `x.ts`.
             if let Some(stem) = base.strip_suffix(".js") {
-                c.extend(["ts", "mts", "cts"].iter().map(|ext| format!("{stem}.{ext}")));
+                for ext in ["ts", "mts", "cts"] {
+                    if let Some(i) = get(&format!("{stem}.{ext}")) {
+                        return Some(i);
+                    }
+                }
             }
         }
-        c.extend(MODULE_EXTENSIONS.iter().map(|ext| format!("{base}/index.{ext}")));
-        c
+        MODULE_EXTENSIONS.iter().find_map(|ext| get(&format!("{base}/index.{ext}")))
     };
     let base = if specifier.starts_with("./") || specifier.starts_with("../") || specifier == "." || specifier == ".." {
         let dir = from.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
@@ -384,10 +400,8 @@ fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usiz
                 .into(),
         ));
     };
-    for candidate in candidates_of(&base) {
-        if let Some(&i) = by_path.get(candidate.as_str()) {
-            return Ok(i);
-        }
+    if let Some(i) = find(&base) {
+        return Ok(i);
     }
     let help = if side == Side::Server && !specifier.starts_with('.') {
         format!("server code finds bare names in lib/server: create lib/server/{specifier}.js, or use a relative path")
@@ -471,7 +485,7 @@ fn lib_server_name(source: &Source) -> String {
 }
 
 fn write_modules<'a>(
-    w: &mut Writer,
+    w: &mut Writer<'a>,
     code: impl Fn(usize) -> &'a Compiled,
     members: &[usize],
     deps: &[BTreeMap<String, usize>],
@@ -521,37 +535,44 @@ fn boot_call(
 }
 
 /// Concatenates code and builds an index source map of the parts that have one.
-struct Writer {
+struct Writer<'a> {
     code: String,
     line: usize,
-    sections: Option<Vec<(usize, String)>>,
+    sections: Option<Vec<(usize, &'a str)>>,
 }
 
-impl Writer {
+impl<'a> Writer<'a> {
     fn new(source_maps: bool) -> Self {
         Writer { code: String::new(), line: 0, sections: source_maps.then(Vec::new) }
     }
 
     fn push_raw(&mut self, text: &str) {
-        self.line += text.matches('\n').count();
+        // A plain byte count (vectorised), not a search for each newline.
+        self.line += text.bytes().filter(|&b| b == b'\n').count();
         self.code.push_str(text);
     }
 
-    fn push_module(&mut self, compiled: &Compiled) {
+    fn push_module(&mut self, compiled: &'a Compiled) {
         if let (Some(sections), Some(map)) = (&mut self.sections, &compiled.map) {
-            sections.push((self.line, map.clone()));
+            sections.push((self.line, map.as_str()));
         }
         self.push_raw(&compiled.code);
     }
 
     fn finish(self) -> Bundle {
         let map = self.sections.map(|sections| {
-            let mut out = String::from(r#"{"version":3,"sections":["#);
+            let size = sections.iter().map(|(_, map)| map.len() + 48).sum::<usize>() + 32;
+            let mut out = String::with_capacity(size);
+            out.push_str(r#"{"version":3,"sections":["#);
             for (n, (line, map)) in sections.iter().enumerate() {
                 if n > 0 {
                     out.push(',');
                 }
-                out.push_str(&format!(r#"{{"offset":{{"line":{line},"column":0}},"map":{map}}}"#));
+                out.push_str(r#"{"offset":{"line":"#);
+                out.push_str(&line.to_string());
+                out.push_str(r#","column":0},"map":"#);
+                out.push_str(map);
+                out.push('}');
             }
             out.push_str("]}");
             out

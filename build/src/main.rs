@@ -52,6 +52,9 @@ enum Command {
     Watch {
         #[command(flatten)]
         target: Target,
+        /// Print how long each stage of each pack took.
+        #[arg(long)]
+        timings: bool,
     },
     /// Write a new app (a small chat room) into the folder NAME.
     New {
@@ -94,7 +97,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Watch { target } => {
+        Command::Watch { target, timings } => {
             let options = match options(target, "watch") {
                 Ok(options) => options,
                 Err(code) => return code,
@@ -106,7 +109,7 @@ fn main() -> ExitCode {
             );
             ssbuild::watch::watch(&options, |result| {
                 match result {
-                    Ok(report) => print_report(&report, false, true),
+                    Ok(report) => print_report(&report, timings, true),
                     Err(e) => {
                         let _ = writeln!(std::io::stderr(), "{e}");
                         let _ = writeln!(std::io::stderr(), "the last good build stays in place; waiting for a change");

@@ -21,8 +21,10 @@ use crate::{PackError, PackOptions, PackReport};
 /// more than a twentieth of that).
 pub const POLL: Duration = Duration::from_millis(100);
 
-/// Every file under `root` a pack may read, with its size and modification time.
-pub type Snapshot = BTreeMap<PathBuf, (u64, Option<SystemTime>)>;
+/// Every file under `root` a pack may read, with its size and modification
+/// time. Keyed by the path's bytes (a `PathBuf` key compares component by
+/// component, which showed in the cost of a look).
+pub type Snapshot = BTreeMap<std::ffi::OsString, (u64, Option<SystemTime>)>;
 
 /// The files under `root`, except the output folder `out`, hidden entries
 /// (the cache, version control, the packer's staging folders) and `node_modules`.
@@ -79,7 +81,7 @@ fn look(dir: &Path, depth: usize, skip: &Skip, files: &mut Snapshot) {
         let meta = meta.or_else(|| entry.metadata().ok());
         if meta.as_ref().is_some_and(|m| m.is_file()) {
             let size = meta.as_ref().map_or(0, |m| m.len());
-            files.insert(path, (size, meta.and_then(|m| m.modified().ok())));
+            files.insert(path.into_os_string(), (size, meta.and_then(|m| m.modified().ok())));
         }
     }
 }
@@ -220,8 +222,10 @@ mod tests {
             std::fs::write(path, "x").unwrap();
         }
         let snap = snapshot(root, &root.join("dist"));
-        let names: Vec<String> =
-            snap.keys().map(|p| p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/")).collect();
+        let names: Vec<String> = snap
+            .keys()
+            .map(|p| Path::new(p).strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/"))
+            .collect();
         assert_eq!(names, ["app/client/app.js"]);
         std::fs::write(root.join("app/client/app.js"), "xy").unwrap();
         assert_ne!(snapshot(root, &root.join("dist")), snap, "a size change shows");
