@@ -107,7 +107,7 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
         // Settle: wait until two looks in a row agree.
         let mut settled = now;
         loop {
-            std::thread::sleep(look.pause() / 2);
+            std::thread::sleep(look.pause() / 4);
             let again = look.take(&options.app, &out);
             if again == settled {
                 break;
