@@ -88,7 +88,7 @@ fn main() -> ExitCode {
             };
             match ssbuild::pack(&options) {
                 Ok(report) => {
-                    print_report(&report, timings, false);
+                    print_report(&report, timings, false, true);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -107,9 +107,15 @@ fn main() -> ExitCode {
                 "watching {} (Ctrl-C to stop); ssrun serving a development build picks each new build up",
                 options.app.display()
             );
+            // Warnings are printed when they differ from the last pack's, not after every change.
+            let mut last_warnings = Vec::new();
             ssbuild::watch::watch(&options, |result| {
                 match result {
-                    Ok(report) => print_report(&report, timings, true),
+                    Ok(report) => {
+                        let warn = report.warnings != last_warnings;
+                        print_report(&report, timings, true, warn);
+                        last_warnings = report.warnings;
+                    }
                     Err(e) => {
                         let _ = writeln!(std::io::stderr(), "{e}");
                         let _ = writeln!(std::io::stderr(), "the last good build stays in place; waiting for a change");
@@ -139,9 +145,10 @@ fn options(target: Target, command: &str) -> Result<ssbuild::PackOptions, ExitCo
     Ok(ssbuild::PackOptions { app, out, env, cache: !no_cache, public_url })
 }
 
-/// Prints what a pack did (briefly when `short`: one line, for watch).
-fn print_report(report: &ssbuild::PackReport, timings: bool, short: bool) {
-    for w in &report.warnings {
+/// Prints what a pack did (briefly when `short`: one line, for watch), and
+/// its warnings when `warnings`.
+fn print_report(report: &ssbuild::PackReport, timings: bool, short: bool, warnings: bool) {
+    for w in report.warnings.iter().filter(|_| warnings) {
         let _ = writeln!(std::io::stderr(), "warning: {w}");
     }
     if timings {
