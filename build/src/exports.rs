@@ -30,6 +30,11 @@ pub struct Exports {
     pub names: BTreeSet<String>,
     /// Specifiers of `export * from '...'`, whose names are added at link time.
     pub star_from: Vec<String>,
+    /// `export { orig as name } from '...'`: (name, orig, specifier). In
+    /// TypeScript, `orig` may be a type of that module, which is no name at
+    /// run time: the linker drops such names (it sees that module's exports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_from: Vec<(String, String, String)>,
     /// `exports.actions`, when the module sets it.
     pub actions: Option<BTreeMap<String, ActionNode>>,
     /// Whether the module sets `exports.authenticate = true`.
@@ -220,6 +225,13 @@ impl<'a> Reader<'a> {
                             orig, exported, is_type_only: false, ..
                         }) => {
                             let name = export_name(exported.as_ref().unwrap_or(orig));
+                            if let Some(src) = src {
+                                self.exports.named_from.push((
+                                    name.clone(),
+                                    export_name(orig),
+                                    src.value.to_atom_lossy().to_string(),
+                                ));
+                            }
                             if name == "actions"
                                 && let ModuleExportName::Ident(local) = orig
                                 && let Some(TopBinding::Value(init)) = self.top.get(local.sym.as_str())

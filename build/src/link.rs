@@ -440,7 +440,7 @@ fn follow_star_exports(
             }
         }
     }
-    (0..sources.len())
+    let mut names: Vec<BTreeSet<String>> = (0..sources.len())
         .map(|i| {
             let mut out = BTreeSet::new();
             if !compiled[i].exports.star_from.is_empty() {
@@ -450,7 +450,37 @@ fn follow_star_exports(
             }
             out
         })
-        .collect()
+        .collect();
+    drop_type_reexports(sources, compiled, by_path, &mut names);
+    names
+}
+
+/// TypeScript's `export { T } from './types'` of a type: no name at run
+/// time, so not one of the module's exports. A name re-exported from
+/// another TypeScript module that does not export it (types are stripped
+/// from its exports) is dropped, through chains of such re-exports.
+fn drop_type_reexports(
+    sources: &[Source],
+    compiled: &[Compiled],
+    by_path: &HashMap<&str, usize>,
+    names: &mut [BTreeSet<String>],
+) {
+    let typescript = |path: &str| [".ts", ".mts", ".cts", ".tsx"].iter().any(|ext| path.ends_with(ext));
+    let mut changed = true;
+    // Each round drops at least one name, so the rounds end.
+    while changed {
+        changed = false;
+        for i in (0..sources.len()).filter(|&i| typescript(&sources[i].path)) {
+            let side =
+                if matches!(sources[i].kind, Kind::Server | Kind::LibServer) { Side::Server } else { Side::Client };
+            for (name, orig, spec) in &compiled[i].exports.named_from {
+                let Ok(target) = resolve(&sources[i].path, spec, side, by_path) else { continue };
+                if typescript(&sources[target].path) && !names[target].contains(orig) && names[i].remove(name) {
+                    changed = true;
+                }
+            }
+        }
+    }
 }
 
 /// Two `lib/server` files with one module name (`auth.js`, `auth.ts`,

@@ -258,6 +258,34 @@ fn folders_named_like_built_ins_stay_in_the_tree() {
     assert_eq!(result, json!({"x": "cx", "y": "ty", "z": "hz", "objectUntouched": true, "prototypeUntouched": true}));
 }
 
+/// A TypeScript re-export of a type (`export { Shape } from './types'`) is no
+/// name at run time, so no export; values re-exported beside it are, through
+/// a chain of such re-exports too.
+#[test]
+fn typescript_reexports_of_types_are_not_exports() {
+    let app = fixture("basic");
+    write(
+        app.path(),
+        "app/client/geo/types.ts",
+        "export interface Shape { n: number }\nexport const area = (s: Shape) => s.n * 2;\n",
+    );
+    write(
+        app.path(),
+        "app/client/geo/shapes.ts",
+        "export { Shape, area } from './types';\nexport { Shape as Form } from './types';\n",
+    );
+    write(app.path(), "app/client/geo/index.ts", "export { Form, area as measure } from './shapes';\n");
+    let report = pack_app(app.path(), "production");
+    let exports = |p: &str| report.manifest.modules[p].exports.iter().cloned().collect::<Vec<_>>();
+    assert_eq!(exports("app/client/geo/types.ts"), ["area"]);
+    assert_eq!(exports("app/client/geo/shapes.ts"), ["area"]);
+    assert_eq!(exports("app/client/geo/index.ts"), ["measure"]);
+    if have_node() {
+        let result = eval_bundle(&client_bundle(&report), "return SS.client.geo.index.measure({ n: 21 });");
+        assert_eq!(result, json!(42));
+    }
+}
+
 /// Code that works as written in Node or in a `<script>` tag works packed too:
 /// an ES module's own top-level `module` and `require`, `#!` lines, a strict
 /// library script before a sloppy one, and TypeScript's `satisfies`/`as const`
