@@ -125,7 +125,7 @@ async fn stalled_call(action: &str, reply_timeout: Duration) -> (Served, WsClien
     // A JavaScript call waits for the engine, at most the time limit.
     assert_eq!(other.call(1, "app.squareReturned", json!([4])).await["result"], 16);
     // (A loaded machine adds its delays.)
-    assert!(started.elapsed() < limit + Duration::from_millis(1500), "answered after {:?}", started.elapsed());
+    assert!(started.elapsed() < limit + Duration::from_millis(2500), "answered after {:?}", started.elapsed());
     (s, stalled)
 }
 
@@ -305,7 +305,7 @@ async fn awaiting_actions_do_not_block_each_other() {
         assert_eq!(reply["result"], json!(id * id));
     }
     // Each waits 100 ms on a timer; one after another would take 10 s.
-    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
 }
 
 #[test]
@@ -457,13 +457,13 @@ async fn the_engine_can_share_the_server_thread() {
         assert_eq!(reply["result"], json!(n * n));
     }
     // One after another, they would take 5 s.
-    assert!(started.elapsed() < Duration::from_millis(2500), "awaits overlap: {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(4000), "awaits overlap: {:?}", started.elapsed());
     let mut other = WsClient::connect(server.addr, None).await;
     let started = Instant::now();
     c.send_call(2, "misbehave.loop", json!([])).await;
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert_eq!(other.call(1, "app.squareReturned", json!([4])).await["result"], 16);
-    assert!(started.elapsed() < limit + Duration::from_millis(1500), "answered after {:?}", started.elapsed());
+    assert!(started.elapsed() < limit + Duration::from_millis(2500), "answered after {:?}", started.elapsed());
     assert!(c.next_json().await["error"]["message"].as_str().unwrap().contains("time limit"));
 }
 

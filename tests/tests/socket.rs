@@ -288,7 +288,7 @@ async fn a_client_at_its_limit_of_calls_is_not_taken_for_silent() {
     }
     // About 20; at least one per interval is what keeps the client from
     // taking the server for gone (a loaded machine delays some).
-    assert!((10..=24).contains(&beats), "{beats} heartbeats from the server during the call");
+    assert!((5..=24).contains(&beats), "{beats} heartbeats from the server during the call");
     for _ in 0..10 {
         assert_eq!(c.next_json().await, json!({"type": "hb"}), "the heartbeats are read once the call is answered");
     }
