@@ -94,6 +94,19 @@ pub fn write_shell(app: &Path, build_config: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An app at `app` with three's src/ folder (about 750 ES modules) under
+/// `app/client/three/`, a private folder that `app.js` imports whole.
+pub fn three_src_app(three: &Path, app: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(app.join("app/client"))?;
+    std::fs::write(
+        app.join("app/client/app.js"),
+        "import * as THREE from './three/Three.js';\nexport function init() {}\nexport const three = () => THREE;\n",
+    )?;
+    write_shell(app, "private_folders = [\"app/client/three\"]\n")?;
+    copy_tree(&three.join("src"), &app.join("app/client/three"))?;
+    Ok(app.to_path_buf())
+}
+
 struct Row {
     name: &'static str,
     ours: Duration,
@@ -194,14 +207,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     });
 
     // 4. three's src/ folder of ES modules.
-    let app = work.path().join("src");
-    std::fs::create_dir_all(app.join("app/client"))?;
-    std::fs::write(
-        app.join("app/client/app.js"),
-        "import * as THREE from './three/Three.js';\nexport function init() {}\nexport const three = () => THREE;\n",
-    )?;
-    write_shell(&app, "private_folders = [\"app/client/three\"]\n")?;
-    copy_tree(&three.join("src"), &app.join("app/client/three"))?;
+    let app = three_src_app(&three, &work.path().join("src"))?;
     let es_out = work.path().join("esbuild-src.js");
     let es_src = || {
         let mut c = Command::new(&esbuild);

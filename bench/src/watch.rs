@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::pack::{copy_tree, esbuild, median, repo, ssbuild, write_shell};
+use crate::pack::{copy_tree, esbuild, median, repo, ssbuild, three_src_app};
 
 /// The file each run edits, relative to three's src/.
 const EDITED: &str = "math/Vector3.js";
@@ -96,14 +96,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     }
     let work = tempfile::tempdir()?;
 
-    let app = work.path().join("app");
-    std::fs::create_dir_all(app.join("app/client"))?;
-    std::fs::write(
-        app.join("app/client/app.js"),
-        "import * as THREE from './three/Three.js';\nexport function init() {}\nexport const three = () => THREE;\n",
-    )?;
-    write_shell(&app, "private_folders = [\"app/client/three\"]\n")?;
-    copy_tree(&three.join("src"), &app.join("app/client/three"))?;
+    let app = three_src_app(&three, &work.path().join("app"))?;
     let theirs_src = work.path().join("esbuild-src");
     copy_tree(&three.join("src"), &theirs_src)?;
     let original = std::fs::read_to_string(three.join("src").join(EDITED))?;
