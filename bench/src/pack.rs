@@ -41,6 +41,15 @@ pub fn esbuild() -> anyhow::Result<PathBuf> {
     bail!("no esbuild binary under {}", scope.display())
 }
 
+/// three.js's npm package (pinned in package.json).
+pub fn three() -> anyhow::Result<PathBuf> {
+    let three = repo().join("node_modules/three");
+    if !three.is_dir() {
+        bail!("node_modules/three is missing: run `npm ci`");
+    }
+    Ok(three)
+}
+
 pub fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let out = cmd.output()?;
@@ -119,10 +128,7 @@ struct Row {
 pub fn run(runs: usize) -> anyhow::Result<()> {
     let ssbuild = ssbuild()?;
     let esbuild = esbuild()?;
-    let three = repo().join("node_modules/three");
-    if !three.is_dir() {
-        bail!("node_modules/three is missing: run `npm ci`");
-    }
+    let three = three()?;
     let work = tempfile::tempdir()?;
     let mut rows = Vec::new();
 

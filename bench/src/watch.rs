@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::pack::{copy_tree, esbuild, median, repo, ssbuild, three_src_app};
+use crate::pack::{copy_tree, esbuild, median, ssbuild, three, three_src_app};
 
 /// The file each run edits, relative to three's src/.
 const EDITED: &str = "math/Vector3.js";
@@ -90,10 +90,7 @@ fn printed_ms(line: &str) -> anyhow::Result<f64> {
 pub fn run(runs: usize) -> anyhow::Result<()> {
     let ssbuild = ssbuild()?;
     let esbuild = esbuild()?;
-    let three = repo().join("node_modules/three");
-    if !three.is_dir() {
-        bail!("node_modules/three is missing: run `npm ci`");
-    }
+    let three = three()?;
     let work = tempfile::tempdir()?;
 
     let app = three_src_app(&three, &work.path().join("app"))?;

@@ -162,6 +162,9 @@ pub struct LoadedApp {
     pub public_dir: Option<PathBuf>,
     /// `static/404.html`, when the app has one.
     pub not_found_page: Option<Bytes>,
+    /// The folder holding `dist/` with `public/`, `static/` and `config/`,
+    /// when it is an app's root or a deployment's folder.
+    pub root: Option<PathBuf>,
     /// The app's `config/` folder, when there is one beside `dist/` (see [`crate::Config::load`]).
     pub config_dir: Option<PathBuf>,
     /// The server bundle and its action files, when the app has server code.
@@ -262,6 +265,7 @@ impl LoadedApp {
             public_dir,
             not_found_page,
             config_dir,
+            root,
             server_code,
             build,
             manifest_path,

@@ -55,13 +55,6 @@ fn config_files(dir: Option<&Path>) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
     files
 }
 
-/// The config folder of the app whose dist folder holds `manifest`: the one
-/// [`LoadedApp::load`] reads.
-fn config_dir_of(manifest: &Path) -> Option<PathBuf> {
-    let root = manifest.parent()?.parent()?;
-    Some(root.join("config")).filter(|d| d.is_dir())
-}
-
 /// Serves `first` on `listener` until `stop` completes, replacing it with
 /// `make(new build)` each time the manifest it was loaded from, or the app's
 /// `config/` folder, changes. `make` gets the loaded build and gives the app
@@ -87,14 +80,13 @@ where
         let _ = stop_tx.send(true);
     });
     let manifest_path = first.loaded.manifest_path.clone();
+    // Looked at even while it does not exist: a config folder may be created.
+    let config_dir = first.loaded.root.as_ref().map(|root| root.join("config"));
     let key_now = || Key {
         manifest: std::fs::read(&manifest_path).unwrap_or_default(),
-        config: config_files(config_dir_of(&manifest_path).as_deref()),
+        config: config_files(config_dir.as_deref()),
     };
-    let mut serving_key = Key {
-        manifest: first.loaded.manifest_bytes.clone(),
-        config: config_files(config_dir_of(&manifest_path).as_deref()),
-    };
+    let mut serving_key = Key { manifest: first.loaded.manifest_bytes.clone(), ..key_now() };
     let mut current = first;
     // Servers handed over, closing their connections in the background.
     let mut retiring = Vec::new();
