@@ -411,76 +411,92 @@ fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usiz
     Err((format!("module '{specifier}' not found (looked for {base}, with .js/.ts and /index)"), help))
 }
 
-/// Exported names with `export * from` followed (cycles stop).
+/// Exported names with `export * from` followed (cycles stop), less the
+/// names of TypeScript types re-exported by name (see [`drop_type_reexports`]).
 fn follow_star_exports(
     sources: &[Source],
     compiled: &[Compiled],
     by_path: &HashMap<&str, usize>,
+) -> Vec<BTreeSet<String>> {
+    let mut own: Vec<BTreeSet<String>> = compiled.iter().map(|c| c.exports.names.clone()).collect();
+    // Each round but the last drops at least one name, so the rounds end.
+    loop {
+        let names = expand_star_exports(sources, compiled, by_path, &own);
+        if !drop_type_reexports(sources, compiled, by_path, &names, &mut own) {
+            return names;
+        }
+    }
+}
+
+/// Each module's names `own`, with those of the modules it `export * from`s.
+fn expand_star_exports(
+    sources: &[Source],
+    compiled: &[Compiled],
+    by_path: &HashMap<&str, usize>,
+    own: &[BTreeSet<String>],
 ) -> Vec<BTreeSet<String>> {
     fn collect(
         i: usize,
         sources: &[Source],
         compiled: &[Compiled],
         by_path: &HashMap<&str, usize>,
+        own: &[BTreeSet<String>],
         seen: &mut BTreeSet<usize>,
         out: &mut BTreeSet<String>,
     ) {
         if !seen.insert(i) {
             return;
         }
-        out.extend(compiled[i].exports.names.iter().cloned());
+        out.extend(own[i].iter().cloned());
         for spec in &compiled[i].exports.star_from {
-            let side =
-                if matches!(sources[i].kind, Kind::Server | Kind::LibServer) { Side::Server } else { Side::Client };
-            if let Ok(target) = resolve(&sources[i].path, spec, side, by_path) {
+            if let Ok(target) = resolve(&sources[i].path, spec, side_of(&sources[i]), by_path) {
                 let mut inner = BTreeSet::new();
-                collect(target, sources, compiled, by_path, seen, &mut inner);
+                collect(target, sources, compiled, by_path, own, seen, &mut inner);
                 inner.remove("default");
                 out.extend(inner);
             }
         }
     }
-    let mut names: Vec<BTreeSet<String>> = (0..sources.len())
+    (0..sources.len())
         .map(|i| {
-            let mut out = BTreeSet::new();
-            if !compiled[i].exports.star_from.is_empty() {
-                collect(i, sources, compiled, by_path, &mut BTreeSet::new(), &mut out);
-            } else {
-                out = compiled[i].exports.names.clone();
+            if compiled[i].exports.star_from.is_empty() {
+                return own[i].clone();
             }
+            let mut out = BTreeSet::new();
+            collect(i, sources, compiled, by_path, own, &mut BTreeSet::new(), &mut out);
             out
         })
-        .collect();
-    drop_type_reexports(sources, compiled, by_path, &mut names);
-    names
+        .collect()
+}
+
+fn side_of(source: &Source) -> Side {
+    if matches!(source.kind, Kind::Server | Kind::LibServer) { Side::Server } else { Side::Client }
 }
 
 /// TypeScript's `export { T } from './types'` of a type: no name at run
 /// time, so not one of the module's exports. A name re-exported from
-/// another TypeScript module that does not export it (types are stripped
-/// from its exports) is dropped, through chains of such re-exports.
+/// another TypeScript module whose exports (`names`, with its `export *`s
+/// followed) lack it is dropped from `own`; says whether one was. Types are
+/// stripped from a module's exports, so over rounds of this and of
+/// [`expand_star_exports`] they leave chains of re-exports of either kind.
 fn drop_type_reexports(
     sources: &[Source],
     compiled: &[Compiled],
     by_path: &HashMap<&str, usize>,
-    names: &mut [BTreeSet<String>],
-) {
+    names: &[BTreeSet<String>],
+    own: &mut [BTreeSet<String>],
+) -> bool {
     let typescript = |path: &str| [".ts", ".mts", ".cts", ".tsx"].iter().any(|ext| path.ends_with(ext));
-    let mut changed = true;
-    // Each round drops at least one name, so the rounds end.
-    while changed {
-        changed = false;
-        for i in (0..sources.len()).filter(|&i| typescript(&sources[i].path)) {
-            let side =
-                if matches!(sources[i].kind, Kind::Server | Kind::LibServer) { Side::Server } else { Side::Client };
-            for (name, orig, spec) in &compiled[i].exports.named_from {
-                let Ok(target) = resolve(&sources[i].path, spec, side, by_path) else { continue };
-                if typescript(&sources[target].path) && !names[target].contains(orig) && names[i].remove(name) {
-                    changed = true;
-                }
+    let mut changed = false;
+    for i in (0..sources.len()).filter(|&i| typescript(&sources[i].path)) {
+        for (name, orig, spec) in &compiled[i].exports.named_from {
+            let Ok(target) = resolve(&sources[i].path, spec, side_of(&sources[i]), by_path) else { continue };
+            if typescript(&sources[target].path) && !names[target].contains(orig) {
+                changed |= own[i].remove(name);
             }
         }
     }
+    changed
 }
 
 /// Two `lib/server` files with one module name (`auth.js`, `auth.ts`,

@@ -275,14 +275,24 @@ fn typescript_reexports_of_types_are_not_exports() {
         "export { Shape, area } from './types';\nexport { Shape as Form } from './types';\n",
     );
     write(app.path(), "app/client/geo/index.ts", "export { Form, area as measure } from './shapes';\n");
+    // Through `export *` of a module that re-exports a type, and a named
+    // re-export of what that star brought.
+    write(app.path(), "app/client/geo/all.ts", "export * from './shapes';\n");
+    write(app.path(), "app/client/geo/pick.ts", "export { Form, Shape, area as size } from './all';\n");
     let report = pack_app(app.path(), "production");
     let exports = |p: &str| report.manifest.modules[p].exports.iter().cloned().collect::<Vec<_>>();
     assert_eq!(exports("app/client/geo/types.ts"), ["area"]);
     assert_eq!(exports("app/client/geo/shapes.ts"), ["area"]);
     assert_eq!(exports("app/client/geo/index.ts"), ["measure"]);
+    assert_eq!(exports("app/client/geo/all.ts"), ["area"]);
+    assert_eq!(exports("app/client/geo/pick.ts"), ["size"]);
     if have_node() {
-        let result = eval_bundle(&client_bundle(&report), "return SS.client.geo.index.measure({ n: 21 });");
-        assert_eq!(result, json!(42));
+        let result = eval_bundle(
+            &client_bundle(&report),
+            "return [SS.client.geo.index.measure({ n: 21 }), SS.client.geo.all.area({ n: 2 }), \
+             SS.client.geo.pick.size({ n: 3 }), SS.client.geo.pick.Form === undefined];",
+        );
+        assert_eq!(result, json!([42, 4, 6, true]));
     }
 }
 
