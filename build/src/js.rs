@@ -12,6 +12,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use swc_core::common::comments::{Comment, CommentKind, Comments, SingleThreadedComments};
 use swc_core::common::source_map::SourceMapGenConfig;
@@ -22,11 +23,11 @@ use swc_core::common::{
 use swc_core::ecma::ast::{
     ArrowExpr, ArrowFunctionBody, AwaitExpr, BindingIdent, BlockStmt, CallExpr, Callee, CatchClause, Constructor, Decl,
     EmptyStmt, EsVersion, Expr, ExprOrSpread, ExprStmt, ForOfStmt, Function, FunctionBody, GetterProp, Ident,
-    IdentName, Invalid, LabeledStmt, Lit, MemberExpr, MemberProp, MetaPropExpr, MetaPropKind, Pat, Program, ReturnStmt,
-    SetterProp, StaticBlock, Stmt, TryStmt, VarDecl, VarDeclKind, VarDeclarator,
+    IdentName, Invalid, LabeledStmt, Lit, MemberExpr, MemberProp, MetaPropExpr, MetaPropKind, ModuleItem, Pat, Program,
+    ReturnStmt, SetterProp, StaticBlock, Stmt, TryStmt, VarDecl, VarDeclKind, VarDeclarator,
 };
 use swc_core::ecma::codegen::text_writer::JsWriter;
-use swc_core::ecma::codegen::{Config as CodegenConfig, Emitter};
+use swc_core::ecma::codegen::{Config as CodegenConfig, Emitter, Node as _};
 use swc_core::ecma::minifier::option::{CompressOptions, ExtraOptions, MangleOptions, MinifyOptions};
 use swc_core::ecma::parser::{EsSyntax, Syntax, TsSyntax, parse_file_as_program, parse_file_as_script};
 use swc_core::ecma::transforms::base::fixer::fixer;
@@ -184,6 +185,24 @@ pub fn compile_module_with(
     })
 }
 
+/// Top-level statements from which a minified module is written in parallel.
+const PARALLEL_EMIT_ITEMS: usize = 64;
+
+/// Top-level statements written minified, with no comments or map.
+fn write_minified(cm: &Lrc<SourceMap>, items: &[ModuleItem]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut emitter = Emitter {
+        cfg: CodegenConfig::default().with_minify(true).with_target(EsVersion::latest()),
+        cm: cm.clone(),
+        comments: None,
+        wr: JsWriter::new(cm.clone(), "\n", &mut out, None),
+    };
+    for item in items {
+        item.emit_with(&mut emitter).expect("writing to memory cannot fail");
+    }
+    out
+}
+
 /// The parameters of the function the linker wraps every module in.
 const WRAPPER_NAMES: [&str; 3] = ["require", "module", "exports"];
 
@@ -191,7 +210,6 @@ const WRAPPER_NAMES: [&str; 3] = ["require", "module", "exports"];
 /// of the module function: in a CommonJS file they stop the whole bundle from
 /// loading (as they stop Node from loading the file).
 fn wrapper_clashes(program: &Program) -> Vec<(Span, &'static str)> {
-    use swc_core::ecma::ast::ModuleItem;
     use swc_core::ecma::utils::find_pat_ids;
     let stmts: Vec<&Stmt> = match program {
         Program::Script(s) => s.body.iter().collect(),
@@ -220,7 +238,7 @@ fn wrapper_clashes(program: &Program) -> Vec<(Span, &'static str)> {
 /// Appends `require, module;` (as globals) to a module, for [`Unit::finish`];
 /// `true` when it did.
 fn wrapper_guard(program: &mut Program, unresolved: Mark) -> bool {
-    use swc_core::ecma::ast::{ModuleItem, SeqExpr};
+    use swc_core::ecma::ast::SeqExpr;
     let Program::Module(m) = program else { return false };
     let ctxt = SyntaxContext::empty().apply_mark(unresolved);
     let exprs = WRAPPER_NAMES[..2]
@@ -474,15 +492,31 @@ impl Unit {
 
         let mut buf = Vec::new();
         let mut mappings: Vec<(BytePos, LineCol)> = Vec::new();
-        {
-            let writer = JsWriter::new(self.cm.clone(), "\n", &mut buf, options.source_map.then_some(&mut mappings));
-            let mut emitter = Emitter {
-                cfg: CodegenConfig::default().with_minify(options.minify).with_target(EsVersion::latest()),
-                cm: self.cm.clone(),
-                comments: if options.minify { None } else { Some(&self.comments) },
-                wr: writer,
-            };
-            emitter.emit_program(&program).expect("writing to memory cannot fail");
+        let cfg = CodegenConfig::default().with_minify(options.minify).with_target(EsVersion::latest());
+        match &program {
+            // Minified, without comments or a map, a top-level statement is
+            // written the same wherever it starts: a large module's are
+            // written in runs on every core and joined in order (three.js's
+            // code takes about 10 ms to write on one core, 6 ms on two).
+            Program::Module(module)
+                if options.minify && !options.source_map && module.body.len() >= PARALLEL_EMIT_ITEMS =>
+            {
+                let run = module.body.len().div_ceil(rayon::current_num_threads() * 4);
+                let cm = &self.cm;
+                let parts: Vec<Vec<u8>> = module.body.par_chunks(run).map(|items| write_minified(cm, items)).collect();
+                buf = parts.concat();
+            }
+            _ => {
+                let writer =
+                    JsWriter::new(self.cm.clone(), "\n", &mut buf, options.source_map.then_some(&mut mappings));
+                let mut emitter = Emitter {
+                    cfg,
+                    cm: self.cm.clone(),
+                    comments: if options.minify { None } else { Some(&self.comments) },
+                    wr: writer,
+                };
+                emitter.emit_program(&program).expect("writing to memory cannot fail");
+            }
         }
         // Freeing a large tree takes milliseconds: let another thread do it
         // while this one goes on.
@@ -1114,6 +1148,39 @@ mod tests {
         }
         let dev = compile_module("app/client/p.js", &source(""), DEV).unwrap();
         assert!(dev.code.contains("/** Documentation. */"), "development output keeps every comment: {}", dev.code);
+    }
+
+    /// The parallel writing of a large minified module joins runs of
+    /// statements: each must be written as it would be in one piece, whatever
+    /// comes before it (statements starting with `(`, `[`, `+`, `/`, a
+    /// template, or a keyword, after a block, a class or a directive).
+    #[test]
+    fn top_level_statements_are_written_alike_in_runs() {
+        let source = "'use strict';\nvar a = 1\n(function () {})();\n[1, 2].forEach(f);\n+a;\n-a;\n/re/g.test('x');\n\
+            `t${a}`;\nclass K { static x = 1 }\nif (a) {} else { a++ }\nlabel: for (;;) break label;\n\
+            function g() { return }\nlet b = a in {} ? void 0 : typeof a;\n{ let c = 2 }\n;\nexport default a;\n\
+            export const d = async () => { await 1 }, e = /x/;\nimport('./y');\nnew K;\n!function () {}();\n";
+        let cm: Lrc<SourceMap> = Default::default();
+        let file = cm.new_source_file(Lrc::new(FileName::Anon), source.to_string());
+        let mut errors = Vec::new();
+        let syntax = Syntax::Es(EsSyntax::default());
+        let program = parse_file_as_program(&file, syntax, EsVersion::latest(), None, &mut errors).unwrap();
+        assert!(errors.is_empty(), "{errors:?}");
+        let Program::Module(module) = &program else { panic!("parsed as a script") };
+        let mut whole = Vec::new();
+        Emitter {
+            cfg: CodegenConfig::default().with_minify(true).with_target(EsVersion::latest()),
+            cm: cm.clone(),
+            comments: None,
+            wr: JsWriter::new(cm.clone(), "\n", &mut whole, None),
+        }
+        .emit_program(&program)
+        .unwrap();
+        assert!(module.body.len() > 15);
+        for run in 1..=4 {
+            let joined: Vec<u8> = module.body.chunks(run).flat_map(|items| write_minified(&cm, items)).collect();
+            assert_eq!(String::from_utf8(joined).unwrap(), String::from_utf8(whole.clone()).unwrap(), "runs of {run}");
+        }
     }
 
     #[test]
