@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -36,7 +37,7 @@ pub struct State {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Stored {
     version: String,
-    entries: HashMap<String, Compiled>,
+    entries: HashMap<String, Arc<Compiled>>,
 }
 
 /// The persistent cache of one app and environment.
@@ -44,8 +45,8 @@ struct Stored {
 pub struct Cache {
     dir: Option<PathBuf>,
     env: String,
-    old: HashMap<String, Compiled>,
-    used: HashMap<String, Compiled>,
+    old: HashMap<String, Arc<Compiled>>,
+    used: HashMap<String, Arc<Compiled>>,
     changed: bool,
     /// Set when the entries came from memory (a [`Warm`] cache): they are
     /// not read from the disk, and written back to it in the background.
@@ -57,7 +58,7 @@ pub struct Cache {
 /// thread writing that file in the background.
 #[derive(Debug, Default)]
 pub struct Warm {
-    entries: Option<HashMap<String, Compiled>>,
+    entries: Option<HashMap<String, Arc<Compiled>>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -144,12 +145,12 @@ impl Cache {
     }
 
     /// A cached result.
-    pub fn get(&self, key: &str) -> Option<&Compiled> {
+    pub fn get(&self, key: &str) -> Option<&Arc<Compiled>> {
         self.old.get(key)
     }
 
     /// Records a result used by this pack (`fresh`: it was compiled now).
-    pub fn keep(&mut self, key: String, compiled: Compiled, fresh: bool) {
+    pub fn keep(&mut self, key: String, compiled: Arc<Compiled>, fresh: bool) {
         self.changed |= fresh;
         self.used.insert(key, compiled);
     }

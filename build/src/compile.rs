@@ -6,6 +6,7 @@
 //! files that failed, and their diagnostics.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -15,19 +16,20 @@ use crate::discover::{Kind, Source};
 use crate::js::{self, Awaits, CodeOptions, Compiled};
 use crate::link;
 
-/// The result of compiling an app's code.
+/// The result of compiling an app's code. Modules are shared with the cache,
+/// which keeps them for the next pack (in watch mode, in memory).
 #[derive(Debug)]
 pub struct CompiledApp {
     /// One entry per code file, in discovery order.
-    pub files: Vec<Compiled>,
+    pub files: Vec<Arc<Compiled>>,
     /// The module loader (`client/modules.js`), compiled.
-    pub loader: Compiled,
+    pub loader: Arc<Compiled>,
     /// The browser library ([`link::BROWSER_FILES`]), compiled.
-    pub browser: Vec<Compiled>,
+    pub browser: Vec<Arc<Compiled>>,
     /// The server bundle's copies of `app/shared` modules that `await`, by
     /// index in `files` (their `await`s rewritten, [`Awaits::Tag`]); the
     /// other shared modules are the same on both sides.
-    pub server_copies: BTreeMap<usize, Compiled>,
+    pub server_copies: BTreeMap<usize, Arc<Compiled>>,
     /// Indexes of files that failed to compile.
     pub failed: BTreeSet<usize>,
     /// Their diagnostics.
@@ -60,13 +62,13 @@ pub fn compile_all(files: &[Source], code: CodeOptions, cache: &mut Cache) -> Co
         match result {
             Ok(c) => {
                 *if is_fresh { &mut fresh } else { &mut cached } += 1;
-                cache.keep(key, c.clone(), is_fresh);
+                cache.keep(key, Arc::clone(&c), is_fresh);
                 compiled.push(c);
             }
             Err(mut d) => {
                 problems.append(&mut d);
                 failed.insert(index);
-                compiled.push(Compiled::default());
+                compiled.push(Arc::default());
             }
         }
     }
@@ -83,7 +85,7 @@ pub fn compile_all(files: &[Source], code: CodeOptions, cache: &mut Cache) -> Co
         match result {
             Ok(c) => {
                 *if is_fresh { &mut fresh } else { &mut cached } += 1;
-                cache.keep(key, c.clone(), is_fresh);
+                cache.keep(key, Arc::clone(&c), is_fresh);
                 server_copies.insert(i, c);
             }
             Err(mut d) => {
@@ -105,13 +107,12 @@ fn awaits_of(kind: Kind) -> Awaits {
     }
 }
 
+/// A module compiled, or what stopped it.
+type Compilation = Result<Arc<Compiled>, Vec<Diagnostic>>;
+
 /// Compiles each source in parallel through the cache: its cache key, whether
 /// it was compiled now, and the result.
-fn compile_each(
-    all: &[(&Source, Awaits)],
-    code: CodeOptions,
-    cache: &Cache,
-) -> Vec<(String, bool, Result<Compiled, Vec<Diagnostic>>)> {
+fn compile_each(all: &[(&Source, Awaits)], code: CodeOptions, cache: &Cache) -> Vec<(String, bool, Compilation)> {
     all.par_iter()
         .map(|&(source, awaits)| {
             let what = match (source.kind, awaits) {
@@ -122,14 +123,14 @@ fn compile_each(
             };
             let key = Cache::key(what, &source.path, &source.digest, code);
             if let Some(hit) = cache.get(&key) {
-                return (key, false, Ok(hit.clone()));
+                return (key, false, Ok(Arc::clone(hit)));
             }
             let result = if source.kind == Kind::LibClient {
                 js::compile_script(&source.path, &source.text, code)
             } else {
                 js::compile_module_with(&source.path, &source.text, code, awaits)
             };
-            (key, true, result)
+            (key, true, result.map(Arc::new))
         })
         .collect()
 }

@@ -7,6 +7,7 @@
 //! mounts its trees.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -81,10 +82,10 @@ pub const BROWSER_FILES: [(&str, &str); 2] = [
 /// entries in `compiled` are empty): linking then only looks for more errors.
 pub fn link(
     sources: &[Source],
-    compiled: &[Compiled],
-    server_copies: &BTreeMap<usize, Compiled>,
+    compiled: &[Arc<Compiled>],
+    server_copies: &BTreeMap<usize, Arc<Compiled>>,
     loader: &Compiled,
-    browser: &[Compiled],
+    browser: &[Arc<Compiled>],
     failed: &BTreeSet<usize>,
     config: &BuildConfig,
 ) -> Result<Linked, Vec<Diagnostic>> {
@@ -209,7 +210,7 @@ fn members(sources: &[Source], kinds: &[Kind]) -> Vec<usize> {
 
 fn check_app_init(
     sources: &[Source],
-    compiled: &[Compiled],
+    compiled: &[Arc<Compiled>],
     exports: &[BTreeSet<String>],
     failed: &BTreeSet<usize>,
     by_path: &HashMap<&str, usize>,
@@ -256,7 +257,7 @@ struct Plan {
 /// modules they require (directly or not).
 fn plan(
     sources: &[Source],
-    compiled: &[Compiled],
+    compiled: &[Arc<Compiled>],
     kinds: &[Kind],
     side: Side,
     by_path: &HashMap<&str, usize>,
@@ -290,7 +291,7 @@ fn plan(
 /// One module's requires: specifier -> source index of a module in the same bundle.
 fn resolve_requires(
     sources: &[Source],
-    compiled: &[Compiled],
+    compiled: &[Arc<Compiled>],
     m: usize,
     in_bundle: &BTreeSet<usize>,
     side: Side,
@@ -415,7 +416,7 @@ fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usiz
 /// names of TypeScript types re-exported by name (see [`drop_type_reexports`]).
 fn follow_star_exports(
     sources: &[Source],
-    compiled: &[Compiled],
+    compiled: &[Arc<Compiled>],
     by_path: &HashMap<&str, usize>,
 ) -> Vec<BTreeSet<String>> {
     let mut own: Vec<BTreeSet<String>> = compiled.iter().map(|c| c.exports.names.clone()).collect();
@@ -431,14 +432,14 @@ fn follow_star_exports(
 /// Each module's names `own`, with those of the modules it `export * from`s.
 fn expand_star_exports(
     sources: &[Source],
-    compiled: &[Compiled],
+    compiled: &[Arc<Compiled>],
     by_path: &HashMap<&str, usize>,
     own: &[BTreeSet<String>],
 ) -> Vec<BTreeSet<String>> {
     fn collect(
         i: usize,
         sources: &[Source],
-        compiled: &[Compiled],
+        compiled: &[Arc<Compiled>],
         by_path: &HashMap<&str, usize>,
         own: &[BTreeSet<String>],
         seen: &mut BTreeSet<usize>,
@@ -481,7 +482,7 @@ fn side_of(source: &Source) -> Side {
 /// [`expand_star_exports`] they leave chains of re-exports of either kind.
 fn drop_type_reexports(
     sources: &[Source],
-    compiled: &[Compiled],
+    compiled: &[Arc<Compiled>],
     by_path: &HashMap<&str, usize>,
     names: &[BTreeSet<String>],
     own: &mut [BTreeSet<String>],
