@@ -189,14 +189,10 @@ pub fn compile_module_with(
 const PARALLEL_EMIT_ITEMS: usize = 64;
 
 /// Top-level statements written minified, with no comments or map.
-fn write_minified(cm: &Lrc<SourceMap>, items: &[ModuleItem]) -> Vec<u8> {
+fn write_minified(cm: &Lrc<SourceMap>, cfg: CodegenConfig, items: &[ModuleItem]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut emitter = Emitter {
-        cfg: CodegenConfig::default().with_minify(true).with_target(EsVersion::latest()),
-        cm: cm.clone(),
-        comments: None,
-        wr: JsWriter::new(cm.clone(), "\n", &mut out, None),
-    };
+    let mut emitter =
+        Emitter { cfg, cm: cm.clone(), comments: None, wr: JsWriter::new(cm.clone(), "\n", &mut out, None) };
     for item in items {
         item.emit_with(&mut emitter).expect("writing to memory cannot fail");
     }
@@ -451,10 +447,11 @@ impl Unit {
                 // With either of these on, swc also runs a whole-program
                 // dead-code pass before and after compressing (each to a fixed
                 // point): 12% of a cold pack of three.js, for 0.3% of its gzip
-                // size. Without them, code after a `return`, `if (false)`
-                // branches, unused pure calls and most unused locals still go;
-                // an unused local function stays, an unused local may stay as
-                // `let x = void 0`, and a `switch` on a constant is kept.
+                // size. Without them, code after a `return`, an `if` on a
+                // constant whose branches fold into expressions, unused pure
+                // calls and most unused locals still go; an unused local
+                // function, assignments to unused locals, at times an unused
+                // local as `let x = void 0`, and a `switch` on a constant stay.
                 unused: false,
                 dead_code: false,
                 ..Default::default()
@@ -503,7 +500,8 @@ impl Unit {
             {
                 let run = module.body.len().div_ceil(rayon::current_num_threads() * 4);
                 let cm = &self.cm;
-                let parts: Vec<Vec<u8>> = module.body.par_chunks(run).map(|items| write_minified(cm, items)).collect();
+                let parts: Vec<Vec<u8>> =
+                    module.body.par_chunks(run).map(|items| write_minified(cm, cfg, items)).collect();
                 buf = parts.concat();
             }
             _ => {
@@ -1156,7 +1154,7 @@ mod tests {
     /// template, or a keyword, after a block, a class or a directive).
     #[test]
     fn top_level_statements_are_written_alike_in_runs() {
-        let source = "'use strict';\nvar a = 1\n(function () {})();\n[1, 2].forEach(f);\n+a;\n-a;\n/re/g.test('x');\n\
+        let source = "'use strict';\nvar a = 1;\n(function () {})();\n[1, 2].forEach(f);\n+a;\n-a;\n/re/g.test('x');\n\
             `t${a}`;\nclass K { static x = 1 }\nif (a) {} else { a++ }\nlabel: for (;;) break label;\n\
             function g() { return }\nlet b = a in {} ? void 0 : typeof a;\n{ let c = 2 }\n;\nexport default a;\n\
             export const d = async () => { await 1 }, e = /x/;\nimport('./y');\nnew K;\n!function () {}();\n";
@@ -1167,18 +1165,14 @@ mod tests {
         let program = parse_file_as_program(&file, syntax, EsVersion::latest(), None, &mut errors).unwrap();
         assert!(errors.is_empty(), "{errors:?}");
         let Program::Module(module) = &program else { panic!("parsed as a script") };
+        let cfg = CodegenConfig::default().with_minify(true).with_target(EsVersion::latest());
         let mut whole = Vec::new();
-        Emitter {
-            cfg: CodegenConfig::default().with_minify(true).with_target(EsVersion::latest()),
-            cm: cm.clone(),
-            comments: None,
-            wr: JsWriter::new(cm.clone(), "\n", &mut whole, None),
-        }
-        .emit_program(&program)
-        .unwrap();
+        Emitter { cfg, cm: cm.clone(), comments: None, wr: JsWriter::new(cm.clone(), "\n", &mut whole, None) }
+            .emit_program(&program)
+            .unwrap();
         assert!(module.body.len() > 15);
         for run in 1..=4 {
-            let joined: Vec<u8> = module.body.chunks(run).flat_map(|items| write_minified(&cm, items)).collect();
+            let joined: Vec<u8> = module.body.chunks(run).flat_map(|items| write_minified(&cm, cfg, items)).collect();
             assert_eq!(String::from_utf8(joined).unwrap(), String::from_utf8(whole.clone()).unwrap(), "runs of {run}");
         }
     }

@@ -480,6 +480,8 @@ fn side_of(source: &Source) -> Side {
 /// followed) lack it is dropped from `own`; says whether one was. Types are
 /// stripped from a module's exports, so over rounds of this and of
 /// [`expand_star_exports`] they leave chains of re-exports of either kind.
+/// A name re-exported from a JavaScript module stays: such a module may set
+/// its exports at run time (CommonJS), so its list can be short.
 fn drop_type_reexports(
     sources: &[Source],
     compiled: &[Arc<Compiled>],
