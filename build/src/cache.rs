@@ -100,11 +100,13 @@ impl Cache {
 
     /// The cache of the app at `root`, with the entries `warm` kept from the
     /// last pack of this process when it has them (else they are read from
-    /// the disk as usual).
-    pub fn open_warm(root: &Path, env: &str, warm: &mut Warm) -> Self {
+    /// the disk as usual). `warm` keeps them too (they are shared), so a pack
+    /// that fails or stops early, its output unchanged, leaves them for the
+    /// next one.
+    pub fn open_warm(root: &Path, env: &str, warm: &Warm) -> Self {
         let mut cache = Cache::open(root, env);
-        if let Some(entries) = warm.entries.take() {
-            cache.old = entries;
+        if let Some(entries) = &warm.entries {
+            cache.old = entries.clone();
             cache.warm = true;
         }
         cache
@@ -187,15 +189,11 @@ impl Cache {
         Some(self.dir.as_ref()?.join("compressed").join(&self.env))
     }
 
-    /// Saves the entries this pack used and its state. Failures only cost speed, so they are ignored.
-    pub fn save(self, state: &State) {
-        self.save_keeping(state, None);
-    }
-
-    /// As [`Cache::save`]; with `warm`, the entries also stay in memory for
-    /// the next pack, and their file is written on a thread of its own (the
-    /// state, small, is written now).
-    pub fn save_keeping(mut self, state: &State, warm: Option<&mut Warm>) {
+    /// Saves the entries this pack used and its state. Failures only cost
+    /// speed, so they are ignored. With `warm`, the entries also stay in
+    /// memory for the next pack, and their file is written on a thread of its
+    /// own (the state, small, is written now).
+    pub fn save(mut self, state: &State, warm: Option<&mut Warm>) {
         let changed = self.changed || self.used.len() != self.old.len();
         let Some(dir) = self.dir.take() else { return };
         let entries = std::mem::take(&mut self.used);

@@ -106,7 +106,7 @@ pub fn hashed(output: Output) -> Vec<(String, FileEntry, Vec<u8>)> {
                 path: path.clone(),
                 size: bytes.len() as u64,
                 sha256: hex::encode(sha256.finalize()),
-                integrity: format!("sha384-{}", base64::engine::general_purpose::STANDARD.encode(sha384.finalize())),
+                integrity: integrity_of(&sha384.finalize()),
                 compressed: BTreeMap::new(),
             };
             let map_entry = FileEntry {
@@ -157,7 +157,12 @@ pub fn variant_path(path: &str, encoding: &str) -> String {
 
 /// The SRI value of some bytes.
 pub fn integrity(bytes: &[u8]) -> String {
-    format!("sha384-{}", base64::engine::general_purpose::STANDARD.encode(Sha384::digest(bytes)))
+    integrity_of(&Sha384::digest(bytes))
+}
+
+/// The SRI value of a SHA-384 digest.
+fn integrity_of(sha384: &[u8]) -> String {
+    format!("sha384-{}", base64::engine::general_purpose::STANDARD.encode(sha384))
 }
 
 /// Writes `files` (relative path -> bytes) and `manifest.json` into a new

@@ -101,7 +101,7 @@ pub fn pack_warm(options: &PackOptions, warm: &mut cache::Warm) -> Result<PackRe
 fn pack_inner(
     disk: &dyn disk::Disk,
     options: &PackOptions,
-    mut warm: Option<&mut cache::Warm>,
+    warm: Option<&mut cache::Warm>,
 ) -> Result<PackReport, PackError> {
     let started = Instant::now();
     let root = options.app.as_path();
@@ -133,7 +133,7 @@ fn pack_inner(
         sources.ignored.iter().map(|p| format!("{p} is not packed: {}", why_ignored(p))).collect();
 
     let mut cache = if options.cache && config_problems.is_empty() {
-        match warm.as_deref_mut() {
+        match warm.as_deref() {
             Some(warm) => cache::Cache::open_warm(root, &options.env, warm),
             None => cache::Cache::open(root, &options.env),
         }
@@ -273,7 +273,7 @@ fn pack_inner(
         extra_inputs: styles.inputs,
         variants,
     };
-    cache.save_keeping(&state, warm);
+    cache.save(&state, warm);
     stages.mark("save cache");
     Ok(PackReport {
         manifest,

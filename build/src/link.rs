@@ -420,10 +420,22 @@ fn follow_star_exports(
     by_path: &HashMap<&str, usize>,
 ) -> Vec<BTreeSet<String>> {
     let mut own: Vec<BTreeSet<String>> = compiled.iter().map(|c| c.exports.names.clone()).collect();
+    // Named re-exports from one TypeScript module of another: (module,
+    // name, name in the target, target).
+    let mut between_typescript = Vec::new();
+    for i in (0..sources.len()).filter(|&i| sources[i].is_typescript()) {
+        for (name, orig, spec) in &compiled[i].exports.named_from {
+            if let Ok(target) = resolve(&sources[i].path, spec, side_of(&sources[i]), by_path)
+                && sources[target].is_typescript()
+            {
+                between_typescript.push((i, name.as_str(), orig.as_str(), target));
+            }
+        }
+    }
     // Each round but the last drops at least one name, so the rounds end.
     loop {
         let names = expand_star_exports(sources, compiled, by_path, &own);
-        if !drop_type_reexports(sources, compiled, by_path, &names, &mut own) {
+        if !drop_type_reexports(&between_typescript, &names, &mut own) {
             return names;
         }
     }
@@ -475,7 +487,7 @@ fn side_of(source: &Source) -> Side {
 }
 
 /// TypeScript's `export { T } from './types'` of a type: no name at run
-/// time, so not one of the module's exports. A name re-exported from
+/// time, so not one of the module's exports. A name re-exported by name from
 /// another TypeScript module whose exports (`names`, with its `export *`s
 /// followed) lack it is dropped from `own`; says whether one was. Types are
 /// stripped from a module's exports, so over rounds of this and of
@@ -483,20 +495,14 @@ fn side_of(source: &Source) -> Side {
 /// A name re-exported from a JavaScript module stays: such a module may set
 /// its exports at run time (CommonJS), so its list can be short.
 fn drop_type_reexports(
-    sources: &[Source],
-    compiled: &[Arc<Compiled>],
-    by_path: &HashMap<&str, usize>,
+    between_typescript: &[(usize, &str, &str, usize)],
     names: &[BTreeSet<String>],
     own: &mut [BTreeSet<String>],
 ) -> bool {
-    let typescript = |path: &str| [".ts", ".mts", ".cts", ".tsx"].iter().any(|ext| path.ends_with(ext));
     let mut changed = false;
-    for i in (0..sources.len()).filter(|&i| typescript(&sources[i].path)) {
-        for (name, orig, spec) in &compiled[i].exports.named_from {
-            let Ok(target) = resolve(&sources[i].path, spec, side_of(&sources[i]), by_path) else { continue };
-            if typescript(&sources[target].path) && !names[target].contains(orig) {
-                changed |= own[i].remove(name);
-            }
+    for &(i, name, orig, target) in between_typescript {
+        if !names[target].contains(orig) {
+            changed |= own[i].remove(name);
         }
     }
     changed
