@@ -248,12 +248,12 @@
     var old = build;
     build = next;
     if (next.js && !element('script', 'src', next.js)) return reload(next.js);
+    // The page's first session: the page itself is the build it was loaded
+    // with, its stylesheet included.
+    if (!old && next.css && !element('link', 'href', next.css)) return reload(next.js + ' ' + next.css);
+    // Up to date: a later build may reload the page again.
     storage(function (s) { s.removeItem(RELOADED); });
-    if (!old) {
-      // The page's first session: the page itself is the build it was loaded with.
-      return next.css ? !element('link', 'href', next.css) && reload(next.js + ' ' + next.css) : false;
-    }
-    if (old.css !== next.css) swapStyles(old, next);
+    if (old && old.css !== next.css) swapStyles(old, next);
     return false;
   }
 

@@ -183,6 +183,12 @@ impl Config {
         })
     }
 
+    /// The files the config of `env` is read from, in order, under the app's
+    /// `config/` folder `dir` (either may be missing).
+    pub fn files(dir: &Path, env: &str) -> [PathBuf; 2] {
+        [dir.join("app.toml"), dir.join("environments").join(format!("{env}.toml"))]
+    }
+
     /// [`Config::load`], noting in `origins` the file each key was last set by.
     fn load_noting(
         config_dir: Option<&Path>,
@@ -191,7 +197,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut config = Config::for_env(env);
         let Some(dir) = config_dir else { return Ok(config) };
-        for file in [dir.join("app.toml"), dir.join("environments").join(format!("{env}.toml"))] {
+        for file in Config::files(dir, env) {
             let text = match std::fs::read_to_string(&file) {
                 Ok(text) => text,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

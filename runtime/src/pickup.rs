@@ -2,7 +2,8 @@
 //! any `ssbuild pack` into the same folder) is picked up while the server
 //! runs.
 //!
-//! The server looks at `manifest.json` and the `config/` folder a few times a
+//! The server looks at `manifest.json` and the config files it reads
+//! (`config/app.toml`, `config/environments/ENV.toml`) a few times a
 //! second. When either changes, the new build is loaded and a new [`App`] made
 //! from it (its config read again, its server code started in a new engine)
 //! while the old one goes on serving; only when that worked does the old
@@ -16,13 +17,14 @@
 //! fails to start is reported, and the last good one goes on serving.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
+use crate::config::Config;
 use crate::{App, LoadedApp};
 
-/// How often `manifest.json` and `config/` are looked at.
+/// How often `manifest.json` and the config files are looked at.
 pub const POLL: Duration = Duration::from_millis(250);
 
 /// How many looks in a row a changed manifest may fail to load before the
@@ -32,32 +34,28 @@ pub const POLL: Duration = Duration::from_millis(250);
 const LOAD_TRIES: u32 = 3;
 const RETRY_EVERY: u32 = 8;
 
-/// What tells one build from the next: the manifest's bytes, and the name,
-/// size and modification time of each file under `config/`.
+/// What tells one build from the next: the manifest's bytes, and the size
+/// and modification time of the config files the server reads (not the rest
+/// of `config/`: an editor's swap file there changes as one types).
 #[derive(Clone, PartialEq, Eq)]
 struct Key {
     manifest: Vec<u8>,
-    config: Vec<(PathBuf, u64, Option<SystemTime>)>,
+    config: Vec<Option<(u64, Option<SystemTime>)>>,
 }
 
-fn config_files(dir: Option<&Path>) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+/// Size and time of each file the config of `env` is read from (`None`
+/// when it is missing), under the app's `config/` folder `dir`.
+fn config_files(dir: Option<&Path>, env: &str) -> Vec<Option<(u64, Option<SystemTime>)>> {
     let Some(dir) = dir else { return Vec::new() };
-    let mut files: Vec<_> = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .map(|e| {
-            let meta = e.metadata().ok();
-            (e.path().to_path_buf(), meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()))
-        })
-        .collect();
-    files.sort();
-    files
+    Config::files(dir, env)
+        .iter()
+        .map(|file| std::fs::metadata(file).ok().map(|m| (m.len(), m.modified().ok())))
+        .collect()
 }
 
 /// Serves `first` on `listener` until `stop` completes, replacing it with
-/// `make(new build)` each time the manifest it was loaded from, or the app's
-/// `config/` folder, changes. `make` gets the loaded build and gives the app
+/// `make(new build)` each time the manifest it was loaded from, or one of the
+/// app's config files, changes. `make` gets the loaded build and gives the app
 /// to serve, or why not (the message is reported and the current app goes on
 /// serving); it should share one session store and users online between the
 /// apps it makes (see [`App::with_memory_store`] and [`App::with_presence`]).
@@ -82,9 +80,10 @@ where
     let manifest_path = first.loaded.manifest_path.clone();
     // Looked at even while it does not exist: a config folder may be created.
     let config_dir = first.loaded.root.as_ref().map(|root| root.join("config"));
+    let env = first.loaded.env.clone();
     let key_now = || Key {
         manifest: std::fs::read(&manifest_path).unwrap_or_default(),
-        config: config_files(config_dir.as_deref()),
+        config: config_files(config_dir.as_deref(), &env),
     };
     let mut serving_key = Key { manifest: first.loaded.manifest_bytes.clone(), ..key_now() };
     let mut current = first;

@@ -144,6 +144,11 @@ fn picks_up_new_builds(one_cpu: bool) {
     out.wait_for("serving the new build");
     assert!(get(&address, "/api/clock/version.json").ends_with("\r\n\r\n4"));
 
+    // Other files in config/ (an editor's swap file) are not the config.
+    write(root, "config/.app.toml.swp", "editing");
+    let quiet = out.during(Duration::from_millis(800));
+    assert!(!quiet.iter().any(|l| l.contains("new build") || l.contains("back to")), "{quiet:?}");
+
     // A change to config/ alone is picked up too.
     write(root, "config/app.toml", "[api]\nprefix = \"rpc\"\n");
     out.wait_for("serving the new build");
