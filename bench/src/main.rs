@@ -30,7 +30,7 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         runs: usize,
     },
-    /// Watch mode on three's src/ (757 modules): a one-file edit rebuilt by `ssbuild watch` against `esbuild
+    /// Watch mode on three's src/ (about 750 modules): a one-file edit rebuilt by `ssbuild watch` against `esbuild
     /// --bundle --watch` (the rebuild's time, and the time from the edit to the new output).
     Watch {
         /// Edits to each watcher (the median is reported).

@@ -104,8 +104,9 @@ pub fn write_shell(app: &Path, build_config: &str) -> anyhow::Result<()> {
 }
 
 /// An app at `app` with three's src/ folder (about 750 ES modules) under
-/// `app/client/three/`, a private folder that `app.js` imports whole.
-pub fn three_src_app(three: &Path, app: &Path) -> anyhow::Result<PathBuf> {
+/// `app/client/three/`, a private folder that `app.js` imports whole. Gives
+/// the app's folder and the number of modules copied.
+pub fn three_src_app(three: &Path, app: &Path) -> anyhow::Result<(PathBuf, usize)> {
     std::fs::create_dir_all(app.join("app/client"))?;
     std::fs::write(
         app.join("app/client/app.js"),
@@ -113,11 +114,18 @@ pub fn three_src_app(three: &Path, app: &Path) -> anyhow::Result<PathBuf> {
     )?;
     write_shell(app, "private_folders = [\"app/client/three\"]\n")?;
     copy_tree(&three.join("src"), &app.join("app/client/three"))?;
-    Ok(app.to_path_buf())
+    let mut modules = 0;
+    for entry in walkdir::WalkDir::new(three.join("src")) {
+        let entry = entry?;
+        if entry.file_type().is_file() && entry.path().extension().is_some_and(|ext| ext == "js") {
+            modules += 1;
+        }
+    }
+    Ok((app.to_path_buf(), modules))
 }
 
 struct Row {
-    name: &'static str,
+    name: String,
     ours: Duration,
     theirs: Duration,
     ours_bytes: Option<(usize, usize)>,
@@ -174,7 +182,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         esbuild: (es_bytes.len(), gzip_len(&es_bytes)?),
     };
     rows.push(Row {
-        name: "three.core.js, cold pack vs `esbuild --minify`",
+        name: "three.core.js, cold pack vs `esbuild --minify`".into(),
         ours: median(ours),
         theirs: median(theirs.clone()),
         ours_bytes: Some((bundle.len(), gzip_len(&bundle)?)),
@@ -190,7 +198,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     }
     let bundle = client_bundle(&app.join("dist"))?;
     rows.push(Row {
-        name: "three.core.js, cold pack with `compress = false` vs `esbuild --minify`",
+        name: "three.core.js, cold pack with `compress = false` vs `esbuild --minify`".into(),
         ours: median(fast),
         theirs: median(theirs_fast),
         ours_bytes: Some((bundle.len(), gzip_len(&bundle)?)),
@@ -205,7 +213,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         warm.push(time(Command::new(&ssbuild).args(["pack", "--env", "production"]).arg(&app))?);
     }
     rows.push(Row {
-        name: "three.core.js, pack with nothing changed",
+        name: "three.core.js, pack with nothing changed".into(),
         ours: median(warm),
         theirs: median(theirs),
         ours_bytes: None,
@@ -213,7 +221,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     });
 
     // 4. three's src/ folder of ES modules.
-    let app = three_src_app(&three, &work.path().join("src"))?;
+    let (app, modules) = three_src_app(&three, &work.path().join("src"))?;
     let es_out = work.path().join("esbuild-src.js");
     let es_src = || {
         let mut c = Command::new(&esbuild);
@@ -233,7 +241,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     let bundle = client_bundle(&app.join("dist"))?;
     let es_bytes = std::fs::read(&es_out)?;
     rows.push(Row {
-        name: "three src/ (757 modules), cold pack vs `esbuild --bundle --minify`",
+        name: format!("three src/ ({modules} modules), cold pack vs `esbuild --bundle --minify`"),
         ours: median(ours),
         theirs: median(theirs),
         ours_bytes: Some((bundle.len(), gzip_len(&bundle)?)),

@@ -21,39 +21,41 @@ use crate::pack::{copy_tree, esbuild, median, ssbuild, three, three_src_app};
 /// The file each run edits, relative to three's src/.
 const EDITED: &str = "math/Vector3.js";
 
-/// A child process whose output lines arrive with the time they were read.
+/// A child process whose output lines (stdout and stderr alike) arrive with
+/// the time they were read: an error either tool prints ends the run at once.
 struct Watcher {
     child: Child,
     lines: mpsc::Receiver<(Instant, String)>,
 }
 
 impl Watcher {
-    fn start(command: &mut Command, stderr: bool) -> anyhow::Result<Watcher> {
+    fn start(command: &mut Command) -> anyhow::Result<Watcher> {
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().with_context(|| format!("starting {command:?}"))?;
         let (tx, lines) = mpsc::channel();
-        let out: Box<dyn std::io::Read + Send> = if stderr {
-            Box::new(child.stderr.take().context("no stderr")?)
-        } else {
-            Box::new(child.stdout.take().context("no stdout")?)
-        };
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
+        let streams: [Box<dyn std::io::Read + Send>; 2] =
+            [Box::new(child.stdout.take().context("no stdout")?), Box::new(child.stderr.take().context("no stderr")?)];
+        for stream in streams {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send((Instant::now(), line)).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         Ok(Watcher { child, lines })
     }
 
     /// The next line containing `text`, with the time it was read.
     fn wait_for(&self, text: &str) -> anyhow::Result<(Instant, String)> {
         loop {
-            let (at, line) = self
-                .lines
-                .recv_timeout(Duration::from_secs(30))
-                .with_context(|| format!("no line with {text:?} within 30 s"))?;
+            let (at, line) = match self.lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(read) => read,
+                Err(mpsc::RecvTimeoutError::Timeout) => bail!("no line with {text:?} within 30 s"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the watcher exited before printing {text:?}"),
+            };
             if line.contains("error") || line.contains("ERROR") {
                 bail!("the watcher reported an error: {line}");
             }
@@ -93,12 +95,12 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     let three = three()?;
     let work = tempfile::tempdir()?;
 
-    let app = three_src_app(&three, &work.path().join("app"))?;
+    let (app, modules) = three_src_app(&three, &work.path().join("app"))?;
     let theirs_src = work.path().join("esbuild-src");
     copy_tree(&three.join("src"), &theirs_src)?;
     let original = std::fs::read_to_string(three.join("src").join(EDITED))?;
 
-    let ours = Watcher::start(Command::new(&ssbuild).args(["watch", "--env", "development"]).arg(&app), false)?;
+    let ours = Watcher::start(Command::new(&ssbuild).args(["watch", "--env", "development"]).arg(&app))?;
     let (_, first) = ours.wait_for("packed")?;
     let es_out = work.path().join("esbuild-out.js");
     let theirs = Watcher::start(
@@ -106,7 +108,6 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
             .arg(theirs_src.join("Three.js"))
             .args(["--bundle", "--format=iife", "--global-name=THREE", "--sourcemap", "--watch"])
             .arg(format!("--outfile={}", es_out.display())),
-        true,
     )?;
     theirs.wait_for("build finished")?;
 
@@ -142,7 +143,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     };
     let es_version = String::from_utf8(Command::new(&esbuild).arg("--version").output()?.stdout)?;
     println!(
-        "Watch mode, three src/ (757 modules, development build), one file edited ({EDITED}), median of {runs} \
+        "Watch mode, three src/ ({modules} modules, development build), one file edited ({EDITED}), median of {runs} \
          alternating edits; esbuild {}. ssbuild's first pack: {first}\n",
         es_version.trim()
     );

@@ -131,7 +131,18 @@ fn tags_in(env: &str) {
         out.push(next());
     }
     assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
-    out.extend(lines.iter());
+    // The rest of the output, up to ssrun closing it as it exits.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => out.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("ssrun still running 20 s after SIGTERM; its output so far:\n{}", out.join("\n"))
+            }
+        }
+    }
     let out: Vec<String> = out.into_iter().filter(|l| l.starts_with("ssrun: [")).collect();
     let all = out.join("\n");
 
