@@ -43,6 +43,21 @@ struct Key {
     config: Vec<Option<(u64, Option<SystemTime>)>>,
 }
 
+/// A build other than the one served, as the last look left it.
+enum Pending {
+    /// None: the files are the served build's.
+    Nothing,
+    /// Changed, and failed to load `failed` times in a row (fewer than
+    /// `LOAD_TRIES`: a pack swapping the folder can be caught half-way).
+    Loading { key: Key, failed: u32 },
+    /// Failed to load `LOAD_TRIES` times: reported, and tried again every
+    /// `RETRY_EVERY` looks (`looks` since it was reported).
+    Broken { key: Key, looks: u32 },
+    /// Loaded, but refused by `make` (its server code failed to start, say):
+    /// reported, and not tried again until something changes.
+    Refused(Key),
+}
+
 /// Size and time of each file the config of `env` is read from (`None`
 /// when it is missing), under the app's `config/` folder `dir`.
 fn config_files(dir: Option<&Path>, env: &str) -> Vec<Option<(u64, Option<SystemTime>)>> {
@@ -103,9 +118,7 @@ where
             Err(e) => break Err(e),
         };
         let mut serving: Pin<Box<dyn Future<Output = std::io::Result<()>>>> = Box::pin(current.serve(socket, shutdown));
-        // The key of a build that was refused, and how often it failed to load.
-        let mut refused: Option<Key> = None;
-        let mut failures = 0;
+        let mut pending = Pending::Nothing;
         let next = loop {
             tokio::select! {
                 result = &mut serving => break Err(result),
@@ -116,41 +129,43 @@ where
                 continue;
             }
             if key == serving_key {
-                if refused.take().is_some() {
+                if matches!(pending, Pending::Refused(_) | Pending::Broken { .. }) {
                     report("the app is back to the build being served".to_string());
                 }
-                failures = 0;
+                pending = Pending::Nothing;
                 continue;
             }
-            if refused.as_ref().is_some_and(|r| r != &key) {
-                // Something changed since the refusal: try at once.
-                refused = None;
-                failures = 0;
-            }
-            if refused.as_ref() == Some(&key) && (failures == 0 || failures % RETRY_EVERY != 0) {
-                if failures > 0 {
-                    failures += 1;
+            match &mut pending {
+                Pending::Refused(refused) if *refused == key => continue,
+                Pending::Broken { key: broken, looks } if *broken == key => {
+                    *looks += 1;
+                    if *looks % RETRY_EVERY != 0 {
+                        continue;
+                    }
                 }
-                continue;
+                Pending::Loading { key: loading, .. } if *loading == key => {}
+                // Something changed since the last look: try at once.
+                _ => pending = Pending::Loading { key: key.clone(), failed: 0 },
             }
             match LoadedApp::load(manifest_path.parent().unwrap_or(&manifest_path)) {
                 Ok(loaded) => {
-                    failures = 0;
                     // Loaded from what the manifest says now, which may already be newer than `key`.
                     let loaded_key = Key { manifest: loaded.manifest_bytes.clone(), config: key.config.clone() };
                     match make(loaded) {
                         Ok(app) => break Ok((app, loaded_key)),
                         Err(why) => {
                             report(format!("the new build is not served, the last one goes on serving: {why}"));
-                            refused = Some(loaded_key);
+                            pending = Pending::Refused(loaded_key);
                         }
                     }
                 }
                 Err(e) => {
-                    failures += 1;
-                    if failures == LOAD_TRIES {
-                        report(format!("the new build cannot be loaded, the last one goes on serving: {e}"));
-                        refused = Some(key);
+                    if let Pending::Loading { failed, .. } = &mut pending {
+                        *failed += 1;
+                        if *failed == LOAD_TRIES {
+                            report(format!("the new build cannot be loaded, the last one goes on serving: {e}"));
+                            pending = Pending::Broken { key, looks: 0 };
+                        }
                     }
                 }
             }

@@ -154,6 +154,20 @@ fn picks_up_new_builds(one_cpu: bool) {
     out.wait_for("serving the new build");
     assert!(get(&address, "/rpc/clock/version.json").ends_with("\r\n\r\n4"));
 
+    // A manifest that cannot be read (a copy cut short): reported once after
+    // a few looks, tried again now and then without another report, and the
+    // last good build goes on serving.
+    let manifest = root.join("dist/manifest.json");
+    let good = std::fs::read(&manifest).unwrap();
+    std::fs::write(&manifest, &good[..good.len() / 2]).unwrap();
+    let broken = out.wait_for("the new build cannot be loaded");
+    assert!(broken.contains("is not a valid manifest") && broken.contains("the last one goes on serving"), "{broken}");
+    let later = out.during(Duration::from_millis(2600));
+    assert!(!later.iter().any(|l| l.contains("cannot be loaded")), "reported again: {later:?}");
+    assert!(get(&address, "/rpc/clock/version.json").ends_with("\r\n\r\n4"));
+    std::fs::write(&manifest, &good).unwrap();
+    out.wait_for("the app is back to the build being served");
+
     // A build for another environment is refused.
     ssbuild::pack(&ssbuild::PackOptions::new(root, "production")).expect("the app packs");
     let refused = out.wait_for("the new build is not served");
