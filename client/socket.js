@@ -200,18 +200,33 @@
     }
     storage(function (s) { s.setItem(RELOADED, why); });
     log(2, 'log', ['SocketStream: the app changed; reloading the page']);
-    stopped = true;
     if (socket) {
       socket.onclose = null;
       socket.close(1000, 'reloading');
       socket = null;
     }
-    queue.splice(0).forEach(function (entry) {
-      settle(entry, failure('disconnected', entry.method + ': the page is reloading for a new build of the app'));
-    });
-    socketEvents.emit('reconnect_failed', ['the page is reloading for a new build of the app']);
+    stop('the page is reloading for a new build of the app');
     global.location.reload();
     return true;
+  }
+
+  // The connection is given up for good (a reload, or a protocol this
+  // client does not speak): every call still waiting fails, none is sent
+  // again, and `reconnect_failed` says why.
+  function stop(reason) {
+    stopped = true;
+    ready = false;
+    if (heartbeat) clearInterval(heartbeat);
+    heartbeat = null;
+    var lost = inFlight;
+    inFlight = {};
+    Object.keys(lost).forEach(function (id) {
+      settle(lost[id], failure('disconnected', lost[id].method + ': ' + reason + '; the call may or may not have run'));
+    });
+    queue.splice(0).forEach(function (entry) {
+      settle(entry, failure('disconnected', entry.method + ': ' + reason));
+    });
+    socketEvents.emit('reconnect_failed', [reason]);
   }
 
   function swapStyles(old, next) {
@@ -331,12 +346,8 @@
     });
     if (wasReady) socketEvents.emit('disconnect', [event.code, event.reason]);
     if (event.code === 4001) {
-      stopped = true;
       log(1, 'error', ['SocketStream: ' + event.reason + '; reload the page']);
-      socketEvents.emit('reconnect_failed', [event.reason]);
-      queue.splice(0).forEach(function (entry) {
-        settle(entry, failure('disconnected', entry.method + ': ' + event.reason));
-      });
+      stop(event.reason);
       return;
     }
     var ceiling = Math.min(MAX_DELAY, 250 * Math.pow(2, attempts));
