@@ -111,7 +111,11 @@ pub fn compile_module_with(
     };
     let unit = Unit::new(path, text, options);
     let mut errors = Vec::new();
-    let parsed = parse_file_as_program(&unit.file, syntax, EsVersion::latest(), Some(&unit.comments), &mut errors);
+    // A large ES module is parsed in parts on every core when it can be.
+    let parsed = match crate::parse::module_in_parts(&unit.file, syntax, &unit.comments) {
+        Some(program) => Ok(program),
+        None => parse_file_as_program(&unit.file, syntax, EsVersion::latest(), Some(&unit.comments), &mut errors),
+    };
     let program = match parsed {
         Ok(program) if errors.is_empty() => program,
         Ok(_) => return Err(unit.syntax_errors(errors)),
@@ -321,7 +325,7 @@ impl Unit {
     fn new(path: &str, text: &str, options: CodeOptions) -> Self {
         let cm: Lrc<SourceMap> = Default::default();
         let file = cm.new_source_file(FileName::Real(PathBuf::from(path)).into(), text.to_string());
-        let comments = KeptComments { all: !options.minify, inner: SingleThreadedComments::default() };
+        let comments = KeptComments::new(!options.minify);
         Unit { cm, file, comments, path: path.to_string() }
     }
 
@@ -560,12 +564,18 @@ impl Unit {
 /// (`/*#__PURE__*/`, `/*@__NO_SIDE_EFFECTS__*/` and the like) and license
 /// comments. Storing the others costs about a tenth of a large file's
 /// minification (three.js's documentation comments), for nothing.
-struct KeptComments {
-    all: bool,
-    inner: SingleThreadedComments,
+pub(crate) struct KeptComments {
+    pub(crate) all: bool,
+    pub(crate) inner: SingleThreadedComments,
 }
 
 impl KeptComments {
+    /// An empty store: keeping every comment (`all`), or only those
+    /// minified code keeps (annotations for the minifier, licenses).
+    pub(crate) fn new(all: bool) -> KeptComments {
+        KeptComments { all, inner: SingleThreadedComments::default() }
+    }
+
     fn keeps(&self, comment: &Comment) -> bool {
         let text = comment.text.as_str();
         self.all || text.contains("#__") || text.contains("@__") || is_legal(text)

@@ -18,6 +18,7 @@ pub mod js;
 pub mod link;
 pub mod manifest;
 pub mod new;
+mod parse;
 pub mod tree;
 pub mod views;
 pub mod watch;
