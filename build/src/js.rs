@@ -460,7 +460,13 @@ impl Unit {
                 dead_code: false,
                 ..Default::default()
             };
-            let mangle = MangleOptions { top_level: Some(module), ..Default::default() };
+            // Without the character-frequency count, names are handed out in
+            // a fixed order instead of the order of the letters most used in
+            // each module. The count writes the whole module out once more:
+            // some 8 ms of a cold pack of three.core.js, for 0.4% of its gzip
+            // size. Across many modules the fixed order gzips better (three's
+            // src/, 757 modules: 1.3% smaller), as their names repeat.
+            let mangle = MangleOptions { top_level: Some(module), disable_char_freq: true, ..Default::default() };
             // Compression is about a third of the time on large files, for about 2% of gzip size.
             let compress = options.compress.then_some(compress);
             let minify = MinifyOptions { compress, mangle: Some(mangle), ..Default::default() };
