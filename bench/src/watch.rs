@@ -48,7 +48,7 @@ impl Watcher {
         Ok(Watcher { child, lines })
     }
 
-    /// The next line containing `text`, with the time it was read.
+    /// The next line starting with `text`, with the time it was read.
     fn wait_for(&self, text: &str) -> anyhow::Result<(Instant, String)> {
         loop {
             let (at, line) = match self.lines.recv_timeout(Duration::from_secs(30)) {
@@ -59,7 +59,7 @@ impl Watcher {
             if line.contains("error") || line.contains("ERROR") {
                 bail!("the watcher reported an error: {line}");
             }
-            if line.contains(text) {
+            if line.starts_with(text) {
                 return Ok((at, line));
             }
         }
@@ -101,7 +101,7 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
     let original = std::fs::read_to_string(three.join("src").join(EDITED))?;
 
     let ours = Watcher::start(Command::new(&ssbuild).args(["watch", "--env", "development"]).arg(&app))?;
-    let (_, first) = ours.wait_for("packed")?;
+    let (_, first) = ours.wait_for("packed ")?;
     let es_out = work.path().join("esbuild-out.js");
     let theirs = Watcher::start(
         Command::new(&esbuild)
@@ -109,21 +109,21 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
             .args(["--bundle", "--format=iife", "--global-name=THREE", "--sourcemap", "--watch"])
             .arg(format!("--outfile={}", es_out.display())),
     )?;
-    theirs.wait_for("build finished")?;
+    theirs.wait_for("[watch] build finished")?;
 
     let (mut our_work, mut our_total, mut their_work, mut their_total) = (vec![], vec![], vec![], vec![]);
     for run in 0..runs {
         // A pause between edits, so that each lands at another point of the polling cycles.
         std::thread::sleep(Duration::from_millis(150 + (run as u64 * 37) % 200));
         let at = edit(&app.join("app/client/three").join(EDITED), &original, run)?;
-        let (done, line) = ours.wait_for("packed")?;
+        let (done, line) = ours.wait_for("packed ")?;
         our_total.push(done - at);
         our_work.push(Duration::from_secs_f64(printed_ms(&line)? / 1000.0));
 
         std::thread::sleep(Duration::from_millis(150 + (run as u64 * 53) % 200));
         let at = edit(&theirs_src.join(EDITED), &original, run)?;
-        let (started, _) = theirs.wait_for("build started")?;
-        let (done, _) = theirs.wait_for("build finished")?;
+        let (started, _) = theirs.wait_for("[watch] build started")?;
+        let (done, _) = theirs.wait_for("[watch] build finished")?;
         their_total.push(done - at);
         their_work.push(done - started);
     }

@@ -6,14 +6,21 @@
 //! again.
 //!
 //! Changes are found by comparing the size and modification time of every
-//! file under the app's folder a few times a second (the output folder, the
-//! cache, `node_modules` and hidden entries aside): no platform file-event
-//! API, so it behaves the same everywhere, including on network and
-//! container-mounted folders where such events are unreliable.
+//! file under the app's folder (the output folder, the cache, `node_modules`
+//! and hidden entries aside) ten times a second. The platform's file events
+//! (inotify, FSEvents, ReadDirectoryChangesW) only ring a bell: a file
+//! event makes the next look come at once instead of at the end of its
+//! pause, so a change is seen within milliseconds. What changed is always
+//! decided by the looks, so the watch behaves the same where events are
+//! missing or unreliable (network and container-mounted folders, a
+//! platform's limit on watches reached): it then goes by the looks alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
+
+use notify::Watcher as _;
 
 use crate::{PackError, PackOptions, PackReport};
 
@@ -94,12 +101,15 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
     let out = options.out_dir();
     let mut warm = crate::cache::Warm::default();
     let mut look = Look { took: Duration::ZERO };
+    let mut bell = Doorbell::new();
+    bell.watch_folders(&options.app, &out);
     let mut seen = look.take(&options.app, &out);
     if !report(crate::pack_warm(options, &mut warm)) {
         return;
     }
+    bell.silence();
     loop {
-        std::thread::sleep(look.pause());
+        bell.wait(look.pause());
         let now = look.take(&options.app, &out);
         if now == seen {
             continue;
@@ -118,6 +128,81 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
         if !report(crate::pack_warm(options, &mut warm)) {
             return;
         }
+        // Folders made since, and the events of the pack's own writing.
+        bell.watch_folders(&options.app, &out);
+        bell.silence();
+    }
+}
+
+/// File events, as a bell that makes the next look come early. Each folder
+/// at the top of the app's (but the output, hidden ones and `node_modules`)
+/// is watched with its subfolders, and the app's folder itself without them.
+struct Doorbell {
+    watcher: Option<notify::RecommendedWatcher>,
+    rings: mpsc::Receiver<()>,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl Doorbell {
+    fn new() -> Doorbell {
+        let (tx, rings) = mpsc::channel();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Reading a file or listing a folder (the looks do) is no change.
+            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
+                let _ = tx.send(());
+            }
+        });
+        Doorbell { watcher: watcher.ok(), rings, watched: BTreeSet::new() }
+    }
+
+    /// Watches the folders under `root` not watched yet (a folder that went
+    /// away is forgotten, so that it is watched again if it comes back).
+    fn watch_folders(&mut self, root: &Path, out: &Path) {
+        let Some(watcher) = self.watcher.as_mut() else { return };
+        if self.watched.is_empty() && watcher.watch(root, notify::RecursiveMode::NonRecursive).is_err() {
+            // No events here: the looks alone find changes.
+            self.watcher = None;
+            return;
+        }
+        self.watched.insert(root.to_path_buf());
+        self.watched.retain(|folder| folder.is_dir());
+        let Ok(entries) = std::fs::read_dir(root) else { return };
+        let real_out = std::fs::canonicalize(out).ok();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let path = entry.path();
+            if name.starts_with('.') || name == "node_modules" || !path.is_dir() {
+                continue;
+            }
+            if real_out.is_some() && std::fs::canonicalize(&path).ok() == real_out {
+                continue;
+            }
+            if !self.watched.contains(&path) && watcher.watch(&path, notify::RecursiveMode::Recursive).is_ok() {
+                self.watched.insert(path);
+            }
+        }
+    }
+
+    /// Waits for `pause`, or less when a file event comes (then `true`).
+    fn wait(&self, pause: Duration) -> bool {
+        match self.rings.recv_timeout(pause) {
+            Ok(()) => {
+                self.silence();
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            // No watcher: no bell.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(pause);
+                false
+            }
+        }
+    }
+
+    /// Forgets the events so far.
+    fn silence(&self) {
+        while self.rings.try_recv().is_ok() {}
     }
 }
 
@@ -208,6 +293,47 @@ mod tests {
         write("app/client/more.js", "exports.x = 2;\n");
         let report = crate::pack(&PackOptions::new(&root, "development")).expect("a pack");
         assert_eq!(report.compiled, 1, "only the changed file is compiled: {} from the cache", report.cached);
+    }
+
+    #[test]
+    fn file_events_ring_the_bell_for_app_files_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for folder in ["app/client", "dist/assets", "node_modules/p", ".ssbuild-cache"] {
+            std::fs::create_dir_all(root.join(folder)).unwrap();
+        }
+        std::fs::write(root.join("app/client/app.js"), "x").unwrap();
+        let mut bell = Doorbell::new();
+        bell.watch_folders(root, &root.join("dist"));
+        if bell.watcher.is_none() {
+            assert!(std::env::var_os("CI").is_none(), "no file events on this machine");
+            eprintln!("skipped: no file events on this machine (the watch goes by its looks alone)");
+            return;
+        }
+        let rings = |bell: &Doorbell, change: &dyn Fn()| {
+            bell.silence();
+            change();
+            bell.wait(Duration::from_millis(500))
+        };
+        let write = |rel: &str| {
+            let rel = rel.to_string();
+            move || std::fs::write(root.join(&rel), "y").unwrap()
+        };
+        // A change deep in the app rings; reading, listing and looking do not.
+        assert!(rings(&bell, &write("app/client/app.js")));
+        assert!(!rings(&bell, &|| {
+            std::fs::read(root.join("app/client/app.js")).unwrap();
+            snapshot(root, &root.join("dist"));
+        }));
+        // The output, the cache and node_modules are not watched.
+        assert!(!rings(&bell, &write("dist/assets/x.js")));
+        assert!(!rings(&bell, &write(".ssbuild-cache/c.json")));
+        assert!(!rings(&bell, &write("node_modules/p/i.js")));
+        // A folder made at the top, then filled: its making rings, and once
+        // watched, so do the files written in it.
+        assert!(rings(&bell, &|| std::fs::create_dir_all(root.join("lib/client")).unwrap()));
+        bell.watch_folders(root, &root.join("dist"));
+        assert!(rings(&bell, &write("lib/client/1.js")));
     }
 
     #[test]
