@@ -158,3 +158,119 @@ fn in_the_browser_styles_swap_in_place_and_code_reloads_the_page() {
     assert_ne!(new_page, page);
     wait_until(&reports, 30, "the colour in the reloaded page", is_color("rgb(4, 5, 6)", new_page));
 }
+
+/// Stands between the browser and `target`, and answers the first
+/// `stale` requests for the page itself with `page` (as a cache in the
+/// way could): every request gets a connection of its own, so each request
+/// for the page is seen and counted in `pages`.
+fn stale_page_proxy(
+    runtime: &tokio::runtime::Runtime,
+    target: std::net::SocketAddr,
+    page: String,
+    stale: usize,
+    pages: Arc<std::sync::atomic::AtomicUsize>,
+) -> std::net::SocketAddr {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (page, pages) = (page.clone(), pages.clone());
+            tokio::spawn(async move {
+                // The request's head (requests here have no body).
+                let mut head = Vec::new();
+                let mut buf = [0; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = client.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                if text.starts_with("GET / ") && pages.fetch_add(1, Ordering::SeqCst) < stale {
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{page}",
+                        page.len()
+                    );
+                    return client.write_all(response.as_bytes()).await;
+                }
+                let mut server = tokio::net::TcpStream::connect(target).await?;
+                if text.contains("Upgrade: websocket") || text.contains("upgrade: websocket") {
+                    server.write_all(&head).await?;
+                    tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+                    return Ok(());
+                }
+                // One request per connection: the browser opens a new one for the next.
+                let head = text
+                    .split("\r\n")
+                    .filter(|line| !line.to_ascii_lowercase().starts_with("connection:"))
+                    .collect::<Vec<_>>()
+                    .join("\r\n")
+                    .replacen("\r\n\r\n", "\r\nConnection: close\r\n\r\n", 1);
+                server.write_all(head.as_bytes()).await?;
+                let mut answer = Vec::new();
+                server.read_to_end(&mut answer).await?;
+                client.write_all(&answer).await?;
+                std::io::Result::Ok(())
+            });
+        }
+    });
+    addr
+}
+
+/// A page whose HTML links the stylesheet of an earlier build (a cache
+/// served it): `stale` requests for the page get that HTML. Gives the
+/// reports and how many times the page was asked for, once the app's
+/// `init` has run and a moment more has passed.
+fn open_stale_page(stale: usize) -> (Reports, usize) {
+    let chromium = chromium().expect("the caller checked");
+    let dir = tempfile::tempdir().unwrap();
+    app(dir.path());
+    pack(dir.path());
+    let old_page = std::fs::read_to_string(dir.path().join("dist/index.html")).unwrap();
+    write(dir.path(), "app/css/app.css", "body { color: rgb(4, 5, 6); }\n");
+    pack(dir.path());
+    let new_page = std::fs::read_to_string(dir.path().join("dist/index.html")).unwrap();
+    assert_ne!(old_page, new_page, "the stylesheet's name changed");
+
+    let reports = Reports::default();
+    let (addr, _stop) = serve(dir.path(), reports.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let proxy = stale_page_proxy(&runtime, addr, old_page, stale, pages.clone());
+    let _browser = Browser::open(&chromium, &format!("http://{proxy}/"));
+    wait_until(&reports, 30, "init", |step, _| step == "init");
+    // Reloading again would take well under this.
+    std::thread::sleep(Duration::from_secs(2));
+    let pages = pages.load(std::sync::atomic::Ordering::SeqCst);
+    (reports, pages)
+}
+
+#[test]
+fn in_the_browser_a_page_with_an_older_stylesheet_reloads_once_for_the_current_one() {
+    if chromium().is_none() {
+        return;
+    }
+    let (reports, pages) = open_stale_page(1);
+    assert_eq!(pages, 2, "the stale page, then the current one");
+    let inits: Vec<_> = reports.lock().unwrap().iter().filter(|(step, _)| step == "init").cloned().collect();
+    assert_eq!(inits.len(), 1, "init ran in the current page only: {inits:?}");
+    let page = inits[0].1["page"].as_str().unwrap().to_string();
+    wait_until(&reports, 30, "the current colour", |step, value| {
+        step == "color" && value["color"] == "rgb(4, 5, 6)" && value["page"] == page
+    });
+}
+
+#[test]
+fn in_the_browser_a_page_that_stays_stale_after_its_reload_does_not_reload_again() {
+    if chromium().is_none() {
+        return;
+    }
+    let (reports, pages) = open_stale_page(usize::MAX);
+    assert_eq!(pages, 2, "one reload, then the page runs as it is");
+    let inits = reports.lock().unwrap().iter().filter(|(step, _)| step == "init").count();
+    assert_eq!(inits, 1, "{:?}", reports.lock().unwrap());
+}
