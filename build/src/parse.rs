@@ -8,17 +8,23 @@
 //! file gives), then joined.
 //!
 //! A cut is only a guess, made from the text's lines: a line starting, at
-//! column 0, with `class`, `function`, `const`, `let`, `var`, `export` or
-//! `import` (after the comments and blank lines above it), and the line
-//! before ending with `}`, `;` or `)`. A wrong guess, one that falls inside
-//! a block, a template literal or a comment, leaves the part before it
-//! unfinished, and unfinished code does not parse: any part that fails, or
-//! that reports any error, makes the whole file go through the ordinary
-//! parse instead, which also reports errors the usual way. Where every part
-//! parses, each cut lies between two top-level statements (the part before
-//! ends a statement, the part after starts with a declaration), and the
-//! joined module is the one parsing the whole file gives, positions and
-//! comments included (a test compares them on three.js).
+//! column 0, with `class`, `function`, `async function`, `const`, `let`,
+//! `var` or `export`, where the lines above it up to the last line of code
+//! look like comments or are blank, and that line of code ends with `}`, `;`
+//! or `)`. A guess is kept only when both parts around it parse cleanly and
+//! the part after it starts with a statement at that very keyword, so that
+//! only comments and blank lines lie between the parts' code. A wrong guess
+//! fails one of these: one inside a block, a template literal or a comment
+//! leaves the part before it unfinished, which does not parse; one below a
+//! "comment" line that holds code after all (`/* note */ (g)`, which would
+//! call what the line above ends with) gives a part that starts elsewhere.
+//! Any part that fails, or reports any error, makes the whole file go
+//! through the ordinary parse instead, which also reports errors the usual
+//! way. Where every part passes, each cut lies between two top-level
+//! statements, the second a declaration, which no expression can run on
+//! into: the joined module is the one parsing the whole file gives,
+//! positions and comments included (tests compare them, on three.js and on
+//! a generated module with comments of every kind).
 //!
 //! Only ES modules are parsed in parts (a file is one when some part holds
 //! an `import` or `export` declaration): a file without them goes through
@@ -26,7 +32,7 @@
 
 use rayon::prelude::*;
 use swc_core::common::comments::{Comment, Comments};
-use swc_core::common::{BytePos, SourceFile, Span};
+use swc_core::common::{BytePos, SourceFile, Span, Spanned};
 use swc_core::ecma::ast::{EsVersion, Module, ModuleItem, Program};
 use swc_core::ecma::parser::{Parser, StringInput, Syntax, lexer::Lexer};
 
@@ -67,12 +73,19 @@ pub(crate) fn module_in_parts(file: &SourceFile, syntax: Syntax, comments: &Kept
     let parts: Vec<Option<(Module, Found, Found)>> = cuts
         .par_windows(2)
         .map(|w| {
-            let (from, to) = (w[0], w[1]);
+            let (from, to) = (w[0].at, w[1].at);
             let store = KeptComments::new(all);
             let input = StringInput::new(&src[from..to], start + BytePos(from as u32), start + BytePos(to as u32));
             let mut parser = Parser::new_from(Lexer::new(syntax, EsVersion::latest(), input, Some(&store)));
             let module = parser.parse_module().ok()?;
             if !parser.take_errors().is_empty() {
+                return None;
+            }
+            // The part's code starts at the declaration the cut was made
+            // for: what lay between was comments and blank lines only.
+            if let Some(keyword) = w[0].keyword
+                && module.body.first().map(|item| item.span_lo()) != Some(start + BytePos(keyword as u32))
+            {
                 return None;
             }
             drop(parser);
@@ -111,25 +124,34 @@ fn has_module_line(src: &str) -> bool {
     ["export ", "export{", "import "].iter().any(|k| src.starts_with(k) || src.contains(&format!("\n{k}")))
 }
 
-/// Up to `parts - 1` places to cut `src` at, near even shares of it, with 0
-/// and `src.len()` around them.
-fn cuts(src: &str, parts: usize) -> Vec<usize> {
-    let mut cuts = vec![0];
+/// A place to cut the file at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cut {
+    /// Where the part after it starts (the comments above its first statement included).
+    at: usize,
+    /// Where that statement's keyword is (none at the file's start and end).
+    keyword: Option<usize>,
+}
+
+/// Up to `parts - 1` places to cut `src` at, near even shares of it, with
+/// the file's start and end around them.
+fn cuts(src: &str, parts: usize) -> Vec<Cut> {
+    let mut cuts = vec![Cut { at: 0, keyword: None }];
     for i in 1..parts {
         let share = src.len() / parts * i;
-        let after = share.max(*cuts.last().unwrap_or(&0) + 1);
+        let after = share.max(cuts.last().map_or(0, |c| c.at) + 1);
         if let Some(cut) = cut_after(src, after) {
             cuts.push(cut);
         }
     }
-    cuts.push(src.len());
-    cuts.dedup();
+    cuts.push(Cut { at: src.len(), keyword: None });
+    cuts.dedup_by_key(|c| c.at);
     cuts
 }
 
 /// The first place at or after byte `from` (and within `CUT_SEARCH_BYTES`)
 /// where a top-level declaration seems to start, comments above it included.
-fn cut_after(src: &str, from: usize) -> Option<usize> {
+fn cut_after(src: &str, from: usize) -> Option<Cut> {
     let bytes = src.as_bytes();
     let limit = (from + CUT_SEARCH_BYTES).min(bytes.len());
     let mut at = from;
@@ -147,8 +169,12 @@ fn cut_after(src: &str, from: usize) -> Option<usize> {
             let prev = before[prev_start..].trim();
             let comment = prev.is_empty() || prev.starts_with('*') || prev.starts_with("/*") || prev.starts_with("//");
             if !comment {
-                if prev.ends_with('}') || prev.ends_with(';') || prev.ends_with(')') {
-                    return Some(cut);
+                // Another line break inside the line of code (a lone `\r`,
+                // U+2028, U+2029) could leave a comment after it pending at
+                // the part's end, where swc attaches it to the last token.
+                let ends_code = prev.ends_with('}') || prev.ends_with(';') || prev.ends_with(')');
+                if ends_code && !prev.contains(['\r', '\u{2028}', '\u{2029}']) {
+                    return Some(Cut { at: cut, keyword: Some(line) });
                 }
                 break;
             }
@@ -250,6 +276,33 @@ mod tests {
             let syntax = Syntax::Es(EsSyntax::default());
             assert!(module_in_parts(&file, syntax, &KeptComments::new(false)).is_none());
         }
+    }
+
+    #[test]
+    fn code_after_a_comment_above_a_cut_keeps_the_whole_file_meaning() {
+        // `f()\n/* note */ (g)` calls what `f()` returns: a cut below the
+        // "comment" line would make two statements of it.
+        let calls = format!("{}export {{}};\n", "x = f()\n/* note */ (g)\nfunction h() {}\n".repeat(20_000));
+        // `(x)\n/**/ /re/g` divides: a cut would make it a regular expression.
+        let divides = format!("{}export {{}};\n", "d = (x)\n/**/ /re/g.test(s)\nfunction k() {}\n".repeat(20_000));
+        // A line break inside a comment line, then code.
+        let breaks = format!("{}export {{}};\n", "x = f()\n// note\u{2028}(g)\nfunction h() {}\n".repeat(20_000));
+        for src in [calls, divides, breaks] {
+            assert!(super::cuts(&src, 4).len() > 2, "the test input has places that look like cuts");
+            for all in [true, false] {
+                let (whole, parts) = both(&src, all);
+                assert!(parts.is_none(), "cut where code ran on");
+                assert!(matches!(whole.0, Program::Module(_)));
+            }
+        }
+        // A comment after a line break inside the line of code above: no cut there.
+        let pending = format!("{}export {{}};\n", "a();\u{2028}// x)\nfunction h() {}\n".repeat(20_000));
+        assert_eq!(super::cuts(&pending, 4).len(), 2);
+        // Code that does not parse whole, and whose parts would.
+        let invalid = format!("{}export {{}};\n", "let v = f()\n/* c */ (a) => a\nfunction h() {}\n".repeat(20_000));
+        let cm: Lrc<SourceMap> = Default::default();
+        let file = cm.new_source_file(FileName::Anon.into(), invalid);
+        assert!(module_in_parts(&file, Syntax::Es(EsSyntax::default()), &KeptComments::new(false)).is_none());
     }
 
     #[test]
