@@ -56,7 +56,8 @@ impl Watcher {
                 Err(mpsc::RecvTimeoutError::Timeout) => bail!("no line with {text:?} within 30 s"),
                 Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the watcher exited before printing {text:?}"),
             };
-            if line.contains("error") || line.contains("ERROR") {
+            // ssbuild's diagnostics start with `error`; esbuild's hold `[ERROR]`.
+            if line.starts_with("error") || line.contains("[ERROR]") {
                 bail!("the watcher reported an error: {line}");
             }
             if line.starts_with(text) {

@@ -36,6 +36,11 @@ pub type Snapshot = BTreeMap<std::ffi::OsString, (u64, Option<SystemTime>)>;
 /// The files under `root`, except the output folder `out`, hidden entries
 /// (the cache, version control, the packer's staging folders) and `node_modules`.
 pub fn snapshot(root: &Path, out: &Path) -> Snapshot {
+    snapshot_and_folders(root, out).0
+}
+
+/// [`snapshot`], and the folders it looked into (`root` first).
+fn snapshot_and_folders(root: &Path, out: &Path) -> (Snapshot, Vec<PathBuf>) {
     // The output folder as a path under `root`, worked out once: resolving
     // each folder's real path on every look costs more than the look itself.
     let real_out = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
@@ -43,8 +48,9 @@ pub fn snapshot(root: &Path, out: &Path) -> Snapshot {
         .ok()
         .and_then(|real_root| real_out.strip_prefix(real_root).ok().map(|rel| root.join(rel)));
     let mut files = Snapshot::new();
-    look(root, 0, &Skip { out_under_root, real_out }, &mut files);
-    files
+    let mut folders = vec![root.to_path_buf()];
+    look(root, 0, &Skip { out_under_root, real_out }, &mut files, &mut folders);
+    (files, folders)
 }
 
 struct Skip {
@@ -59,7 +65,7 @@ const MAX_DEPTH: usize = 64;
 /// Adds the files under `dir` to `files`. One system call per file (its
 /// size and time), none per folder beyond reading it: the kind of each entry
 /// comes with the folder's listing, except for links.
-fn look(dir: &Path, depth: usize, skip: &Skip, files: &mut Snapshot) {
+fn look(dir: &Path, depth: usize, skip: &Skip, files: &mut Snapshot, folders: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -81,7 +87,8 @@ fn look(dir: &Path, depth: usize, skip: &Skip, files: &mut Snapshot) {
             let is_out = skip.out_under_root.as_deref() == Some(path.as_path())
                 || (kind.is_symlink() && std::fs::canonicalize(&path).is_ok_and(|p| p == skip.real_out));
             if !is_out && depth < MAX_DEPTH {
-                look(&path, depth + 1, skip, files);
+                folders.push(path.clone());
+                look(&path, depth + 1, skip, files, folders);
             }
             continue;
         }
@@ -100,16 +107,16 @@ fn look(dir: &Path, depth: usize, skip: &Skip, files: &mut Snapshot) {
 pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, PackError>) -> bool) {
     let out = options.out_dir();
     let mut warm = crate::cache::Warm::default();
-    let mut look = Look { took: Duration::ZERO };
+    let mut look = Look::new();
     let mut bell = Doorbell::new();
-    bell.watch_folders(&options.app, &out);
     let mut seen = look.take(&options.app, &out);
+    bell.watch(&look.folders);
     if !report(crate::pack_warm(options, &mut warm)) {
         return;
     }
-    bell.silence();
     loop {
         bell.wait(look.pause());
+        look.space_out();
         let now = look.take(&options.app, &out);
         if now == seen {
             continue;
@@ -124,73 +131,90 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
             }
             settled = again;
         }
+        // Back as it was (an editor's temporary file, come and gone).
+        if settled == seen {
+            continue;
+        }
         seen = settled;
+        bell.watch(&look.folders);
         if !report(crate::pack_warm(options, &mut warm)) {
             return;
         }
-        // Folders made since, and the events of the pack's own writing.
-        bell.watch_folders(&options.app, &out);
-        bell.silence();
     }
 }
 
-/// File events, as a bell that makes the next look come early. Each folder
-/// at the top of the app's (but the output, hidden ones and `node_modules`)
-/// is watched with its subfolders, and the app's folder itself without them.
+/// File events, as a bell that makes the next look come early. The folders
+/// the looks read are watched one by one (not their subfolders, which are
+/// watched themselves: the output, hidden folders and `node_modules`, at any
+/// depth, are not), and an event about a hidden entry or `node_modules`
+/// rings nothing.
 struct Doorbell {
     watcher: Option<notify::RecommendedWatcher>,
     rings: mpsc::Receiver<()>,
+    /// Paths reported removed: a folder made again under the same name needs a new watch.
+    gone: mpsc::Receiver<PathBuf>,
     watched: BTreeSet<PathBuf>,
+}
+
+/// Whether an event about `path` is about what the looks skip.
+fn skipped(path: &Path) -> bool {
+    path.file_name().is_some_and(|name| {
+        let name = name.to_string_lossy();
+        name.starts_with('.') || name == "node_modules"
+    })
 }
 
 impl Doorbell {
     fn new() -> Doorbell {
-        let (tx, rings) = mpsc::channel();
+        // One ring waiting is enough: a burst of events gives one early look.
+        let (ring, rings) = mpsc::sync_channel(1);
+        let (gone_tx, gone) = mpsc::channel();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // Reading a file or listing a folder (the looks do) is no change.
-            if event.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-                let _ = tx.send(());
+            let Ok(event) = event else { return };
+            match event.kind {
+                // Reading a file or listing a folder (the looks do) is no change.
+                notify::EventKind::Access(_) => return,
+                notify::EventKind::Remove(_) => {
+                    for path in &event.paths {
+                        let _ = gone_tx.send(path.clone());
+                    }
+                }
+                _ => {}
+            }
+            if event.paths.is_empty() || !event.paths.iter().all(|p| skipped(p)) {
+                let _ = ring.try_send(());
             }
         });
-        Doorbell { watcher: watcher.ok(), rings, watched: BTreeSet::new() }
+        Doorbell { watcher: watcher.ok(), rings, gone, watched: BTreeSet::new() }
     }
 
-    /// Watches the folders under `root` not watched yet (a folder that went
-    /// away is forgotten, so that it is watched again if it comes back).
-    fn watch_folders(&mut self, root: &Path, out: &Path) {
+    /// Watches `folders` (what the last look read) and forgets the rest.
+    fn watch(&mut self, folders: &[PathBuf]) {
         let Some(watcher) = self.watcher.as_mut() else { return };
-        if self.watched.is_empty() && watcher.watch(root, notify::RecursiveMode::NonRecursive).is_err() {
-            // No events here: the looks alone find changes.
-            self.watcher = None;
-            return;
+        while let Ok(path) = self.gone.try_recv() {
+            self.watched.remove(&path);
         }
-        self.watched.insert(root.to_path_buf());
-        self.watched.retain(|folder| folder.is_dir());
-        let Ok(entries) = std::fs::read_dir(root) else { return };
-        let real_out = std::fs::canonicalize(out).ok();
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let path = entry.path();
-            if name.starts_with('.') || name == "node_modules" || !path.is_dir() {
-                continue;
+        let now: BTreeSet<&PathBuf> = folders.iter().collect();
+        let dropped: Vec<PathBuf> = self.watched.iter().filter(|f| !now.contains(f)).cloned().collect();
+        for folder in dropped {
+            let _ = watcher.unwatch(&folder);
+            self.watched.remove(&folder);
+        }
+        for folder in folders {
+            if !self.watched.contains(folder) && watcher.watch(folder, notify::RecursiveMode::NonRecursive).is_ok() {
+                self.watched.insert(folder.clone());
             }
-            if real_out.is_some() && std::fs::canonicalize(&path).ok() == real_out {
-                continue;
-            }
-            if !self.watched.contains(&path) && watcher.watch(&path, notify::RecursiveMode::Recursive).is_ok() {
-                self.watched.insert(path);
-            }
+        }
+        if self.watched.is_empty() {
+            // No events here (none could be watched): the looks alone find changes.
+            self.watcher = None;
         }
     }
 
     /// Waits for `pause`, or less when a file event comes (then `true`).
     fn wait(&self, pause: Duration) -> bool {
         match self.rings.recv_timeout(pause) {
-            Ok(()) => {
-                self.silence();
-                true
-            }
+            Ok(()) => true,
             Err(mpsc::RecvTimeoutError::Timeout) => false,
             // No watcher: no bell.
             Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -199,29 +223,43 @@ impl Doorbell {
             }
         }
     }
-
-    /// Forgets the events so far.
-    fn silence(&self) {
-        while self.rings.try_recv().is_ok() {}
-    }
 }
 
 /// Snapshots, timed: on a large app (or a slow file system) the looks space
-/// out so that they take at most about a twentieth of the time.
+/// out so that they take at most about a twentieth of the time, and at most
+/// a fifth when file events keep coming (a file written over and over).
 struct Look {
     took: Duration,
+    ended: std::time::Instant,
+    /// The folders the last look read.
+    folders: Vec<PathBuf>,
 }
 
 impl Look {
+    fn new() -> Look {
+        Look { took: Duration::ZERO, ended: std::time::Instant::now(), folders: Vec::new() }
+    }
+
     fn take(&mut self, root: &Path, out: &Path) -> Snapshot {
         let started = std::time::Instant::now();
-        let snapshot = snapshot(root, out);
-        self.took = started.elapsed();
+        let (snapshot, folders) = snapshot_and_folders(root, out);
+        self.ended = std::time::Instant::now();
+        self.took = self.ended - started;
+        self.folders = folders;
         snapshot
     }
 
     fn pause(&self) -> Duration {
         POLL.max(self.took * 20).min(Duration::from_secs(5))
+    }
+
+    /// Waits, when the last look ended less than four of its durations ago.
+    fn space_out(&self) {
+        let next = self.ended + self.took * 4;
+        let now = std::time::Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
     }
 }
 
@@ -299,19 +337,24 @@ mod tests {
     fn file_events_ring_the_bell_for_app_files_only() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for folder in ["app/client", "dist/assets", "node_modules/p", ".ssbuild-cache"] {
+        for folder in
+            ["app/client", "app/.cache", "app/node_modules/p", "dist/assets", "node_modules/p", ".ssbuild-cache"]
+        {
             std::fs::create_dir_all(root.join(folder)).unwrap();
         }
         std::fs::write(root.join("app/client/app.js"), "x").unwrap();
+        let out = root.join("dist");
         let mut bell = Doorbell::new();
-        bell.watch_folders(root, &root.join("dist"));
+        bell.watch(&snapshot_and_folders(root, &out).1);
         if bell.watcher.is_none() {
             assert!(std::env::var_os("CI").is_none(), "no file events on this machine");
             eprintln!("skipped: no file events on this machine (the watch goes by its looks alone)");
             return;
         }
+        // Whether `change` rings the bell, once the events before it have
+        // stopped coming (a write can give more than one).
         let rings = |bell: &Doorbell, change: &dyn Fn()| {
-            bell.silence();
+            while bell.wait(Duration::from_millis(150)) {}
             change();
             bell.wait(Duration::from_millis(500))
         };
@@ -323,17 +366,31 @@ mod tests {
         assert!(rings(&bell, &write("app/client/app.js")));
         assert!(!rings(&bell, &|| {
             std::fs::read(root.join("app/client/app.js")).unwrap();
-            snapshot(root, &root.join("dist"));
+            snapshot(root, &out);
         }));
-        // The output, the cache and node_modules are not watched.
-        assert!(!rings(&bell, &write("dist/assets/x.js")));
-        assert!(!rings(&bell, &write(".ssbuild-cache/c.json")));
-        assert!(!rings(&bell, &write("node_modules/p/i.js")));
-        // A folder made at the top, then filled: its making rings, and once
-        // watched, so do the files written in it.
+        // What the looks skip is not watched, at the top or deeper, and
+        // hidden files (an editor's) ring nothing.
+        for skipped in [
+            "dist/assets/x.js",
+            ".ssbuild-cache/c.json",
+            "node_modules/p/i.js",
+            "app/.cache/c",
+            "app/node_modules/p/i.js",
+            "app/client/.app.js.swp",
+        ] {
+            assert!(!rings(&bell, &write(skipped)), "{skipped} rang");
+        }
+        // A folder made, then filled: its making rings, and once watched
+        // (after the next look), so do the files written in it.
         assert!(rings(&bell, &|| std::fs::create_dir_all(root.join("lib/client")).unwrap()));
-        bell.watch_folders(root, &root.join("dist"));
+        bell.watch(&snapshot_and_folders(root, &out).1);
         assert!(rings(&bell, &write("lib/client/1.js")));
+        // A folder removed and made again is watched again.
+        assert!(rings(&bell, &|| std::fs::remove_dir_all(root.join("lib")).unwrap()));
+        std::fs::create_dir_all(root.join("lib/client")).unwrap();
+        while bell.wait(Duration::from_millis(150)) {}
+        bell.watch(&snapshot_and_folders(root, &out).1);
+        assert!(rings(&bell, &write("lib/client/2.js")));
     }
 
     #[test]

@@ -223,9 +223,9 @@ fn stale_page_proxy(
 
 /// A page whose HTML links the stylesheet of an earlier build (a cache
 /// served it): `stale` requests for the page get that HTML. Gives the
-/// reports and how many times the page was asked for, once the app's
-/// `init` has run and a moment more has passed.
-fn open_stale_page(stale: usize) -> (Reports, usize) {
+/// reports, how many times the page was asked for, and the body's colour
+/// in the page that ran `init`, once it has run and a moment more has passed.
+fn open_stale_page(stale: usize) -> (Reports, usize, String) {
     let chromium = chromium().expect("the caller checked");
     let dir = tempfile::tempdir().unwrap();
     app(dir.path());
@@ -242,11 +242,13 @@ fn open_stale_page(stale: usize) -> (Reports, usize) {
     let pages = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let proxy = stale_page_proxy(&runtime, addr, old_page, stale, pages.clone());
     let _browser = Browser::open(&chromium, &format!("http://{proxy}/"));
-    wait_until(&reports, 30, "init", |step, _| step == "init");
+    let init = wait_until(&reports, 30, "init", |step, _| step == "init");
+    let page = init["page"].clone();
+    let color = wait_until(&reports, 30, "a colour", |step, value| step == "color" && value["page"] == page);
     // Reloading again would take well under this.
     std::thread::sleep(Duration::from_secs(2));
     let pages = pages.load(std::sync::atomic::Ordering::SeqCst);
-    (reports, pages)
+    (reports, pages, color["color"].as_str().unwrap_or_default().to_string())
 }
 
 #[test]
@@ -254,14 +256,11 @@ fn in_the_browser_a_page_with_an_older_stylesheet_reloads_once_for_the_current_o
     if chromium().is_none() {
         return;
     }
-    let (reports, pages) = open_stale_page(1);
+    let (reports, pages, color) = open_stale_page(1);
     assert_eq!(pages, 2, "the stale page, then the current one");
-    let inits: Vec<_> = reports.lock().unwrap().iter().filter(|(step, _)| step == "init").cloned().collect();
-    assert_eq!(inits.len(), 1, "init ran in the current page only: {inits:?}");
-    let page = inits[0].1["page"].as_str().unwrap().to_string();
-    wait_until(&reports, 30, "the current colour", |step, value| {
-        step == "color" && value["color"] == "rgb(4, 5, 6)" && value["page"] == page
-    });
+    let inits = reports.lock().unwrap().iter().filter(|(step, _)| step == "init").count();
+    assert_eq!(inits, 1, "init ran in the current page only: {:?}", reports.lock().unwrap());
+    assert_eq!(color, "rgb(4, 5, 6)", "the current stylesheet applies");
 }
 
 #[test]
@@ -269,7 +268,7 @@ fn in_the_browser_a_page_that_stays_stale_after_its_reload_does_not_reload_again
     if chromium().is_none() {
         return;
     }
-    let (reports, pages) = open_stale_page(usize::MAX);
+    let (reports, pages, _) = open_stale_page(usize::MAX);
     assert_eq!(pages, 2, "one reload, then the page runs as it is");
     let inits = reports.lock().unwrap().iter().filter(|(step, _)| step == "init").count();
     assert_eq!(inits, 1, "{:?}", reports.lock().unwrap());
