@@ -24,7 +24,9 @@
 //! statements, the second a declaration, which no expression can run on
 //! into: the joined module is the one parsing the whole file gives,
 //! positions and comments included (tests compare them, on three.js and on
-//! a generated module with comments of every kind).
+//! a generated module with comments of every kind): a part is also refused
+//! when a comment follows its last token, as swc would attach it to that
+//! token rather than to the next statement.
 //!
 //! Only ES modules are parsed in parts (a file is one when some part holds
 //! an `import` or `export` declaration): a file without them goes through
@@ -86,6 +88,14 @@ pub(crate) fn module_in_parts(file: &SourceFile, syntax: Syntax, comments: &Kept
             if let Some(keyword) = w[0].keyword
                 && module.body.first().map(|item| item.span_lo()) != Some(start + BytePos(keyword as u32))
             {
+                return None;
+            }
+            // Nothing but blanks after the part's last token: a comment
+            // there would be left pending at the part's end, where swc makes
+            // it trail that token, while the whole file's parse puts it
+            // before the next statement.
+            let last = (module.span.hi - start).0 as usize;
+            if w[1].keyword.is_some() && !src.get(last..to).is_some_and(|tail| tail.trim().is_empty()) {
                 return None;
             }
             drop(parser);
@@ -294,6 +304,17 @@ mod tests {
                 assert!(parts.is_none(), "cut where code ran on");
                 assert!(matches!(whole.0, Program::Module(_)));
             }
+        }
+        // Comments after the last token before a cut: the whole file's parse
+        // puts them before the next statement, a part's end after its last token.
+        let trailing =
+            format!("{}export {{}};\n", "run() /* setup */ // (see below)\nfunction h() {}\n".repeat(20_000));
+        let block =
+            format!("{}export {{}};\n", "foo();\n/* old:\n   bar() */ // (kept)\nfunction h() {}\n".repeat(20_000));
+        for src in [trailing, block] {
+            assert!(super::cuts(&src, 4).len() > 2, "the test input has places that look like cuts");
+            let (whole, parts) = both(&src, true);
+            assert!(parts.is_none_or(|parts| parts == whole), "the comments land elsewhere");
         }
         // A comment after a line break inside the line of code above: no cut there.
         let pending = format!("{}export {{}};\n", "a();\u{2028}// x)\nfunction h() {}\n".repeat(20_000));

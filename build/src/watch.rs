@@ -108,7 +108,7 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
     let out = options.out_dir();
     let mut warm = crate::cache::Warm::default();
     let mut look = Look::new();
-    let mut bell = Doorbell::new();
+    let mut bell = Doorbell::new(&options.app, &out);
     let mut seen = look.take(&options.app, &out);
     bell.watch(&look.folders);
     if !report(crate::pack_warm(options, &mut warm)) {
@@ -118,6 +118,8 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
         bell.wait(look.pause());
         look.space_out();
         let now = look.take(&options.app, &out);
+        // A folder made since is watched at once, before it fills.
+        bell.watch(&look.folders);
         if now == seen {
             continue;
         }
@@ -136,63 +138,100 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
             continue;
         }
         seen = settled;
-        bell.watch(&look.folders);
         if !report(crate::pack_warm(options, &mut warm)) {
             return;
         }
     }
 }
 
-/// File events, as a bell that makes the next look come early. The folders
-/// the looks read are watched one by one (not their subfolders, which are
-/// watched themselves: the output, hidden folders and `node_modules`, at any
-/// depth, are not), and an event about a hidden entry or `node_modules`
+/// File events, as a bell that makes the next look come early. On Linux and
+/// the BSDs the folders the looks read are watched one by one (not their
+/// subfolders, which are watched themselves: the output, hidden folders and
+/// `node_modules`, at any depth, are not); on Windows and macOS the app's
+/// folder is watched whole, as a handle on every folder would stop folders
+/// from being renamed on Windows, and FSEvents restarts its stream for every
+/// folder added on macOS. Either way an event about what the looks skip
 /// rings nothing.
 struct Doorbell {
     watcher: Option<notify::RecommendedWatcher>,
     rings: mpsc::Receiver<()>,
-    /// Paths reported removed: a folder made again under the same name needs a new watch.
+    /// Paths reported removed or renamed away: a folder made again under the
+    /// same name needs a new watch.
     gone: mpsc::Receiver<PathBuf>,
+    gone_paths: BTreeSet<PathBuf>,
     watched: BTreeSet<PathBuf>,
+    /// The folders given to the last [`Doorbell::watch`].
+    last: Vec<PathBuf>,
 }
 
-/// Whether an event about `path` is about what the looks skip.
-fn skipped(path: &Path) -> bool {
-    path.file_name().is_some_and(|name| {
-        let name = name.to_string_lossy();
+/// Whether the app's folder is watched whole rather than folder by folder.
+const WATCH_WHOLE: bool = cfg!(any(windows, target_os = "macos"));
+
+/// What the looks skip: a path with a hidden or `node_modules` part below
+/// `root`, or under the output folder `out`.
+fn skipped(path: &Path, root: &Path, out: &Path) -> bool {
+    if path.starts_with(out) {
+        return true;
+    }
+    let below = path.strip_prefix(root).unwrap_or(path);
+    below.components().any(|part| {
+        let name = part.as_os_str().to_string_lossy();
         name.starts_with('.') || name == "node_modules"
     })
 }
 
 impl Doorbell {
-    fn new() -> Doorbell {
+    fn new(root: &Path, out: &Path) -> Doorbell {
         // One ring waiting is enough: a burst of events gives one early look.
         let (ring, rings) = mpsc::sync_channel(1);
         let (gone_tx, gone) = mpsc::channel();
+        let (root_path, out_path) = (root.to_path_buf(), out.to_path_buf());
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
+            let paths: Vec<&PathBuf> = event.paths.iter().filter(|p| !skipped(p, &root_path, &out_path)).collect();
             match event.kind {
                 // Reading a file or listing a folder (the looks do) is no change.
                 notify::EventKind::Access(_) => return,
-                notify::EventKind::Remove(_) => {
-                    for path in &event.paths {
-                        let _ = gone_tx.send(path.clone());
+                notify::EventKind::Remove(_) | notify::EventKind::Modify(notify::event::ModifyKind::Name(_)) => {
+                    for path in &paths {
+                        let _ = gone_tx.send(path.to_path_buf());
                     }
                 }
                 _ => {}
             }
-            if event.paths.is_empty() || !event.paths.iter().all(|p| skipped(p)) {
+            if event.paths.is_empty() || !paths.is_empty() {
                 let _ = ring.try_send(());
             }
         });
-        Doorbell { watcher: watcher.ok(), rings, gone, watched: BTreeSet::new() }
+        let mut bell = Doorbell {
+            watcher: watcher.ok(),
+            rings,
+            gone,
+            gone_paths: BTreeSet::new(),
+            watched: BTreeSet::new(),
+            last: Vec::new(),
+        };
+        if WATCH_WHOLE
+            && let Some(watcher) = bell.watcher.as_mut()
+            && watcher.watch(root, notify::RecursiveMode::Recursive).is_ok()
+        {
+            bell.watched.insert(root.to_path_buf());
+        }
+        bell
     }
 
-    /// Watches `folders` (what the last look read) and forgets the rest.
+    /// Watches `folders` (what the last look read), when they changed since
+    /// the last call, and forgets the rest.
     fn watch(&mut self, folders: &[PathBuf]) {
+        self.forget_gone();
+        if WATCH_WHOLE || (folders == self.last && self.gone_paths.is_empty()) {
+            return;
+        }
+        self.last = folders.to_vec();
         let Some(watcher) = self.watcher.as_mut() else { return };
-        while let Ok(path) = self.gone.try_recv() {
-            self.watched.remove(&path);
+        // With a folder, the watches of the folders in it went too.
+        for path in std::mem::take(&mut self.gone_paths) {
+            self.watched.retain(|folder| !folder.starts_with(&path));
         }
         let now: BTreeSet<&PathBuf> = folders.iter().collect();
         let dropped: Vec<PathBuf> = self.watched.iter().filter(|f| !now.contains(f)).cloned().collect();
@@ -205,15 +244,21 @@ impl Doorbell {
                 self.watched.insert(folder.clone());
             }
         }
-        if self.watched.is_empty() {
-            // No events here (none could be watched): the looks alone find changes.
-            self.watcher = None;
+    }
+
+    /// Moves the paths reported gone into a set (each once), for the next
+    /// [`Doorbell::watch`].
+    fn forget_gone(&mut self) {
+        while let Ok(path) = self.gone.try_recv() {
+            if self.watched.contains(&path) {
+                self.gone_paths.insert(path);
+            }
         }
     }
 
     /// Waits for `pause`, or less when a file event comes (then `true`).
-    fn wait(&self, pause: Duration) -> bool {
-        match self.rings.recv_timeout(pause) {
+    fn wait(&mut self, pause: Duration) -> bool {
+        let rang = match self.rings.recv_timeout(pause) {
             Ok(()) => true,
             Err(mpsc::RecvTimeoutError::Timeout) => false,
             // No watcher: no bell.
@@ -221,7 +266,9 @@ impl Doorbell {
                 std::thread::sleep(pause);
                 false
             }
-        }
+        };
+        self.forget_gone();
+        rang
     }
 }
 
@@ -344,16 +391,16 @@ mod tests {
         }
         std::fs::write(root.join("app/client/app.js"), "x").unwrap();
         let out = root.join("dist");
-        let mut bell = Doorbell::new();
+        let mut bell = Doorbell::new(root, &out);
         bell.watch(&snapshot_and_folders(root, &out).1);
-        if bell.watcher.is_none() {
+        if bell.watched.is_empty() {
             assert!(std::env::var_os("CI").is_none(), "no file events on this machine");
             eprintln!("skipped: no file events on this machine (the watch goes by its looks alone)");
             return;
         }
         // Whether `change` rings the bell, once the events before it have
         // stopped coming (a write can give more than one).
-        let rings = |bell: &Doorbell, change: &dyn Fn()| {
+        let rings = |bell: &mut Doorbell, change: &dyn Fn()| {
             while bell.wait(Duration::from_millis(150)) {}
             change();
             bell.wait(Duration::from_millis(500))
@@ -363,8 +410,8 @@ mod tests {
             move || std::fs::write(root.join(&rel), "y").unwrap()
         };
         // A change deep in the app rings; reading, listing and looking do not.
-        assert!(rings(&bell, &write("app/client/app.js")));
-        assert!(!rings(&bell, &|| {
+        assert!(rings(&mut bell, &write("app/client/app.js")));
+        assert!(!rings(&mut bell, &|| {
             std::fs::read(root.join("app/client/app.js")).unwrap();
             snapshot(root, &out);
         }));
@@ -378,19 +425,24 @@ mod tests {
             "app/node_modules/p/i.js",
             "app/client/.app.js.swp",
         ] {
-            assert!(!rings(&bell, &write(skipped)), "{skipped} rang");
+            assert!(!rings(&mut bell, &write(skipped)), "{skipped} rang");
         }
         // A folder made, then filled: its making rings, and once watched
         // (after the next look), so do the files written in it.
-        assert!(rings(&bell, &|| std::fs::create_dir_all(root.join("lib/client")).unwrap()));
+        assert!(rings(&mut bell, &|| std::fs::create_dir_all(root.join("lib/client")).unwrap()));
         bell.watch(&snapshot_and_folders(root, &out).1);
-        assert!(rings(&bell, &write("lib/client/1.js")));
-        // A folder removed and made again is watched again.
-        assert!(rings(&bell, &|| std::fs::remove_dir_all(root.join("lib")).unwrap()));
-        std::fs::create_dir_all(root.join("lib/client")).unwrap();
-        while bell.wait(Duration::from_millis(150)) {}
-        bell.watch(&snapshot_and_folders(root, &out).1);
-        assert!(rings(&bell, &write("lib/client/2.js")));
+        assert!(rings(&mut bell, &write("lib/client/1.js")));
+        // A folder removed, or renamed away, and made again is watched again.
+        let remove = || std::fs::remove_dir_all(root.join("lib")).unwrap();
+        let rename = || std::fs::rename(root.join("lib"), root.join("lib-old")).unwrap();
+        let aways: [&dyn Fn(); 2] = [&remove, &rename];
+        for away in aways {
+            assert!(rings(&mut bell, away));
+            std::fs::create_dir_all(root.join("lib/client")).unwrap();
+            while bell.wait(Duration::from_millis(150)) {}
+            bell.watch(&snapshot_and_folders(root, &out).1);
+            assert!(rings(&mut bell, &write("lib/client/2.js")));
+        }
     }
 
     #[test]

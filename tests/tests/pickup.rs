@@ -244,9 +244,10 @@ fn open_stale_page(stale: usize) -> (Reports, usize, String) {
     let _browser = Browser::open(&chromium, &format!("http://{proxy}/"));
     let init = wait_until(&reports, 30, "init", |step, _| step == "init");
     let page = init["page"].clone();
-    let color = wait_until(&reports, 30, "a colour", |step, value| step == "color" && value["page"] == page);
     // Reloading again would take well under this.
     std::thread::sleep(Duration::from_secs(2));
+    // The page's latest colour, its stylesheet loaded by now.
+    let color = wait_until(&reports, 30, "a colour", |step, value| step == "color" && value["page"] == page);
     let pages = pages.load(std::sync::atomic::Ordering::SeqCst);
     (reports, pages, color["color"].as_str().unwrap_or_default().to_string())
 }
