@@ -215,14 +215,7 @@
   // again, and `reconnect_failed` says why.
   function stop(reason) {
     stopped = true;
-    ready = false;
-    if (heartbeat) clearInterval(heartbeat);
-    heartbeat = null;
-    var lost = inFlight;
-    inFlight = {};
-    Object.keys(lost).forEach(function (id) {
-      settle(lost[id], failure('disconnected', lost[id].method + ': ' + reason + '; the call may or may not have run'));
-    });
+    dropCalls(reason);
     queue.splice(0).forEach(function (entry) {
       settle(entry, failure('disconnected', entry.method + ': ' + reason));
     });
@@ -333,17 +326,23 @@
     }
   }
 
-  function onClose(event) {
-    var wasReady = ready;
+  // The connection is gone: its heartbeat stops, and the calls sent on it
+  // fail, as they may or may not have run.
+  function dropCalls(why) {
     ready = false;
-    socket = null;
     if (heartbeat) clearInterval(heartbeat);
     heartbeat = null;
     var lost = inFlight;
     inFlight = {};
     Object.keys(lost).forEach(function (id) {
-      settle(lost[id], failure('disconnected', lost[id].method + ': the connection dropped before the reply; the call may or may not have run'));
+      settle(lost[id], failure('disconnected', lost[id].method + ': ' + why + '; the call may or may not have run'));
     });
+  }
+
+  function onClose(event) {
+    var wasReady = ready;
+    socket = null;
+    dropCalls('the connection dropped before the reply');
     if (wasReady) socketEvents.emit('disconnect', [event.code, event.reason]);
     if (event.code === 4001) {
       log(1, 'error', ['SocketStream: ' + event.reason + '; reload the page']);
