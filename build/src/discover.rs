@@ -98,7 +98,7 @@ impl Source {
 
     /// Whether the file is TypeScript.
     pub fn is_typescript(&self) -> bool {
-        [".ts", ".mts", ".cts"].iter().any(|ext| self.path.ends_with(ext))
+        crate::js::is_typescript_path(&self.path)
     }
 }
 

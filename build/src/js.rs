@@ -91,6 +91,11 @@ pub enum Awaits {
     Tag,
 }
 
+/// Whether a file is TypeScript, by its extension.
+pub fn is_typescript_path(path: &str) -> bool {
+    [".ts", ".mts", ".cts"].iter().any(|ext| path.ends_with(ext))
+}
+
 /// Compiles one module of an app folder or `lib/server`, its `await`s left as written.
 pub fn compile_module(path: &str, text: &str, options: CodeOptions) -> Result<Compiled, Vec<Diagnostic>> {
     compile_module_with(path, text, options, Awaits::Keep)
@@ -103,7 +108,7 @@ pub fn compile_module_with(
     options: CodeOptions,
     awaits: Awaits,
 ) -> Result<Compiled, Vec<Diagnostic>> {
-    let typescript = [".ts", ".mts", ".cts"].iter().any(|ext| path.ends_with(ext));
+    let typescript = is_typescript_path(path);
     let syntax = if typescript {
         Syntax::Typescript(TsSyntax::default())
     } else {
