@@ -28,6 +28,9 @@ use crate::{PackError, PackOptions, PackReport};
 /// more than a twentieth of that).
 pub const POLL: Duration = Duration::from_millis(100);
 
+/// How long the files may keep changing before a pack goes ahead anyway.
+const SETTLE_LIMIT: Duration = Duration::from_secs(1);
+
 /// Every file under `root` a pack may read, with its size and modification
 /// time. Keyed by the path's bytes (a `PathBuf` key compares component by
 /// component, which showed in the cost of a look).
@@ -103,7 +106,8 @@ fn look(dir: &Path, depth: usize, skip: &Skip, files: &mut Snapshot, folders: &m
 /// Packs `options.app` now and again after every change, calling `report`
 /// with each result, until `report` returns `false`. A change is packed once
 /// the files have stayed the same for one more look (an editor that writes a
-/// file in several steps gives one pack, not several).
+/// file in several steps gives one pack, not several), or after
+/// [`SETTLE_LIMIT`] when some file keeps changing.
 pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, PackError>) -> bool) {
     let out = options.out_dir();
     let mut warm = crate::cache::Warm::default();
@@ -123,9 +127,12 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
         if now == seen {
             continue;
         }
-        // Settle: wait until two looks in a row agree.
+        // Settle: wait until two looks in a row agree, or pack what there
+        // is once a file has kept changing for SETTLE_LIMIT (a log written
+        // every few milliseconds must not hold every later change back).
         let mut settled = now;
-        loop {
+        let settling = std::time::Instant::now();
+        while settling.elapsed() < SETTLE_LIMIT {
             std::thread::sleep(look.pause() / 4);
             let again = look.take(&options.app, &out);
             if again == settled {
@@ -233,13 +240,19 @@ impl Doorbell {
         for path in std::mem::take(&mut self.gone_paths) {
             self.watched.retain(|folder| !folder.starts_with(&path));
         }
-        let now: BTreeSet<&PathBuf> = folders.iter().collect();
+        // One path per folder: two paths to a folder through a link share
+        // one inotify watch, which unwatching either of them would end.
+        let mut real = BTreeSet::new();
+        let now: BTreeSet<&PathBuf> = folders
+            .iter()
+            .filter(|folder| real.insert(std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf())))
+            .collect();
         let dropped: Vec<PathBuf> = self.watched.iter().filter(|f| !now.contains(f)).cloned().collect();
         for folder in dropped {
             let _ = watcher.unwatch(&folder);
             self.watched.remove(&folder);
         }
-        for folder in folders {
+        for folder in now {
             if !self.watched.contains(folder) && watcher.watch(folder, notify::RecursiveMode::NonRecursive).is_ok() {
                 self.watched.insert(folder.clone());
             }
@@ -443,6 +456,91 @@ mod tests {
             bell.watch(&snapshot_and_folders(root, &out).1);
             assert!(rings(&mut bell, &write("lib/client/2.js")));
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_folder_reached_through_a_link_too_stays_watched_when_the_link_drops_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let (real, link) = (root.join("app/client/real"), root.join("app/client/link"));
+        std::fs::create_dir_all(&real).unwrap();
+        std::fs::write(real.join("a.js"), "x").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let out = root.join("dist");
+        let folders = snapshot_and_folders(root, &out).1;
+        assert!(folders.contains(&link) && folders.contains(&real), "the look follows the link: {folders:?}");
+        let mut bell = Doorbell::new(root, &out);
+        // The link first, as a look may list it.
+        let mut with_link: Vec<PathBuf> = folders.iter().filter(|f| **f != real).cloned().collect();
+        with_link.push(real.clone());
+        bell.watch(&with_link);
+        if bell.watched.is_empty() {
+            assert!(std::env::var_os("CI").is_none(), "no file events on this machine");
+            eprintln!("skipped: no file events on this machine (the watch goes by its looks alone)");
+            return;
+        }
+        // A look no longer lists the link (say its removal was seen before
+        // its event came): the folder, which it still lists, must still ring.
+        let without_link: Vec<PathBuf> = with_link.iter().filter(|f| **f != link).cloned().collect();
+        bell.watch(&without_link);
+        while bell.wait(Duration::from_millis(150)) {}
+        std::fs::write(real.join("a.js"), "y").unwrap();
+        assert!(bell.wait(Duration::from_millis(500)), "a write in the linked folder rang nothing");
+    }
+
+    #[test]
+    fn a_file_that_never_stops_changing_holds_a_pack_back_for_a_second_at_most() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("app/client")).unwrap();
+        std::fs::create_dir_all(root.join("app/views")).unwrap();
+        std::fs::write(root.join("app/client/app.js"), "exports.init = function () {};\n").unwrap();
+        std::fs::write(
+            root.join("app/views/app.html"),
+            "<!doctype html><html><head><SocketStream></head><body></body></html>\n",
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let options = PackOptions::new(&root, "development");
+        let watcher = std::thread::spawn(move || {
+            watch(&options, |result| {
+                let trees = result.map(|r| serde_json::to_string(&r.manifest.trees).unwrap());
+                tx.send(trees.map_err(|e| e.to_string())).is_ok()
+            })
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("the first pack").expect("it packs");
+        // A log beside the app, written every 5 ms for as long as the test runs.
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (stop, log) = (stop.clone(), root.join("server.log"));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    std::fs::write(&log, "line\n".repeat(n as usize % 50 + 1)).unwrap();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(root.join("app/client/extra.js"), "exports.x = 1;\n").unwrap();
+        let written = std::time::Instant::now();
+        let found = loop {
+            let trees = rx.recv_timeout(Duration::from_secs(10)).expect("a pack while the log is written");
+            if trees.expect("it packs").contains("extra") {
+                break written.elapsed();
+            }
+        };
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        drop(rx);
+        // Within the limit, a look's pause and the pack (with room for a slow machine).
+        assert!(found < SETTLE_LIMIT + Duration::from_secs(5), "packed {found:?} after the change");
+        // The watcher ends at its next report, which the log's next change brings.
+        std::fs::write(root.join("app/client/extra.js"), "exports.x = 2;\n").unwrap();
+        watcher.join().unwrap();
     }
 
     #[test]
