@@ -75,6 +75,34 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "ssrun,ssrun-js,socketio")]
         servers: Vec<rpc::ServerKind>,
     },
+    /// The kernel's floor under a broadcast: one thread on the servers' CPU writes a small message to each of N
+    /// loopback connections, with no server around it (what any server pays for a fan-out on this host).
+    Floor {
+        /// Connections written to.
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Rounds of writes (the median is reported).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// The CPU the writing thread is pinned to.
+        #[arg(long, default_value_t = 0)]
+        server_cpu: usize,
+        /// The CPU the load generator is pinned to.
+        #[arg(long, default_value_t = 1)]
+        client_cpu: usize,
+    },
+    /// The load generator of `floor`, in a process of its own.
+    #[command(hide = true)]
+    FloorReader {
+        #[arg(long)]
+        address: std::net::SocketAddr,
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        rounds: usize,
+        #[arg(long)]
+        client_cpu: usize,
+    },
     /// Serves a packed app with the native actions `ss-bench rpc` calls (app.square, bench.broadcast), or with
     /// its JavaScript actions; prints the port.
     Serve {
@@ -124,6 +152,12 @@ fn main() -> anyhow::Result<()> {
                 client_cpu,
                 servers,
             })
+        }
+        Command::Floor { clients, rounds, server_cpu, client_cpu } => {
+            rpc::floor::run(clients, rounds, server_cpu, client_cpu)
+        }
+        Command::FloorReader { address, clients, rounds, client_cpu } => {
+            rpc::floor::read(address, clients, rounds, client_cpu)
         }
         Command::Serve { app, port, javascript } => rpc::serve::run(&app, port, javascript),
     }

@@ -33,6 +33,7 @@
 //! figures noisy).
 
 mod client;
+pub mod floor;
 mod process;
 pub mod serve;
 mod stamped;

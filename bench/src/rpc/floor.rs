@@ -1,0 +1,159 @@
+//! The kernel's floor under a broadcast: one thread pinned to the server's
+//! CPU writes a 48-byte message to each of N loopback TCP connections, with
+//! no server around it (no framing, no tasks, no queues), while the same kind
+//! of load generator as the `rpc` measures reads them on the other CPU. What
+//! this takes is what any server on this host pays for a fan-out to N
+//! clients on one core, before doing any work of its own.
+//!
+//! Measured per round: the time the writes take, the writing thread's CPU
+//! time (user and system), and when the kernel received each message
+//! (`SO_TIMESTAMPNS`, as the `rpc` fan-out measures it), p50 and p99 over the
+//! clients from just before the first write.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::io::AsyncReadExt;
+
+use super::process::{pin_self, raise_nofile};
+use super::stamped::Stamped;
+use super::{median, percentile};
+
+/// The message: the send time (nanoseconds since the Unix epoch) and padding.
+const MESSAGE: usize = 48;
+
+struct Round {
+    writes: Duration,
+    user: Duration,
+    system: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+pub fn run(clients: usize, rounds: usize, server_cpu: usize, client_cpu: usize) -> anyhow::Result<()> {
+    raise_nofile(clients as u64 + 64)?;
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let address = listener.local_addr()?;
+    // The load generator in a process of its own (each side holds N sockets).
+    let mut reader = Command::new(std::env::current_exe()?)
+        .args(["floor-reader", "--address", &address.to_string()])
+        .args(["--clients", &clients.to_string(), "--rounds", &rounds.to_string()])
+        .args(["--client-cpu", &client_cpu.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the load generator")?;
+    let mut lines = BufReader::new(reader.stdout.take().expect("piped")).lines();
+    let mut next_line = move || -> anyhow::Result<String> {
+        lines.next().context("the load generator stopped")?.context("reading the load generator")
+    };
+
+    // The writer: this thread, pinned to the server's CPU.
+    pin_self(server_cpu)?;
+    let mut sockets = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (socket, _) = listener.accept().context("accepting a connection")?;
+        socket.set_nodelay(true)?;
+        sockets.push(socket);
+    }
+    anyhow::ensure!(next_line()? == "ready", "the load generator did not connect");
+    eprintln!("kernel floor of a fan-out: {clients} loopback connections, {rounds} rounds");
+    let mut results = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        std::thread::sleep(Duration::from_millis(300));
+        let before = thread_cpu()?;
+        let started = Instant::now();
+        let sent = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64;
+        let mut message = [b' '; MESSAGE];
+        message[..8].copy_from_slice(&sent.to_le_bytes());
+        for socket in &mut sockets {
+            write_once(socket, &message)?;
+        }
+        let writes = started.elapsed();
+        let after = thread_cpu()?;
+        let line = next_line()?;
+        let mut fields = line.split(' ').map(|n| n.parse::<u64>().map(Duration::from_nanos));
+        let (Some(Ok(p50)), Some(Ok(p99))) = (fields.next(), fields.next()) else {
+            anyhow::bail!("the load generator said {line:?}");
+        };
+        results.push(Round { writes, user: after.0 - before.0, system: after.1 - before.1, p50, p99 });
+    }
+    drop(sockets);
+    reader.wait()?;
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let column = |f: fn(&Round) -> Duration| ms(median(results.iter().map(f).collect()));
+    println!(
+        "\nThe kernel's floor under a fan-out (`ss-bench floor`): one thread pinned to CPU {server_cpu} writes \
+         {MESSAGE} bytes to each of {clients} loopback TCP connections; the load generator on CPU {client_cpu}. \
+         Medians of {rounds} rounds.\n"
+    );
+    println!("| measure | median |\n|---|---:|");
+    println!("| the {clients} writes, wall time | {} |", column(|r| r.writes));
+    println!("| the writing thread's CPU time, user | {} |", column(|r| r.user));
+    println!("| the writing thread's CPU time, system | {} |", column(|r| r.system));
+    println!("| arrival (kernel receive time) p50 | {} |", column(|r| r.p50));
+    println!("| arrival (kernel receive time) p99 | {} |", column(|r| r.p99));
+    Ok(())
+}
+
+/// The load generator of [`run`]: connects `clients` times to `address`,
+/// says `ready`, then for each round reads one message per connection and
+/// prints the p50 and p99 of their delays (nanoseconds).
+pub fn read(address: SocketAddr, clients: usize, rounds: usize, client_cpu: usize) -> anyhow::Result<()> {
+    raise_nofile(clients as u64 + 64)?;
+    pin_self(client_cpu)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let (delay_tx, mut delay_rx) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+        for _ in 0..clients {
+            let stream = tokio::net::TcpStream::connect(address).await?;
+            stream.set_nodelay(true)?;
+            let mut stream = Stamped::new(stream, true)?;
+            let delay_tx = delay_tx.clone();
+            tokio::spawn(async move {
+                let mut message = [0u8; MESSAGE];
+                while stream.read_exact(&mut message).await.is_ok() {
+                    let sent = Duration::from_nanos(u64::from_le_bytes(message[..8].try_into().unwrap()));
+                    let received =
+                        stream.received.unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap());
+                    if delay_tx.send(received.saturating_sub(sent)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(delay_tx);
+        println!("ready");
+        for _ in 0..rounds {
+            let mut delays = Vec::with_capacity(clients);
+            while delays.len() < clients {
+                match tokio::time::timeout(Duration::from_secs(30), delay_rx.recv()).await {
+                    Ok(Some(delay)) => delays.push(delay),
+                    _ => anyhow::bail!("{} of {clients} messages arrived within 30 s", delays.len()),
+                }
+            }
+            delays.sort();
+            println!("{} {}", percentile(&delays, 0.5).as_nanos(), percentile(&delays, 0.99).as_nanos());
+        }
+        Ok(())
+    })
+}
+
+/// One `write` of the whole message, as a server's flush of a small frame is.
+fn write_once(socket: &mut TcpStream, message: &[u8]) -> anyhow::Result<()> {
+    let written = socket.write(message)?;
+    if written != message.len() {
+        anyhow::bail!("a write took {written} of {} bytes", message.len());
+    }
+    Ok(())
+}
+
+/// This thread's CPU time so far: user, system.
+fn thread_cpu() -> anyhow::Result<(Duration, Duration)> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_THREAD)?;
+    let time = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    Ok((time(usage.user_time()), time(usage.system_time())))
+}
