@@ -124,10 +124,7 @@ impl Outbox {
         loop {
             {
                 let mut state = self.state.lock().expect("outbox lock");
-                if let Some(text) = state.queue.pop_front() {
-                    if state.queue.is_empty() && state.queue.capacity() > 64 {
-                        state.queue.shrink_to(8);
-                    }
+                if let Some(text) = state.take() {
                     return Ok(text);
                 }
                 if let Some(why) = state.closed {
@@ -138,10 +135,22 @@ impl Outbox {
         }
     }
 
-    /// Takes a message if one is queued, without waiting.
-    #[cfg(test)]
-    fn try_pop(&self) -> Option<Utf8Bytes> {
-        self.state.lock().expect("outbox lock").queue.pop_front()
+    /// Takes a message if one is queued, without waiting (a closed outbox
+    /// says why at the next [`Outbox::pop`]).
+    pub fn try_pop(&self) -> Option<Utf8Bytes> {
+        self.state.lock().expect("outbox lock").take()
+    }
+}
+
+impl OutboxState {
+    /// The next message; an emptied queue gives back the room a burst took
+    /// (an idle connection keeps a small one).
+    fn take(&mut self) -> Option<Utf8Bytes> {
+        let text = self.queue.pop_front()?;
+        if self.queue.is_empty() && self.queue.capacity() > 64 {
+            self.queue.shrink_to(8);
+        }
+        Some(text)
     }
 }
 

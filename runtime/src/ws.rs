@@ -334,9 +334,20 @@ impl Connection {
         let max_calls = self.shared.config.max_calls_in_flight.max(1);
         loop {
             let first = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls).await;
+            // Woken by a message to send (a broadcast reaching every
+            // connection): what else is queued goes in the same write, and
+            // the socket, the calls and the heartbeat, which did not wake the
+            // task, wait for the next turn instead of being polled again.
+            let sending = matches!(first, Event::Out(Ok(_)));
             let mut outcome = self.handle(first, &mut tick);
+            if sending {
+                for _ in 0..BATCH {
+                    let Some(text) = self.outbox.try_pop() else { break };
+                    self.out.push(text);
+                }
+            }
             for _ in 0..BATCH {
-                if outcome.is_err() {
+                if sending || outcome.is_err() {
                     break;
                 }
                 let next = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls);
