@@ -106,14 +106,20 @@ fn look(dir: &Path, depth: usize, skip: &Skip, files: &mut Snapshot, folders: &m
 /// Packs `options.app` now and again after every change, calling `report`
 /// with each result, until `report` returns `false`. A change is packed once
 /// the files have stayed the same for one more look (an editor that writes a
-/// file in several steps gives one pack, not several), or after
-/// [`SETTLE_LIMIT`] when some file keeps changing.
+/// file in several steps gives one pack, not several). A file that keeps
+/// changing through a whole second of looks (a log written under the app's
+/// folder) holds a pack back no longer than that, and is left out of the
+/// comparisons until it holds still for a pause between looks, so it causes
+/// no packs of its own meanwhile.
 pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, PackError>) -> bool) {
     let out = options.out_dir();
     let mut warm = crate::cache::Warm::default();
     let mut look = Look::new();
     let mut bell = Doorbell::new(&options.app, &out);
+    // What the last pack saw, and what the latest look saw.
     let mut seen = look.take(&options.app, &out);
+    let mut last = seen.clone();
+    let mut restless = Restless::new();
     bell.watch(&look.folders);
     if !report(crate::pack_warm(options, &mut warm)) {
         return;
@@ -124,31 +130,81 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
         let now = look.take(&options.app, &out);
         // A folder made since is watched at once, before it fills.
         bell.watch(&look.folders);
-        if now == seen {
+        restless.update(&last, &now, look.pause());
+        last = now;
+        if same(&last, &seen, &restless) {
             continue;
         }
         // Settle: wait until two looks in a row agree, or pack what there
-        // is once a file has kept changing for SETTLE_LIMIT (a log written
-        // every few milliseconds must not hold every later change back).
-        let mut settled = now;
+        // is once they have disagreed for the limit (at least three looks'
+        // worth, so that a slow look still debounces an editor's save).
+        let limit = SETTLE_LIMIT.max(look.pause() * 3);
         let settling = std::time::Instant::now();
-        while settling.elapsed() < SETTLE_LIMIT {
+        let mut calm = false;
+        let mut previous = None;
+        while !calm && settling.elapsed() < limit {
             std::thread::sleep(look.pause() / 4);
             let again = look.take(&options.app, &out);
-            if again == settled {
-                break;
-            }
-            settled = again;
+            restless.update(&last, &again, look.pause());
+            calm = same(&again, &last, &restless);
+            previous = Some(std::mem::replace(&mut last, again));
+        }
+        if !calm && let Some(previous) = &previous {
+            restless.add(changed(previous, &last));
         }
         // Back as it was (an editor's temporary file, come and gone).
-        if settled == seen {
+        if same(&last, &seen, &restless) {
             continue;
         }
-        seen = settled;
+        seen = last.clone();
         if !report(crate::pack_warm(options, &mut warm)) {
             return;
         }
     }
+}
+
+/// Files that kept changing through a whole settle, each with when it was
+/// last seen changing.
+struct Restless(BTreeMap<std::ffi::OsString, std::time::Instant>);
+
+impl Restless {
+    fn new() -> Restless {
+        Restless(BTreeMap::new())
+    }
+
+    fn add(&mut self, paths: Vec<std::ffi::OsString>) {
+        let now = std::time::Instant::now();
+        self.0.extend(paths.into_iter().map(|path| (path, now)));
+    }
+
+    /// After a look: a file that changed since the look `before` stays
+    /// restless; one that has not changed for `hold` counts again.
+    fn update(&mut self, before: &Snapshot, after: &Snapshot, hold: Duration) {
+        let now = std::time::Instant::now();
+        self.0.retain(|path, changed_at| {
+            if before.get(path) != after.get(path) {
+                *changed_at = now;
+            }
+            now - *changed_at < hold
+        });
+    }
+}
+
+/// Whether two snapshots agree on every file that is not restless.
+fn same(a: &Snapshot, b: &Snapshot, restless: &Restless) -> bool {
+    if restless.0.is_empty() {
+        return a == b;
+    }
+    let steady = |(path, _): &(&std::ffi::OsString, &(u64, Option<SystemTime>))| !restless.0.contains_key(*path);
+    a.iter().filter(steady).eq(b.iter().filter(steady))
+}
+
+/// The files that differ between two snapshots (changed, come or gone).
+fn changed(a: &Snapshot, b: &Snapshot) -> Vec<std::ffi::OsString> {
+    let mut paths: Vec<std::ffi::OsString> =
+        a.iter().filter(|(path, meta)| b.get(*path) != Some(*meta)).map(|(path, _)| path.clone()).collect();
+    paths.extend(b.keys().filter(|path| !a.contains_key(*path)).cloned());
+    paths
 }
 
 /// File events, as a bell that makes the next look come early. On Linux and
@@ -458,7 +514,8 @@ mod tests {
         }
     }
 
-    #[cfg(unix)]
+    // Linux: elsewhere the app's folder is watched whole.
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_folder_reached_through_a_link_too_stays_watched_when_the_link_drops_out() {
         let dir = tempfile::tempdir().unwrap();
@@ -490,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_never_stops_changing_holds_a_pack_back_for_a_second_at_most() {
+    fn a_file_that_never_stops_changing_holds_a_pack_back_a_second_at_most_and_packs_nothing_itself() {
         use std::sync::atomic::{AtomicBool, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
@@ -533,13 +590,19 @@ mod tests {
                 break written.elapsed();
             }
         };
+        // While the log goes on, it causes no packs of its own.
+        let quiet = rx.recv_timeout(Duration::from_millis(2500));
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
         drop(rx);
+        assert!(
+            matches!(quiet, Err(std::sync::mpsc::RecvTimeoutError::Timeout)),
+            "a pack while only the log changed: {quiet:?}"
+        );
         // Within the limit, a look's pause and the pack (with room for a slow machine).
         assert!(found < SETTLE_LIMIT + Duration::from_secs(5), "packed {found:?} after the change");
-        // The watcher ends at its next report, which the log's next change brings.
-        std::fs::write(root.join("app/client/extra.js"), "exports.x = 2;\n").unwrap();
+        // The watcher ends at its next report, which this change brings.
+        std::fs::write(root.join("app/client/extra.js"), "exports.x = 22;\n").unwrap();
         watcher.join().unwrap();
     }
 
