@@ -76,7 +76,8 @@ enum Command {
         servers: Vec<rpc::ServerKind>,
     },
     /// The kernel's floor under a broadcast: one thread on the servers' CPU writes a small message to each of N
-    /// loopback connections, with no server around it (what any server pays for a fan-out on this host).
+    /// loopback connections, with no server around it (what any server pays for a fan-out to loopback clients on
+    /// this host, the receiving side of TCP and the reader's wake-ups included).
     Floor {
         /// Connections written to.
         #[arg(long, default_value_t = 10_000)]

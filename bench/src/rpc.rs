@@ -186,7 +186,7 @@ pub fn run(mut opts: Options) -> anyhow::Result<()> {
     }
     process::pin_self(opts.client_cpu)?;
     // The idle clients here; as many sockets in the server, which inherits the limit.
-    process::raise_nofile(opts.idle as u64 + 1024)?;
+    process::raise_nofile(opts.idle as u64 + 1024, "--idle")?;
     let work = tempfile::tempdir()?;
     let mut packed = None;
     let mut commands = Vec::new();

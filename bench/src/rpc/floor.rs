@@ -3,12 +3,14 @@
 //! no server around it (no framing, no tasks, no queues), while the same kind
 //! of load generator as the `rpc` measures reads them on the other CPU. What
 //! this takes is what any server on this host pays for a fan-out to N
-//! clients on one core, before doing any work of its own.
+//! loopback clients on one core before doing any work of its own: the sends,
+//! and, as loopback charges them to the sender, the receiving side of TCP and
+//! the wake-ups of the reader.
 //!
 //! Measured per round: the time the writes take, the writing thread's CPU
-//! time (user and system), and when the kernel received each message
-//! (`SO_TIMESTAMPNS`, as the `rpc` fan-out measures it), p50 and p99 over the
-//! clients from just before the first write.
+//! time, and when the kernel received each message (`SO_TIMESTAMPNS`, as the
+//! `rpc` fan-out measures it), p50, p99 and max over the clients from just
+//! before the first write.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,14 +29,15 @@ const MESSAGE: usize = 48;
 
 struct Round {
     writes: Duration,
-    user: Duration,
-    system: Duration,
+    cpu: Duration,
     p50: Duration,
     p99: Duration,
+    max: Duration,
 }
 
 pub fn run(clients: usize, rounds: usize, server_cpu: usize, client_cpu: usize) -> anyhow::Result<()> {
-    raise_nofile(clients as u64 + 64)?;
+    anyhow::ensure!(clients >= 1 && rounds >= 1, "--clients and --rounds take counts of 1 or more");
+    raise_nofile(clients as u64 + 64, "--clients")?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let address = listener.local_addr()?;
     // The load generator in a process of its own (each side holds N sockets).
@@ -53,10 +56,23 @@ pub fn run(clients: usize, rounds: usize, server_cpu: usize, client_cpu: usize) 
     // The writer: this thread, pinned to the server's CPU.
     pin_self(server_cpu)?;
     let mut sockets = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        let (socket, _) = listener.accept().context("accepting a connection")?;
-        socket.set_nodelay(true)?;
-        sockets.push(socket);
+    listener.set_nonblocking(true)?;
+    while sockets.len() < clients {
+        match listener.accept() {
+            Ok((socket, _)) => {
+                socket.set_nonblocking(false)?;
+                socket.set_nodelay(true)?;
+                sockets.push(socket);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // A load generator that stopped early connects no more.
+                if let Some(status) = reader.try_wait()? {
+                    anyhow::bail!("the load generator stopped ({status}) after {} connections", sockets.len());
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e).context("accepting a connection"),
+        }
     }
     anyhow::ensure!(next_line()? == "ready", "the load generator did not connect");
     eprintln!("kernel floor of a fan-out: {clients} loopback connections, {rounds} rounds");
@@ -72,16 +88,17 @@ pub fn run(clients: usize, rounds: usize, server_cpu: usize, client_cpu: usize) 
             write_once(socket, &message)?;
         }
         let writes = started.elapsed();
-        let after = thread_cpu()?;
+        let cpu = thread_cpu()? - before;
         let line = next_line()?;
         let mut fields = line.split(' ').map(|n| n.parse::<u64>().map(Duration::from_nanos));
-        let (Some(Ok(p50)), Some(Ok(p99))) = (fields.next(), fields.next()) else {
+        let (Some(Ok(p50)), Some(Ok(p99)), Some(Ok(max))) = (fields.next(), fields.next(), fields.next()) else {
             anyhow::bail!("the load generator said {line:?}");
         };
-        results.push(Round { writes, user: after.0 - before.0, system: after.1 - before.1, p50, p99 });
+        results.push(Round { writes, cpu, p50, p99, max });
     }
     drop(sockets);
-    reader.wait()?;
+    let status = reader.wait()?;
+    anyhow::ensure!(status.success(), "the load generator failed ({status})");
     let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
     let column = |f: fn(&Round) -> Duration| ms(median(results.iter().map(f).collect()));
     println!(
@@ -91,18 +108,18 @@ pub fn run(clients: usize, rounds: usize, server_cpu: usize, client_cpu: usize) 
     );
     println!("| measure | median |\n|---|---:|");
     println!("| the {clients} writes, wall time | {} |", column(|r| r.writes));
-    println!("| the writing thread's CPU time, user | {} |", column(|r| r.user));
-    println!("| the writing thread's CPU time, system | {} |", column(|r| r.system));
+    println!("| the writing thread's CPU time (user + system) | {} |", column(|r| r.cpu));
     println!("| arrival (kernel receive time) p50 | {} |", column(|r| r.p50));
     println!("| arrival (kernel receive time) p99 | {} |", column(|r| r.p99));
+    println!("| arrival (kernel receive time) max | {} |", column(|r| r.max));
     Ok(())
 }
 
 /// The load generator of [`run`]: connects `clients` times to `address`,
 /// says `ready`, then for each round reads one message per connection and
-/// prints the p50 and p99 of their delays (nanoseconds).
+/// prints the p50, p99 and max of their delays (nanoseconds).
 pub fn read(address: SocketAddr, clients: usize, rounds: usize, client_cpu: usize) -> anyhow::Result<()> {
-    raise_nofile(clients as u64 + 64)?;
+    raise_nofile(clients as u64 + 64, "--clients")?;
     pin_self(client_cpu)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -135,7 +152,13 @@ pub fn read(address: SocketAddr, clients: usize, rounds: usize, client_cpu: usiz
                 }
             }
             delays.sort();
-            println!("{} {}", percentile(&delays, 0.5).as_nanos(), percentile(&delays, 0.99).as_nanos());
+            let max = delays.last().copied().unwrap_or_default();
+            println!(
+                "{} {} {}",
+                percentile(&delays, 0.5).as_nanos(),
+                percentile(&delays, 0.99).as_nanos(),
+                max.as_nanos()
+            );
         }
         Ok(())
     })
@@ -150,10 +173,12 @@ fn write_once(socket: &mut TcpStream, message: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// This thread's CPU time so far: user, system.
-fn thread_cpu() -> anyhow::Result<(Duration, Duration)> {
+/// This thread's CPU time so far, user and system together (the kernel
+/// splits the exact total between the two by sampling, so only the total is
+/// reported).
+fn thread_cpu() -> anyhow::Result<Duration> {
     use nix::sys::resource::{UsageWho, getrusage};
     let usage = getrusage(UsageWho::RUSAGE_THREAD)?;
     let time = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
-    Ok((time(usage.user_time()), time(usage.system_time())))
+    Ok(time(usage.user_time()) + time(usage.system_time()))
 }

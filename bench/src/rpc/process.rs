@@ -196,8 +196,9 @@ pub fn pin_self(cpu: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Raises this process's open-file limit (inherited by the servers it starts) to at least `need`.
-pub fn raise_nofile(need: u64) -> anyhow::Result<()> {
+/// Raises this process's open-file limit (inherited by the servers it starts)
+/// to at least `need`; `flag` is the option that sets how many are needed.
+pub fn raise_nofile(need: u64, flag: &str) -> anyhow::Result<()> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
     if soft >= need {
@@ -207,7 +208,7 @@ pub fn raise_nofile(need: u64) -> anyhow::Result<()> {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     } else {
         setrlimit(Resource::RLIMIT_NOFILE, need, need).with_context(|| {
-            format!("{need} open files are needed and the hard limit is {hard}: raise it (ulimit -Hn) or pass a smaller --idle")
+            format!("{need} open files are needed and the hard limit is {hard}: raise it (ulimit -Hn) or pass a smaller {flag}")
         })?;
     }
     Ok(())
