@@ -334,10 +334,11 @@ impl Connection {
         let max_calls = self.shared.config.max_calls_in_flight.max(1);
         loop {
             let first = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls).await;
-            // Woken by a message to send (a broadcast reaching every
+            // A message to send came first (a broadcast reaching every
             // connection): what else is queued goes in the same write, and
-            // the socket, the calls and the heartbeat, which did not wake the
-            // task, wait for the next turn instead of being polled again.
+            // the socket, the calls and the heartbeat are looked at in the
+            // next turn rather than polled a second time in this one (a
+            // frame that came meanwhile waits for that write).
             let sending = matches!(first, Event::Out(Ok(_)));
             let mut outcome = self.handle(first, &mut tick);
             if sending {

@@ -218,6 +218,42 @@ async fn events_reach_users_channels_and_everyone() {
 }
 
 #[tokio::test]
+async fn calls_are_answered_while_broadcasts_flood_the_connection() {
+    let s = serve();
+    let addr = s.server.addr;
+    let mut sender = WsClient::connect(addr, None).await;
+    let mut reader = WsClient::connect(addr, None).await;
+    const FLOOD: u64 = 500;
+    for i in 0..FLOOD {
+        sender.send_call(i + 1, "app.broadcast", json!([i])).await;
+    }
+    reader.send_call(1, "app.square", json!([7])).await;
+    // The reader's reply comes among the events, and no event is lost.
+    let mut events = std::collections::BTreeSet::new();
+    let mut replied = false;
+    while events.len() < FLOOD as usize || !replied {
+        let message = reader.next_json().await;
+        match message["type"].as_str() {
+            Some("event") => assert!(events.insert(message["data"].as_u64().unwrap()), "twice: {message}"),
+            Some("reply") => {
+                assert_eq!(message["result"], 49);
+                replied = true;
+            }
+            _ => panic!("unexpected: {message}"),
+        }
+    }
+    // The sender, which read nothing meanwhile, gets every reply and every event too.
+    let (mut replies, mut news) = (0, 0);
+    while replies < FLOOD || news < FLOOD {
+        match sender.next_json().await["type"].as_str() {
+            Some("reply") => replies += 1,
+            Some("event") => news += 1,
+            other => panic!("unexpected: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn heartbeats_are_answered_and_mark_users_online() {
     let s = serve();
     let mut c = WsClient::connect(s.server.addr, None).await;
