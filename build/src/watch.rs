@@ -119,7 +119,7 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
     // What the last pack saw, and what the latest look saw.
     let mut seen = look.take(&options.app, &out);
     let mut last = seen.clone();
-    let mut restless = Restless::new();
+    let mut restless = Restless::default();
     bell.watch(&look.folders);
     if !report(crate::pack_warm(options, &mut warm)) {
         return;
@@ -165,13 +165,10 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
 
 /// Files that kept changing through a whole settle, each with when it was
 /// last seen changing.
+#[derive(Default)]
 struct Restless(BTreeMap<std::ffi::OsString, std::time::Instant>);
 
 impl Restless {
-    fn new() -> Restless {
-        Restless(BTreeMap::new())
-    }
-
     fn add(&mut self, paths: Vec<std::ffi::OsString>) {
         let now = std::time::Instant::now();
         self.0.extend(paths.into_iter().map(|path| (path, now)));

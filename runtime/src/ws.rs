@@ -342,19 +342,18 @@ impl Connection {
             let sending = matches!(first, Event::Out(Ok(_)));
             let mut outcome = self.handle(first, &mut tick);
             if sending {
+                let outbox = &self.outbox;
+                self.out.extend(std::iter::from_fn(|| outbox.try_pop()).take(BATCH));
+            } else {
                 for _ in 0..BATCH {
-                    let Some(text) = self.outbox.try_pop() else { break };
-                    self.out.push(text);
-                }
-            }
-            for _ in 0..BATCH {
-                if sending || outcome.is_err() {
-                    break;
-                }
-                let next = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls);
-                match next.now_or_never() {
-                    Some(event) => outcome = self.handle(event, &mut tick),
-                    None => break,
+                    if outcome.is_err() {
+                        break;
+                    }
+                    let next = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls);
+                    match next.now_or_never() {
+                        Some(event) => outcome = self.handle(event, &mut tick),
+                        None => break,
+                    }
                 }
             }
             self.mark_seen().await;
