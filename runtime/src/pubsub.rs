@@ -11,12 +11,12 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::Notify;
 
 use crate::session::{BoxFuture, Session, StoreError};
 
@@ -64,15 +64,22 @@ pub type ConnId = u64;
 
 /// One connection's queue of outgoing messages, bounded. Empty, it holds no
 /// buffer: it is kept by every idle connection, so it is a few dozen bytes.
+///
+/// It has one reader, the connection's task, so the task's waker sits in the
+/// queue's own lock: waiting takes no list of waiters (as a `Notify` would,
+/// with a lock of its own to join it and another to leave it on every turn
+/// of the connection's loop), and only the first message after a wait wakes
+/// the task.
 pub struct Outbox {
     state: Mutex<OutboxState>,
-    ready: Notify,
     capacity: usize,
 }
 
 struct OutboxState {
     queue: VecDeque<Utf8Bytes>,
     closed: Option<Closed>,
+    /// The reader waiting for a message, if it is.
+    waiting: Option<Waker>,
 }
 
 /// Why an outbox closed.
@@ -88,8 +95,7 @@ impl Outbox {
     /// An open, empty outbox holding at most `capacity` messages.
     pub fn new(capacity: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
-            state: Mutex::new(OutboxState { queue: VecDeque::new(), closed: None }),
-            ready: Notify::new(),
+            state: Mutex::new(OutboxState { queue: VecDeque::new(), closed: None, waiting: None }),
             capacity: capacity.max(1),
         })
     }
@@ -101,16 +107,24 @@ impl Outbox {
             return false;
         }
         state.queue.push_back(text);
+        let waiting = state.waiting.take();
         drop(state);
-        self.ready.notify_one();
+        if let Some(reader) = waiting {
+            reader.wake();
+        }
         true
     }
 
     /// Closes the outbox: what is queued is still delivered, then
     /// [`Outbox::pop`] says why it closed. The first reason given stays.
     pub fn close(&self, why: Closed) {
-        self.state.lock().expect("outbox lock").closed.get_or_insert(why);
-        self.ready.notify_one();
+        let mut state = self.state.lock().expect("outbox lock");
+        state.closed.get_or_insert(why);
+        let waiting = state.waiting.take();
+        drop(state);
+        if let Some(reader) = waiting {
+            reader.wake();
+        }
     }
 
     /// Why it closed, if it did.
@@ -121,18 +135,25 @@ impl Outbox {
     /// The next message, waiting for one; once closed and drained, why it closed.
     /// Cancel-safe: a message is only taken when this returns it.
     pub async fn pop(&self) -> Result<Utf8Bytes, Closed> {
-        loop {
-            {
-                let mut state = self.state.lock().expect("outbox lock");
-                if let Some(text) = state.take() {
-                    return Ok(text);
-                }
-                if let Some(why) = state.closed {
-                    return Err(why);
-                }
-            }
-            self.ready.notified().await;
+        std::future::poll_fn(|cx| self.poll_pop(cx)).await
+    }
+
+    /// [`Outbox::pop`] as a poll: when nothing is queued, the task of `cx`
+    /// is woken by the next message or by the close. For the outbox's one
+    /// reader: a second task polling it takes the first one's place.
+    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Result<Utf8Bytes, Closed>> {
+        let mut state = self.state.lock().expect("outbox lock");
+        if let Some(text) = state.take() {
+            return Poll::Ready(Ok(text));
         }
+        if let Some(why) = state.closed {
+            return Poll::Ready(Err(why));
+        }
+        match &mut state.waiting {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waiting => *waiting = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 
     /// Takes a message if one is queued, without waiting (a closed outbox
@@ -636,6 +657,52 @@ mod tests {
         assert_eq!(b.closed(), Some(Closed::Shutdown), "a connection that arrives during the shutdown");
         a.close(Closed::Dropped);
         assert_eq!(a.closed(), Some(Closed::Shutdown), "the first reason stays");
+    }
+
+    #[test]
+    fn a_waiting_reader_is_woken_by_a_message_or_the_close_from_another_thread() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let outbox = Outbox::new(8);
+        let later = |outbox: Arc<Outbox>, act: fn(&Outbox)| {
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                act(&outbox);
+            })
+        };
+        // The wake, not a later look: a reader left asleep would see the
+        // message only when the timer, polling the pop after it, looks again.
+        let within = |future| {
+            runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => Err("not woken within 5 s"),
+                    popped = future => Ok(popped),
+                }
+            })
+        };
+
+        let writer = later(outbox.clone(), |o| assert!(o.push(Utf8Bytes::from_static("one"))));
+        assert_eq!(within(outbox.pop()).expect("woken by the push").unwrap().as_str(), "one");
+        writer.join().unwrap();
+
+        // Only the first message after a wait wakes the reader; the others are still read.
+        let writer = later(outbox.clone(), |o| {
+            for text in ["two", "three"] {
+                assert!(o.push(Utf8Bytes::from_static(text)));
+            }
+        });
+        assert_eq!(within(outbox.pop()).expect("woken by the push").unwrap().as_str(), "two");
+        writer.join().unwrap();
+        assert_eq!(outbox.try_pop().unwrap().as_str(), "three");
+
+        // A reader that polled from one task and then another is woken in the second.
+        let waker_of_a_finished_task = runtime.block_on(async {
+            tokio::spawn(async { std::future::poll_fn(|cx| Poll::Ready(cx.waker().clone())).await }).await.unwrap()
+        });
+        assert!(outbox.poll_pop(&mut Context::from_waker(&waker_of_a_finished_task)).is_pending());
+        let closer = later(outbox.clone(), |o| o.close(Closed::Dropped));
+        assert_eq!(within(outbox.pop()).expect("woken by the close"), Err(Closed::Dropped));
+        closer.join().unwrap();
     }
 
     #[test]

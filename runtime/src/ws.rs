@@ -349,8 +349,7 @@ impl Connection {
                     if outcome.is_err() {
                         break;
                     }
-                    let next = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls);
-                    match next.now_or_never() {
+                    match self.ready_now(max_calls) {
                         Some(event) => outcome = self.handle(event, &mut tick),
                         None => break,
                     }
@@ -376,6 +375,25 @@ impl Connection {
                 return End::Gone;
             }
         }
+    }
+
+    /// An event that is ready without waiting, for the batch after the
+    /// first: a finished call, a frame already read or readable, a queued
+    /// message. Looked at one by one, not through [`next_event`], which
+    /// would also join and leave the outbox's and the timer's waits on
+    /// every look; the heartbeat can wait for the next turn of the loop.
+    fn ready_now(&mut self, max_calls: usize) -> Option<Event> {
+        if !self.calls.is_empty()
+            && let Some(Some((id, outcome))) = self.calls.next().now_or_never()
+        {
+            return Some(Event::Replied(id, outcome));
+        }
+        if self.calls.len() < max_calls
+            && let Some(frame) = self.socket.recv().now_or_never()
+        {
+            return Some(Event::Frame(frame));
+        }
+        self.outbox.try_pop().map(|text| Event::Out(Ok(text)))
     }
 
     /// Records a signed-in user's heartbeat (or arrival) in users online.
@@ -513,7 +531,12 @@ impl Connection {
             _ => return malformed("a call needs an \"id\" (a number or a string)".into()),
         };
         match self.start_call(message.method, message.args) {
-            Ok(future) => self.calls.push(Box::pin(future.map(move |outcome| (id, outcome)))),
+            // An action that answers at once (most do) is answered in this
+            // batch without joining the calls in flight.
+            Ok(mut future) => match (&mut future).now_or_never() {
+                Some(outcome) => self.out.push(reply_text(&id, &outcome)),
+                None => self.calls.push(Box::pin(future.map(move |outcome| (id, outcome)))),
+            },
             Err(e) => self.out.push(reply_text(&id, &Err(e))),
         }
         Ok(())
