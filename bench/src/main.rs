@@ -53,9 +53,13 @@ enum Command {
         /// connection count runs once with each.
         #[arg(long, value_delimiter = ',', default_value = "1,8")]
         in_flight: Vec<usize>,
-        /// Seconds measured at each connection count.
-        #[arg(long, default_value_t = 5.0)]
+        /// Seconds measured at each connection count, in each round.
+        #[arg(long, default_value_t = 3.0)]
         duration: f64,
+        /// Rounds of call runs: every server measured at every level once per
+        /// round, taking turns; each figure is the round with the median CPU per call.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Seconds of warm-up before each measured window.
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
@@ -127,6 +131,7 @@ fn main() -> anyhow::Result<()> {
             connections,
             in_flight,
             duration,
+            rounds,
             warmup,
             idle,
             broadcasts,
@@ -136,6 +141,9 @@ fn main() -> anyhow::Result<()> {
         } => {
             if in_flight.contains(&0) {
                 anyhow::bail!("--in-flight takes counts of 1 or more");
+            }
+            if rounds == 0 {
+                anyhow::bail!("--rounds takes 1 or more");
             }
             let levels = in_flight
                 .iter()
@@ -147,6 +155,7 @@ fn main() -> anyhow::Result<()> {
                 levels,
                 warmup: Duration::from_secs_f64(warmup),
                 duration: Duration::from_secs_f64(duration),
+                rounds,
                 idle,
                 broadcasts,
                 server_cpu,

@@ -18,7 +18,10 @@
 //!    things at once): the server's CPU time (user and system,
 //!    /proc/PID/stat) per answered call (for ssrun with JavaScript, also the
 //!    part of it in the engine thread), calls per second, and p50 and p99
-//!    latency over a measured window after a warm-up;
+//!    latency over a measured window after a warm-up. The servers take turns
+//!    at each level, for several rounds, and the round with the median CPU
+//!    per call is reported: on a shared virtual machine one window in a few
+//!    can be slowed by work outside it;
 //! 2. the server's resident memory (VmRSS) per idle connection, once N
 //!    clients have completed their handshake, against before they connected;
 //! 3. broadcast fan-out: with those N clients connected, one more client asks
@@ -65,6 +68,9 @@ pub struct Options {
     pub warmup: Duration,
     /// The measured window of each call run.
     pub duration: Duration,
+    /// Rounds of call runs; each figure comes from the round with the
+    /// median CPU per call (of that server at that level).
+    pub rounds: usize,
     /// Idle connections for the memory and broadcast measures.
     pub idle: usize,
     /// Broadcasts to the idle connections.
@@ -166,7 +172,10 @@ struct Fanout {
 
 struct Results {
     kind: ServerKind,
+    /// At each level, the round with the median CPU per call.
     calls: Vec<CallRun>,
+    /// At each level, the CPU per call of every round, in order.
+    rounds: Vec<Vec<Cpu>>,
     rss_before: u64,
     rss_after: u64,
     fanouts: Vec<Fanout>,
@@ -252,6 +261,7 @@ async fn measure(opts: &Options, commands: &[ServerCommand]) -> anyhow::Result<V
         .map(|&kind| Results {
             kind,
             calls: Vec::new(),
+            rounds: Vec::new(),
             rss_before: 0,
             rss_after: 0,
             fanouts: Vec::new(),
@@ -260,17 +270,30 @@ async fn measure(opts: &Options, commands: &[ServerCommand]) -> anyhow::Result<V
         })
         .collect();
 
-    // 1. Calls: every server up at once, taking turns at each level, so that
-    //    a change in the machine's background load hits them alike.
+    // 1. Calls: every server up at once, taking turns at each level, round
+    //    after round, so that a change in the machine's background load hits
+    //    them alike; the median round at each level is kept, which a window
+    //    that a burst of other work slowed does not move.
     let servers = commands.iter().map(|c| start(opts, c)).collect::<anyhow::Result<Vec<_>>>()?;
-    for &level in &opts.levels {
-        for (server, result) in servers.iter().zip(&mut results) {
-            eprintln!("calls: {}, {level}", name(result.kind));
-            result.calls.push(call_run(server, result.kind.proto(), level, opts).await?);
-            tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut runs: Vec<Vec<Vec<CallRun>>> =
+        results.iter().map(|_| opts.levels.iter().map(|_| Vec::new()).collect()).collect();
+    for round in 1..=opts.rounds {
+        for (i, &level) in opts.levels.iter().enumerate() {
+            for ((server, result), runs) in servers.iter().zip(&results).zip(&mut runs) {
+                eprintln!("calls: {}, {level}, round {round} of {}", name(result.kind), opts.rounds);
+                runs[i].push(call_run(server, result.kind.proto(), level, opts).await?);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
     }
     drop(servers);
+    for (result, runs) in results.iter_mut().zip(runs) {
+        for mut level_runs in runs {
+            result.rounds.push(level_runs.iter().map(|r| r.cpu_per_call).collect());
+            level_runs.sort_by_key(|r| r.cpu_per_call.total());
+            result.calls.push(level_runs.swap_remove(level_runs.len() / 2));
+        }
+    }
 
     // 2. and 3. Idle connections and broadcasts: one fresh server at a time.
     for (command, result) in commands.iter().zip(&mut results) {
@@ -511,12 +534,13 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         Command::new("node").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     println!(
         "Remote calls and broadcasts (`ss-bench rpc`): each server pinned to CPU {}, the load generator (one \
-         thread) to CPU {}; for each call run {} s measured after {} s of warm-up; {} idle clients; {} \
-         broadcasts. Node.js {}.\n",
+         thread) to CPU {}; for each call run {} s measured after {} s of warm-up, in each of {} rounds; {} idle \
+         clients; {} broadcasts. Node.js {}.\n",
         opts.server_cpu,
         opts.client_cpu,
         opts.duration.as_secs_f64(),
         opts.warmup.as_secs_f64(),
+        opts.rounds,
         opts.idle,
         opts.broadcasts,
         node.unwrap_or_default(),
@@ -638,7 +662,9 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
     println!(
         "Server CPU is user + system time of the server process (/proc/PID/stat) over the measured window, divided \
          by the calls answered in it; on loopback the system part includes the kernel's delivery of what the \
-         server sends into the client's socket. ssrun (native) and ssrun (JavaScript) serve the same packed app \
+         server sends into the client's socket. The servers take turns at each level, round after round; each \
+         call row shows, for each server and level, the round with the median server CPU per call (every round's \
+         figure is listed below the table). ssrun (native) and ssrun (JavaScript) serve the same packed app \
          (fixtures/apps/bench): `app.square` as a native Rust action, or as the app's JavaScript action in the \
          embedded engine (QuickJS; on the server's thread, as the server may use one CPU), the same JavaScript as the Socket.IO handler. Memory and \
          broadcasts are measured on the native variant and Socket.IO (`bench.broadcast` is a native action). \
@@ -648,6 +674,19 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
          own queueing.\n",
         opts.broadcasts
     );
+    for r in results {
+        let levels: Vec<String> = r
+            .calls
+            .iter()
+            .zip(&r.rounds)
+            .map(|(run, rounds)| {
+                let each: Vec<String> =
+                    rounds.iter().map(|c| format!("{:.1}", c.total().as_secs_f64() * 1e6)).collect();
+                format!("{} {}", run.level, each.join("/"))
+            })
+            .collect();
+        println!("- {}: server CPU per call in each round, in us: {}.", name(r.kind), levels.join("; "));
+    }
     for r in results.iter().filter(|r| fanned(r)) {
         let p99s: Vec<String> = r.fanouts.iter().map(|f| ms(f.arrived.p99)).collect();
         println!(
