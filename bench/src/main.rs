@@ -53,11 +53,12 @@ enum Command {
         /// connection count runs once with each.
         #[arg(long, value_delimiter = ',', default_value = "1,8")]
         in_flight: Vec<usize>,
-        /// Seconds measured at each connection count, in each round.
+        /// Seconds measured at each level (connection count and calls in flight), in each round.
         #[arg(long, default_value_t = 3.0)]
         duration: f64,
         /// Rounds of call runs: every server measured at every level once per
-        /// round, taking turns; each figure is the round with the median CPU per call.
+        /// round, taking turns; each server's figures at a level come from its
+        /// round with the median CPU per call (the higher middle one for an even count).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Seconds of warm-up before each measured window.

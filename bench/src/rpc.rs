@@ -662,9 +662,11 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
     println!(
         "Server CPU is user + system time of the server process (/proc/PID/stat) over the measured window, divided \
          by the calls answered in it; on loopback the system part includes the kernel's delivery of what the \
-         server sends into the client's socket. The servers take turns at each level, round after round; each \
-         call row shows, for each server and level, the round with the median server CPU per call (every round's \
-         figure is listed below the table). ssrun (native) and ssrun (JavaScript) serve the same packed app \
+         server sends into the client's socket. The servers take turns at each level, round after round; every \
+         call row (calls per second, latencies and loads too) comes, for each server and level, from its round \
+         with the median server CPU per call (the higher middle one for an even count of rounds), so a ratio may \
+         set rounds of two servers side by side that ran minutes apart; every round's CPU per call is listed \
+         below the table. ssrun (native) and ssrun (JavaScript) serve the same packed app \
          (fixtures/apps/bench): `app.square` as a native Rust action, or as the app's JavaScript action in the \
          embedded engine (QuickJS; on the server's thread, as the server may use one CPU), the same JavaScript as the Socket.IO handler. Memory and \
          broadcasts are measured on the native variant and Socket.IO (`bench.broadcast` is a native action). \

@@ -382,6 +382,10 @@ impl Connection {
     /// message. Looked at one by one, not through [`next_event`], which
     /// would also join and leave the outbox's and the timer's waits on
     /// every look; the heartbeat can wait for the next turn of the loop.
+    /// Frames come before queued messages here, and the batch is bounded:
+    /// a client that keeps its socket full still has its queued events
+    /// taken when the loop's wait, which picks among what is ready at
+    /// random, picks the outbox (and then up to a batch of them at once).
     fn ready_now(&mut self, max_calls: usize) -> Option<Event> {
         if !self.calls.is_empty()
             && let Some(Some((id, outcome))) = self.calls.next().now_or_never()
