@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::Value;
+use tungstenite::Utf8Bytes;
 
 use crate::session::{BoxFuture, Session, StoreError};
 

@@ -10,21 +10,26 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::future::OptionFuture;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
+use tungstenite::Utf8Bytes;
 
 use crate::Shared;
 use crate::actions::{ActionError, ActionResult, SessionHandle};
 use crate::pubsub::{Closed, Outbox};
 use crate::session::{self, Session};
+
+mod socket;
+
+use socket::{Fault, Io, Received, Socket};
 
 /// The protocol version this server speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -51,39 +56,49 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4429;
 }
 
-/// Bytes read from the socket at a time. Small, because it is held for every
-/// idle connection; larger messages are read in several steps.
-const READ_BUFFER: usize = 1024;
-/// Queued output is written once it reaches this size, or at the end of each
-/// batch of work, whichever comes first.
-const WRITE_THRESHOLD: usize = 64 * 1024;
 /// Events handled after the first one before a flush, at most.
 const BATCH: usize = 64;
+/// How long a closed connection waits for the client to close its side.
+const LINGER: Duration = Duration::from_secs(1);
 
-/// `GET /_ss/ws?v=1`: checks the origin, finds or creates the session, and upgrades.
-pub(crate) async fn upgrade(
-    State(shared): State<Arc<Shared>>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    if !same_origin(&headers) {
+/// `GET /_ss/ws?v=1`: checks the WebSocket handshake and the origin, finds or
+/// creates the session, and upgrades.
+pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let headers = &parts.headers;
+    let accept = match handshake(headers) {
+        Ok(accept) => accept,
+        Err(refused) => return refused.into_response(),
+    };
+    if !same_origin(headers) {
         return (StatusCode::FORBIDDEN, "the page's origin is not this server's").into_response();
     }
-    let version = query
-        .as_deref()
+    let version = parts
+        .uri
+        .query()
         .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "v").map(|(_, v)| v.into_owned()));
+    let max = shared.config.max_message_bytes;
+    let Some(upgraded) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response();
+    };
     if version.as_deref() != Some("1") {
         // No session for a client that cannot speak to this server.
         let reason = match version {
             None => "no protocol version: connect to /_ss/ws?v=1".to_string(),
             Some(v) => format!("protocol version {v:.20} is not spoken here: this server speaks {PROTOCOL_VERSION}"),
         };
-        return upgrade.on_upgrade(move |mut socket| async move {
-            let _ = socket.send(close_message(close::BAD_VERSION, &reason)).await;
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgraded.await else { return };
+            let (io, read) = Io::from_upgraded(upgraded);
+            let mut socket = Socket::new(io, &read, max);
+            socket.queue_close(close::BAD_VERSION, &reason);
+            if socket.flush().await.is_ok() {
+                socket.linger(LINGER).await;
+            }
         });
+        return switching(accept);
     }
-    let session = match find_or_create_session(&shared, &headers).await {
+    let session = match find_or_create_session(&shared, headers).await {
         Ok(found) => found,
         Err(e) => {
             eprintln!("ssrun: session store: {e}");
@@ -93,15 +108,81 @@ pub(crate) async fn upgrade(
     // Set again on every connection, not only for a new session: the store
     // forgets a session once it is unused for `session_max_age`, so the
     // cookie's life runs from the last visit too.
-    let cookie = set_cookie(&session.id, over_https(&headers), shared.config.session_max_age);
-    let max = shared.config.max_message_bytes;
-    let mut response = upgrade
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_THRESHOLD)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| run(socket, shared, session));
+    let cookie = set_cookie(&session.id, over_https(headers), shared.config.session_max_age);
+    // `then`, not an async block, so that the task holds the connection
+    // alone once the upgrade is done, not also what it was made from.
+    tokio::spawn(upgraded.then(move |upgraded| {
+        OptionFuture::from(upgraded.ok().map(|upgraded| {
+            let (io, read) = Io::from_upgraded(upgraded);
+            run(Socket::new(io, &read, max), shared, session)
+        }))
+    }));
+    let mut response = switching(accept);
     response.headers_mut().insert(header::SET_COOKIE, cookie);
+    response
+}
+
+/// Checks a WebSocket opening handshake (RFC 6455, section 4.2.1) and gives
+/// the `Sec-WebSocket-Accept` that answers it.
+fn handshake(headers: &HeaderMap) -> Result<String, NotAHandshake> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(header::UPGRADE, "websocket") || !has_token(header::CONNECTION, "upgrade") {
+        return Err(NotAHandshake::NoUpgrade);
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
+        return Err(NotAHandshake::OtherVersion);
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if !key.is_empty() => Ok(socket::accept_key(key.as_bytes())),
+        _ => Err(NotAHandshake::NoKey),
+    }
+}
+
+/// Why a request to the endpoint is not a WebSocket handshake.
+enum NotAHandshake {
+    NoUpgrade,
+    OtherVersion,
+    NoKey,
+}
+
+impl IntoResponse for NotAHandshake {
+    fn into_response(self) -> Response {
+        let upgrade_required = |text: &'static str, headers: &[(header::HeaderName, &'static str)]| {
+            let mut response = (StatusCode::UPGRADE_REQUIRED, text).into_response();
+            for (name, value) in headers {
+                response.headers_mut().insert(name, HeaderValue::from_static(value));
+            }
+            response
+        };
+        match self {
+            NotAHandshake::NoUpgrade => upgrade_required(
+                "this address speaks WebSocket only (the SS client connects here)",
+                &[(header::UPGRADE, "websocket"), (header::CONNECTION, "upgrade")],
+            ),
+            NotAHandshake::OtherVersion => {
+                upgrade_required("WebSocket version 13 is spoken here", &[(header::SEC_WEBSOCKET_VERSION, "13")])
+            }
+            NotAHandshake::NoKey => {
+                (StatusCode::BAD_REQUEST, "a WebSocket handshake needs a Sec-WebSocket-Key").into_response()
+            }
+        }
+    }
+}
+
+/// The answer that upgrades the connection.
+fn switching(accept: String) -> Response {
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_str(&accept).expect("base64 is a header value"));
     response
 }
 
@@ -212,7 +293,7 @@ fn init_text(shared: &Shared, session: &Session) -> Utf8Bytes {
 type CallFuture = futures_util::future::BoxFuture<'static, (Box<RawValue>, ActionResult)>;
 
 enum Event {
-    Frame(Option<Result<Message, axum::Error>>),
+    Frame(Option<Result<Received, Fault>>),
     Out(Result<Utf8Bytes, Closed>),
     Replied(Box<RawValue>, ActionResult),
     Tick,
@@ -222,7 +303,7 @@ enum Event {
 enum End {
     /// The peer is gone: nothing more to send.
     Gone,
-    /// The peer closed: send tungstenite's answering close frame, then stop.
+    /// The peer closed: send the answering close frame, then stop.
     Answered,
     /// Close with this code and reason.
     Close(u16, String),
@@ -234,7 +315,7 @@ fn closed_with(code: u16, reason: impl Into<String>) -> End {
 
 /// One connection: everything its task keeps between events.
 struct Connection {
-    socket: WebSocket,
+    socket: Socket,
     outbox: Arc<Outbox>,
     id: crate::pubsub::ConnId,
     shared: Arc<Shared>,
@@ -242,8 +323,6 @@ struct Connection {
     calls: FuturesUnordered<CallFuture>,
     /// Messages to write at the end of this batch of events.
     out: Vec<Utf8Bytes>,
-    /// tungstenite queued a frame of its own (a pong): flush even with nothing in `out`.
-    flush: bool,
     /// A signed-in user to mark as seen at the end of this batch.
     seen: Option<String>,
     last_heard: Instant,
@@ -256,7 +335,7 @@ struct Connection {
 /// The connection's task. Everything is set up before the future is made, so
 /// that the future holds the connection once (an `async fn` would keep its
 /// arguments and its locals apart, doubling the socket for every connection).
-fn run(socket: WebSocket, shared: Arc<Shared>, session: Session) -> impl Future<Output = ()> + Send {
+fn run(socket: Socket, shared: Arc<Shared>, session: Session) -> impl Future<Output = ()> + Send {
     let user = session.user_id.clone();
     let state = Arc::new(Mutex::new(session));
     let outbox = Outbox::new(shared.config.outgoing_queue);
@@ -271,7 +350,6 @@ fn run(socket: WebSocket, shared: Arc<Shared>, session: Session) -> impl Future<
         shared,
         calls: FuturesUnordered::new(),
         out: Vec::new(),
-        flush: false,
         seen: user,
         last_heard: Instant::now(),
         seems_silent: false,
@@ -288,15 +366,6 @@ impl Drop for Connection {
     }
 }
 
-fn close_message(code: u16, reason: &str) -> Message {
-    // A close reason is at most 123 bytes.
-    let mut end = reason.len().min(120);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(&reason[..end]) }))
-}
-
 impl Connection {
     /// A frame came in: the client is alive.
     fn heard(&mut self) {
@@ -310,10 +379,14 @@ impl Connection {
         if let Some(engine) = &self.shared.engine {
             engine.disconnected(self.id);
         }
-        if let End::Close(code, reason) = end {
-            let limit = self.shared.config.heartbeat() * 3;
-            let _ = tokio::time::timeout(limit, self.socket.send(close_message(code, &reason))).await;
+        let End::Close(code, reason) = end else { return };
+        self.socket.queue_close(code, &reason);
+        let limit = self.shared.config.heartbeat() * 3;
+        if !matches!(tokio::time::timeout(limit, self.socket.flush()).await, Ok(Ok(()))) || code == close::GOING_AWAY {
+            // At shutdown the server does not wait for the clients.
+            return;
         }
+        self.socket.linger(LINGER).await;
     }
 
     /// Handling an event never waits: it queues what to send, and each batch
@@ -362,7 +435,6 @@ impl Connection {
                 Err(End::Answered) => {
                     // After the peer's close, only the answer to it may be sent.
                     self.out.clear();
-                    self.flush = true;
                     self.write().await;
                     return End::Gone;
                 }
@@ -393,7 +465,7 @@ impl Connection {
             return Some(Event::Replied(id, outcome));
         }
         if self.calls.len() < max_calls
-            && let Some(frame) = self.socket.recv().now_or_never()
+            && let Some(frame) = self.socket.next().now_or_never()
         {
             return Some(Event::Frame(frame));
         }
@@ -412,21 +484,15 @@ impl Connection {
     /// Writes what this batch queued, with one flush; `false` when the peer is
     /// gone, or has not read for three heartbeat intervals.
     async fn write(&mut self) -> bool {
-        if self.out.is_empty() && !self.flush {
+        if self.out.is_empty() && !self.socket.has_output() {
             return true;
         }
-        self.flush = false;
         // Taken, not drained: an idle connection keeps no buffer of messages.
-        let out = std::mem::take(&mut self.out);
-        let socket = &mut self.socket;
-        let write = async move {
-            for text in out {
-                socket.feed(Message::Text(text)).await?;
-            }
-            socket.flush().await
-        };
+        for text in std::mem::take(&mut self.out) {
+            self.socket.queue_text(text.as_str());
+        }
         let limit = self.shared.config.heartbeat() * 3;
-        matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+        matches!(tokio::time::timeout(limit, self.socket.flush()).await, Ok(Ok(())))
     }
 
     /// Handles one event, queueing what to send; `Err` ends the connection.
@@ -468,22 +534,18 @@ impl Connection {
                 Ok(())
             }
             Event::Frame(None) => Err(End::Gone),
-            Event::Frame(Some(Err(e))) => Err(read_error(e)),
+            Event::Frame(Some(Err(fault))) => Err(closed_with(fault.code, fault.reason)),
             Event::Frame(Some(Ok(message))) => {
                 self.heard();
                 match message {
-                    Message::Text(text) => self.message(&text),
-                    Message::Binary(_) => {
+                    Received::Text(text) => self.message(&text),
+                    Received::Binary => {
                         Err(closed_with(close::UNSUPPORTED_DATA, "binary frames are not part of the protocol"))
                     }
-                    // tungstenite queued the pong; the flush sends it.
-                    Message::Ping(_) => {
-                        self.flush = true;
-                        Ok(())
-                    }
-                    Message::Pong(_) => Ok(()),
-                    // tungstenite queued the answering close frame.
-                    Message::Close(_) => Err(End::Answered),
+                    // The socket queued the pong; this batch's write sends it.
+                    Received::Ping | Received::Pong => Ok(()),
+                    // The socket queued the answering close frame.
+                    Received::Close => Err(End::Answered),
                 }
             }
         }
@@ -589,7 +651,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 }
 
 async fn next_event(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     rx: &Outbox,
     calls: &mut FuturesUnordered<CallFuture>,
     tick: &mut tokio::time::Interval,
@@ -600,27 +662,17 @@ async fn next_event(
     tokio::select! {
         Some((id, outcome)) = calls.next(), if has_calls => Event::Replied(id, outcome),
         out = rx.pop() => Event::Out(out),
-        frame = socket.recv(), if reading => Event::Frame(frame),
+        frame = socket.next(), if reading => Event::Frame(frame),
         _ = tick.tick() => {
             // After a stall of this task (a busy thread), frames may be
             // waiting beside an overdue tick: read what is ready first. (What
             // the event loop has not seen yet is read before the second look
             // that a silent connection gets before it is closed; see `handle`.)
-            match reading.then(|| socket.recv().now_or_never()).flatten() {
+            match reading.then(|| socket.next().now_or_never()).flatten() {
                 Some(frame) => Event::Frame(frame),
                 None => Event::Tick,
             }
         }
-    }
-}
-
-fn read_error(e: axum::Error) -> End {
-    let inner = e.into_inner();
-    match inner.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Capacity(_)) => closed_with(close::TOO_BIG, "message too big"),
-        Some(tungstenite::Error::Utf8(_)) => closed_with(1007, "text frame is not UTF-8"),
-        Some(tungstenite::Error::Protocol(p)) => closed_with(1002, format!("{p}")),
-        _ => End::Gone,
     }
 }
 
@@ -683,11 +735,5 @@ mod tests {
             reply_text(&id, &Err(ActionError::NotFound("no".into()))).as_str(),
             r#"{"type":"reply","id":7,"error":{"code":"not_found","message":"no"}}"#
         );
-    }
-
-    #[test]
-    fn close_reasons_fit_in_a_frame() {
-        let Message::Close(Some(frame)) = close_message(4400, &"é".repeat(100)) else { panic!() };
-        assert!(frame.reason.len() <= 123);
     }
 }

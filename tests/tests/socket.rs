@@ -416,3 +416,170 @@ async fn a_native_action_that_does_not_answer_in_time_fails_and_others_go_on() {
     assert_eq!(response.status, 500, "{}", String::from_utf8_lossy(&response.body));
     assert!(String::from_utf8_lossy(&response.body).contains("app.slow gave no answer within 1 s"));
 }
+
+/// A WebSocket spoken byte by byte, to send what a library would not.
+mod raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    pub fn request(path: &str, extra: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n")
+    }
+
+    pub fn upgrade_request() -> String {
+        let headers = format!(
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        request("/_ss/ws?v=1", &headers)
+    }
+
+    /// A client's frame, masked.
+    pub fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let key = [0xA1, 0x02, 0x5C, 0xE7];
+        let mut frame = vec![first];
+        if payload.len() < 126 {
+            frame.push(0x80 | payload.len() as u8);
+        } else {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        frame
+    }
+
+    /// Reads an HTTP response head.
+    pub async fn head(stream: &mut TcpStream) -> String {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            assert_eq!(stream.read(&mut byte).await.expect("a response"), 1, "the response ended early");
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).expect("an ASCII head")
+    }
+
+    /// Reads one server frame: (opcode, payload); `None` when the stream ends.
+    pub async fn server_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+        let read = async {
+            let mut head = [0u8; 2];
+            stream.read_exact(&mut head).await.ok()?;
+            assert_eq!(head[0] & 0x80, 0x80, "the server sends whole frames");
+            assert_eq!(head[1] & 0x80, 0, "the server does not mask");
+            let len = match head[1] & 0x7F {
+                126 => usize::from(stream.read_u16().await.ok()?),
+                127 => stream.read_u64().await.ok()? as usize,
+                n => usize::from(n),
+            };
+            let mut payload = vec![0; len];
+            stream.read_exact(&mut payload).await.ok()?;
+            Some((head[0] & 0x0F, payload))
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read).await.expect("a frame within 10 s")
+    }
+
+    /// Connects and upgrades, sending `then` in the same write as the request.
+    pub async fn open(addr: std::net::SocketAddr, then: &[u8]) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut bytes = upgrade_request().into_bytes();
+        bytes.extend_from_slice(then);
+        stream.write_all(&bytes).await.unwrap();
+        let head = head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.to_ascii_lowercase().contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{head}");
+        let (opcode, init) = server_frame(&mut stream).await.expect("init");
+        assert_eq!(opcode, 1);
+        assert!(String::from_utf8(init).unwrap().starts_with(r#"{"type":"init""#));
+        stream
+    }
+
+    /// The close frame's code, after which the server ends the connection.
+    pub async fn close_code(stream: &mut TcpStream) -> u16 {
+        loop {
+            match server_frame(stream).await {
+                Some((8, payload)) => {
+                    assert_eq!(server_frame(stream).await, None, "nothing after the close frame");
+                    return u16::from_be_bytes([payload[0], payload[1]]);
+                }
+                Some(_) => continue,
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn frames_are_read_and_written_as_rfc_6455_says() {
+    use tokio::io::AsyncWriteExt;
+    let s = serve_with(|c| c.max_message_bytes = 1024);
+    let addr = s.server.addr;
+
+    // A call sent with the handshake, before its answer came back.
+    let call = br#"{"type":"call","id":1,"method":"app.square","args":[12]}"#;
+    let mut stream = raw::open(addr, &raw::frame(0x81, call)).await;
+    let (opcode, reply) = raw::server_frame(&mut stream).await.unwrap();
+    assert_eq!((opcode, String::from_utf8(reply).unwrap().as_str()), (1, r#"{"type":"reply","id":1,"result":144}"#));
+
+    // A call in three frames with a ping between them, the second frame
+    // written in two halves, apart.
+    let call = br#"{"type":"call","id":2,"method":"app.square","args":[3]}"#;
+    let mut bytes = raw::frame(0x01, &call[..10]);
+    bytes.extend(raw::frame(0x89, b"still there?"));
+    let middle = raw::frame(0x00, &call[10..30]);
+    bytes.extend_from_slice(&middle[..9]);
+    stream.write_all(&bytes).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut rest = middle[9..].to_vec();
+    rest.extend(raw::frame(0x80, &call[30..]));
+    stream.write_all(&rest).await.unwrap();
+    assert_eq!(raw::server_frame(&mut stream).await.unwrap(), (0xA, b"still there?".to_vec()), "the pong");
+    let (_, reply) = raw::server_frame(&mut stream).await.unwrap();
+    assert_eq!(String::from_utf8(reply).unwrap(), r#"{"type":"reply","id":2,"result":9}"#);
+
+    // The client's close is answered with its code, and the server hangs up.
+    stream.write_all(&raw::frame(0x88, &[0x03, 0xE8, b'o', b'k'])).await.unwrap();
+    assert_eq!(raw::close_code(&mut stream).await, 1000);
+
+    // Frames that break the protocol close the connection with the code that
+    // says why, and another client is served all along.
+    let mut bystander = WsClient::connect(addr, None).await;
+    let broken: [(&str, Vec<u8>, u16); 6] = [
+        ("unmasked", vec![0x81, 0x02, b'{', b'}'], 1002),
+        ("compressed, never agreed", raw::frame(0xC1, b"{}"), 1002),
+        ("an unknown opcode", raw::frame(0x83, b"{}"), 1002),
+        ("not UTF-8", raw::frame(0x81, &[b'"', 0xC3, 0x28, b'"']), 1007),
+        ("a continuation of nothing", raw::frame(0x80, b"{}"), 1002),
+        ("over the limit, in pieces", [raw::frame(0x01, &[b' '; 600]), raw::frame(0x80, &[b' '; 600])].concat(), 1009),
+    ];
+    for (what, bytes, code) in broken {
+        let mut stream = raw::open(addr, &bytes).await;
+        assert_eq!(raw::close_code(&mut stream).await, code, "{what}");
+        assert_eq!(bystander.call(1, "app.square", json!([4])).await["result"], 16, "after {what}");
+    }
+}
+
+#[tokio::test]
+async fn requests_that_are_not_a_websocket_handshake_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = serve();
+    let addr = s.server.addr;
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    let key = format!("Sec-WebSocket-Key: {}\r\n", raw::KEY);
+    let cases = [
+        ("a plain GET", String::new(), "426", ""),
+        ("an old version", format!("{upgrade}{key}Sec-WebSocket-Version: 8\r\n"), "426", "sec-websocket-version: 13"),
+        ("no key", format!("{upgrade}Sec-WebSocket-Version: 13\r\n"), "400", ""),
+    ];
+    for (what, headers, status, header) in cases {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = raw::request("/_ss/ws?v=1", &format!("{headers}Connection: close\r\n"));
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with(&format!("HTTP/1.1 {status}")), "{what}: {response}");
+        assert!(response.to_ascii_lowercase().contains(header), "{what}: {response}");
+        assert!(!response.to_ascii_lowercase().contains("set-cookie"), "{what}: no session without a socket");
+    }
+}

@@ -1,0 +1,627 @@
+//! The server's side of a WebSocket (RFC 6455) over the upgraded connection:
+//! the opening handshake's answer, frames read and checked, messages written.
+//!
+//! It does only what the protocol of docs/protocol.md needs: text messages,
+//! in one frame or several, pings answered with pongs, and the closing
+//! handshake. No extension is offered, so compressed frames are refused, and
+//! binary messages are read only to be refused by the caller.
+//!
+//! It holds no buffer while a connection is idle. Frames are read into a
+//! buffer on the stack and handled there; only the start of a frame whose
+//! rest has not arrived, or frames read beyond the one returned, are kept on
+//! the heap until they are used. Output is framed straight into one buffer,
+//! written with one system call and then freed.
+
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The GUID of RFC 6455, section 1.3, hashed with the client's key.
+const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Bytes read from the socket at a time (on the stack).
+const READ_CHUNK: usize = 4096;
+/// The largest payload of a control frame (RFC 6455, section 5.5).
+const MAX_CONTROL: usize = 125;
+
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+const PING: u8 = 0x9;
+const PONG: u8 = 0xA;
+
+/// The protocol error close code.
+const PROTOCOL_ERROR: u16 = 1002;
+/// The close code for a text message that is not UTF-8.
+const NOT_UTF8: u16 = 1007;
+/// The close code for a message over the size limit.
+const TOO_BIG: u16 = 1009;
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
+pub(crate) fn accept_key(key: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut hash = sha1::Sha1::new();
+    hash.update(key);
+    hash.update(ACCEPT_GUID);
+    base64::engine::general_purpose::STANDARD.encode(hash.finalize())
+}
+
+/// A message from the client.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Received {
+    Text(String),
+    /// A binary message (its bytes are not kept: the protocol has none).
+    Binary,
+    /// A ping; its pong is already queued.
+    Ping,
+    Pong,
+    /// The client began the closing handshake; the answering close frame is
+    /// already queued.
+    Close,
+}
+
+/// Why the client's frames cannot be read: the connection is to be closed
+/// with this code and reason.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Fault {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+const fn fault(code: u16, reason: &'static str) -> Fault {
+    Fault { code, reason }
+}
+
+/// The connection under the WebSocket: the TCP stream itself when the HTTP
+/// server hands it back, as it does for the listener of [`crate::App::serve`].
+pub(crate) enum Io {
+    Tcp(TcpStream),
+    Upgraded(TokioIo<Upgraded>),
+}
+
+impl Io {
+    /// The stream under an upgraded HTTP connection, and the bytes the HTTP
+    /// server read past the request (frames the client sent at once).
+    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (Io, bytes::Bytes) {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => (Io::Tcp(parts.io.into_inner()), parts.read_buf),
+            Err(upgraded) => (Io::Upgraded(TokioIo::new(upgraded)), bytes::Bytes::new()),
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Upgraded(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A message that came in several frames, so far.
+struct Partial {
+    text: bool,
+    bytes: Vec<u8>,
+}
+
+/// The server's end of one WebSocket.
+pub(crate) struct Socket {
+    io: Io,
+    /// Bytes read and not handled yet, from `start` on. Empty, with nothing
+    /// allocated, whenever everything read has been handled.
+    pending: Vec<u8>,
+    start: usize,
+    partial: Option<Partial>,
+    /// The largest message read, in bytes.
+    max_message: usize,
+    /// Frames to write.
+    out: Vec<u8>,
+}
+
+/// One frame found at the start of a buffer, its payload unmasked in place.
+struct Frame {
+    fin: bool,
+    opcode: u8,
+    /// Where the payload is, from the start of the frame.
+    payload: std::ops::Range<usize>,
+}
+
+impl Frame {
+    fn size(&self) -> usize {
+        self.payload.end
+    }
+}
+
+/// Reads the frame at the start of `buf`, if all of it is there, and unmasks
+/// its payload in place. A data frame may carry at most `room` bytes (what is
+/// left of the message size limit): a larger one is refused as soon as its
+/// header is read, before its payload arrives.
+fn parse(buf: &mut [u8], room: usize) -> Result<Option<Frame>, Fault> {
+    let [b0, b1, ..] = *buf else { return Ok(None) };
+    if b0 & 0x70 != 0 {
+        return Err(fault(PROTOCOL_ERROR, "reserved bits set: no extension was agreed"));
+    }
+    let (fin, opcode) = (b0 & 0x80 != 0, b0 & 0x0F);
+    if b1 & 0x80 == 0 {
+        return Err(fault(PROTOCOL_ERROR, "a client's frames must be masked"));
+    }
+    let (len, mut at) = match b1 & 0x7F {
+        126 => match buf.get(2..4) {
+            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
+            None => return Ok(None),
+        },
+        127 => match buf.get(2..10) {
+            Some(b) => (u64::from_be_bytes(b.try_into().expect("eight bytes")), 10),
+            None => return Ok(None),
+        },
+        n => (u64::from(n), 2),
+    };
+    match opcode {
+        CONTINUATION | TEXT | BINARY => {
+            if len > room as u64 {
+                return Err(fault(TOO_BIG, "message too big"));
+            }
+        }
+        CLOSE | PING | PONG => {
+            if !fin {
+                return Err(fault(PROTOCOL_ERROR, "a control frame must not be fragmented"));
+            }
+            if len > MAX_CONTROL as u64 {
+                return Err(fault(PROTOCOL_ERROR, "a control frame carries at most 125 bytes"));
+            }
+        }
+        _ => return Err(fault(PROTOCOL_ERROR, "unknown opcode")),
+    }
+    // Within `room` or 125, so it fits a usize.
+    let len = len as usize;
+    let Some(key) = buf.get(at..at + 4) else { return Ok(None) };
+    let key: [u8; 4] = key.try_into().expect("four bytes");
+    at += 4;
+    let Some(payload) = buf.get_mut(at..at + len) else { return Ok(None) };
+    unmask(payload, key);
+    Ok(Some(Frame { fin, opcode, payload: at..at + len }))
+}
+
+/// XORs `payload` with the masking key, eight bytes at a time.
+fn unmask(payload: &mut [u8], key: [u8; 4]) {
+    let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes((&*chunk).try_into().expect("eight bytes")) ^ wide;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    // The rest starts at a multiple of eight, so at the key's first byte.
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= key[i % 4];
+    }
+}
+
+/// Whether a close code may be sent by a peer (RFC 6455, section 7.4).
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// Handles one frame: a message is returned; a fragment is kept in
+/// `partial`; a ping's pong and a close's answer are queued in `out`.
+fn take(
+    partial: &mut Option<Partial>,
+    out: &mut Vec<u8>,
+    opcode: u8,
+    fin: bool,
+    payload: &[u8],
+) -> Result<Option<Received>, Fault> {
+    match opcode {
+        TEXT | BINARY => {
+            if partial.is_some() {
+                return Err(fault(PROTOCOL_ERROR, "a new message began before the last one ended"));
+            }
+            let text = opcode == TEXT;
+            if !fin {
+                *partial = Some(Partial { text, bytes: payload.to_vec() });
+                return Ok(None);
+            }
+            if !text {
+                return Ok(Some(Received::Binary));
+            }
+            match std::str::from_utf8(payload) {
+                Ok(s) => Ok(Some(Received::Text(s.to_owned()))),
+                Err(_) => Err(fault(NOT_UTF8, "text frame is not UTF-8")),
+            }
+        }
+        CONTINUATION => {
+            let Some(started) = partial else {
+                return Err(fault(PROTOCOL_ERROR, "a continuation frame with no message to continue"));
+            };
+            started.bytes.extend_from_slice(payload);
+            if !fin {
+                return Ok(None);
+            }
+            let Partial { text, bytes } = partial.take().expect("a message under way");
+            if !text {
+                return Ok(Some(Received::Binary));
+            }
+            match String::from_utf8(bytes) {
+                Ok(s) => Ok(Some(Received::Text(s))),
+                Err(_) => Err(fault(NOT_UTF8, "text frame is not UTF-8")),
+            }
+        }
+        PING => {
+            frame_into(out, PONG, payload);
+            Ok(Some(Received::Ping))
+        }
+        PONG => Ok(Some(Received::Pong)),
+        CLOSE => {
+            match payload {
+                [] => frame_into(out, CLOSE, &[]),
+                [_] => return Err(fault(PROTOCOL_ERROR, "a close frame's code takes two bytes")),
+                [hi, lo, reason @ ..] => {
+                    let code = u16::from_be_bytes([*hi, *lo]);
+                    if !valid_close_code(code) {
+                        return Err(fault(PROTOCOL_ERROR, "invalid close code"));
+                    }
+                    if std::str::from_utf8(reason).is_err() {
+                        return Err(fault(NOT_UTF8, "close reason is not UTF-8"));
+                    }
+                    // The usual answer: the same code, no reason.
+                    frame_into(out, CLOSE, &code.to_be_bytes());
+                }
+            }
+            Ok(Some(Received::Close))
+        }
+        _ => unreachable!("opcodes are checked by parse"),
+    }
+}
+
+/// A close frame's payload: the code, and as much of the reason as fits a
+/// control frame, cut at a character boundary.
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut end = reason.len().min(MAX_CONTROL - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    payload
+}
+
+/// Appends one unmasked, final frame to `out`.
+fn frame_into(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+    let len = payload.len();
+    out.reserve(len + 10);
+    out.push(0x80 | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(126);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(payload);
+}
+
+impl Socket {
+    /// A WebSocket over `io`; `read` holds bytes already read from it.
+    pub(crate) fn new(io: Io, read: &[u8], max_message: usize) -> Socket {
+        Socket { io, pending: read.to_vec(), start: 0, partial: None, max_message, out: Vec::new() }
+    }
+
+    /// How many more bytes the message being read may take.
+    fn room(&self) -> usize {
+        self.max_message - self.partial.as_ref().map_or(0, |p| p.bytes.len())
+    }
+
+    /// The next message: `None` once the client is gone (the connection
+    /// ended, with or without its closing handshake, or failed).
+    pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Received, Fault>>> {
+        loop {
+            // Frames already read.
+            while self.start < self.pending.len() {
+                let room = self.room();
+                let Some(frame) = (match parse(&mut self.pending[self.start..], room) {
+                    Ok(found) => found,
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                }) else {
+                    break;
+                };
+                let at = self.start;
+                let payload = &self.pending[at + frame.payload.start..at + frame.payload.end];
+                let taken = take(&mut self.partial, &mut self.out, frame.opcode, frame.fin, payload);
+                self.start += frame.size();
+                if self.start == self.pending.len() {
+                    self.pending = Vec::new();
+                    self.start = 0;
+                }
+                match taken {
+                    Ok(None) => {}
+                    Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
+                    Err(e) => return Poll::Ready(Some(Err(e))),
+                }
+            }
+            if self.pending.is_empty() {
+                // Read onto the stack, and keep only what is not handled now.
+                let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+                let mut buf = ReadBuf::uninit(&mut chunk);
+                match ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
+                    Ok(()) if buf.filled().is_empty() => return Poll::Ready(None),
+                    Ok(()) => {}
+                    Err(_) => return Poll::Ready(None),
+                }
+                let read = buf.filled_mut();
+                let mut at = 0;
+                loop {
+                    let frame = match parse(&mut read[at..], self.room()) {
+                        Ok(Some(frame)) => frame,
+                        Ok(None) => {
+                            self.pending.extend_from_slice(&read[at..]);
+                            break;
+                        }
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    };
+                    let payload = &read[at + frame.payload.start..at + frame.payload.end];
+                    let taken = take(&mut self.partial, &mut self.out, frame.opcode, frame.fin, payload);
+                    at += frame.size();
+                    match taken {
+                        Ok(None) => {}
+                        Ok(Some(message)) => {
+                            self.pending.extend_from_slice(&read[at..]);
+                            return Poll::Ready(Some(Ok(message)));
+                        }
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
+                }
+            } else {
+                // The rest of a frame: read onto the heap, after what is there.
+                if self.start > 0 {
+                    self.pending.drain(..self.start);
+                    self.start = 0;
+                }
+                let filled = self.pending.len();
+                self.pending.resize(filled + READ_CHUNK, 0);
+                let mut buf = ReadBuf::new(&mut self.pending[filled..]);
+                let read = match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                    Poll::Pending => None,
+                    Poll::Ready(read) => Some(read.map(|()| buf.filled().len())),
+                };
+                match read {
+                    None => {
+                        self.pending.truncate(filled);
+                        return Poll::Pending;
+                    }
+                    Some(Ok(n)) if n > 0 => self.pending.truncate(filled + n),
+                    Some(_) => return Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    /// The next message (see [`Socket::poll_next`]).
+    pub(crate) async fn next(&mut self) -> Option<Result<Received, Fault>> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// Queues a text message.
+    pub(crate) fn queue_text(&mut self, text: &str) {
+        frame_into(&mut self.out, TEXT, text.as_bytes());
+    }
+
+    /// Queues a close frame with this code and reason (cut to fit a control
+    /// frame, at a character boundary).
+    pub(crate) fn queue_close(&mut self, code: u16, reason: &str) {
+        frame_into(&mut self.out, CLOSE, &close_payload(code, reason));
+    }
+
+    /// Whether frames are queued.
+    pub(crate) fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Writes what is queued, and frees the buffer.
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        self.io.write_all(&out).await
+    }
+
+    /// Ends the connection after a close frame has been written: says so to
+    /// the peer (FIN), then reads and drops what it still sends until it
+    /// closes its side or `limit` passes. Closing a socket with unread bytes
+    /// would reset the connection, and a reset can discard the close frame
+    /// before the client reads it.
+    pub(crate) async fn linger(&mut self, limit: std::time::Duration) {
+        use tokio::io::AsyncReadExt as _;
+        if self.io.shutdown().await.is_err() {
+            return;
+        }
+        let drain = async {
+            let mut sink = [0u8; 1024];
+            while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {}
+        };
+        let _ = tokio::time::timeout(limit, drain).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client's frame: masked with a fixed key.
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![first];
+        let len = payload.len();
+        if len < 126 {
+            frame.push(0x80 | len as u8);
+        } else if len <= 0xFFFF {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        frame
+    }
+
+    fn parse_all(bytes: &[u8], max: usize) -> Vec<Result<Received, Fault>> {
+        let mut buf = bytes.to_vec();
+        let (mut partial, mut out, mut at, mut found) = (None, Vec::new(), 0, Vec::new());
+        loop {
+            let room = max - partial.as_ref().map_or(0, |p: &Partial| p.bytes.len());
+            match parse(&mut buf[at..], room) {
+                Ok(Some(frame)) => {
+                    let payload = buf[at + frame.payload.start..at + frame.payload.end].to_vec();
+                    at += frame.size();
+                    match take(&mut partial, &mut out, frame.opcode, frame.fin, &payload) {
+                        Ok(Some(m)) => found.push(Ok(m)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            found.push(Err(e));
+                            return found;
+                        }
+                    }
+                }
+                Ok(None) => return found,
+                Err(e) => {
+                    found.push(Err(e));
+                    return found;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_accept_key_is_the_one_of_the_rfc() {
+        assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn text_in_one_frame_or_several_with_a_ping_between() {
+        let mut bytes = client_frame(0x81, b"hello");
+        bytes.extend(client_frame(0x01, "gr\u{fc}".as_bytes()));
+        bytes.extend(client_frame(0x89, b"are you there"));
+        bytes.extend(client_frame(0x80, "\u{df}e".as_bytes()));
+        assert_eq!(
+            parse_all(&bytes, 1024),
+            [Ok(Received::Text("hello".into())), Ok(Received::Ping), Ok(Received::Text("gr\u{fc}\u{df}e".into()))]
+        );
+    }
+
+    #[test]
+    fn every_length_encoding_and_an_unmasking_across_words() {
+        for len in [0, 1, 7, 8, 9, 125, 126, 127, 65_535, 65_536, 70_001] {
+            let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let bytes = client_frame(0x81, text.as_bytes());
+            assert_eq!(parse_all(&bytes, 100_000), [Ok(Received::Text(text))], "length {len}");
+            // Cut anywhere before the end, the frame is not there yet.
+            for cut in [0, 1, 2, bytes.len() - 1] {
+                assert!(parse(&mut bytes[..cut].to_vec(), 100_000).unwrap().is_none(), "length {len}, cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn pings_are_answered_with_their_payload_and_closes_with_their_code() {
+        let (mut partial, mut out) = (None, Vec::new());
+        assert_eq!(take(&mut partial, &mut out, PING, true, b"abc"), Ok(Some(Received::Ping)));
+        assert_eq!(out, [0x8A, 3, b'a', b'b', b'c']);
+        out.clear();
+        let mut close = 1000u16.to_be_bytes().to_vec();
+        close.extend_from_slice(b"bye");
+        assert_eq!(take(&mut partial, &mut out, CLOSE, true, &close), Ok(Some(Received::Close)));
+        assert_eq!(out, [0x88, 2, 0x03, 0xE8]);
+        out.clear();
+        assert_eq!(take(&mut partial, &mut out, CLOSE, true, &[]), Ok(Some(Received::Close)));
+        assert_eq!(out, [0x88, 0]);
+    }
+
+    #[test]
+    fn broken_frames_are_refused_with_the_code_that_says_why() {
+        let code = |bytes: Vec<u8>, max| match parse_all(&bytes, max).pop() {
+            Some(Err(e)) => e.code,
+            other => panic!("{other:?}"),
+        };
+        // Unmasked.
+        assert_eq!(code(vec![0x81, 0x01, b'a'], 100), 1002);
+        // A reserved bit (compression, never agreed).
+        assert_eq!(code(client_frame(0xC1, b"a"), 100), 1002);
+        assert_eq!(code(client_frame(0x83, b"a"), 100), 1002, "opcode 3");
+        assert_eq!(code(client_frame(0x09, b"a"), 100), 1002, "a fragmented ping");
+        assert_eq!(code(client_frame(0x89, &[0; 126]), 1000), 1002, "a long ping");
+        assert_eq!(code(client_frame(0x80, b"a"), 100), 1002, "a continuation of nothing");
+        let mut two = client_frame(0x01, b"a");
+        two.extend(client_frame(0x81, b"b"));
+        assert_eq!(code(two, 100), 1002, "a message inside a message");
+        assert_eq!(code(client_frame(0x81, &[0xC3, 0x28]), 100), 1007);
+        let mut split = client_frame(0x01, &[0xE2, 0x82]);
+        split.extend(client_frame(0x80, &[0x28]));
+        assert_eq!(code(split, 100), 1007, "not UTF-8 once joined");
+        assert_eq!(code(client_frame(0x88, &[3]), 100), 1002, "half a close code");
+        assert_eq!(code(client_frame(0x88, &1005u16.to_be_bytes()), 100), 1002, "a code only for reports");
+        assert_eq!(code(client_frame(0x88, &[0x03, 0xE8, 0xFF]), 100), 1007);
+        // Too big: in one frame, or in pieces that add up.
+        assert_eq!(code(client_frame(0x81, &[b'a'; 101]), 100), 1009);
+        let mut pieces = client_frame(0x01, &[b'a'; 60]);
+        pieces.extend(client_frame(0x80, &[b'a'; 41]));
+        assert_eq!(code(pieces, 100), 1009);
+        // Refused on its header alone, before a payload it would have to hold.
+        let mut header = vec![0x81, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        assert!(parse(&mut header, 100).is_err());
+        // A binary message is read, to be refused by the caller.
+        assert_eq!(parse_all(&client_frame(0x82, &[1, 2]), 100), [Ok(Received::Binary)]);
+    }
+
+    #[test]
+    fn close_reasons_fit_in_a_control_frame() {
+        let payload = close_payload(4400, &"\u{e9}".repeat(100));
+        assert!(payload.len() <= MAX_CONTROL);
+        assert_eq!(payload[..2], 4400u16.to_be_bytes());
+        assert!(std::str::from_utf8(&payload[2..]).is_ok());
+    }
+
+    #[test]
+    fn frames_are_written_with_the_shortest_length() {
+        for (len, header) in [(5usize, 2usize), (125, 2), (126, 4), (65_535, 4), (65_536, 10)] {
+            let mut out = Vec::new();
+            frame_into(&mut out, TEXT, &vec![b'x'; len]);
+            assert_eq!(out.len(), header + len, "length {len}");
+            assert_eq!(out[0], 0x81);
+        }
+    }
+}
