@@ -80,13 +80,20 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "ssrun,ssrun-js,socketio")]
         servers: Vec<rpc::ServerKind>,
     },
-    /// The kernel's floor under a broadcast: one thread on the servers' CPU writes a small message to each of N
+    /// The kernel's floors: under a broadcast, one thread on the servers' CPU writes a small message to each of N
     /// loopback connections, with no server around it (what any server pays for a fan-out to loopback clients on
-    /// this host, the receiving side of TCP and the reader's wake-ups included).
+    /// this host, the receiving side of TCP and the reader's wake-ups included); under calls, an echo server with
+    /// no work of its own answers the load generator's calls, one in flight per connection.
     Floor {
         /// Connections written to.
         #[arg(long, default_value_t = 10_000)]
         clients: usize,
+        /// Connection counts of the echo runs (one call in flight on each).
+        #[arg(long, value_delimiter = ',', default_value = "1,50,1000")]
+        calls: Vec<usize>,
+        /// Seconds measured in each echo run, after one second of warm-up.
+        #[arg(long, default_value_t = 3.0)]
+        duration: f64,
         /// Rounds of writes (the median is reported).
         #[arg(long, default_value_t = 7)]
         rounds: usize,
@@ -108,6 +115,10 @@ enum Command {
         rounds: usize,
         #[arg(long)]
         client_cpu: usize,
+        #[arg(long, value_delimiter = ',')]
+        calls: Vec<usize>,
+        #[arg(long)]
+        duration: f64,
     },
     /// Serves a packed app with the native actions `ss-bench rpc` calls (app.square, bench.broadcast), or with
     /// its JavaScript actions; prints the port.
@@ -164,11 +175,13 @@ fn main() -> anyhow::Result<()> {
                 servers,
             })
         }
-        Command::Floor { clients, rounds, server_cpu, client_cpu } => {
-            rpc::floor::run(clients, rounds, server_cpu, client_cpu)
+        Command::Floor { clients, calls, duration, rounds, server_cpu, client_cpu } => {
+            let calls = rpc::floor::Calls { connections: calls, duration: Duration::from_secs_f64(duration) };
+            rpc::floor::run(clients, rounds, &calls, server_cpu, client_cpu)
         }
-        Command::FloorReader { address, clients, rounds, client_cpu } => {
-            rpc::floor::read(address, clients, rounds, client_cpu)
+        Command::FloorReader { address, clients, rounds, client_cpu, calls, duration } => {
+            let calls = rpc::floor::Calls { connections: calls, duration: Duration::from_secs_f64(duration) };
+            rpc::floor::read(address, clients, rounds, &calls, client_cpu)
         }
         Command::Serve { app, port, javascript } => rpc::serve::run(&app, port, javascript),
     }

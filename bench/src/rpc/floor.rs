@@ -11,6 +11,14 @@
 //! time, and when the kernel received each message (`SO_TIMESTAMPNS`, as the
 //! `rpc` fan-out measures it), p50, p99 and max over the clients from just
 //! before the first write.
+//!
+//! Then the floor under calls: an echo server with no work of its own (tokio
+//! on one thread pinned to the server's CPU, as `ssrun` runs: it waits in
+//! `epoll_wait`, reads what came and writes it back) answers the load
+//! generator's 48-byte calls, one in flight per connection, at each
+//! connection count. Its CPU time per call is what any server on this host
+//! pays in the kernel for a call from a loopback client before it does any
+//! work of its own (no framing, no parsing, no allocation).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::process::{pin_self, raise_nofile};
 use super::stamped::Stamped;
@@ -26,6 +34,14 @@ use super::{median, percentile};
 
 /// The message: the send time (nanoseconds since the Unix epoch) and padding.
 const MESSAGE: usize = 48;
+
+/// The echo runs of the floor under calls.
+pub struct Calls {
+    /// Connection counts, one run each.
+    pub connections: Vec<usize>,
+    /// Measured time of each run (after one second of warm-up).
+    pub duration: Duration,
+}
 
 struct Round {
     writes: Duration,
@@ -35,9 +51,11 @@ struct Round {
     max: Duration,
 }
 
-pub fn run(clients: usize, rounds: usize, server_cpu: usize, client_cpu: usize) -> anyhow::Result<()> {
+pub fn run(clients: usize, rounds: usize, calls: &Calls, server_cpu: usize, client_cpu: usize) -> anyhow::Result<()> {
     anyhow::ensure!(clients >= 1 && rounds >= 1, "--clients and --rounds take counts of 1 or more");
-    raise_nofile(clients as u64 + 64, "--clients")?;
+    anyhow::ensure!(!calls.connections.contains(&0), "--calls takes connection counts of 1 or more");
+    let most = calls.connections.iter().copied().max().unwrap_or(0);
+    raise_nofile((clients + most) as u64 + 64, "--clients and --calls")?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let address = listener.local_addr()?;
     // The load generator in a process of its own (each side holds N sockets).
@@ -45,6 +63,8 @@ pub fn run(clients: usize, rounds: usize, server_cpu: usize, client_cpu: usize) 
         .args(["floor-reader", "--address", &address.to_string()])
         .args(["--clients", &clients.to_string(), "--rounds", &rounds.to_string()])
         .args(["--client-cpu", &client_cpu.to_string()])
+        .args(["--calls", &calls.connections.iter().map(usize::to_string).collect::<Vec<_>>().join(",")])
+        .args(["--duration", &calls.duration.as_secs_f64().to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .context("starting the load generator")?;
@@ -96,6 +116,25 @@ pub fn run(clients: usize, rounds: usize, server_cpu: usize, client_cpu: usize) 
         };
         results.push(Round { writes, cpu, p50, p99, max });
     }
+    // The echo runs, while the fan-out's connections stay idle.
+    let mut echoes = Vec::with_capacity(calls.connections.len());
+    for &connections in &calls.connections {
+        eprintln!("kernel floor of calls: {connections} connections, one call in flight on each");
+        let echo_listener = listener.try_clone()?;
+        let server = std::thread::spawn(move || echo(echo_listener, connections, server_cpu));
+        anyhow::ensure!(next_line()? == "start", "the load generator did not start its calls");
+        // This thread waits on the pipe meanwhile: the process's CPU time is the echo thread's.
+        let before = process_cpu()?;
+        let line = next_line()?;
+        let cpu = process_cpu()? - before;
+        let answered: u32 = line
+            .strip_prefix("stop ")
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("the load generator said {line:?}"))?;
+        anyhow::ensure!(answered > 0, "no call was answered at {connections} connections");
+        server.join().map_err(|_| anyhow::anyhow!("the echo server panicked"))??;
+        echoes.push((connections, cpu / answered, answered as f64 / calls.duration.as_secs_f64()));
+    }
     drop(sockets);
     let status = reader.wait()?;
     anyhow::ensure!(status.success(), "the load generator failed ({status})");
@@ -112,14 +151,74 @@ pub fn run(clients: usize, rounds: usize, server_cpu: usize, client_cpu: usize) 
     println!("| arrival (kernel receive time) p50 | {} |", column(|r| r.p50));
     println!("| arrival (kernel receive time) p99 | {} |", column(|r| r.p99));
     println!("| arrival (kernel receive time) max | {} |", column(|r| r.max));
+    if !echoes.is_empty() {
+        println!(
+            "\nThe kernel's floor under calls: an echo server with no work of its own (tokio on one thread pinned \
+             to CPU {server_cpu}: `epoll_wait`, one read and one write per call) answers 48-byte calls from the \
+             load generator on CPU {client_cpu}, one in flight per connection; {:.0} s measured after 1 s of \
+             warm-up.\n",
+            calls.duration.as_secs_f64()
+        );
+        println!("| connections | server CPU per call (user + system) | calls per second |\n|---:|---:|---:|");
+        for (connections, cpu, rate) in echoes {
+            println!("| {connections} | {:.1} us | {rate:.0} |", cpu.as_secs_f64() * 1e6);
+        }
+    }
     Ok(())
+}
+
+/// The echo server of the floor under calls: accepts `connections`
+/// connections and writes back what each sends until it closes.
+fn echo(listener: TcpListener, connections: usize, cpu: usize) -> anyhow::Result<()> {
+    pin_self(cpu)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let mut tasks = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let (mut stream, _) = listener.accept().await?;
+            stream.set_nodelay(true)?;
+            tasks.push(tokio::spawn(async move {
+                // Read as a server does, into a buffer larger than a call, so
+                // that a short read tells tokio the socket is drained.
+                let mut buffer = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+                    if stream.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        Ok(())
+    })
+}
+
+/// This process's CPU time so far, user and system together.
+fn process_cpu() -> anyhow::Result<Duration> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let time = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    Ok(time(usage.user_time()) + time(usage.system_time()))
 }
 
 /// The load generator of [`run`]: connects `clients` times to `address`,
 /// says `ready`, then for each round reads one message per connection and
-/// prints the p50, p99 and max of their delays (nanoseconds).
-pub fn read(address: SocketAddr, clients: usize, rounds: usize, client_cpu: usize) -> anyhow::Result<()> {
-    raise_nofile(clients as u64 + 64, "--clients")?;
+/// prints the p50, p99 and max of their delays (nanoseconds). Then, for each
+/// count of `calls`, makes that many new connections, calls over each in a
+/// closed loop, says `start` after a second of warm-up and `stop <calls
+/// answered since>` after the measured time, and closes them.
+pub fn read(
+    address: SocketAddr,
+    clients: usize,
+    rounds: usize,
+    calls: &Calls,
+    client_cpu: usize,
+) -> anyhow::Result<()> {
+    let most = calls.connections.iter().copied().max().unwrap_or(0);
+    raise_nofile((clients + most) as u64 + 64, "--clients and --calls")?;
     pin_self(client_cpu)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -160,8 +259,45 @@ pub fn read(address: SocketAddr, clients: usize, rounds: usize, client_cpu: usiz
                 max.as_nanos()
             );
         }
+        for &connections in &calls.connections {
+            call_in_loops(address, connections, calls.duration).await?;
+        }
         Ok(())
     })
+}
+
+/// Calls the echo server over `connections` new connections, one call in
+/// flight on each, and reports as [`read`] says.
+async fn call_in_loops(address: SocketAddr, connections: usize, duration: Duration) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let answered = answered.clone();
+        tasks.push(tokio::spawn(async move {
+            let call = [b'x'; MESSAGE];
+            let mut answer = [0u8; MESSAGE];
+            while stream.write_all(&call).await.is_ok() && stream.read_exact(&mut answer).await.is_ok() {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = answered.load(Ordering::Relaxed);
+    println!("start");
+    tokio::time::sleep(duration).await;
+    println!("stop {}", answered.load(Ordering::Relaxed) - before);
+    // Closing the connections ends the echo server.
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    Ok(())
 }
 
 /// One `write` of the whole message, as a server's flush of a small frame is.

@@ -57,6 +57,10 @@ pub(crate) async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Small writes (a reply, an event) go out at once, not held back
+        // until the peer acknowledges the last one (Nagle's algorithm). It
+        // fails only on a connection already reset, which fails just after.
+        let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let (mut stop_heard, done_rx) = (stop_heard.clone(), done_rx.clone());
         tokio::spawn(async move {
