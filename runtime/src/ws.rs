@@ -29,7 +29,7 @@ use crate::session::{self, Session};
 
 mod socket;
 
-use socket::{Fault, Io, Received, Socket};
+use socket::{Fault, Received, Socket};
 
 /// The protocol version this server speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -88,8 +88,7 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, request: Request)
             Some(v) => format!("protocol version {v:.20} is not spoken here: this server speaks {PROTOCOL_VERSION}"),
         };
         tokio::spawn(async move {
-            let Ok(upgraded) = upgraded.await else { return };
-            let (io, read) = Io::from_upgraded(upgraded);
+            let Some((io, read)) = upgraded.await.ok().and_then(socket::tcp_stream) else { return };
             let mut socket = Socket::new(io, &read, max);
             socket.queue_close(close::BAD_VERSION, &reason);
             if socket.flush().await.is_ok() {
@@ -112,10 +111,12 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, request: Request)
     // `then`, not an async block, so that the task holds the connection
     // alone once the upgrade is done, not also what it was made from.
     tokio::spawn(upgraded.then(move |upgraded| {
-        OptionFuture::from(upgraded.ok().map(|upgraded| {
-            let (io, read) = Io::from_upgraded(upgraded);
-            run(Socket::new(io, &read, max), shared, session)
-        }))
+        OptionFuture::from(
+            upgraded
+                .ok()
+                .and_then(socket::tcp_stream)
+                .map(|(io, read)| run(Socket::new(io, &read, max), shared, session)),
+        )
     }));
     let mut response = switching(accept);
     response.headers_mut().insert(header::SET_COOKIE, cookie);

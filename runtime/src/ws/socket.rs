@@ -18,7 +18,7 @@ use std::task::{Context, Poll, ready};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The GUID of RFC 6455, section 1.3, hashed with the client's key.
@@ -78,52 +78,16 @@ const fn fault(code: u16, reason: &'static str) -> Fault {
     Fault { code, reason }
 }
 
-/// The connection under the WebSocket: the TCP stream itself when the HTTP
-/// server hands it back, as it does for the listener of [`crate::App::serve`].
-pub(crate) enum Io {
-    Tcp(TcpStream),
-    Upgraded(TokioIo<Upgraded>),
-}
-
-impl Io {
-    /// The stream under an upgraded HTTP connection, and the bytes the HTTP
-    /// server read past the request (frames the client sent at once).
-    pub(crate) fn from_upgraded(upgraded: Upgraded) -> (Io, bytes::Bytes) {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => (Io::Tcp(parts.io.into_inner()), parts.read_buf),
-            Err(upgraded) => (Io::Upgraded(TokioIo::new(upgraded)), bytes::Bytes::new()),
-        }
-    }
-}
-
-impl AsyncRead for Io {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Upgraded(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Io {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Upgraded(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Io::Upgraded(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Upgraded(s) => Pin::new(s).poll_shutdown(cx),
+/// The TCP stream under an upgraded HTTP connection, and the bytes the HTTP
+/// server read past the request (frames the client sent at once); `None`
+/// when the connection is not a TCP stream, which [`crate::App::serve`]'s
+/// connections always are.
+pub(crate) fn tcp_stream(upgraded: Upgraded) -> Option<(TcpStream, bytes::Bytes)> {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
+        Err(_) => {
+            eprintln!("ssrun: an upgraded connection is not a TCP stream: closed");
+            None
         }
     }
 }
@@ -136,7 +100,7 @@ struct Partial {
 
 /// The server's end of one WebSocket.
 pub(crate) struct Socket {
-    io: Io,
+    io: TcpStream,
     /// Bytes read and not handled yet, from `start` on. Empty, with nothing
     /// allocated, whenever everything read has been handled.
     pending: Vec<u8>,
@@ -334,7 +298,7 @@ fn frame_into(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 
 impl Socket {
     /// A WebSocket over `io`; `read` holds bytes already read from it.
-    pub(crate) fn new(io: Io, read: &[u8], max_message: usize) -> Socket {
+    pub(crate) fn new(io: TcpStream, read: &[u8], max_message: usize) -> Socket {
         Socket { io, pending: read.to_vec(), start: 0, partial: None, max_message, out: Vec::new() }
     }
 
