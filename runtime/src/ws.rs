@@ -66,6 +66,10 @@ const LINGER: Duration = Duration::from_secs(1);
 pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let (mut parts, _) = request.into_parts();
     let headers = &parts.headers;
+    if parts.method != axum::http::Method::GET {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "GET")], "a WebSocket handshake is a GET")
+            .into_response();
+    }
     let accept = match handshake(headers) {
         Ok(accept) => accept,
         Err(refused) => return refused.into_response(),
@@ -91,7 +95,7 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, request: Request)
             let Some((io, read)) = upgraded.await.ok().and_then(socket::tcp_stream) else { return };
             let mut socket = Socket::new(io, &read, max);
             socket.queue_close(close::BAD_VERSION, &reason);
-            if socket.flush().await.is_ok() {
+            if let Ok(Ok(())) = tokio::time::timeout(LINGER, socket.flush()).await {
                 socket.linger(LINGER).await;
             }
         });
@@ -140,8 +144,12 @@ fn handshake(headers: &HeaderMap) -> Result<String, NotAHandshake> {
     if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
         return Err(NotAHandshake::OtherVersion);
     }
+    // The key is 16 random bytes in base64.
+    use base64::Engine as _;
     match headers.get(header::SEC_WEBSOCKET_KEY) {
-        Some(key) if !key.is_empty() => Ok(socket::accept_key(key.as_bytes())),
+        Some(key) if base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|k| k.len() == 16) => {
+            Ok(socket::accept_key(key.as_bytes()))
+        }
         _ => Err(NotAHandshake::NoKey),
     }
 }
@@ -171,7 +179,8 @@ impl IntoResponse for NotAHandshake {
                 upgrade_required("WebSocket version 13 is spoken here", &[(header::SEC_WEBSOCKET_VERSION, "13")])
             }
             NotAHandshake::NoKey => {
-                (StatusCode::BAD_REQUEST, "a WebSocket handshake needs a Sec-WebSocket-Key").into_response()
+                (StatusCode::BAD_REQUEST, "a WebSocket handshake needs a Sec-WebSocket-Key: 16 bytes in base64")
+                    .into_response()
             }
         }
     }

@@ -425,7 +425,11 @@ mod raw {
     pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
     pub fn request(path: &str, extra: &str) -> String {
-        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n")
+        request_with("GET", path, extra)
+    }
+
+    pub fn request_with(method: &str, path: &str, extra: &str) -> String {
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n")
     }
 
     pub fn upgrade_request() -> String {
@@ -567,14 +571,23 @@ async fn requests_that_are_not_a_websocket_handshake_are_refused() {
     let addr = s.server.addr;
     let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
     let key = format!("Sec-WebSocket-Key: {}\r\n", raw::KEY);
+    let version = "Sec-WebSocket-Version: 13\r\n";
     let cases = [
-        ("a plain GET", String::new(), "426", ""),
-        ("an old version", format!("{upgrade}{key}Sec-WebSocket-Version: 8\r\n"), "426", "sec-websocket-version: 13"),
-        ("no key", format!("{upgrade}Sec-WebSocket-Version: 13\r\n"), "400", ""),
+        ("a plain GET", "GET", String::new(), "426", ""),
+        (
+            "an old version",
+            "GET",
+            format!("{upgrade}{key}Sec-WebSocket-Version: 8\r\n"),
+            "426",
+            "sec-websocket-version: 13",
+        ),
+        ("no key", "GET", format!("{upgrade}{version}"), "400", ""),
+        ("a key of 5 bytes", "GET", format!("{upgrade}Sec-WebSocket-Key: c2hvcnQ=\r\n{version}"), "400", ""),
+        ("a HEAD", "HEAD", format!("{upgrade}{key}{version}"), "405", "allow: get"),
     ];
-    for (what, headers, status, header) in cases {
+    for (what, method, headers, status, header) in cases {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let request = raw::request("/_ss/ws?v=1", &format!("{headers}Connection: close\r\n"));
+        let request = raw::request_with(method, "/_ss/ws?v=1", &format!("{headers}Connection: close\r\n"));
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();

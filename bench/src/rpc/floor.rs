@@ -23,6 +23,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -121,19 +123,21 @@ pub fn run(clients: usize, rounds: usize, calls: &Calls, server_cpu: usize, clie
     for &connections in &calls.connections {
         eprintln!("kernel floor of calls: {connections} connections, one call in flight on each");
         let echo_listener = listener.try_clone()?;
-        let server = std::thread::spawn(move || echo(echo_listener, connections, server_cpu));
+        let echoed = Arc::new(AtomicU64::new(0));
+        let counter = echoed.clone();
+        let server = std::thread::spawn(move || echo(echo_listener, connections, server_cpu, &counter));
+        // The window: this thread waits on the pipe meanwhile, so the
+        // process's CPU time is the echo thread's; calls are counted on the
+        // server's side, at the same moments as its CPU time.
         anyhow::ensure!(next_line()? == "start", "the load generator did not start its calls");
-        // This thread waits on the pipe meanwhile: the process's CPU time is the echo thread's.
-        let before = process_cpu()?;
-        let line = next_line()?;
-        let cpu = process_cpu()? - before;
-        let answered: u32 = line
-            .strip_prefix("stop ")
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("the load generator said {line:?}"))?;
+        let (cpu_before, bytes_before, started) = (process_cpu()?, echoed.load(Ordering::Relaxed), Instant::now());
+        anyhow::ensure!(next_line()? == "stop", "the load generator did not stop its calls");
+        let cpu = process_cpu()? - cpu_before;
+        let answered = (echoed.load(Ordering::Relaxed) - bytes_before) / MESSAGE as u64;
+        let elapsed = started.elapsed();
         anyhow::ensure!(answered > 0, "no call was answered at {connections} connections");
         server.join().map_err(|_| anyhow::anyhow!("the echo server panicked"))??;
-        echoes.push((connections, cpu / answered, answered as f64 / calls.duration.as_secs_f64()));
+        echoes.push((connections, cpu.div_f64(answered as f64), answered as f64 / elapsed.as_secs_f64()));
     }
     drop(sockets);
     let status = reader.wait()?;
@@ -168,8 +172,9 @@ pub fn run(clients: usize, rounds: usize, calls: &Calls, server_cpu: usize, clie
 }
 
 /// The echo server of the floor under calls: accepts `connections`
-/// connections and writes back what each sends until it closes.
-fn echo(listener: TcpListener, connections: usize, cpu: usize) -> anyhow::Result<()> {
+/// connections and writes back what each sends until it closes, counting
+/// the bytes in `echoed`.
+fn echo(listener: TcpListener, connections: usize, cpu: usize, echoed: &Arc<AtomicU64>) -> anyhow::Result<()> {
     pin_self(cpu)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -178,6 +183,7 @@ fn echo(listener: TcpListener, connections: usize, cpu: usize) -> anyhow::Result
         for _ in 0..connections {
             let (mut stream, _) = listener.accept().await?;
             stream.set_nodelay(true)?;
+            let echoed = echoed.clone();
             tasks.push(tokio::spawn(async move {
                 // Read as a server does, into a buffer larger than a call, so
                 // that a short read tells tokio the socket is drained.
@@ -186,6 +192,7 @@ fn echo(listener: TcpListener, connections: usize, cpu: usize) -> anyhow::Result
                     if stream.write_all(&buffer[..n]).await.is_err() {
                         break;
                     }
+                    echoed.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }));
         }
@@ -208,8 +215,8 @@ fn process_cpu() -> anyhow::Result<Duration> {
 /// says `ready`, then for each round reads one message per connection and
 /// prints the p50, p99 and max of their delays (nanoseconds). Then, for each
 /// count of `calls`, makes that many new connections, calls over each in a
-/// closed loop, says `start` after a second of warm-up and `stop <calls
-/// answered since>` after the measured time, and closes them.
+/// closed loop, says `start` after a second of warm-up and `stop` after the
+/// measured time, and closes them.
 pub fn read(
     address: SocketAddr,
     clients: usize,
@@ -269,27 +276,20 @@ pub fn read(
 /// Calls the echo server over `connections` new connections, one call in
 /// flight on each, and reports as [`read`] says.
 async fn call_in_loops(address: SocketAddr, connections: usize, duration: Duration) -> anyhow::Result<()> {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let answered = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(connections);
     for _ in 0..connections {
         let mut stream = tokio::net::TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
-        let answered = answered.clone();
         tasks.push(tokio::spawn(async move {
             let call = [b'x'; MESSAGE];
             let mut answer = [0u8; MESSAGE];
-            while stream.write_all(&call).await.is_ok() && stream.read_exact(&mut answer).await.is_ok() {
-                answered.fetch_add(1, Ordering::Relaxed);
-            }
+            while stream.write_all(&call).await.is_ok() && stream.read_exact(&mut answer).await.is_ok() {}
         }));
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let before = answered.load(Ordering::Relaxed);
     println!("start");
     tokio::time::sleep(duration).await;
-    println!("stop {}", answered.load(Ordering::Relaxed) - before);
+    println!("stop");
     // Closing the connections ends the echo server.
     for task in &tasks {
         task.abort();

@@ -127,10 +127,11 @@ impl Frame {
 }
 
 /// Reads the frame at the start of `buf`, if all of it is there, and unmasks
-/// its payload in place. A data frame may carry at most `room` bytes (what is
+/// its payload in place. A data frame must continue a message when one is
+/// `under_way`, and only then, and may carry at most `room` bytes (what is
 /// left of the message size limit): a larger one is refused as soon as its
 /// header is read, before its payload arrives.
-fn parse(buf: &mut [u8], room: usize) -> Result<Option<Frame>, Fault> {
+fn parse(buf: &mut [u8], room: usize, under_way: bool) -> Result<Option<Frame>, Fault> {
     let [b0, b1, ..] = *buf else { return Ok(None) };
     if b0 & 0x70 != 0 {
         return Err(fault(PROTOCOL_ERROR, "reserved bits set: no extension was agreed"));
@@ -145,13 +146,22 @@ fn parse(buf: &mut [u8], room: usize) -> Result<Option<Frame>, Fault> {
             None => return Ok(None),
         },
         127 => match buf.get(2..10) {
-            Some(b) => (u64::from_be_bytes(b.try_into().expect("eight bytes")), 10),
+            Some(b) => match u64::from_be_bytes(b.try_into().expect("eight bytes")) {
+                len if len >> 63 != 0 => return Err(fault(PROTOCOL_ERROR, "a frame's length takes 63 bits at most")),
+                len => (len, 10),
+            },
             None => return Ok(None),
         },
         n => (u64::from(n), 2),
     };
     match opcode {
         CONTINUATION | TEXT | BINARY => {
+            if under_way && opcode != CONTINUATION {
+                return Err(fault(PROTOCOL_ERROR, "a new message began before the last one ended"));
+            }
+            if !under_way && opcode == CONTINUATION {
+                return Err(fault(PROTOCOL_ERROR, "a continuation frame with no message to continue"));
+            }
             if len > room as u64 {
                 return Err(fault(TOO_BIG, "message too big"));
             }
@@ -195,8 +205,9 @@ fn valid_close_code(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
-/// Handles one frame: a message is returned; a fragment is kept in
-/// `partial`; a ping's pong and a close's answer are queued in `out`.
+/// Handles one frame that [`parse`] let through: a message is returned; a
+/// fragment is kept in `partial`; a ping's pong and a close's answer are
+/// queued in `out`.
 fn take(
     partial: &mut Option<Partial>,
     out: &mut Vec<u8>,
@@ -206,9 +217,6 @@ fn take(
 ) -> Result<Option<Received>, Fault> {
     match opcode {
         TEXT | BINARY => {
-            if partial.is_some() {
-                return Err(fault(PROTOCOL_ERROR, "a new message began before the last one ended"));
-            }
             let text = opcode == TEXT;
             if !fin {
                 *partial = Some(Partial { text, bytes: payload.to_vec() });
@@ -223,9 +231,7 @@ fn take(
             }
         }
         CONTINUATION => {
-            let Some(started) = partial else {
-                return Err(fault(PROTOCOL_ERROR, "a continuation frame with no message to continue"));
-            };
+            let started = partial.as_mut().expect("parse passes a continuation only while a message is under way");
             started.bytes.extend_from_slice(payload);
             if !fin {
                 return Ok(None);
@@ -313,8 +319,8 @@ impl Socket {
         loop {
             // Frames already read.
             while self.start < self.pending.len() {
-                let room = self.room();
-                let Some(frame) = (match parse(&mut self.pending[self.start..], room) {
+                let (room, under_way) = (self.room(), self.partial.is_some());
+                let Some(frame) = (match parse(&mut self.pending[self.start..], room, under_way) {
                     Ok(found) => found,
                     Err(e) => return Poll::Ready(Some(Err(e))),
                 }) else {
@@ -346,7 +352,7 @@ impl Socket {
                 let read = buf.filled_mut();
                 let mut at = 0;
                 loop {
-                    let frame = match parse(&mut read[at..], self.room()) {
+                    let frame = match parse(&mut read[at..], self.room(), self.partial.is_some()) {
                         Ok(Some(frame)) => frame,
                         Ok(None) => {
                             self.pending.extend_from_slice(&read[at..]);
@@ -432,7 +438,9 @@ impl Socket {
             return;
         }
         let drain = async {
-            let mut sink = [0u8; 1024];
+            // On the heap: a buffer here would be part of every connection
+            // task's state, for its whole life.
+            let mut sink = vec![0u8; 1024];
             while matches!(self.io.read(&mut sink).await, Ok(n) if n > 0) {}
         };
         let _ = tokio::time::timeout(limit, drain).await;
@@ -467,7 +475,7 @@ mod tests {
         let (mut partial, mut out, mut at, mut found) = (None, Vec::new(), 0, Vec::new());
         loop {
             let room = max - partial.as_ref().map_or(0, |p: &Partial| p.bytes.len());
-            match parse(&mut buf[at..], room) {
+            match parse(&mut buf[at..], room, partial.is_some()) {
                 Ok(Some(frame)) => {
                     let payload = buf[at + frame.payload.start..at + frame.payload.end].to_vec();
                     at += frame.size();
@@ -514,7 +522,10 @@ mod tests {
             assert_eq!(parse_all(&bytes, 100_000), [Ok(Received::Text(text))], "length {len}");
             // Cut anywhere before the end, the frame is not there yet.
             for cut in [0, 1, 2, bytes.len() - 1] {
-                assert!(parse(&mut bytes[..cut].to_vec(), 100_000).unwrap().is_none(), "length {len}, cut {cut}");
+                assert!(
+                    parse(&mut bytes[..cut].to_vec(), 100_000, false).unwrap().is_none(),
+                    "length {len}, cut {cut}"
+                );
             }
         }
     }
@@ -566,7 +577,16 @@ mod tests {
         // Refused on its header alone, before a payload it would have to hold.
         let mut header = vec![0x81, 0x80 | 127];
         header.extend_from_slice(&(1u64 << 40).to_be_bytes());
-        assert!(parse(&mut header, 100).is_err());
+        assert_eq!(parse(&mut header, 100, false).map(|_| ()), Err(fault(TOO_BIG, "message too big")));
+        // Codes for what breaks the protocol come before the size.
+        let mut huge = vec![0x81, 0x80 | 127];
+        huge.extend_from_slice(&(1u64 << 63).to_be_bytes());
+        assert_eq!(parse(&mut huge, 100, false).map(|_| ()).unwrap_err().code, 1002, "a 64th length bit");
+        let mut stray = client_frame(0x00, &[b'a'; 200]);
+        assert_eq!(parse(&mut stray, 100, false).map(|_| ()).unwrap_err().code, 1002, "a long stray continuation");
+        assert_eq!(parse(&mut stray, 100, true).map(|_| ()).unwrap_err().code, 1009, "the same, continuing");
+        let mut inside = client_frame(0x81, &[b'a'; 200]);
+        assert_eq!(parse(&mut inside, 100, true).map(|_| ()).unwrap_err().code, 1002, "a long message inside one");
         // A binary message is read, to be refused by the caller.
         assert_eq!(parse_all(&client_frame(0x82, &[1, 2]), 100), [Ok(Received::Binary)]);
     }
