@@ -110,7 +110,10 @@ fn look(dir: &Path, depth: usize, skip: &Skip, files: &mut Snapshot, folders: &m
 /// changing through a whole second of looks (a log written under the app's
 /// folder) holds a pack back no longer than that, and is left out of the
 /// comparisons until it holds still for a pause between looks, so it causes
-/// no packs of its own meanwhile.
+/// no packs of its own meanwhile. A pack that finds nothing changed (a file
+/// outside the pack's inputs changed, or one came back as it was) is not
+/// reported after a pack that succeeded: there is nothing new to say. After
+/// a failed pack it is, as the news that the error is gone.
 pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, PackError>) -> bool) {
     let out = options.out_dir();
     let mut warm = crate::cache::Warm::default();
@@ -121,7 +124,9 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
     let mut last = seen.clone();
     let mut restless = Restless::default();
     bell.watch(&look.folders);
-    if !report(crate::pack_warm(options, &mut warm)) {
+    let first = crate::pack_warm(options, &mut warm);
+    let mut last_ok = first.is_ok();
+    if !report(first) {
         return;
     }
     loop {
@@ -157,7 +162,10 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
             continue;
         }
         seen = last.clone();
-        if !report(crate::pack_warm(options, &mut warm)) {
+        let result = crate::pack_warm(options, &mut warm);
+        let news = !(last_ok && matches!(&result, Ok(r) if r.unchanged));
+        last_ok = result.is_ok();
+        if news && !report(result) {
             return;
         }
     }
@@ -430,6 +438,19 @@ mod tests {
         assert!(error.contains("app/client/extra.js:1:"), "{error}");
         assert_eq!(std::fs::read_to_string(root.join("dist/manifest.json")).unwrap(), manifest);
 
+        // Mended as it was: the pack changes nothing, and is reported, as the
+        // news that the error is gone.
+        write("app/client/extra.js", "exports.twice = (x) => 2 * x;\n");
+        let (compiled, tree) = next(true).expect("the pack after the mend");
+        assert_eq!(compiled, 0, "the output of before the mistake stands");
+        assert!(serde_json::to_string(&tree).unwrap().contains("extra"), "{tree:?}");
+
+        // A file that is not an input: a pack that changes nothing, not
+        // reported after one that succeeded (the next report is the delete's).
+        write("notes.txt", "to do\n");
+        let report = rx.recv_timeout(Duration::from_secs(2));
+        assert!(report.is_err(), "a pack that changed nothing was reported: {report:?}");
+
         // Deleting the file packs again, without it.
         std::fs::remove_file(root.join("app/client/extra.js")).unwrap();
         let (_, tree) = next(true).expect("the pack after the delete");
@@ -579,7 +600,10 @@ mod tests {
             })
         };
         std::thread::sleep(Duration::from_millis(300));
-        std::fs::write(root.join("app/client/extra.js"), "exports.x = 1;\n").unwrap();
+        // Written whole, by a rename: a look between the creation of the file
+        // and its content would see two changes, and rightly pack twice.
+        std::fs::write(root.join("extra.js.tmp"), "exports.x = 1;\n").unwrap();
+        std::fs::rename(root.join("extra.js.tmp"), root.join("app/client/extra.js")).unwrap();
         let written = std::time::Instant::now();
         let found = loop {
             let trees = rx.recv_timeout(Duration::from_secs(10)).expect("a pack while the log is written");
