@@ -203,14 +203,6 @@ fn echo(listener: TcpListener, connections: usize, cpu: usize, echoed: &Arc<Atom
     })
 }
 
-/// This process's CPU time so far, user and system together.
-fn process_cpu() -> anyhow::Result<Duration> {
-    use nix::sys::resource::{UsageWho, getrusage};
-    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
-    let time = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
-    Ok(time(usage.user_time()) + time(usage.system_time()))
-}
-
 /// The load generator of [`run`]: connects `clients` times to `address`,
 /// says `ready`, then for each round reads one message per connection and
 /// prints the p50, p99 and max of their delays (nanoseconds). Then, for each
@@ -313,8 +305,16 @@ fn write_once(socket: &mut TcpStream, message: &[u8]) -> anyhow::Result<()> {
 /// splits the exact total between the two by sampling, so only the total is
 /// reported).
 fn thread_cpu() -> anyhow::Result<Duration> {
-    use nix::sys::resource::{UsageWho, getrusage};
-    let usage = getrusage(UsageWho::RUSAGE_THREAD)?;
+    cpu_time(nix::sys::resource::UsageWho::RUSAGE_THREAD)
+}
+
+/// This process's CPU time so far, user and system together.
+fn process_cpu() -> anyhow::Result<Duration> {
+    cpu_time(nix::sys::resource::UsageWho::RUSAGE_SELF)
+}
+
+fn cpu_time(who: nix::sys::resource::UsageWho) -> anyhow::Result<Duration> {
+    let usage = nix::sys::resource::getrusage(who)?;
     let time = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
     Ok(time(usage.user_time()) + time(usage.system_time()))
 }
