@@ -272,6 +272,34 @@ fn take(
     }
 }
 
+/// Handles the frames at the start of `buf` until one completes a message,
+/// one breaks the protocol, or what is left is not a whole frame. Gives the
+/// bytes used, and the message or the fault, if any.
+fn read_frames(
+    buf: &mut [u8],
+    max_message: usize,
+    partial: &mut Option<Partial>,
+    out: &mut Vec<u8>,
+) -> (usize, Option<Result<Received, Fault>>) {
+    let mut at = 0;
+    loop {
+        let room = max_message - partial.as_ref().map_or(0, |p| p.bytes.len());
+        let frame = match parse(&mut buf[at..], room, partial.is_some()) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return (at, None),
+            Err(e) => return (at, Some(Err(e))),
+        };
+        let payload = &buf[at + frame.payload.start..at + frame.payload.end];
+        let taken = take(partial, out, frame.opcode, frame.fin, payload);
+        at += frame.size();
+        match taken {
+            Ok(None) => {}
+            Ok(Some(message)) => return (at, Some(Ok(message))),
+            Err(e) => return (at, Some(Err(e))),
+        }
+    }
+}
+
 /// A close frame's payload: the code, and as much of the reason as fits a
 /// control frame, cut at a character boundary.
 fn close_payload(code: u16, reason: &str) -> Vec<u8> {
@@ -308,36 +336,21 @@ impl Socket {
         Socket { io, pending: read.to_vec(), start: 0, partial: None, max_message, out: Vec::new() }
     }
 
-    /// How many more bytes the message being read may take.
-    fn room(&self) -> usize {
-        self.max_message - self.partial.as_ref().map_or(0, |p| p.bytes.len())
-    }
-
     /// The next message: `None` once the client is gone (the connection
     /// ended, with or without its closing handshake, or failed).
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Received, Fault>>> {
         loop {
             // Frames already read.
-            while self.start < self.pending.len() {
-                let (room, under_way) = (self.room(), self.partial.is_some());
-                let Some(frame) = (match parse(&mut self.pending[self.start..], room, under_way) {
-                    Ok(found) => found,
-                    Err(e) => return Poll::Ready(Some(Err(e))),
-                }) else {
-                    break;
-                };
-                let at = self.start;
-                let payload = &self.pending[at + frame.payload.start..at + frame.payload.end];
-                let taken = take(&mut self.partial, &mut self.out, frame.opcode, frame.fin, payload);
-                self.start += frame.size();
+            if self.start < self.pending.len() {
+                let unread = &mut self.pending[self.start..];
+                let (used, found) = read_frames(unread, self.max_message, &mut self.partial, &mut self.out);
+                self.start += used;
                 if self.start == self.pending.len() {
                     self.pending = Vec::new();
                     self.start = 0;
                 }
-                match taken {
-                    Ok(None) => {}
-                    Ok(Some(message)) => return Poll::Ready(Some(Ok(message))),
-                    Err(e) => return Poll::Ready(Some(Err(e))),
+                if let Some(found) = found {
+                    return Poll::Ready(Some(found));
                 }
             }
             if self.pending.is_empty() {
@@ -350,27 +363,10 @@ impl Socket {
                     Err(_) => return Poll::Ready(None),
                 }
                 let read = buf.filled_mut();
-                let mut at = 0;
-                loop {
-                    let frame = match parse(&mut read[at..], self.room(), self.partial.is_some()) {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => {
-                            self.pending.extend_from_slice(&read[at..]);
-                            break;
-                        }
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                    };
-                    let payload = &read[at + frame.payload.start..at + frame.payload.end];
-                    let taken = take(&mut self.partial, &mut self.out, frame.opcode, frame.fin, payload);
-                    at += frame.size();
-                    match taken {
-                        Ok(None) => {}
-                        Ok(Some(message)) => {
-                            self.pending.extend_from_slice(&read[at..]);
-                            return Poll::Ready(Some(Ok(message)));
-                        }
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                    }
+                let (used, found) = read_frames(read, self.max_message, &mut self.partial, &mut self.out);
+                self.pending.extend_from_slice(&read[used..]);
+                if let Some(found) = found {
+                    return Poll::Ready(Some(found));
                 }
             } else {
                 // The rest of a frame: read onto the heap, after what is there.
@@ -474,25 +470,15 @@ mod tests {
         let mut buf = bytes.to_vec();
         let (mut partial, mut out, mut at, mut found) = (None, Vec::new(), 0, Vec::new());
         loop {
-            let room = max - partial.as_ref().map_or(0, |p: &Partial| p.bytes.len());
-            match parse(&mut buf[at..], room, partial.is_some()) {
-                Ok(Some(frame)) => {
-                    let payload = buf[at + frame.payload.start..at + frame.payload.end].to_vec();
-                    at += frame.size();
-                    match take(&mut partial, &mut out, frame.opcode, frame.fin, &payload) {
-                        Ok(Some(m)) => found.push(Ok(m)),
-                        Ok(None) => {}
-                        Err(e) => {
-                            found.push(Err(e));
-                            return found;
-                        }
-                    }
-                }
-                Ok(None) => return found,
-                Err(e) => {
+            let (used, next) = read_frames(&mut buf[at..], max, &mut partial, &mut out);
+            at += used;
+            match next {
+                Some(Ok(message)) => found.push(Ok(message)),
+                Some(Err(e)) => {
                     found.push(Err(e));
                     return found;
                 }
+                None => return found,
             }
         }
     }
