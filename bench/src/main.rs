@@ -64,7 +64,8 @@ enum Command {
         /// Seconds of warm-up before each measured window.
         #[arg(long, default_value_t = 1.0)]
         warmup: f64,
-        /// Idle clients connected for the memory and broadcast measures.
+        /// Idle clients connected for the memory and broadcast measures (0
+        /// skips both).
         #[arg(long, default_value_t = 10_000)]
         idle: usize,
         /// Broadcasts to the idle clients (the median of their percentiles is reported).

@@ -71,7 +71,7 @@ pub struct Options {
     /// Rounds of call runs; each figure comes from the round with the
     /// median CPU per call (of that server at that level).
     pub rounds: usize,
-    /// Idle connections for the memory and broadcast measures.
+    /// Idle connections for the memory and broadcast measures (0: neither is measured).
     pub idle: usize,
     /// Broadcasts to the idle connections.
     pub broadcasts: usize,
@@ -295,9 +295,10 @@ async fn measure(opts: &Options, commands: &[ServerCommand]) -> anyhow::Result<V
         }
     }
 
-    // 2. and 3. Idle connections and broadcasts: one fresh server at a time.
+    // 2. and 3. Idle connections and broadcasts: one fresh server at a time
+    // (none with `--idle 0`).
     for (command, result) in commands.iter().zip(&mut results) {
-        if !result.kind.broadcasts() {
+        if !result.kind.broadcasts() || opts.idle == 0 {
             continue;
         }
         eprintln!("idle connections and broadcasts: {}, {} clients", name(result.kind), opts.idle);
