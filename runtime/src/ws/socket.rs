@@ -9,8 +9,10 @@
 //! It holds no buffer while a connection is idle. Frames are read into a
 //! buffer on the stack and handled there; only the start of a frame whose
 //! rest has not arrived, or frames read beyond the one returned, are kept on
-//! the heap until they are used. Output is framed straight into one buffer,
-//! written with one system call and then freed.
+//! the heap until they are used. An unfinished frame's buffer is made its
+//! size once its header has arrived, and a message in several frames grows
+//! no further than the message size limit. Output is framed straight into
+//! one buffer, written with one system call and then freed.
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -18,7 +20,7 @@ use std::task::{Context, Poll, ready};
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// The GUID of RFC 6455, section 1.3, hashed with the client's key.
@@ -140,20 +142,7 @@ fn parse(buf: &mut [u8], room: usize, under_way: bool) -> Result<Option<Frame>, 
     if b1 & 0x80 == 0 {
         return Err(fault(PROTOCOL_ERROR, "a client's frames must be masked"));
     }
-    let (len, mut at) = match b1 & 0x7F {
-        126 => match buf.get(2..4) {
-            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
-            None => return Ok(None),
-        },
-        127 => match buf.get(2..10) {
-            Some(b) => match u64::from_be_bytes(b.try_into().expect("eight bytes")) {
-                len if len >> 63 != 0 => return Err(fault(PROTOCOL_ERROR, "a frame's length takes 63 bits at most")),
-                len => (len, 10),
-            },
-            None => return Ok(None),
-        },
-        n => (u64::from(n), 2),
-    };
+    let Some((len, mut at)) = payload_length(buf)? else { return Ok(None) };
     match opcode {
         CONTINUATION | TEXT | BINARY => {
             if under_way && opcode != CONTINUATION {
@@ -186,6 +175,31 @@ fn parse(buf: &mut [u8], room: usize, under_way: bool) -> Result<Option<Frame>, 
     Ok(Some(Frame { fin, opcode, payload: at..at + len }))
 }
 
+/// The payload length of the frame at the start of `buf` and where its
+/// masking key starts, once that much of the frame has arrived.
+fn payload_length(buf: &[u8]) -> Result<Option<(u64, usize)>, Fault> {
+    let Some(b1) = buf.get(1) else { return Ok(None) };
+    Ok(match b1 & 0x7F {
+        126 => buf.get(2..4).map(|b| (u64::from(u16::from_be_bytes([b[0], b[1]])), 4)),
+        127 => match buf.get(2..10) {
+            Some(b) => match u64::from_be_bytes(b.try_into().expect("eight bytes")) {
+                len if len >> 63 != 0 => return Err(fault(PROTOCOL_ERROR, "a frame's length takes 63 bits at most")),
+                len => Some((len, 10)),
+            },
+            None => None,
+        },
+        n => Some((u64::from(n), 2)),
+    })
+}
+
+/// The whole size of the frame at the start of `buf` (header, masking key
+/// and payload), once its header has arrived. For a frame [`parse`] has
+/// found unfinished, so within the message size limit.
+fn frame_size(buf: &[u8]) -> Option<usize> {
+    let (len, at) = payload_length(buf).ok()??;
+    usize::try_from(len).ok()?.checked_add(at + 4)
+}
+
 /// XORs `payload` with the masking key, eight bytes at a time.
 fn unmask(payload: &mut [u8], key: [u8; 4]) {
     let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
@@ -206,11 +220,12 @@ fn valid_close_code(code: u16) -> bool {
 }
 
 /// Handles one frame that [`parse`] let through: a message is returned; a
-/// fragment is kept in `partial`; a ping's pong and a close's answer are
-/// queued in `out`.
+/// fragment is kept in `partial`, which never grows past `max_message`; a
+/// ping's pong and a close's answer are queued in `out`.
 fn take(
     partial: &mut Option<Partial>,
     out: &mut Vec<u8>,
+    max_message: usize,
     opcode: u8,
     fin: bool,
     payload: &[u8],
@@ -232,7 +247,14 @@ fn take(
         }
         CONTINUATION => {
             let started = partial.as_mut().expect("parse passes a continuation only while a message is under way");
-            started.bytes.extend_from_slice(payload);
+            let bytes = &mut started.bytes;
+            if bytes.capacity() - bytes.len() < payload.len() {
+                // Double, as a Vec would, but not past the limit: parse let
+                // the frame through, so the whole message is within it.
+                let size = (bytes.len() + payload.len()).max(bytes.capacity() * 2).min(max_message);
+                bytes.reserve_exact(size.saturating_sub(bytes.len()));
+            }
+            bytes.extend_from_slice(payload);
             if !fin {
                 return Ok(None);
             }
@@ -290,7 +312,7 @@ fn read_frames(
             Err(e) => return (at, Some(Err(e))),
         };
         let payload = &buf[at + frame.payload.start..at + frame.payload.end];
-        let taken = take(partial, out, frame.opcode, frame.fin, payload);
+        let taken = take(partial, out, max_message, frame.opcode, frame.fin, payload);
         at += frame.size();
         match taken {
             Ok(None) => {}
@@ -369,25 +391,30 @@ impl Socket {
                     return Poll::Ready(Some(found));
                 }
             } else {
-                // The rest of a frame: read onto the heap, after what is there.
+                // The rest of a frame: read onto the heap, after what is
+                // there. Once the frame's header says how long it is, the
+                // buffer is made the frame's size (no larger, and in one
+                // allocation) and the rest is read into it in as few reads as
+                // the kernel allows.
                 if self.start > 0 {
                     self.pending.drain(..self.start);
                     self.start = 0;
                 }
-                let filled = self.pending.len();
-                self.pending.resize(filled + READ_CHUNK, 0);
-                let mut buf = ReadBuf::new(&mut self.pending[filled..]);
-                let read = match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
-                    Poll::Pending => None,
-                    Poll::Ready(read) => Some(read.map(|()| buf.filled().len())),
+                let have = self.pending.len();
+                let room = frame_size(&self.pending).filter(|&size| size > have).map_or(READ_CHUNK, |size| size - have);
+                if self.pending.capacity() > have + room {
+                    // Left from a larger frame before this one.
+                    self.pending.shrink_to(have + room);
+                }
+                self.pending.reserve_exact(room);
+                let read = {
+                    // Reads into the spare capacity, at most `room` bytes.
+                    let mut reading = std::pin::pin!(self.io.read_buf(&mut self.pending));
+                    reading.as_mut().poll(cx)
                 };
-                match read {
-                    None => {
-                        self.pending.truncate(filled);
-                        return Poll::Pending;
-                    }
-                    Some(Ok(n)) if n > 0 => self.pending.truncate(filled + n),
-                    Some(_) => return Poll::Ready(None),
+                match ready!(read) {
+                    Ok(n) if n > 0 => {}
+                    _ => return Poll::Ready(None),
                 }
             }
         }
@@ -429,7 +456,6 @@ impl Socket {
     /// would reset the connection, and a reset can discard the close frame
     /// before the client reads it.
     pub(crate) async fn linger(&mut self, limit: std::time::Duration) {
-        use tokio::io::AsyncReadExt as _;
         if self.io.shutdown().await.is_err() {
             return;
         }
@@ -519,15 +545,15 @@ mod tests {
     #[test]
     fn pings_are_answered_with_their_payload_and_closes_with_their_code() {
         let (mut partial, mut out) = (None, Vec::new());
-        assert_eq!(take(&mut partial, &mut out, PING, true, b"abc"), Ok(Some(Received::Ping)));
+        assert_eq!(take(&mut partial, &mut out, 1024, PING, true, b"abc"), Ok(Some(Received::Ping)));
         assert_eq!(out, [0x8A, 3, b'a', b'b', b'c']);
         out.clear();
         let mut close = 1000u16.to_be_bytes().to_vec();
         close.extend_from_slice(b"bye");
-        assert_eq!(take(&mut partial, &mut out, CLOSE, true, &close), Ok(Some(Received::Close)));
+        assert_eq!(take(&mut partial, &mut out, 1024, CLOSE, true, &close), Ok(Some(Received::Close)));
         assert_eq!(out, [0x88, 2, 0x03, 0xE8]);
         out.clear();
-        assert_eq!(take(&mut partial, &mut out, CLOSE, true, &[]), Ok(Some(Received::Close)));
+        assert_eq!(take(&mut partial, &mut out, 1024, CLOSE, true, &[]), Ok(Some(Received::Close)));
         assert_eq!(out, [0x88, 0]);
     }
 
@@ -575,6 +601,61 @@ mod tests {
         assert_eq!(parse(&mut inside, 100, true).map(|_| ()).unwrap_err().code, 1002, "a long message inside one");
         // A binary message is read, to be refused by the caller.
         assert_eq!(parse_all(&client_frame(0x82, &[1, 2]), 100), [Ok(Received::Binary)]);
+    }
+
+    #[test]
+    fn a_message_in_pieces_grows_its_buffer_no_further_than_the_limit() {
+        let mut bytes = client_frame(0x01, &[b'a'; 300]);
+        bytes.extend(client_frame(0x00, &[b'b'; 300]));
+        bytes.extend(client_frame(0x00, &[b'c'; 300]));
+        bytes.extend(client_frame(0x80, &[b'd'; 100]));
+        match parse_all(&bytes, 1000).pop() {
+            Some(Ok(Received::Text(text))) => {
+                assert_eq!(text.len(), 1000);
+                assert!(text.capacity() <= 1000, "capacity {}", text.capacity());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Polls `socket` once, expecting no message yet.
+    async fn unfinished(socket: &mut Socket) {
+        let polled = std::future::poll_fn(|cx| Poll::Ready(socket.poll_next(cx))).await;
+        assert!(polled.is_pending(), "{polled:?}");
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_arrives_in_pieces_is_held_in_a_buffer_of_its_size() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let text: String = (0..70_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+        let big = client_frame(0x81, text.as_bytes());
+        let small = client_frame(0x81, b"after");
+        // Bytes the HTTP server read past the request: a large frame and the
+        // start of a small one.
+        let mut read = big.clone();
+        read.extend_from_slice(&small[..3]);
+        let mut socket = Socket::new(server, &read, 100_000);
+        assert_eq!(socket.next().await, Some(Ok(Received::Text(text.clone()))));
+        // The small frame's start no longer holds the large one's buffer.
+        unfinished(&mut socket).await;
+        assert!(socket.pending.capacity() <= small.len(), "capacity {}", socket.pending.capacity());
+        client.write_all(&small[3..]).await.unwrap();
+        assert_eq!(socket.next().await, Some(Ok(Received::Text("after".into()))));
+        assert_eq!(socket.pending.capacity(), 0);
+
+        // A large frame from the socket, all but its last 4,000 bytes.
+        let cut = big.len() - 4_000;
+        client.write_all(&big[..cut]).await.unwrap();
+        while socket.pending.len() < cut {
+            unfinished(&mut socket).await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(socket.pending.capacity() <= big.len(), "capacity {}", socket.pending.capacity());
+        client.write_all(&big[cut..]).await.unwrap();
+        assert_eq!(socket.next().await, Some(Ok(Received::Text(text))));
+        assert_eq!(socket.pending.capacity(), 0);
     }
 
     #[test]
