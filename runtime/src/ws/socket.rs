@@ -9,9 +9,9 @@
 //! It holds no buffer while a connection is idle. Frames are read into a
 //! buffer on the stack and handled there; only the start of a frame whose
 //! rest has not arrived, or frames read beyond the one returned, are kept on
-//! the heap until they are used. An unfinished frame's buffer is made its
-//! size once its header has arrived, and a message in several frames grows
-//! no further than the message size limit. Output is framed straight into
+//! the heap until they are used. An unfinished frame's buffer grows with
+//! what arrives, up to the frame's size and no further, and a message in
+//! several frames grows no further than the message size limit. Output is framed straight into
 //! one buffer, written with one system call and then freed.
 
 use std::mem::MaybeUninit;
@@ -193,8 +193,8 @@ fn payload_length(buf: &[u8]) -> Result<Option<(u64, usize)>, Fault> {
 }
 
 /// The whole size of the frame at the start of `buf` (header, masking key
-/// and payload), once its header has arrived. For a frame [`parse`] has
-/// found unfinished, so within the message size limit.
+/// and payload), once its header has arrived. Asked of a frame [`parse`]
+/// has found unfinished, so within the message size limit.
 fn frame_size(buf: &[u8]) -> Option<usize> {
     let (len, at) = payload_length(buf).ok()??;
     usize::try_from(len).ok()?.checked_add(at + 4)
@@ -252,7 +252,8 @@ fn take(
                 // Double, as a Vec would, but not past the limit: parse let
                 // the frame through, so the whole message is within it.
                 let size = (bytes.len() + payload.len()).max(bytes.capacity() * 2).min(max_message);
-                bytes.reserve_exact(size.saturating_sub(bytes.len()));
+                debug_assert!(size >= bytes.len() + payload.len(), "parse keeps a message within the limit");
+                bytes.reserve_exact(size - bytes.len());
             }
             bytes.extend_from_slice(payload);
             if !fin {
@@ -393,15 +394,21 @@ impl Socket {
             } else {
                 // The rest of a frame: read onto the heap, after what is
                 // there. Once the frame's header says how long it is, the
-                // buffer is made the frame's size (no larger, and in one
-                // allocation) and the rest is read into it in as few reads as
-                // the kernel allows.
+                // buffer grows by doubling what has arrived (not by what the
+                // header claims, which a client need never send), up to the
+                // frame's size and no further; each read takes all the room.
                 if self.start > 0 {
                     self.pending.drain(..self.start);
                     self.start = 0;
                 }
                 let have = self.pending.len();
-                let room = frame_size(&self.pending).filter(|&size| size > have).map_or(READ_CHUNK, |size| size - have);
+                // Bounded twice over: `parse` found this frame unfinished,
+                // after checking its length against the limit.
+                let largest = self.max_message.max(MAX_CONTROL) + 14;
+                let room = match frame_size(&self.pending) {
+                    Some(size) if size > have && size <= largest => (size - have).min(have.max(READ_CHUNK)),
+                    _ => READ_CHUNK,
+                };
                 if self.pending.capacity() > have + room {
                     // Left from a larger frame before this one.
                     self.pending.shrink_to(have + room);
@@ -625,7 +632,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_frame_that_arrives_in_pieces_is_held_in_a_buffer_of_its_size() {
+    async fn a_frame_that_arrives_in_pieces_is_held_in_a_buffer_no_larger_than_it() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
@@ -645,17 +652,34 @@ mod tests {
         assert_eq!(socket.next().await, Some(Ok(Received::Text("after".into()))));
         assert_eq!(socket.pending.capacity(), 0);
 
-        // A large frame from the socket, all but its last 4,000 bytes.
+        // A large frame from the socket, all but its last 4,000 bytes (written
+        // by a task of its own: the kernel's buffers need not hold it all).
         let cut = big.len() - 4_000;
-        client.write_all(&big[..cut]).await.unwrap();
-        while socket.pending.len() < cut {
-            unfinished(&mut socket).await;
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        let head = big[..cut].to_vec();
+        let writer = tokio::spawn(async move {
+            client.write_all(&head).await.unwrap();
+            client
+        });
+        let read_all = async {
+            while socket.pending.len() < cut {
+                unfinished(&mut socket).await;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read_all).await.expect("the bytes sent are read");
         assert!(socket.pending.capacity() <= big.len(), "capacity {}", socket.pending.capacity());
+        let mut client = writer.await.unwrap();
         client.write_all(&big[cut..]).await.unwrap();
         assert_eq!(socket.next().await, Some(Ok(Received::Text(text))));
         assert_eq!(socket.pending.capacity(), 0);
+
+        // A header cut short: read on until the frame is whole.
+        let frame = client_frame(0x81, &[b'x'; 300]);
+        client.write_all(&frame[..3]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        unfinished(&mut socket).await;
+        client.write_all(&frame[3..]).await.unwrap();
+        assert_eq!(socket.next().await, Some(Ok(Received::Text("x".repeat(300)))));
     }
 
     #[test]
