@@ -125,6 +125,9 @@ impl App {
             detailed_errors: self.loaded.env == "development",
         };
         let engine = start(&code, settings, Publisher::new(self.bus.clone()), presence.clone())?;
+        // Shared by the actions: a call clones one counted reference, not
+        // the engine's handles one by one.
+        let shared = Arc::new(engine.clone());
         for file in &code.files {
             let runtime_flag = engine.authenticate.contains(&file.key);
             if runtime_flag && !file.authenticate {
@@ -141,7 +144,7 @@ impl App {
                 if let Err(problem) = self.registry.check(name) {
                     return Err(quickjs::EngineError(format!("{}: {problem}", file.path)));
                 }
-                let (engine, action) = (engine.clone(), Arc::<str>::from(name.as_str()));
+                let (engine, action) = (shared.clone(), Arc::<str>::from(name.as_str()));
                 self.registry.add_javascript(name, authenticate, move |call: Call| {
                     let (engine, action) = (engine.clone(), action.clone());
                     async move { engine.call(action, call.args, call.session, call.connection).await }

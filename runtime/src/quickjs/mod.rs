@@ -364,10 +364,10 @@ type Unhandled = Rc<RefCell<Vec<(Persistent<rquickjs::Value<'static>>, String)>>
 type Shared = Rc<Host>;
 
 impl Host {
-    /// Starts an entry's time limit (the interrupt handler, which QuickJS
-    /// calls every few thousand steps, stops JavaScript past it).
-    fn arm(&self) {
-        let at = self.base.elapsed() + self.settings.time_limit;
+    /// Starts an entry's time limit, from `now` (the interrupt handler,
+    /// which QuickJS calls every few thousand steps, stops JavaScript past it).
+    fn arm(&self, now: Instant) {
+        let at = now.saturating_duration_since(self.base) + self.settings.time_limit;
         self.deadline.store(at.as_nanos() as u64, Ordering::Relaxed);
     }
 
@@ -376,8 +376,14 @@ impl Host {
     /// (;;) await 0`) is stopped like a loop, instead of holding the engine
     /// (and, on one CPU, the server) for good.
     fn enter<R>(&self, f: impl FnOnce(Ctx<'_>) -> R) -> R {
+        self.enter_at(Instant::now(), f)
+    }
+
+    /// [`Host::enter`], its time limit counted from `now` (a clock read the
+    /// caller made already).
+    fn enter_at<R>(&self, now: Instant, f: impl FnOnce(Ctx<'_>) -> R) -> R {
         let _running = Flag::raise(&self.running);
-        self.arm();
+        self.arm(now);
         let result = self.context.with(f);
         self.drain();
         result
@@ -451,12 +457,18 @@ impl Host {
         }
     }
 
-    /// Records a call waiting for its answer; gives its id.
-    fn expect(&self, name: Arc<str>, reply: oneshot::Sender<ActionResult>, session: Option<SessionHandle>) -> u64 {
+    /// Records a call waiting for its answer since `now`; gives its id.
+    fn expect(
+        &self,
+        name: Arc<str>,
+        reply: oneshot::Sender<ActionResult>,
+        session: Option<SessionHandle>,
+        now: Instant,
+    ) -> u64 {
         let mut state = self.state.borrow_mut();
         state.next_call += 1;
         let id = state.next_call;
-        let deadline = Instant::now() + self.settings.reply_timeout;
+        let deadline = now + self.settings.reply_timeout;
         state.pending.insert(id, Pending { name, reply, session, deadline });
         id
     }
@@ -471,8 +483,10 @@ impl Host {
         session: Option<SessionHandle>,
         start: impl FnOnce(&Ctx<'_>, u64) -> rquickjs::Result<()>,
     ) {
-        let id = self.expect(name.clone(), reply, session);
-        let failed = self.enter(|ctx| start(&ctx, id).err().map(|e| exception_text(&ctx, e)));
+        // One clock read for the call's reply deadline and its time limit.
+        let now = Instant::now();
+        let id = self.expect(name.clone(), reply, session, now);
+        let failed = self.enter_at(now, |ctx| start(&ctx, id).err().map(|e| exception_text(&ctx, e)));
         if let Some((message, stack)) = failed {
             let error = self.failure(&name, &message, &stack);
             self.answer(id, Err(error));
