@@ -9,9 +9,9 @@
 //! It holds no buffer while a connection is idle. Frames are read into a
 //! buffer on the stack and handled there; only the start of a frame whose
 //! rest has not arrived, or frames read beyond the one returned, are kept on
-//! the heap until they are used. An unfinished frame's buffer grows with
-//! what arrives, up to the frame's size and no further, and a message in
-//! several frames grows no further than the message size limit. Output is framed straight into
+//! the heap until they are used. An unfinished frame's buffer grows by
+//! doubling as its bytes arrive (from 4 KiB), up to the frame's size, and a
+//! message in several frames grows no further than the message size limit. Output is framed straight into
 //! one buffer, written with one system call and then freed.
 
 use std::mem::MaybeUninit;
@@ -393,10 +393,10 @@ impl Socket {
                 }
             } else {
                 // The rest of a frame: read onto the heap, after what is
-                // there. Once the frame's header says how long it is, the
-                // buffer grows by doubling what has arrived (not by what the
-                // header claims, which a client need never send), up to the
-                // frame's size and no further; each read takes all the room.
+                // there. When the buffer is full it grows by doubling what
+                // has arrived (at least a chunk), up to the frame's size once
+                // the header says it: never by what the header claims, which
+                // a client need never send. Each read takes all the room.
                 if self.start > 0 {
                     self.pending.drain(..self.start);
                     self.start = 0;
@@ -405,17 +405,18 @@ impl Socket {
                 // Bounded twice over: `parse` found this frame unfinished,
                 // after checking its length against the limit.
                 let largest = self.max_message.max(MAX_CONTROL) + 14;
-                let room = match frame_size(&self.pending) {
-                    Some(size) if size > have && size <= largest => (size - have).min(have.max(READ_CHUNK)),
-                    _ => READ_CHUNK,
-                };
-                if self.pending.capacity() > have + room {
+                let size = frame_size(&self.pending).filter(|&size| size > have && size <= largest);
+                let most = size.unwrap_or(have + READ_CHUNK);
+                if self.pending.capacity() > most {
                     // Left from a larger frame before this one.
-                    self.pending.shrink_to(have + room);
+                    self.pending.shrink_to(most);
                 }
-                self.pending.reserve_exact(room);
+                if self.pending.capacity() == have {
+                    let room = size.map_or(READ_CHUNK, |size| (size - have).min(have.max(READ_CHUNK)));
+                    self.pending.reserve_exact(room);
+                }
                 let read = {
-                    // Reads into the spare capacity, at most `room` bytes.
+                    // Reads into the spare capacity, and no further.
                     let mut reading = std::pin::pin!(self.io.read_buf(&mut self.pending));
                     reading.as_mut().poll(cx)
                 };
@@ -670,8 +671,31 @@ mod tests {
         assert!(socket.pending.capacity() <= big.len(), "capacity {}", socket.pending.capacity());
         let mut client = writer.await.unwrap();
         client.write_all(&big[cut..]).await.unwrap();
-        assert_eq!(socket.next().await, Some(Ok(Received::Text(text))));
+        assert_eq!(socket.next().await, Some(Ok(Received::Text(text.clone()))));
         assert_eq!(socket.pending.capacity(), 0);
+
+        // Sent in 1,000-byte pieces, the frame's buffer grows by doubling,
+        // not at every read.
+        let mut capacities = Vec::new();
+        let (last, pieces) = big.chunks(1_000).collect::<Vec<_>>().split_last().map(|(l, p)| (*l, p.to_vec())).unwrap();
+        let mut sent = 0;
+        for piece in pieces {
+            client.write_all(piece).await.unwrap();
+            sent += piece.len();
+            let read_all = async {
+                while socket.pending.len() < sent {
+                    unfinished(&mut socket).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(10), read_all).await.expect("the bytes sent are read");
+            capacities.push(socket.pending.capacity());
+        }
+        client.write_all(last).await.unwrap();
+        assert_eq!(socket.next().await, Some(Ok(Received::Text(text))));
+        capacities.dedup();
+        assert!(capacities.len() <= 8, "the buffer was made anew {} times: {capacities:?}", capacities.len());
+        assert!(capacities.iter().all(|&c| c <= big.len()), "{capacities:?}");
 
         // A header cut short: read on until the frame is whole.
         let frame = client_frame(0x81, &[b'x'; 300]);
