@@ -535,15 +535,18 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         Command::new("node").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     println!(
         "Remote calls and broadcasts (`ss-bench rpc`): each server pinned to CPU {}, the load generator (one \
-         thread) to CPU {}; for each call run {} s measured after {} s of warm-up, in each of {} rounds; {} idle \
-         clients; {} broadcasts. Node.js {}.\n",
+         thread) to CPU {}; for each call run {} s measured after {} s of warm-up, in each of {} rounds; {}. \
+         Node.js {}.\n",
         opts.server_cpu,
         opts.client_cpu,
         opts.duration.as_secs_f64(),
         opts.warmup.as_secs_f64(),
         opts.rounds,
-        opts.idle,
-        opts.broadcasts,
+        if opts.idle == 0 {
+            "no idle clients (memory and broadcasts not measured)".to_string()
+        } else {
+            format!("{} idle clients; {} broadcasts", opts.idle, opts.broadcasts)
+        },
         node.unwrap_or_default(),
     );
     let index = |kind: ServerKind| results.iter().position(|r| r.kind == kind);
@@ -669,13 +672,19 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
          set rounds of two servers side by side that ran minutes apart; every round's CPU per call is listed \
          below the table. ssrun (native) and ssrun (JavaScript) serve the same packed app \
          (fixtures/apps/bench): `app.square` as a native Rust action, or as the app's JavaScript action in the \
-         embedded engine (QuickJS; on the server's thread, as the server may use one CPU), the same JavaScript as the Socket.IO handler. Memory and \
-         broadcasts are measured on the native variant and Socket.IO (`bench.broadcast` is a native action). \
-         Broadcast rows are medians over {} broadcasts of each percentile over the clients. Arrival: from just \
-         before the trigger was sent to the kernel's receive time of the event at each client (SO_TIMESTAMPNS), \
-         which on loopback is when the server wrote it. Read: to when the load generator read it, which adds its \
-         own queueing.\n",
-        opts.broadcasts
+         embedded engine (QuickJS; on the server's thread, as the server may use one CPU), the same JavaScript as the Socket.IO handler.{}\n",
+        if results.iter().any(fanned) {
+            format!(
+                " Memory and broadcasts are measured on the native variant and Socket.IO (`bench.broadcast` is a \
+                 native action). Broadcast rows are medians over {} broadcasts of each percentile over the clients. \
+                 Arrival: from just before the trigger was sent to the kernel's receive time of the event at each \
+                 client (SO_TIMESTAMPNS), which on loopback is when the server wrote it. Read: to when the load \
+                 generator read it, which adds its own queueing.",
+                opts.broadcasts
+            )
+        } else {
+            String::new()
+        }
     );
     for r in results {
         let levels: Vec<String> = r
