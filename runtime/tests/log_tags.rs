@@ -106,11 +106,14 @@ fn tags_in(env: &str) {
     });
     let next = || lines.recv_timeout(Duration::from_secs(20)).expect("a line from ssrun within 20 s");
     let mut out = Vec::new();
+    // Lines before the address count too: the server code's first log comes
+    // a millisecond after it loads, which may be before the server listens.
     let address = loop {
         let line = next();
         if let Some(at) = line.split("http://").nth(1) {
             break at.trim().to_string();
         }
+        out.push(line);
     };
     let calls: Vec<_> = ["one", "two"]
         .into_iter()
