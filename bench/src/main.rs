@@ -158,6 +158,9 @@ fn main() -> anyhow::Result<()> {
             if rounds == 0 {
                 anyhow::bail!("--rounds takes 1 or more");
             }
+            if broadcasts == 0 && idle > 0 {
+                anyhow::bail!("--broadcasts takes 1 or more (--idle 0 skips the memory and broadcast measures)");
+            }
             let levels = in_flight
                 .iter()
                 .flat_map(|&in_flight| {
