@@ -128,13 +128,29 @@ impl Frame {
     }
 }
 
+/// What [`parse`] found at the start of a buffer.
+enum Parsed {
+    Whole(Frame),
+    /// A frame not all there yet: its whole size (header, masking key and
+    /// payload) once its header has arrived, checked against the limit.
+    Unfinished(Option<usize>),
+}
+
+/// What [`read_frames`] stopped at.
+enum Next {
+    /// A message, or a fault.
+    Found(Result<Received, Fault>),
+    /// A frame not all there yet (see [`Parsed::Unfinished`]), or nothing.
+    Unfinished(Option<usize>),
+}
+
 /// Reads the frame at the start of `buf`, if all of it is there, and unmasks
 /// its payload in place. A data frame must continue a message when one is
 /// `under_way`, and only then, and may carry at most `room` bytes (what is
 /// left of the message size limit): a larger one is refused as soon as its
 /// header is read, before its payload arrives.
-fn parse(buf: &mut [u8], room: usize, under_way: bool) -> Result<Option<Frame>, Fault> {
-    let [b0, b1, ..] = *buf else { return Ok(None) };
+fn parse(buf: &mut [u8], room: usize, under_way: bool) -> Result<Parsed, Fault> {
+    let [b0, b1, ..] = *buf else { return Ok(Parsed::Unfinished(None)) };
     if b0 & 0x70 != 0 {
         return Err(fault(PROTOCOL_ERROR, "reserved bits set: no extension was agreed"));
     }
@@ -142,7 +158,7 @@ fn parse(buf: &mut [u8], room: usize, under_way: bool) -> Result<Option<Frame>, 
     if b1 & 0x80 == 0 {
         return Err(fault(PROTOCOL_ERROR, "a client's frames must be masked"));
     }
-    let Some((len, mut at)) = payload_length(buf)? else { return Ok(None) };
+    let Some((len, mut at)) = payload_length(buf)? else { return Ok(Parsed::Unfinished(None)) };
     match opcode {
         CONTINUATION | TEXT | BINARY => {
             if under_way && opcode != CONTINUATION {
@@ -167,12 +183,13 @@ fn parse(buf: &mut [u8], room: usize, under_way: bool) -> Result<Option<Frame>, 
     }
     // Within `room` or 125, so it fits a usize.
     let len = len as usize;
-    let Some(key) = buf.get(at..at + 4) else { return Ok(None) };
+    let unfinished = Parsed::Unfinished(Some(at + 4 + len));
+    let Some(key) = buf.get(at..at + 4) else { return Ok(unfinished) };
     let key: [u8; 4] = key.try_into().expect("four bytes");
     at += 4;
-    let Some(payload) = buf.get_mut(at..at + len) else { return Ok(None) };
+    let Some(payload) = buf.get_mut(at..at + len) else { return Ok(unfinished) };
     unmask(payload, key);
-    Ok(Some(Frame { fin, opcode, payload: at..at + len }))
+    Ok(Parsed::Whole(Frame { fin, opcode, payload: at..at + len }))
 }
 
 /// The payload length of the frame at the start of `buf` and where its
@@ -190,14 +207,6 @@ fn payload_length(buf: &[u8]) -> Result<Option<(u64, usize)>, Fault> {
         },
         n => Some((u64::from(n), 2)),
     })
-}
-
-/// The whole size of the frame at the start of `buf` (header, masking key
-/// and payload), once its header has arrived. Asked of a frame [`parse`]
-/// has found unfinished, so within the message size limit.
-fn frame_size(buf: &[u8]) -> Option<usize> {
-    let (len, at) = payload_length(buf).ok()??;
-    usize::try_from(len).ok()?.checked_add(at + 4)
 }
 
 /// XORs `payload` with the masking key, eight bytes at a time.
@@ -297,28 +306,23 @@ fn take(
 
 /// Handles the frames at the start of `buf` until one completes a message,
 /// one breaks the protocol, or what is left is not a whole frame. Gives the
-/// bytes used, and the message or the fault, if any.
-fn read_frames(
-    buf: &mut [u8],
-    max_message: usize,
-    partial: &mut Option<Partial>,
-    out: &mut Vec<u8>,
-) -> (usize, Option<Result<Received, Fault>>) {
+/// bytes used, and what it stopped at.
+fn read_frames(buf: &mut [u8], max_message: usize, partial: &mut Option<Partial>, out: &mut Vec<u8>) -> (usize, Next) {
     let mut at = 0;
     loop {
         let room = max_message - partial.as_ref().map_or(0, |p| p.bytes.len());
         let frame = match parse(&mut buf[at..], room, partial.is_some()) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return (at, None),
-            Err(e) => return (at, Some(Err(e))),
+            Ok(Parsed::Whole(frame)) => frame,
+            Ok(Parsed::Unfinished(size)) => return (at, Next::Unfinished(size)),
+            Err(e) => return (at, Next::Found(Err(e))),
         };
         let payload = &buf[at + frame.payload.start..at + frame.payload.end];
         let taken = take(partial, out, max_message, frame.opcode, frame.fin, payload);
         at += frame.size();
         match taken {
             Ok(None) => {}
-            Ok(Some(message)) => return (at, Some(Ok(message))),
-            Err(e) => return (at, Some(Err(e))),
+            Ok(Some(message)) => return (at, Next::Found(Ok(message))),
+            Err(e) => return (at, Next::Found(Err(e))),
         }
     }
 }
@@ -363,17 +367,21 @@ impl Socket {
     /// ended, with or without its closing handshake, or failed).
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Received, Fault>>> {
         loop {
-            // Frames already read.
+            // Frames already read; what is left of them (kept in `pending`
+            // whenever something is) is one unfinished frame, of this size
+            // once its header has arrived.
+            let mut size = None;
             if self.start < self.pending.len() {
                 let unread = &mut self.pending[self.start..];
-                let (used, found) = read_frames(unread, self.max_message, &mut self.partial, &mut self.out);
+                let (used, next) = read_frames(unread, self.max_message, &mut self.partial, &mut self.out);
                 self.start += used;
                 if self.start == self.pending.len() {
                     self.pending = Vec::new();
                     self.start = 0;
                 }
-                if let Some(found) = found {
-                    return Poll::Ready(Some(found));
+                match next {
+                    Next::Found(found) => return Poll::Ready(Some(found)),
+                    Next::Unfinished(unfinished) => size = unfinished,
                 }
             }
             if self.pending.is_empty() {
@@ -386,9 +394,9 @@ impl Socket {
                     Err(_) => return Poll::Ready(None),
                 }
                 let read = buf.filled_mut();
-                let (used, found) = read_frames(read, self.max_message, &mut self.partial, &mut self.out);
+                let (used, next) = read_frames(read, self.max_message, &mut self.partial, &mut self.out);
                 self.pending.extend_from_slice(&read[used..]);
-                if let Some(found) = found {
+                if let Next::Found(found) = next {
                     return Poll::Ready(Some(found));
                 }
             } else {
@@ -402,10 +410,6 @@ impl Socket {
                     self.start = 0;
                 }
                 let have = self.pending.len();
-                // Bounded twice over: `parse` found this frame unfinished,
-                // after checking its length against the limit.
-                let largest = self.max_message.max(MAX_CONTROL) + 14;
-                let size = frame_size(&self.pending).filter(|&size| size > have && size <= largest);
                 let most = size.unwrap_or(have + READ_CHUNK);
                 if self.pending.capacity() > most {
                     // Left from a larger frame before this one.
@@ -507,12 +511,12 @@ mod tests {
             let (used, next) = read_frames(&mut buf[at..], max, &mut partial, &mut out);
             at += used;
             match next {
-                Some(Ok(message)) => found.push(Ok(message)),
-                Some(Err(e)) => {
+                Next::Found(Ok(message)) => found.push(Ok(message)),
+                Next::Found(Err(e)) => {
                     found.push(Err(e));
                     return found;
                 }
-                None => return found,
+                Next::Unfinished(_) => return found,
             }
         }
     }
@@ -540,12 +544,16 @@ mod tests {
             let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
             let bytes = client_frame(0x81, text.as_bytes());
             assert_eq!(parse_all(&bytes, 100_000), [Ok(Received::Text(text))], "length {len}");
-            // Cut anywhere before the end, the frame is not there yet.
-            for cut in [0, 1, 2, bytes.len() - 1] {
-                assert!(
-                    parse(&mut bytes[..cut].to_vec(), 100_000, false).unwrap().is_none(),
-                    "length {len}, cut {cut}"
-                );
+            // Cut anywhere before the end, the frame is not there yet; its
+            // size is known once its header is.
+            let header = bytes.len() - len - 4;
+            for cut in [0, 1, 2, header - 1, header, bytes.len() - 1] {
+                let size = match parse(&mut bytes[..cut].to_vec(), 100_000, false) {
+                    Ok(Parsed::Unfinished(size)) => size,
+                    _ => panic!("length {len}, cut {cut}: not unfinished"),
+                };
+                let expected = (cut >= header).then_some(bytes.len());
+                assert_eq!(size, expected, "length {len}, cut {cut}");
             }
         }
     }
