@@ -531,6 +531,9 @@ fn met(ok: bool) -> &'static str {
 }
 
 fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
+    // The servers that the memory and broadcast measures ran on.
+    let fanned = |r: &Results| !r.fanouts.is_empty();
+    let any_fanned = results.iter().any(fanned);
     let node =
         Command::new("node").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     println!(
@@ -542,8 +545,8 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         opts.duration.as_secs_f64(),
         opts.warmup.as_secs_f64(),
         opts.rounds,
-        if opts.idle == 0 {
-            "no idle clients (memory and broadcasts not measured)".to_string()
+        if !any_fanned {
+            "memory and broadcasts not measured".to_string()
         } else {
             format!("{} idle clients; {} broadcasts", opts.idle, opts.broadcasts)
         },
@@ -627,9 +630,8 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         line(format!("other processes' CPU, {c}"), calls(&|x| x.other_load, i), &percent, false);
     }
     // The memory and broadcast rows, for the servers they ran on.
-    let fanned = |r: &Results| !r.fanouts.is_empty();
     let n = opts.idle;
-    if results.iter().any(fanned) {
+    if any_fanned {
         row(
             format!("server memory per idle connection ({})", opts.idle),
             results.iter().map(|r| fanned(r).then(|| per_connection(r, opts.idle))).collect(),
@@ -673,7 +675,7 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
          below the table. ssrun (native) and ssrun (JavaScript) serve the same packed app \
          (fixtures/apps/bench): `app.square` as a native Rust action, or as the app's JavaScript action in the \
          embedded engine (QuickJS; on the server's thread, as the server may use one CPU), the same JavaScript as the Socket.IO handler.{}\n",
-        if results.iter().any(fanned) {
+        if any_fanned {
             format!(
                 " Memory and broadcasts are measured on the native variant and Socket.IO (`bench.broadcast` is a \
                  native action). Broadcast rows are medians over {} broadcasts of each percentile over the clients. \

@@ -147,7 +147,12 @@ fn handshake(headers: &HeaderMap) -> Result<String, NotAHandshake> {
     // The key is 16 random bytes in base64.
     use base64::Engine as _;
     match headers.get(header::SEC_WEBSOCKET_KEY) {
-        Some(key) if base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|k| k.len() == 16) => {
+        Some(key)
+            if key.len() == 24
+                && base64::engine::general_purpose::STANDARD
+                    .decode_slice(key, &mut [0u8; 18])
+                    .is_ok_and(|n| n == 16) =>
+        {
             Ok(socket::accept_key(key.as_bytes()))
         }
         _ => Err(NotAHandshake::NoKey),

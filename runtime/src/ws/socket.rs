@@ -634,6 +634,17 @@ mod tests {
         }
     }
 
+    /// Polls `socket` until it holds `n` bytes of an unfinished frame.
+    async fn read_up_to(socket: &mut Socket, n: usize) {
+        let read_all = async {
+            while socket.pending.len() < n {
+                unfinished(socket).await;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read_all).await.expect("the bytes sent are read");
+    }
+
     /// Polls `socket` once, expecting no message yet.
     async fn unfinished(socket: &mut Socket) {
         let polled = std::future::poll_fn(|cx| Poll::Ready(socket.poll_next(cx))).await;
@@ -669,13 +680,7 @@ mod tests {
             client.write_all(&head).await.unwrap();
             client
         });
-        let read_all = async {
-            while socket.pending.len() < cut {
-                unfinished(&mut socket).await;
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(10), read_all).await.expect("the bytes sent are read");
+        read_up_to(&mut socket, cut).await;
         assert!(socket.pending.capacity() <= big.len(), "capacity {}", socket.pending.capacity());
         let mut client = writer.await.unwrap();
         client.write_all(&big[cut..]).await.unwrap();
@@ -690,13 +695,7 @@ mod tests {
         for piece in pieces {
             client.write_all(piece).await.unwrap();
             sent += piece.len();
-            let read_all = async {
-                while socket.pending.len() < sent {
-                    unfinished(&mut socket).await;
-                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-                }
-            };
-            tokio::time::timeout(std::time::Duration::from_secs(10), read_all).await.expect("the bytes sent are read");
+            read_up_to(&mut socket, sent).await;
             capacities.push(socket.pending.capacity());
         }
         client.write_all(last).await.unwrap();
