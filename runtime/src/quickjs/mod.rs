@@ -474,22 +474,27 @@ impl Host {
     }
 
     /// Records a call as waiting for its answer and starts it in JavaScript
-    /// with `start` (given the call's id); when starting it throws, the call
-    /// is answered with that error at once.
+    /// with `start` (given the call's id). `start` may give the answer
+    /// itself, when the JavaScript gave it before returning; when starting
+    /// throws, the call is answered with that error at once.
     fn begin(
         &self,
         name: Arc<str>,
         reply: oneshot::Sender<ActionResult>,
         session: Option<SessionHandle>,
-        start: impl FnOnce(&Ctx<'_>, u64) -> rquickjs::Result<()>,
+        start: impl FnOnce(&Ctx<'_>, u64) -> rquickjs::Result<Option<ActionResult>>,
     ) {
         // One clock read for the call's reply deadline and its time limit.
         let now = Instant::now();
         let id = self.expect(name.clone(), reply, session, now);
-        let failed = self.enter_at(now, |ctx| start(&ctx, id).err().map(|e| exception_text(&ctx, e)));
-        if let Some((message, stack)) = failed {
-            let error = self.failure(&name, &message, &stack);
-            self.answer(id, Err(error));
+        let started = self.enter_at(now, |ctx| start(&ctx, id).map_err(|e| exception_text(&ctx, e)));
+        match started {
+            Ok(Some(outcome)) => self.answer(id, outcome),
+            Ok(None) => {}
+            Err((message, stack)) => {
+                let error = self.failure(&name, &message, &stack);
+                self.answer(id, Err(error));
+            }
         }
     }
 
@@ -655,7 +660,10 @@ fn handle(host: &Shared, job: Job) {
                 call_args.push_arg(connection)?;
                 call_args.push_arg(count as i32)?;
                 call_args.push_args([a, b])?;
-                call.call_arg(call_args)
+                // A primitive is the answer, given before the action
+                // returned; an object means it comes later (`host.done`).
+                let answered: rquickjs::Value = call.call_arg(call_args)?;
+                Ok((!answered.is_object()).then(|| primitive_json(ctx, &answered)))
             });
         }
         Job::Disconnected(connection) => {
@@ -669,12 +677,14 @@ fn handle(host: &Shared, job: Job) {
         }
         Job::Authenticate { module, username, password, reply } => {
             host.begin(format!("lib/server/{module}").into(), reply, None, |ctx, id| {
-                global_fn(ctx, "authenticate")?.call((id as f64, module.as_str(), username, password))
+                global_fn(ctx, "authenticate")?.call::<_, ()>((id as f64, module.as_str(), username, password))?;
+                Ok(None)
             });
         }
         Job::Evaluate { source, reply } => {
             host.begin("console".into(), reply, None, |ctx, id| {
-                global_fn(ctx, "evaluate")?.call((id as f64, source.as_str()))
+                global_fn(ctx, "evaluate")?.call::<_, ()>((id as f64, source.as_str()))?;
+                Ok(None)
             });
         }
     }

@@ -255,7 +255,8 @@
   // costs less than a constructor call. The session object (a dozen
   // closures) is only built when the action reads this.session: most calls
   // never do. Everything about the call is in one array, `_call`: [call id,
-  // session id, created at, user id, connection, action name, answered yet].
+  // session id, created at, user id, connection, action name, answered yet,
+  // the answer given while the action ran (see `call`)].
   // Every property added to an object per call costs a shape change here,
   // so `this` gets one more only when the action reads this.session.
   var callContext = {};
@@ -269,7 +270,7 @@
   });
   // `this` for server code no client called (SS.server from server code, Basic Auth): a blank session.
   function noCaller() {
-    return { __proto__: callContext, _call: [-1, '', 0, null, -1, '', false] };
+    return { __proto__: callContext, _call: [-1, '', 0, null, -1, '', false, later] };
   }
 
   // Whether this is the call's first answer (and marks it answered):
@@ -280,6 +281,13 @@
     c[6] = true;
     return true;
   }
+
+  // The `this` of the client's call whose action is running now, from
+  // `call`: its answer, when a primitive, is given back as `call`'s value.
+  var running = null;
+  // What `call` gives back for a call not answered that way (a primitive
+  // answer is never an object).
+  var later = {};
 
   // Answers a client's call.
   function answer(self, isError, value) {
@@ -292,7 +300,10 @@
       // What JSON.stringify writes without looking inside goes to the host as it is.
       var type = typeof value;
       if (type === 'number' || type === 'string' || type === 'boolean' || value == null) {
-        host.done(c[0], value);
+        // An answer given while the action runs goes back as `call`'s
+        // value, sparing a call into the host.
+        if (self === running) c[7] = value;
+        else host.done(c[0], value);
         return;
       }
       // An Error handed to the callback (or returned) is a failure: as JSON it would be `{}`.
@@ -309,33 +320,41 @@
     host.reply(c[0], isError, isError ? errorText(value) : json);
   }
 
-  // Runs an action with `argc` arguments: up to two come as `a` and `b`,
-  // more as the array `a` (so that a call from a client, the common case,
-  // needs no array and no `apply`, which copies its arguments into a new
-  // list). The callback goes after the caller's arguments; a returned value
-  // or Promise answers as well. Each answer goes to `settle(self, isError,
-  // value)`, which keeps the first (see `first`). The callback is an arrow
-  // function written where it is passed: a plain function also gets a
-  // `prototype`, and one stored in a variable gets a `name` written.
-  function run(fn, self, argc, a, b, settle) {
-    var result;
-    try {
-      switch (argc) {
-        case 0: result = fn.call(self, (value) => settle(self, false, value)); break;
-        case 1: result = fn.call(self, a, (value) => settle(self, false, value)); break;
-        case 2: result = fn.call(self, a, b, (value) => settle(self, false, value)); break;
-        default: a.push((value) => settle(self, false, value)); result = fn.apply(self, a);
+  // A function that runs an action with `argc` arguments, and gives each
+  // answer to `settle(self, isError, value)`, which keeps the first (see
+  // `first`). Up to two arguments come as `a` and `b`, more as the array `a`
+  // (so that a call from a client, the common case, needs no array and no
+  // `apply`, which copies its arguments into a new list). The callback goes
+  // after the caller's arguments; a returned value or Promise answers as
+  // well. The callback is an arrow function written where it is passed: a
+  // plain function also gets a `prototype`, and one stored in a variable
+  // gets a `name` written. `settle` comes from this outer function, not as
+  // an argument: a callback that closes over an argument of the running
+  // function costs one more allocation for every call.
+  function runner(settle) {
+    return function (fn, self, argc, a, b) {
+      var result;
+      try {
+        switch (argc) {
+          case 0: result = fn.call(self, (value) => settle(self, false, value)); break;
+          case 1: result = fn.call(self, a, (value) => settle(self, false, value)); break;
+          case 2: result = fn.call(self, a, b, (value) => settle(self, false, value)); break;
+          default: a.push((value) => settle(self, false, value)); result = fn.apply(self, a);
+        }
+      } catch (error) {
+        settle(self, true, error);
+        return;
       }
-    } catch (error) {
-      settle(self, true, error);
-      return;
-    }
-    if (result && typeof result.then === 'function') {
-      result.then((value) => settle(self, false, value), (error) => settle(self, true, error));
-    } else if (result !== undefined) {
-      settle(self, false, result);
-    }
+      if (result && typeof result.then === 'function') {
+        result.then((value) => settle(self, false, value), (error) => settle(self, true, error));
+      } else if (result !== undefined) {
+        settle(self, false, result);
+      }
+    };
   }
+
+  // Runs a client's call of an action.
+  var runCall = runner(answer);
 
   SS.publish = {
     user: function (userId, event, data) {
@@ -374,11 +393,12 @@
       var cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
       var promise = new Promise(function (resolve, reject) {
         var argc = args.length;
-        run(fn, noCaller(), argc, argc > 2 ? args : args[0], args[1], function (self, isError, value) {
+        var run = runner(function (self, isError, value) {
           if (!first(self)) return;
           if (isError || value instanceof Error) reject(value);
           else resolve(value);
         });
+        run(fn, noCaller(), argc, argc > 2 ? args : args[0], args[1]);
       });
       if (cb) promise.then(function (v) { cb(v); }, function (e) { cb(e); });
       return promise;
@@ -420,18 +440,25 @@
         return { name: name, fn: actions[name].fn };
       });
     },
-    // A client's call of the action listed at `index`; `args` is an array.
     // A client's call of the action listed at `index`, with `argc`
     // arguments: up to two come as `a` and `b`, more as the array `a`.
+    // Gives back the answer when the action gave a primitive one before
+    // returning (most do), else `later`: the answer then comes through
+    // `host.done` or `host.reply`.
     call: function (callId, index, sessionId, createdAt, userId, connection, argc, a, b) {
       var action = listed[index];
+      var outer = running;
       tag = action.name;
+      var c = [callId, sessionId, createdAt, userId, connection, action.name, false, later];
       try {
-        var self = { __proto__: callContext, _call: [callId, sessionId, createdAt, userId, connection, action.name, false] };
-        run(action.fn, self, argc, a, b, answer);
+        var self = { __proto__: callContext, _call: c };
+        running = self;
+        runCall(action.fn, self, argc, a, b);
       } finally {
         tag = 'server';
+        running = outer;
       }
+      return c[7];
     },
     fire: function (id) {
       var timer = timers[id];
