@@ -14,6 +14,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+// The allocator of the ssrun command, so that `ss-bench serve` runs the
+// runtime as ssrun does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Benchmarks against esbuild, Socket.IO and other peers.
 #[derive(Parser)]
 #[command(name = "ss-bench")]

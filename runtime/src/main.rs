@@ -6,6 +6,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
+// The server allocates and frees a few small buffers for every call (the
+// message's fields, the reply's text); mimalloc does that in fewer steps than
+// the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// SocketStream's runtime: serves a packed app.
 #[derive(Parser)]
 #[command(name = "ssrun", version, about, args_conflicts_with_subcommands = true)]
