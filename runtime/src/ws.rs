@@ -6,6 +6,7 @@
 //! handles whatever else is ready without waiting, and writes everything it
 //! queued with one flush: under load many replies leave in one system call.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::future::OptionFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
-use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
@@ -265,33 +265,28 @@ fn over_https(headers: &HeaderMap) -> bool {
         || forwarded.is_some_and(|p| p.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
 }
 
-#[derive(Serialize)]
-struct Reply<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: &'a RawValue,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorBody<'a>>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    code: &'static str,
-    message: &'a str,
-}
-
-fn reply_text(id: &RawValue, outcome: &ActionResult) -> Utf8Bytes {
-    let message;
-    let reply = match outcome {
-        Ok(value) => Reply { kind: "reply", id, result: Some(value), error: None },
+/// A reply to the call whose id is `id` (its JSON text, as the client wrote it).
+fn reply_text(id: &str, outcome: &ActionResult) -> Utf8Bytes {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(br#"{"type":"reply","id":"#);
+    out.extend_from_slice(id.as_bytes());
+    let written = match outcome {
+        Ok(value) => {
+            out.extend_from_slice(br#","result":"#);
+            serde_json::to_writer(&mut out, value)
+        }
         Err(e) => {
-            message = e.to_string();
-            Reply { kind: "reply", id, result: None, error: Some(ErrorBody { code: e.code(), message: &message }) }
+            out.extend_from_slice(br#","error":{"code":""#);
+            out.extend_from_slice(e.code().as_bytes());
+            out.extend_from_slice(br#"","message":"#);
+            let written = serde_json::to_writer(&mut out, &e.to_string());
+            out.push(b'}');
+            written
         }
     };
-    Utf8Bytes::from(serde_json::to_string(&reply).expect("JSON values serialize"))
+    written.expect("JSON values serialize");
+    out.push(b'}');
+    Utf8Bytes::from(String::from_utf8(out).expect("JSON text and the id's text are UTF-8"))
 }
 
 fn init_text(shared: &Shared, session: &Session) -> Utf8Bytes {
@@ -305,12 +300,12 @@ fn init_text(shared: &Shared, session: &Session) -> Utf8Bytes {
     Utf8Bytes::from(format!("{}{}", &head[..head.len() - 1], shared.init_tail))
 }
 
-type CallFuture = futures_util::future::BoxFuture<'static, (Box<RawValue>, ActionResult)>;
+type CallFuture = futures_util::future::BoxFuture<'static, (Box<str>, ActionResult)>;
 
 enum Event {
     Frame(Option<Result<Received, Fault>>),
     Out(Result<Utf8Bytes, Closed>),
-    Replied(Box<RawValue>, ActionResult),
+    Replied(Box<str>, ActionResult),
     Tick,
 }
 
@@ -568,6 +563,10 @@ impl Connection {
 
     fn message(&mut self, text: &str) -> Result<(), End> {
         let malformed = |why: String| Err(End::Close(close::MALFORMED, why));
+        if let Some((id, method, args)) = plain_call(text) {
+            self.call(id, Some(Cow::Borrowed(method)), Some(Value::Array(args)));
+            return Ok(());
+        }
         // serde would also read a struct from an array, field by field: only an object is a message.
         let parsed = text.trim_start().starts_with('{').then(|| serde_json::from_str::<Incoming>(text));
         // JavaScript strings may hold half of a surrogate pair (text cut in the
@@ -596,7 +595,7 @@ impl Connection {
                 Ok(_) => return malformed("a message must be a JSON object".into()),
             },
         };
-        match message.kind.as_ref().and_then(Value::as_str) {
+        match text_field(message.kind).as_deref() {
             Some("call") => {}
             Some("hb") => {
                 self.seen = self.session.user_id();
@@ -607,26 +606,33 @@ impl Connection {
             None => return malformed("a message needs a \"type\"".into()),
         }
         // The id goes back exactly as written (`1e2` stays `1e2`).
-        let id = match message.id {
-            Some(id) if id.get().starts_with(|c: char| c == '"' || c == '-' || c.is_ascii_digit()) => id,
+        let id = match message.id.map(RawValue::get) {
+            Some(id) if id.starts_with(|c: char| c == '"' || c == '-' || c.is_ascii_digit()) => id,
             _ => return malformed("a call needs an \"id\" (a number or a string)".into()),
         };
-        match self.start_call(message.method, message.args) {
-            // An action that answers at once (most do) is answered in this
-            // batch without joining the calls in flight.
-            Ok(mut future) => match (&mut future).now_or_never() {
-                Some(outcome) => self.out.push(reply_text(&id, &outcome)),
-                None => self.calls.push(Box::pin(future.map(move |outcome| (id, outcome)))),
-            },
-            Err(e) => self.out.push(reply_text(&id, &Err(e))),
-        }
+        self.call(id, text_field(message.method), message.args);
         Ok(())
     }
 
-    fn start_call(&self, method: Option<Value>, args: Option<Value>) -> Result<crate::actions::Answer, ActionError> {
-        let method = match method {
-            Some(Value::String(m)) => m,
-            _ => return Err(ActionError::BadRequest("a call needs a \"method\" string, like \"app.square\"".into())),
+    /// Starts a call whose id is `id` (its JSON text).
+    fn call(&mut self, id: &str, method: Option<Cow<str>>, args: Option<Value>) {
+        match self.start_call(method, args) {
+            // An action that answers at once (most do) is answered in this
+            // batch without joining the calls in flight.
+            Ok(mut future) => match (&mut future).now_or_never() {
+                Some(outcome) => self.out.push(reply_text(id, &outcome)),
+                None => {
+                    let id: Box<str> = id.into();
+                    self.calls.push(Box::pin(future.map(move |outcome| (id, outcome))))
+                }
+            },
+            Err(e) => self.out.push(reply_text(id, &Err(e))),
+        }
+    }
+
+    fn start_call(&self, method: Option<Cow<str>>, args: Option<Value>) -> Result<crate::actions::Answer, ActionError> {
+        let Some(method) = method else {
+            return Err(ActionError::BadRequest("a call needs a \"method\" string, like \"app.square\"".into()));
         };
         let args = match args {
             None => Vec::new(),
@@ -638,7 +644,7 @@ impl Connection {
         if action.authenticate && self.session.user_id().is_none() {
             return Err(ActionError::Unauthorized(format!("{method} needs a signed-in user")));
         }
-        let call = self.shared.call(method, args, self.session.clone(), Some(self.id));
+        let call = self.shared.call(method.into_owned(), args, self.session.clone(), Some(self.id));
         Ok(action.start(call, self.shared.config.reply_timeout))
     }
 }
@@ -647,17 +653,57 @@ impl Connection {
 /// taken as they come so that the checks above can say what is wrong. Read
 /// straight into these rather than into a map first: a map of the whole
 /// message costs a hash table and copies of the method and arguments on
-/// every call.
+/// every call. The type, the id and the method are slices of the message's
+/// text, copied only when needed (the id of a call that answers later).
 #[derive(serde::Deserialize)]
-struct Incoming {
-    #[serde(rename = "type", default, deserialize_with = "present")]
-    kind: Option<Value>,
-    #[serde(default)]
-    id: Option<Box<RawValue>>,
-    #[serde(default, deserialize_with = "present")]
-    method: Option<Value>,
+struct Incoming<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    method: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present")]
     args: Option<Value>,
+}
+
+/// The parts of a call written as the browser library writes it,
+/// `{"type":"call","id":7,"method":"app.square","args":[25]}`: these keys in
+/// this order, no space between them, a whole number for the id and a method
+/// without escapes. Read here without serde's general path, which takes
+/// several times as long; `None` for any other text, which is then read in
+/// full (the same message, read either way, gives the same call).
+fn plain_call(text: &str) -> Option<(&str, &str, Vec<Value>)> {
+    let rest = text.strip_prefix(r#"{"type":"call","id":"#)?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let (id, rest) = rest.split_at(digits);
+    // JSON writes no leading zero.
+    if id.is_empty() || (id.len() > 1 && id.starts_with('0')) {
+        return None;
+    }
+    let rest = rest.strip_prefix(r#","method":""#)?;
+    let (method, rest) = rest.split_at(rest.find('"')?);
+    if method.bytes().any(|b| b == b'\\' || b < 0x20) {
+        return None;
+    }
+    let rest = rest.strip_prefix(r#"","args":"#)?;
+    let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Vec<Value>>();
+    let args = stream.next()?.ok()?;
+    (&rest[stream.byte_offset()..] == "}").then_some((id, method, args))
+}
+
+/// A field's text when it is a JSON string (borrowed from the message when
+/// it holds no escape), `None` when it is absent or another kind of value.
+fn text_field(raw: Option<&RawValue>) -> Option<Cow<'_, str>> {
+    let raw = raw?.get();
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.contains('\\') {
+        return Some(Cow::Borrowed(inner));
+    }
+    // The message parsed, so this is a valid JSON string, but for an escaped
+    // lone surrogate, which reads as U+FFFD (see `json::without_lone_surrogates`).
+    let repaired = crate::json::without_lone_surrogates(raw);
+    serde_json::from_str::<String>(repaired.as_deref().unwrap_or(raw)).ok().map(Cow::Owned)
 }
 
 /// A field that is there, even as `null` (which `Option` alone reads as absent).
@@ -694,6 +740,22 @@ async fn next_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_fields_are_borrowed_unless_escaped() {
+        let field = |json: &str| {
+            let message: Incoming = serde_json::from_str(json).expect("a message");
+            text_field(message.method).map(|text| (matches!(text, Cow::Borrowed(_)), text.into_owned()))
+        };
+        assert_eq!(field(r#"{"method":"app.square"}"#), Some((true, "app.square".into())));
+        assert_eq!(field(r#"{"method":"app.\u0073quare"}"#), Some((false, "app.square".into())));
+        assert_eq!(field(r#"{"method":"a\"b"}"#), Some((false, "a\"b".into())));
+        // Half of a surrogate pair reads as U+FFFD, as the rest of a message does.
+        assert_eq!(field(r#"{"method":"app.\ud83d"}"#), Some((false, "app.\u{fffd}".into())));
+        for other in [r#"{}"#, r#"{"method":null}"#, r#"{"method":5}"#, r#"{"method":["app.square"]}"#] {
+            assert_eq!(field(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn origin_must_match_host() {
@@ -744,11 +806,54 @@ mod tests {
 
     #[test]
     fn replies_carry_the_id_and_the_error_code() {
-        let id = RawValue::from_string("7".into()).unwrap();
-        assert_eq!(reply_text(&id, &Ok(Value::from(625))).as_str(), r#"{"type":"reply","id":7,"result":625}"#);
+        assert_eq!(reply_text("7", &Ok(Value::from(625))).as_str(), r#"{"type":"reply","id":7,"result":625}"#);
+        assert_eq!(reply_text(r#""a""#, &Ok(Value::Null)).as_str(), r#"{"type":"reply","id":"a","result":null}"#);
         assert_eq!(
-            reply_text(&id, &Err(ActionError::NotFound("no".into()))).as_str(),
-            r#"{"type":"reply","id":7,"error":{"code":"not_found","message":"no"}}"#
+            reply_text("7", &Err(ActionError::NotFound("no \"such\"\naction".into()))).as_str(),
+            r#"{"type":"reply","id":7,"error":{"code":"not_found","message":"no \"such\"\naction"}}"#
         );
+        for outcome in [Ok(serde_json::json!({"a": [1, "x\u{1}"]})), Err(ActionError::failed("broke"))] {
+            let text = reply_text("1e2", &outcome);
+            let reply: Value = serde_json::from_str(text.as_str()).expect("a reply is JSON");
+            assert_eq!(reply["id"], serde_json::json!(100.0));
+        }
+    }
+
+    #[test]
+    fn plain_calls_read_as_the_general_path_reads_them() {
+        let plain = [
+            r#"{"type":"call","id":7,"method":"app.square","args":[25]}"#,
+            r#"{"type":"call","id":0,"method":"a.b","args":[]}"#,
+            r#"{"type":"call","id":12,"method":"a.b","args":[1, "two", {"three": [3]}, null]}"#,
+        ];
+        for text in plain {
+            let (id, method, args) = plain_call(text).unwrap_or_else(|| panic!("{text} is plain"));
+            let message: Incoming = serde_json::from_str(text).expect("a message");
+            assert_eq!(Some(id), message.id.map(RawValue::get), "{text}");
+            assert_eq!(Some(method), text_field(message.method).as_deref(), "{text}");
+            assert_eq!(Some(Value::Array(args)), message.args, "{text}");
+        }
+        // Anything else goes the general way, which also says what is wrong.
+        let other = [
+            r#"{"type":"call","id":07,"method":"a.b","args":[]}"#,
+            r#"{"type":"call","id":-1,"method":"a.b","args":[]}"#,
+            r#"{"type":"call","id":1.5,"method":"a.b","args":[]}"#,
+            r#"{"type":"call","id":"x","method":"a.b","args":[]}"#,
+            r#"{"type":"call","id":,"method":"a.b","args":[]}"#,
+            r#"{"type":"call","id":1,"method":"a\u0062","args":[]}"#,
+            r#"{"type":"call","id":1,"method":"a\"b","args":[]}"#,
+            "{\"type\":\"call\",\"id\":1,\"method\":\"a\tb\",\"args\":[]}",
+            r#"{"type":"call","id":1,"method":"a.b","args":{}}"#,
+            r#"{"type":"call","id":1,"method":"a.b","args":[}"#,
+            r#"{"type":"call","id":1,"method":"a.b","args":["\ud83d"]}"#,
+            r#"{"type":"call","id":1,"method":"a.b","args":[]} "#,
+            r#"{"type":"call","id":1,"method":"a.b","args":[],"x":1}"#,
+            r#"{"type":"call","id":1,"method":"a.b","args":[]}}"#,
+            r#"{"type":"call","id":1,"args":[],"method":"a.b"}"#,
+            r#"{"type":"hb"}"#,
+        ];
+        for text in other {
+            assert!(plain_call(text).is_none(), "{text} is not plain");
+        }
     }
 }
