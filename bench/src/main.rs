@@ -110,6 +110,31 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         client_cpu: usize,
     },
+    /// Instructions per call in ssrun's process (native action and JavaScript action), counted by valgrind's
+    /// callgrind: a figure the load of a shared machine does not move, for comparing builds.
+    Count {
+        /// Connections making calls.
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// Calls counted, in all (rounded down to whole batches on every connection).
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+        /// Calls each connection sends at once before waiting for their answers.
+        #[arg(long, default_value_t = 1)]
+        in_flight: usize,
+        /// The CPU the server is pinned to.
+        #[arg(long, default_value_t = 0)]
+        server_cpu: usize,
+        /// The CPU the load generator is pinned to.
+        #[arg(long, default_value_t = 1)]
+        client_cpu: usize,
+        /// A folder to keep the callgrind profiles in (for callgrind_annotate).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Another build's ss-bench, whose `serve` is counted instead of this one's (to compare builds).
+        #[arg(long)]
+        serve: Option<PathBuf>,
+    },
     /// The load generator of `floor`, in a process of its own.
     #[command(hide = true)]
     FloorReader {
@@ -191,6 +216,10 @@ fn main() -> anyhow::Result<()> {
         Command::FloorReader { address, clients, rounds, client_cpu, calls, duration } => {
             let calls = rpc::floor::Calls { connections: calls, duration: Duration::from_secs_f64(duration) };
             rpc::floor::read(address, clients, rounds, &calls, client_cpu)
+        }
+        Command::Count { connections, calls, in_flight, server_cpu, client_cpu, keep, serve } => {
+            let opts = rpc::count::Options { connections, calls, in_flight, server_cpu, client_cpu, keep, serve };
+            rpc::count::run(opts)
         }
         Command::Serve { app, port, javascript } => rpc::serve::run(&app, port, javascript),
     }

@@ -36,6 +36,7 @@
 //! figures noisy).
 
 mod client;
+pub mod count;
 pub mod floor;
 mod process;
 pub mod serve;
@@ -220,7 +221,7 @@ pub fn run(mut opts: Options) -> anyhow::Result<()> {
 type ServerCommand = (PathBuf, Vec<OsString>);
 
 /// Packs a copy of the bench fixture app (fixtures/apps/bench) for production; gives its folder.
-fn pack_bench_app(work: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn pack_bench_app(work: &Path) -> anyhow::Result<PathBuf> {
     let app = work.join("app");
     copy_tree(&repo().join("fixtures/apps/bench"), &app)?;
     let out = Command::new(ssbuild()?).args(["pack", "--env", "production"]).arg(&app).output()?;

@@ -44,6 +44,11 @@ impl Server {
         Ok(Server { child, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)) })
     }
 
+    /// The server's process id (taskset runs the program in its own process).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The process's CPU time so far, all threads.
     pub fn cpu(&self) -> anyhow::Result<Cpu> {
         cpu_time(&format!("/proc/{}/stat", self.child.id()))
