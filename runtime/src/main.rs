@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-// The server allocates and frees a few small buffers for every call (the
-// message's fields, the reply's text); mimalloc does that in fewer steps than
-// the system allocator.
+// The server allocates and frees a few small buffers for every call (its
+// arguments and method, its future, the reply's text); mimalloc does that in
+// fewer steps than the system allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -654,7 +654,8 @@ impl Connection {
 /// straight into these rather than into a map first: a map of the whole
 /// message costs a hash table and copies of the method and arguments on
 /// every call. The type, the id and the method are slices of the message's
-/// text, copied only when needed (the id of a call that answers later).
+/// text: the id is copied only for a call that answers later, the method
+/// once, into the call.
 #[derive(serde::Deserialize)]
 struct Incoming<'a> {
     #[serde(rename = "type", default, borrow)]

@@ -140,6 +140,14 @@ async fn an_endless_loop_is_stopped_and_others_are_answered_meanwhile() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_given_before_a_loop_is_the_reply() {
+    let (_s, mut looping) = stalled_call("misbehave.answerThenLoop", Duration::from_secs(30)).await;
+    assert_eq!(looping.next_json().await, json!({"type": "reply", "id": 1, "result": "answered"}));
+    // The stopped call left nothing behind: the next call is answered as usual.
+    assert_eq!(looping.call(2, "app.squareReturned", json!([5])).await["result"], 25);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_chain_of_awaits_is_stopped_like_a_loop() {
     // Each await is a short promise job; together they are held to the time limit.
     let (_s, mut spinning) = stalled_call("misbehave.spin", Duration::from_secs(2)).await;

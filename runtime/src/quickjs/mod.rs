@@ -476,7 +476,9 @@ impl Host {
     /// Records a call as waiting for its answer and starts it in JavaScript
     /// with `start` (given the call's id). `start` may give the answer
     /// itself, when the JavaScript gave it before returning; when starting
-    /// throws, the call is answered with that error at once.
+    /// throws, the call is answered with that error at once. Either is sent
+    /// before the promise jobs the call queued run, as an answer from
+    /// JavaScript is: a call that answered at once does not wait for them.
     fn begin(
         &self,
         name: Arc<str>,
@@ -487,15 +489,31 @@ impl Host {
         // One clock read for the call's reply deadline and its time limit.
         let now = Instant::now();
         let id = self.expect(name.clone(), reply, session, now);
-        let started = self.enter_at(now, |ctx| start(&ctx, id).map_err(|e| exception_text(&ctx, e)));
-        match started {
-            Ok(Some(outcome)) => self.answer(id, outcome),
-            Ok(None) => {}
-            Err((message, stack)) => {
-                let error = self.failure(&name, &message, &stack);
-                self.answer(id, Err(error));
-            }
-        }
+        self.enter_at(now, |ctx| {
+            let outcome = match start(&ctx, id) {
+                Ok(None) => return,
+                Ok(Some(outcome)) => outcome,
+                Err(e) => {
+                    let (message, stack) = exception_text(&ctx, e);
+                    match self.stopped(&ctx) {
+                        Some(outcome) => outcome,
+                        None => Err(self.failure(&name, &message, &stack)),
+                    }
+                }
+            };
+            self.answer(id, outcome);
+        });
+    }
+
+    /// After an entry into JavaScript ended in an exception: the prelude
+    /// tidies up after an entry the time limit stopped (which ran no
+    /// `finally`), and gives back the answer the stopped call gave before,
+    /// if it gave a primitive one (`call` would have returned it).
+    fn stopped(&self, ctx: &Ctx<'_>) -> Option<ActionResult> {
+        // The time limit has passed: a new one for this short run.
+        self.arm(Instant::now());
+        let given: rquickjs::Value = global_fn(ctx, "stopped").and_then(|f| f.call(())).ok()?;
+        (!given.is_object()).then(|| primitive_json(ctx, &given))
     }
 
     fn answer(&self, id: u64, outcome: ActionResult) {
@@ -661,7 +679,8 @@ fn handle(host: &Shared, job: Job) {
                 call_args.push_arg(count as i32)?;
                 call_args.push_args([a, b])?;
                 // A primitive is the answer, given before the action
-                // returned; an object means it comes later (`host.done`).
+                // returned; an object (`later`) means it was sent through
+                // `host.reply` already (an error, an object) or comes later.
                 let answered: rquickjs::Value = call.call_arg(call_args)?;
                 Ok((!answered.is_object()).then(|| primitive_json(ctx, &answered)))
             });

@@ -283,7 +283,8 @@
   }
 
   // The `this` of the client's call whose action is running now, from
-  // `call`: its answer, when a primitive, is given back as `call`'s value.
+  // `call`: its answer, when a primitive, is given back as `call`'s value
+  // (or by `stopped`, when the time limit stops the action).
   var running = null;
   // What `call` gives back for a call not answered that way (a primitive
   // answer is never an object).
@@ -459,6 +460,15 @@
         running = outer;
       }
       return c[7];
+    },
+    // After the time limit stopped an entry into JavaScript, which runs no
+    // `finally` on its way out: forgets the calls it stopped, and gives back
+    // the answer the innermost one gave before it was stopped (or `later`).
+    stopped: function () {
+      var self = running;
+      running = null;
+      tag = 'server';
+      return self ? self._call[7] : later;
     },
     fire: function (id) {
       var timer = timers[id];
