@@ -131,7 +131,8 @@ enum Command {
         /// A folder to keep the callgrind profiles in (for callgrind_annotate).
         #[arg(long)]
         keep: Option<PathBuf>,
-        /// Another build's ss-bench, whose `serve` is counted instead of this one's (to compare builds).
+        /// Another build's ss-bench, whose `serve` is counted instead of this one's (to compare builds; the app is
+        /// packed by this build's ssbuild either way).
         #[arg(long)]
         serve: Option<PathBuf>,
     },

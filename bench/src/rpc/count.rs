@@ -35,7 +35,8 @@ pub struct Options {
     pub server_cpu: usize,
     pub client_cpu: usize,
     pub keep: Option<PathBuf>,
-    /// The ss-bench binary whose `serve` is counted (this one by default).
+    /// The ss-bench binary whose `serve` is counted (this one by default);
+    /// the app is packed by this build's ssbuild either way.
     pub serve: Option<PathBuf>,
 }
 
@@ -63,20 +64,26 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let profile = keep.join(if javascript { "callgrind.ssrun-js" } else { "callgrind.ssrun" });
         let started = Instant::now();
         let server = start(&profile, &app, javascript, &opts)?;
-        let count = runtime.block_on(count(&server, &profile, &opts, batches))?;
+        let instructions = runtime.block_on(count(&server, &profile, &opts, batches))?;
         drop(server);
-        eprintln!("{name}: {count} instructions for {calls} calls, in {:.0?}", started.elapsed());
-        rows.push((name, count as f64 / calls as f64));
+        // Killed, the server wrote no final profile: only its empty file is there.
+        let _ = std::fs::remove_file(&profile);
+        eprintln!("{name}: {instructions} instructions for {calls} calls, in {:.0?}", started.elapsed());
+        rows.push((name, instructions as f64 / calls as f64));
     }
+    let binary = match &opts.serve {
+        Some(exe) => format!("`{} serve`", exe.display()),
+        None => "this build's `ss-bench serve`".into(),
+    };
     println!(
-        "Instructions the server process ran per call (callgrind), {} connections, {} in flight, {calls} calls\n",
+        "Instructions the server process ran per call (callgrind), {binary}, {} connections, {} in flight, {calls} calls\n",
         opts.connections, opts.in_flight
     );
     println!("| server | instructions per call |\n|---|---:|");
     for (name, per_call) in &rows {
         println!("| {name} | {per_call:.0} |");
     }
-    println!("\nThe JavaScript action over the native one: {:.2}x.", rows[1].1 / rows[0].1);
+    println!("\nssrun with the JavaScript action over ssrun with the native one: {:.2}x.", rows[1].1 / rows[0].1);
     if let Some(dir) = &opts.keep {
         println!("Profiles: {}/callgrind.ssrun*.1 (callgrind_annotate reads them).", dir.display());
     }
@@ -118,12 +125,14 @@ async fn count(server: &Server, profile: &Path, opts: &Options, batches: usize) 
     let dump = PathBuf::from(format!("{}.1", profile.display()));
     let text = std::fs::read_to_string(&dump).with_context(|| format!("reading {}", dump.display()))?;
     let summary = text.lines().find_map(|line| line.strip_prefix("summary:")).context("no summary in the profile")?;
-    summary.trim().parse().context("the profile's summary")
+    // One figure per event counted; instructions come first.
+    summary.split_whitespace().next().unwrap_or_default().parse().context("the profile's summary")
 }
 
 /// Every connection, at once, makes `batches` batches of `in_flight` calls of `app.square(25)`.
 async fn calls(conns: &mut [Conn], batches: usize, in_flight: usize) -> anyhow::Result<()> {
     let work = conns.iter_mut().map(|conn| async move {
+        // Latencies are not reported: under valgrind they say nothing.
         let mut took = Vec::with_capacity(batches * in_flight);
         for _ in 0..batches {
             conn.squares(25, in_flight, &mut took).await?;

@@ -44,7 +44,8 @@ impl Server {
         Ok(Server { child, addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)) })
     }
 
-    /// The server's process id (taskset runs the program in its own process).
+    /// The server's process id (taskset, and valgrind under it, exec the
+    /// program in their own process).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
