@@ -265,9 +265,13 @@ fn a_caller_that_wakes_after_the_engine_gave_up_still_gets_the_timeout() {
 
 #[tokio::test]
 async fn calls_queued_behind_loops_are_answered_in_time_and_abandoned_loops_never_run() {
+    // Each loop holds the engine for the time limit (0.5 s); a call not
+    // started within the reply timeout (1.25 s) is dropped unrun. The
+    // timeout falls halfway between the starts of the third loop (1 s) and
+    // the fourth (1.5 s), so which loops run does not hang on a race.
     let s = serve_seed("development", |c| {
         c.js_time_limit = Duration::from_millis(500);
-        c.reply_timeout = Duration::from_millis(1500);
+        c.reply_timeout = Duration::from_millis(1250);
     });
     // A client queues six loops (3 s of engine time) and hangs up: the
     // loops nobody waits for are dropped, so another client's call runs once
@@ -286,17 +290,19 @@ async fn calls_queued_behind_loops_are_answered_in_time_and_abandoned_loops_neve
     assert!(started.elapsed() < Duration::from_millis(2400), "waited {:?}", started.elapsed());
 
     // A client that stays gets its loops stopped one by one; a call queued
-    // behind them is answered within the reply timeout all the same.
+    // behind them is answered within the reply timeout all the same. The
+    // first three loops run (to 1.5 s) and the rest are dropped; the call,
+    // queued at 0.1 s, times out at 1.35 s, before its turn.
     let mut looper = WsClient::connect(s.server.addr, None).await;
     for id in 0..8 {
         looper.send_call(id, "misbehave.loop", json!([])).await;
     }
-    // Well inside the first loop, so the eight are queued before the next call.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Inside the first loop, so the eight are queued before the next call.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
     let reply = other.call(2, "app.square", json!([4])).await;
     assert!(started.elapsed() < Duration::from_millis(2500), "waited {:?}", started.elapsed());
-    assert!(reply["error"]["message"].as_str().unwrap_or("").contains("gave no answer within 1.5 s"), "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap_or("").contains("gave no answer within 1.25 s"), "{reply}");
 }
 
 #[tokio::test]
