@@ -232,7 +232,7 @@ pub(crate) fn pack_bench_app(work: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// This binary's `serve` on the packed app: native actions, or the app's JavaScript ones.
-fn ssrun_command(app: &Path, javascript: bool) -> anyhow::Result<ServerCommand> {
+pub(crate) fn ssrun_command(app: &Path, javascript: bool) -> anyhow::Result<ServerCommand> {
     let exe = std::env::current_exe()?;
     let mut args: Vec<OsString> = vec!["serve".into(), "--port".into(), "0".into()];
     if javascript {

@@ -93,23 +93,13 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 /// `ss-bench serve` (`--serve`'s, or this one's) on the packed app, under
 /// callgrind, writing to `profile`.
 fn start(profile: &Path, app: &Path, javascript: bool, opts: &Options) -> anyhow::Result<Server> {
-    let exe = match &opts.serve {
-        Some(exe) => exe.clone(),
-        None => std::env::current_exe()?,
-    };
-    let mut args: Vec<OsString> = vec![
-        "-q".into(),
-        "--tool=callgrind".into(),
-        format!("--callgrind-out-file={}", profile.display()).into(),
-        exe.into(),
-        "serve".into(),
-        "--port".into(),
-        "0".into(),
-    ];
-    if javascript {
-        args.push("--javascript".into());
-    }
-    args.push(app.into());
+    // What `ss-bench rpc` runs, with valgrind in front.
+    let (exe, serve) = super::ssrun_command(app, javascript)?;
+    let exe = opts.serve.clone().unwrap_or(exe);
+    let mut args: Vec<OsString> =
+        vec!["-q".into(), "--tool=callgrind".into(), format!("--callgrind-out-file={}", profile.display()).into()];
+    args.push(exe.into());
+    args.extend(serve);
     Server::spawn(opts.server_cpu, Path::new("valgrind"), &args)
 }
 

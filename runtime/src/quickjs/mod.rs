@@ -512,8 +512,8 @@ impl Host {
     fn stopped(&self, ctx: &Ctx<'_>) -> Option<ActionResult> {
         // The time limit has passed: a new one for this short run.
         self.arm(Instant::now());
-        let given: rquickjs::Value = global_fn(ctx, "stopped").and_then(|f| f.call(())).ok()?;
-        (!given.is_object()).then(|| primitive_json(ctx, &given))
+        let given = global_fn(ctx, "stopped").and_then(|f| f.call(())).ok()?;
+        given_answer(ctx, &given)
     }
 
     fn answer(&self, id: u64, outcome: ActionResult) {
@@ -678,11 +678,7 @@ fn handle(host: &Shared, job: Job) {
                 call_args.push_arg(connection)?;
                 call_args.push_arg(count as i32)?;
                 call_args.push_args([a, b])?;
-                // A primitive is the answer, given before the action
-                // returned; an object (`later`) means it was sent through
-                // `host.reply` already (an error, an object) or comes later.
-                let answered: rquickjs::Value = call.call_arg(call_args)?;
-                Ok((!answered.is_object()).then(|| primitive_json(ctx, &answered)))
+                Ok(given_answer(ctx, &call.call_arg(call_args)?))
             });
         }
         Job::Disconnected(connection) => {
@@ -1043,6 +1039,14 @@ fn answer_from_json(text: &str) -> ActionResult {
             .and_then(|fixed| serde_json::from_str(&fixed).ok())
             .ok_or_else(|| ActionError::failed(format!("the answer is not JSON: {e}")))
     })
+}
+
+/// The answer the prelude's `call` (or `stopped`) gives back: a primitive is
+/// the answer, given before the action returned; an object (`later`) means
+/// it was sent through `host.reply` already (an error, an object) or comes
+/// later.
+fn given_answer<'js>(ctx: &Ctx<'js>, given: &rquickjs::Value<'js>) -> Option<ActionResult> {
+    (!given.is_object()).then(|| primitive_json(ctx, given))
 }
 
 /// `value` as JSON, for the values `JSON.stringify` writes without looking
