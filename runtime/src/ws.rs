@@ -94,10 +94,7 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, request: Request)
         tokio::spawn(async move {
             let Some((io, read)) = upgraded.await.ok().and_then(socket::tcp_stream) else { return };
             let mut socket = Socket::new(io, &read, max);
-            socket.queue_close(close::BAD_VERSION, &reason);
-            if let Ok(Ok(())) = tokio::time::timeout(LINGER, socket.flush()).await {
-                socket.linger(LINGER).await;
-            }
+            socket.close(close::BAD_VERSION, &reason, LINGER, Some(LINGER)).await;
         });
         return switching(accept);
     }
@@ -390,13 +387,9 @@ impl Connection {
             engine.disconnected(self.id);
         }
         let End::Close(code, reason) = end else { return };
-        self.socket.queue_close(code, &reason);
-        let limit = self.shared.config.heartbeat() * 3;
-        if !matches!(tokio::time::timeout(limit, self.socket.flush()).await, Ok(Ok(()))) || code == close::GOING_AWAY {
-            // At shutdown the server does not wait for the clients.
-            return;
-        }
-        self.socket.linger(LINGER).await;
+        // At shutdown the server does not wait for the clients.
+        let linger = (code != close::GOING_AWAY).then_some(LINGER);
+        self.socket.close(code, &reason, self.shared.config.heartbeat() * 3, linger).await;
     }
 
     /// Handling an event never waits: it queues what to send, and each batch

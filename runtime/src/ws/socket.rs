@@ -17,6 +17,7 @@
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -444,7 +445,7 @@ impl Socket {
 
     /// Queues a close frame with this code and reason (cut to fit a control
     /// frame, at a character boundary).
-    pub(crate) fn queue_close(&mut self, code: u16, reason: &str) {
+    fn queue_close(&mut self, code: u16, reason: &str) {
         frame_into(&mut self.out, CLOSE, &close_payload(code, reason));
     }
 
@@ -462,12 +463,25 @@ impl Socket {
         self.io.write_all(&out).await
     }
 
+    /// Closes the connection with this code and reason: queues the close
+    /// frame and writes what is queued, giving up after `write_limit`; once
+    /// written, lingers for up to `linger` (see [`Socket::linger`]) so that
+    /// the peer reads the frame before the connection goes. `None` leaves
+    /// at once.
+    pub(crate) async fn close(&mut self, code: u16, reason: &str, write_limit: Duration, linger: Option<Duration>) {
+        self.queue_close(code, reason);
+        let written = matches!(tokio::time::timeout(write_limit, self.flush()).await, Ok(Ok(())));
+        if let (true, Some(limit)) = (written, linger) {
+            self.linger(limit).await;
+        }
+    }
+
     /// Ends the connection after a close frame has been written: says so to
     /// the peer (FIN), then reads and drops what it still sends until it
     /// closes its side or `limit` passes. Closing a socket with unread bytes
     /// would reset the connection, and a reset can discard the close frame
     /// before the client reads it.
-    pub(crate) async fn linger(&mut self, limit: std::time::Duration) {
+    async fn linger(&mut self, limit: Duration) {
         if self.io.shutdown().await.is_err() {
             return;
         }
@@ -639,7 +653,7 @@ mod tests {
         let read_all = async {
             while socket.pending.len() < n {
                 unfinished(socket).await;
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
         };
         tokio::time::timeout(std::time::Duration::from_secs(10), read_all).await.expect("the bytes sent are read");
