@@ -174,6 +174,26 @@ async fn thrown_errors_and_rejections_reach_the_caller_with_their_stack_in_devel
     assert_eq!(c.call(3, "app.square", json!([3])).await["result"], 9);
 }
 
+/// A callback an action handed to the server API, or a timer it set, is
+/// still the action's code: what it throws fails the call. And a rejection
+/// with something that is not an Error, handed to a callback that answers,
+/// is still a failure.
+#[tokio::test]
+async fn errors_thrown_later_and_plain_rejections_fail_the_call() {
+    let s = serve_seed("development", |_| {});
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    let message = |reply: &Value| reply["error"]["message"].as_str().unwrap_or_default().to_string();
+    let reply = c.call(1, "misbehave.throwsInCallback", json!([])).await;
+    assert!(message(&reply).starts_with("TypeError: cannot read property 'length' of undefined"), "{reply}");
+    let reply = c.call(2, "misbehave.throwsInTimer", json!([])).await;
+    assert!(message(&reply).starts_with("Error: too late"), "{reply}");
+    let reply = c.call(3, "misbehave.rejectsWithText", json!([])).await;
+    assert_eq!(message(&reply), "no thanks", "{reply}");
+    let reply = c.call(4, "misbehave.passesOn", json!([])).await;
+    assert!(message(&reply).starts_with("Error: no thanks"), "{reply}");
+    assert_eq!(c.call(5, "app.square", json!([3])).await["result"], 9);
+}
+
 #[tokio::test]
 async fn server_files_named_like_built_ins_get_their_own_branch() {
     let dir = fixture("seed");
@@ -388,6 +408,39 @@ async fn disconnect_handlers_run_when_the_connection_closes() {
     brief.call(1, "watch.later", json!([])).await;
     drop(brief);
     until_answers(&mut other, &mut id, "watch.gone", json!(11), "the late disconnect handler did not run").await;
+}
+
+/// The seed README's recipe: a handler set in `init` signs the user out
+/// when the connection closes, through the session it is handed, which is
+/// the session as it is then (signed in after the handler was set).
+#[tokio::test]
+async fn a_disconnect_handler_gets_the_session_as_it_is_and_can_sign_out() {
+    let dir = fixture("seed");
+    ss_tests::write(
+        dir.path(),
+        "app/server/leave.js",
+        "exports.actions = {\n  init(cb) {\n    this.session.on('disconnect', function (session) {\n      \
+         console.log('User ID ' + session.user_id + ' has just logged out!');\n      \
+         if (this.session !== session) throw new Error('this.session is not the session handed over');\n      \
+         session.user.logout();\n    });\n    cb(true);\n  },\n};\n",
+    );
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().unwrap();
+    let server = RunningServer::with_app(app, 0);
+    let mut joe = WsClient::connect(server.addr, None).await;
+    let session_id = joe.set_cookie.clone().expect("a new session sets its cookie");
+    assert_eq!(joe.call(1, "leave.init", json!([])).await["result"], true);
+    let signed = joe.call(2, "auth.authenticate", json!([{"username": "joe", "password": "secret"}])).await;
+    assert_eq!(signed["result"]["success"], true, "{signed}");
+    let mut other = WsClient::connect(server.addr, None).await;
+    let mut id = 1;
+    until_answers(&mut other, &mut id, "app.online", json!(["21323"]), "joe is not online").await;
+    drop(joe);
+    // Signing out takes the user offline at once, not at the purge minutes later.
+    until_answers(&mut other, &mut id, "app.online", json!([]), "the handler did not sign joe out").await;
+    let mut back = WsClient::connect(server.addr, Some(&session_id)).await;
+    assert_eq!(back.set_cookie.as_deref().unwrap_or(&session_id), session_id, "the session was found, not replaced");
+    assert_eq!(back.call(1, "secret.whoami", json!([])).await["error"]["code"], "unauthorized");
 }
 
 #[test]

@@ -200,7 +200,11 @@ impl Engine {
         }
         match tokio::time::timeout(self.reply_timeout, answer).await {
             Ok(answer) => answer.unwrap_or_else(|_| Err(stopped())),
-            Err(_) => Err(no_answer(name, self.reply_timeout)),
+            Err(_) => {
+                let error = no_answer(name, self.reply_timeout);
+                eprintln!("ssrun: {error}");
+                Err(error)
+            }
         }
     }
 
@@ -682,13 +686,19 @@ fn handle(host: &Shared, job: Job) {
             });
         }
         Job::Disconnected(connection) => {
-            host.state.borrow_mut().connections.remove(&connection);
+            // A connection that never called server code set no handlers.
+            // Those it set find its session while they run, through the
+            // connection, which is forgotten after them.
+            let Some(session) = host.state.borrow().connections.get(&connection).cloned() else { return };
+            let (session_id, created_at, user_id) = session.basics();
             host.enter(|ctx| {
-                let result = global_fn(&ctx, "disconnect").and_then(|f| f.call::<_, ()>((connection as f64,)));
+                let result = global_fn(&ctx, "disconnect")
+                    .and_then(|f| f.call::<_, ()>((connection as f64, session_id, created_at as f64, user_id)));
                 if let Err(e) = result {
                     eprintln!("ssrun: [server] disconnect handlers: {}", exception_text(&ctx, e).0);
                 }
             });
+            host.state.borrow_mut().connections.remove(&connection);
         }
         Job::Authenticate { module, username, password, reply } => {
             host.begin(format!("lib/server/{module}").into(), reply, None, |ctx, id| {

@@ -99,8 +99,10 @@
   function addTimer(fn, ms, args, repeat) {
     if (typeof fn !== 'function') throw new TypeError('a timer needs a function');
     var id = nextTimer++;
-    // A timer set while an action runs logs under its name; one set by code no action runs, as `timer`.
-    timers[id] = { fn: fn, args: args, repeat: repeat, tag: tag === 'server' ? 'timer' : tag };
+    // One set by code no action runs logs as `timer`.
+    // A timer set while an action runs logs under its name, and its throw
+    // fails that call if nothing answered it yet (see `callback`).
+    timers[id] = { fn: fn, args: args, repeat: repeat, tag: tag === 'server' ? 'timer' : tag, owner: running };
     host.setTimer(id, Math.max(0, Number(ms) || 0), repeat);
     return id;
   }
@@ -157,8 +159,9 @@
   }
 
   // A host operation as a Promise that also feeds an optional callback.
-  // `who` is [call id, connection id]: the session is found by the call while
-  // it runs, and by its connection afterwards (timers, later callbacks).
+  // `who` is [call id, connection id, the call's `this`]: the session is
+  // found by the call while it runs, and by its connection afterwards
+  // (timers, later callbacks).
   function operation(who, op, args, cb, after) {
     var promise = new Promise(function (resolve, reject) {
       host.session(who[0], who[1], op, stringify(args), function (error, json) {
@@ -168,17 +171,49 @@
     });
     if (after) promise = promise.then(after);
     if (typeof cb === 'function') {
-      promise.then(function (value) { cb(value); }, function (error) { cb(error); });
+      var run = callback(who[2], cb);
+      promise.then(run, run);
     }
     return promise;
+  }
+
+  // A callback given to the server API runs as part of the action that gave
+  // it (`owner`, its `this`, or null): when the callback throws, that call
+  // fails with the error, as if the action had thrown it, unless something
+  // answered the call already; then the error goes to the log.
+  function callback(owner, cb) {
+    return function (value) {
+      try {
+        cb(value);
+      } catch (error) {
+        thrownLater(owner, error);
+      }
+    };
+  }
+  function thrownLater(owner, error) {
+    var c = owner && owner._call;
+    if (c && c[0] >= 0 && !c[6]) answer(owner, true, error);
+    else console.error('a callback threw:', error);
+  }
+
+  // What a rejection hands to a callback, which takes errors and answers
+  // alike: an Error, so that passing it on fails the call it reaches (a
+  // rejection with a string or an object would otherwise pass as an answer).
+  // The value rejected with stays as its `reason`.
+  function asError(reason) {
+    if (reason instanceof Error) return reason;
+    var error = new Error(typeof reason === 'string' ? reason : text(reason));
+    error.reason = reason;
+    return error;
   }
 
   function names(list) {
     return Array.isArray(list) ? list.map(String) : [String(list)];
   }
 
-  function makeSession(callId, data) {
-    var who = [callId, data.connection];
+  // The session API of the call whose `this` is `self`.
+  function makeSession(self, data) {
+    var who = [self._call[0], data.connection, self];
     var session = {
       id: data.id,
       created_at: data.created_at,
@@ -211,7 +246,10 @@
           var returned = auth(params, answer);
           if (returned && typeof returned.then === 'function') returned.then(answer, reject);
         });
-        if (typeof cb === 'function') promise.then(function (r) { cb(r); }, function (e) { cb({ success: false, error: String(e.message || e) }); });
+        if (typeof cb === 'function') {
+          var run = callback(self, cb);
+          promise.then(run, function (e) { run({ success: false, error: String(e.message || e) }); });
+        }
         return promise;
       },
       channel: {
@@ -239,7 +277,7 @@
         if (data.connection < 0) return;
         if (!host.live(data.connection)) {
           // Already gone: run it now rather than never.
-          setTimeout(fn, 0);
+          setTimeout(function () { fn.call(self, session); }, 0);
           return;
         }
         disconnects[data.connection] = (disconnects[data.connection] || []).concat([fn]);
@@ -265,7 +303,7 @@
       if (this._session) return this._session;
       var c = this._call;
       var data = { id: c[1], created_at: c[2], user_id: c[3] === undefined ? null : c[3], connection: c[4] };
-      return (this._session = makeSession(c[0], data));
+      return (this._session = makeSession(this, data));
     }
   });
   // `this` for server code no client called (SS.server from server code, Basic Auth): a blank session.
@@ -377,7 +415,7 @@
         var promise = new Promise(function (resolve) {
           host.online(function (json) { resolve(JSON.parse(json)); });
         });
-        if (typeof cb === 'function') promise.then(function (list) { cb(list); });
+        if (typeof cb === 'function') promise.then(callback(running, cb));
         return promise;
       }
     }
@@ -390,6 +428,7 @@
     for (var i = 0; i < parts.length - 1; i++) node = __ss.branch(node, parts[i]);
     // From server code: SS.server.a.b(args..., cb) or a Promise; `this.session` is a blank session.
     __ss.define(node, parts[parts.length - 1], function () {
+      var owner = running;
       var args = Array.prototype.slice.call(arguments);
       var cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
       var promise = new Promise(function (resolve, reject) {
@@ -401,7 +440,10 @@
         });
         run(fn, noCaller(), argc, argc > 2 ? args : args[0], args[1]);
       });
-      if (cb) promise.then(function (v) { cb(v); }, function (e) { cb(e); });
+      if (cb) {
+        var run = callback(owner, cb);
+        promise.then(run, function (e) { run(asError(e)); });
+      }
       return promise;
     });
   }
@@ -477,6 +519,10 @@
       tag = timer.tag;
       try {
         timer.fn.apply(null, timer.args);
+      } catch (error) {
+        var c = timer.owner && timer.owner._call;
+        if (c && !c[6]) answer(timer.owner, true, error);
+        else throw error;
       } finally {
         tag = 'server';
       }
@@ -485,13 +531,22 @@
     idle: function () {
       tag = 'server';
     },
-    disconnect: function (connection) {
+    // A connection closed: its `session.on('disconnect')` handlers run with
+    // the session as it is now (signed in since, or out), as their argument
+    // and as `this.session`. What they do with it at once, or after awaiting
+    // what is settled already, finds it; once they wait on something else (a
+    // timer, a session operation), the connection is forgotten, and with it
+    // the session.
+    disconnect: function (connection, sessionId, createdAt, userId) {
       tag = 'server';
-      var list = disconnects[connection] || [];
+      var list = disconnects[connection];
+      if (!list) return;
       delete disconnects[connection];
+      var self = { __proto__: callContext, _call: [-1, sessionId, createdAt, userId, connection, 'disconnect', true, later] };
+      var session = self.session;
       list.forEach(function (fn) {
         try {
-          fn();
+          fn.call(self, session);
         } catch (error) {
           console.error('a session.on("disconnect") handler threw:', error);
         }
