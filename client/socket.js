@@ -359,7 +359,20 @@
   function connect() {
     if (stopped || socket) return;
     var scheme = global.location.protocol === 'https:' ? 'wss:' : 'ws:';
-    socket = new global.WebSocket(scheme + '//' + global.location.host + '/_ss/ws?v=' + PROTOCOL);
+    try {
+      socket = new global.WebSocket(scheme + '//' + global.location.host + '/_ss/ws?v=' + PROTOCOL);
+    } catch (error) {
+      // The browser refused to open it at all (a content security policy, say),
+      // so no close event will come: the attempt fails as a dropped connection
+      // does, once the running script is done, as a close event would, and the
+      // back-off goes on.
+      socket = null;
+      var reason = String((error && error.message) || error);
+      setTimeout(function () {
+        onClose({ code: 1006, reason: reason });
+      }, 0);
+      return;
+    }
     socket.onmessage = function (event) {
       onMessage(event.data);
     };

@@ -1,0 +1,36 @@
+//! The browser library (client/socket.js) on its own, in Node.js: its call
+//! queue, reconnection back-off, events, `SS.client.app.init()` and log
+//! levels against a scripted server, with fake WebSocket and timers
+//! (tests/js/socket.test.js, run with `node --test`).
+
+use std::process::Command;
+
+use ss_tests::{in_ci, repo_root};
+
+/// Whether `node` runs; prints why the test is skipped when it does not (and fails under CI).
+fn node_runs() -> bool {
+    let ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(!in_ci(), "Node.js is required under CI to test the browser library");
+        eprintln!("skipped: Node.js is not installed, so the browser library's tests cannot run");
+    }
+    ok
+}
+
+#[test]
+fn the_browser_library_passes_its_node_tests() {
+    if !node_runs() {
+        return;
+    }
+    let script = "tests/js/socket.test.js";
+    let root = repo_root();
+    assert!(root.join(script).is_file(), "{script} is missing");
+    let out = Command::new("node").arg("--test").arg(script).current_dir(&root).output().expect("node runs");
+    assert!(
+        out.status.success(),
+        "node --test {script} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
