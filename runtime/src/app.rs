@@ -3,7 +3,7 @@
 //! variants), so that serving never touches the disk.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -183,7 +183,9 @@ impl LoadedApp {
         let (dist, root) = if path.join("manifest.json").is_file() {
             // The app's root, or a deployment's folder holding dist/ with
             // public/, static/ and config/ beside it (the app's source is not needed).
-            let root = path
+            // The path is made absolute first: `.`, when serving from inside
+            // dist/, has no parent of its own.
+            let root = absolute(path)
                 .parent()
                 .filter(|p| ["app", "public", "static", "config"].iter().any(|d| p.join(d).is_dir()))
                 .map(Path::to_path_buf);
@@ -274,6 +276,22 @@ impl LoadedApp {
     }
 }
 
+/// `path` made absolute, so that its parent is the folder around it. A path
+/// ending in a name keeps that name, so that a `dist` that is a link is
+/// looked beside where it was named, as before; one ending in `.` or `..` is
+/// resolved by the file system, since only it knows where `..` leads through
+/// links. When neither can be done (the working folder is gone), the path is
+/// kept as given.
+fn absolute(path: &Path) -> PathBuf {
+    // An empty path names the working folder, as it does when joined to a file name.
+    let path = if path.as_os_str().is_empty() { Path::new(".") } else { path };
+    let resolved = match path.components().next_back() {
+        Some(Component::Normal(_)) => std::path::absolute(path),
+        _ => std::fs::canonicalize(path),
+    };
+    resolved.unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn collect_actions(base: &str, tree: &serde_json::Value, out: &mut Vec<String>) {
     match tree {
         serde_json::Value::Object(map) => {
@@ -338,5 +356,22 @@ pub fn content_type(path: &str) -> &'static str {
         "mp4" => "video/mp4",
         "webm" => "video/webm",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_is_made_absolute_so_that_it_has_a_parent() {
+        let here = std::fs::canonicalize(".").unwrap();
+        assert_eq!(absolute(Path::new(".")), here);
+        assert_eq!(absolute(Path::new("")), here);
+        assert_eq!(absolute(Path::new("src/..")), here);
+        let dist = absolute(Path::new("dist"));
+        assert!(dist.is_absolute() && dist.ends_with("dist"), "{}", dist.display());
+        assert_eq!(absolute(Path::new("./dist")), dist);
+        assert!(absolute(Path::new(".")).parent().is_some_and(|p| !p.as_os_str().is_empty()));
     }
 }
