@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -80,10 +80,76 @@ pub struct Action {
 
 impl Action {
     /// Starts a call; with `limit` (the server's `reply_timeout`), one that
-    /// has not answered by then is answered with an error and dropped.
-    pub(crate) fn start(&self, call: Call, limit: Duration) -> Answer {
+    /// has not answered by then is answered with an error and dropped. `log`
+    /// says what the server logs of it.
+    pub(crate) fn start(&self, call: Call, limit: Duration, log: LogCall) -> Answer {
         let limit = self.timed.then(|| (limit, self.name.clone()));
-        Answer { call: (self.handler)(call), limit, timer: None }
+        let log = CallLog::begin(log, &self.name, &call.args);
+        Answer { call: (self.handler)(call), limit, timer: None, log }
+    }
+}
+
+/// What the server logs of a call: its `log.level` (see
+/// [`crate::Config::log_level`]), whether the client marked the call
+/// `silent`, and whether it came over the HTTP API.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LogCall {
+    pub level: u8,
+    pub silent: bool,
+    pub http: bool,
+}
+
+/// A call being logged: what its line will say, once it is answered.
+pub(crate) struct CallLog {
+    name: Arc<str>,
+    /// The arguments as JSON (cut short), from level 3.
+    args: Option<String>,
+    level: u8,
+    http: bool,
+    started: std::time::Instant,
+}
+
+impl CallLog {
+    /// `None` when nothing is to be logged of the call (level 0, or a silent call).
+    fn begin(log: LogCall, name: &Arc<str>, args: &[Value]) -> Option<CallLog> {
+        if log.level == 0 || log.silent {
+            return None;
+        }
+        let args = (log.level >= 3).then(|| truncate(&serde_json::to_string(args).unwrap_or_default(), 200));
+        Some(CallLog { name: name.clone(), args, level: log.level, http: log.http, started: std::time::Instant::now() })
+    }
+
+    /// Logs a call refused before it started (no such action, no signed-in user).
+    pub(crate) fn refused(log: LogCall, name: &str, args: &[Value], error: &ActionError) {
+        if let Some(entry) = CallLog::begin(log, &Arc::from(name), args) {
+            entry.end(&Err(error.clone()));
+        }
+    }
+
+    /// The call's line: `-> app.square [25] = 625 (0.1 ms)`, on stdout; a
+    /// failure on stderr, from level 1.
+    fn end(self, outcome: &ActionResult) {
+        let mut line = format!("ssrun: -> {}", self.name);
+        if let Some(args) = &self.args {
+            line.push(' ');
+            line.push_str(args);
+        }
+        match outcome {
+            Ok(_) if self.level < 2 => return,
+            Ok(value) if self.level >= 4 => {
+                line.push_str(" = ");
+                line.push_str(&truncate(&value.to_string(), 200));
+            }
+            Ok(_) => {}
+            Err(e) => line.push_str(&format!(" failed ({}): {}", e.code(), truncate(&e.to_string(), 300))),
+        }
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        line.push_str(&format!(" ({ms:.1} ms{})", if self.http { ", HTTP API" } else { "" }));
+        if outcome.is_err() {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
 }
 
@@ -94,6 +160,7 @@ pub(crate) struct Answer {
     call: BoxFuture<'static, ActionResult>,
     limit: Option<(Duration, Arc<str>)>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    log: Option<CallLog>,
 }
 
 impl Future for Answer {
@@ -101,19 +168,21 @@ impl Future for Answer {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ActionResult> {
         let this = &mut *self;
-        if let Poll::Ready(outcome) = this.call.as_mut().poll(cx) {
-            return Poll::Ready(outcome);
-        }
-        let Some((limit, name)) = &this.limit else { return Poll::Pending };
-        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*limit)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => {
+        let outcome = match this.call.as_mut().poll(cx) {
+            Poll::Ready(outcome) => outcome,
+            Poll::Pending => {
+                let Some((limit, name)) = &this.limit else { return Poll::Pending };
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*limit)));
+                ready!(timer.as_mut().poll(cx));
                 let message = format!("{name} gave no answer within {} s", limit.as_secs_f64());
                 eprintln!("ssrun: {message}");
-                Poll::Ready(Err(ActionError::failed(message)))
+                Err(ActionError::failed(message))
             }
-            Poll::Pending => Poll::Pending,
+        };
+        if let Some(log) = this.log.take() {
+            log.end(&outcome);
         }
+        Poll::Ready(outcome)
     }
 }
 
@@ -413,7 +482,7 @@ impl Call {
     }
 }
 
-fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }

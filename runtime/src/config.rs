@@ -16,6 +16,14 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// The browser library's log level, 0-4 (`client.log.level`; default 2, production 0).
     pub client_log_level: u8,
+    /// What the server logs of calls and events (`log.level`; default 3,
+    /// production 0): 0 none of them, 1 calls that failed, 2 also every call
+    /// answered (`-> app.square`) and every event published (`=> newMessage`),
+    /// 3 also their arguments and data, 4 also the answers. Calls the
+    /// client marks `silent` are left out at every level. Server code's own
+    /// `console` lines, and errors the server logs for itself, are shown at
+    /// every level.
+    pub log_level: u8,
     /// Whether the HTTP API is served (`api.enabled`, default true).
     pub api_enabled: bool,
     /// The HTTP API's path prefix, matched case-insensitively (`api.prefix`, default `api`).
@@ -53,9 +61,15 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults for an environment: production logs nothing in the browser.
+    /// The defaults for an environment: production logs no calls, in the
+    /// browser or on the server.
     pub fn for_env(env: &str) -> Config {
-        Config { client_log_level: if env == "production" { 0 } else { 2 }, ..Config::default() }
+        let production = env == "production";
+        Config {
+            client_log_level: if production { 0 } else { 2 },
+            log_level: if production { 0 } else { 3 },
+            ..Config::default()
+        }
     }
 
     /// The heartbeat interval in use: `heartbeat_interval`, at least 10 ms.
@@ -71,6 +85,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             heartbeat_interval: Duration::from_secs(30),
             client_log_level: 2,
+            log_level: 3,
             api_enabled: true,
             api_prefix: "api".to_string(),
             api_auth_module: None,
@@ -99,8 +114,9 @@ pub struct ConfigError {
 }
 
 /// The keys `ssrun` reads, with what each takes (for error messages).
-pub const KEYS: [(&str, &str); 16] = [
+pub const KEYS: [(&str, &str); 17] = [
     ("http.port", "a port number"),
+    ("log.level", "0 to 4"),
     ("client.heartbeat_interval", "seconds"),
     ("client.log.level", "0 to 4"),
     ("api.enabled", "true or false"),
@@ -163,6 +179,7 @@ impl Config {
             "http.port" => toml::Value::Integer(self.port.into()),
             "client.heartbeat_interval" => seconds(self.heartbeat_interval),
             "client.log.level" => toml::Value::Integer(self.client_log_level.into()),
+            "log.level" => toml::Value::Integer(self.log_level.into()),
             "api.enabled" => toml::Value::Boolean(self.api_enabled),
             "api.prefix" => toml::Value::String(self.api_prefix.clone()),
             "api.auth.basic.module_name" => toml::Value::String(self.api_auth_module.clone()?),
@@ -250,6 +267,10 @@ impl Config {
             "client.heartbeat_interval" => self.heartbeat_interval = seconds()?,
             "client.log.level" => match value {
                 toml::Value::Integer(i) if (0..=4).contains(i) => self.client_log_level = *i as u8,
+                _ => return Err(wrong()),
+            },
+            "log.level" => match value {
+                toml::Value::Integer(i) if (0..=4).contains(i) => self.log_level = *i as u8,
                 _ => return Err(wrong()),
             },
             "api.enabled" => self.api_enabled = value.as_bool().ok_or_else(wrong)?,
@@ -355,7 +376,7 @@ mod tests {
         let dir = app_config(&[
             (
                 "app.toml",
-                "[build]\nminify = false\n\n[http]\nport = 8080\n\n[client]\nheartbeat_interval = 15\n\n\
+                "[build]\nminify = false\n\n[http]\nport = 8080\n\n[log]\nlevel = 4\n\n[client]\nheartbeat_interval = 15\n\n\
                  [api.auth.basic]\nmodule_name = \"custom_auth\"\n\n[server]\njs_time_limit = 0.5\nmax_message_bytes = 131072\n",
             ),
             ("environments/production.toml", "[http]\nport = 80\n[users.online]\nmins_until_offline = 5\n"),
@@ -363,6 +384,8 @@ mod tests {
         let dev = Config::load(Some(&dir), "development").unwrap();
         assert_eq!((dev.port, dev.heartbeat_interval, dev.client_log_level), (8080, Duration::from_secs(15), 2));
         assert_eq!(dev.api_auth_module.as_deref(), Some("custom_auth"));
+        assert_eq!(dev.log_level, 4);
+        assert_eq!((Config::for_env("development").log_level, Config::for_env("production").log_level), (3, 0));
         assert_eq!((dev.js_time_limit, dev.max_message_bytes), (Duration::from_millis(500), 131072));
         assert_eq!(dev.offline_after, Duration::from_secs(120));
         let prod = Config::load(Some(&dir), "production").unwrap();
@@ -378,6 +401,7 @@ mod tests {
             ("[redis]\nurl = \"redis://localhost\"\n", "unknown key `redis.url`"),
             ("[api]\nenabled = \"yes\"\n", "`api.enabled` takes true or false, not the string \"yes\""),
             ("[client.log]\nlevel = 7\n", "`client.log.level` takes 0 to 4, not integer 7"),
+            ("[log]\nlevel = \"loud\"\n", "`log.level` takes 0 to 4, not the string \"loud\""),
             ("[server]\njs_time_limit = -1\n", "`server.js_time_limit` takes seconds, not integer -1"),
             ("[api]\nprefix = \"a/b\"\n", "`api.prefix` takes a path segment"),
             ("[http]\nport = 70000\n", "`http.port` takes a port number"),

@@ -124,7 +124,8 @@ impl App {
             // As ssbuild: every environment but development (staging, say) is treated as production.
             detailed_errors: self.loaded.env == "development",
         };
-        let engine = start(&code, settings, Publisher::new(self.bus.clone()), presence.clone())?;
+        let publisher = Publisher::new(self.bus.clone()).logging(self.config.log_level);
+        let engine = start(&code, settings, publisher, presence.clone())?;
         // Shared by the actions: a call clones one counted reference, not
         // the engine's handles one by one.
         let shared = Arc::new(engine.clone());
@@ -240,7 +241,7 @@ impl App {
 
     /// `SS.publish`, usable from anywhere in the program.
     pub fn publisher(&self) -> Publisher {
-        Publisher::new(self.bus.clone())
+        Publisher::new(self.bus.clone()).logging(self.config.log_level)
     }
 
     /// The environment the app was packed for.
@@ -289,7 +290,7 @@ impl App {
                 build_field(&self.loaded)
             ),
             loaded: self.loaded,
-            publisher: Publisher::new(self.bus),
+            publisher: Publisher::new(self.bus).logging(config.log_level),
             services: Arc::new(SessionServices { store, hub: self.hub.clone(), presence: presence.clone() }),
             registry: self.registry,
             basic_auth: self.basic_auth,

@@ -449,16 +449,38 @@ impl Bus for MemoryBus {
 #[derive(Clone)]
 pub struct Publisher {
     bus: Arc<dyn Bus>,
+    log_level: u8,
 }
 
 impl Publisher {
-    /// A publisher over `bus`.
+    /// A publisher over `bus`, logging nothing.
     pub fn new(bus: Arc<dyn Bus>) -> Publisher {
-        Publisher { bus }
+        Publisher { bus, log_level: 0 }
+    }
+
+    /// The same, logging what it publishes as `log.level` says (see
+    /// [`crate::Config::log_level`]): from 2, `=> event to whom`; from 3,
+    /// with the data.
+    pub fn logging(self, level: u8) -> Publisher {
+        Publisher { log_level: level, ..self }
     }
 
     /// Publishes `event` with `data` to `target`.
     pub async fn publish(&self, target: Target, event: &str, data: Value) -> Result<(), StoreError> {
+        if self.log_level >= 2 {
+            let to = match &target {
+                Target::User(user) => format!("user {user}"),
+                Target::Users(users) => format!("users {}", users.join(", ")),
+                Target::Broadcast => "everyone".to_string(),
+                Target::Channels(channels) => format!("channel {}", channels.join(", ")),
+            };
+            let mut line = format!("ssrun: => {event} to {to}");
+            if self.log_level >= 3 {
+                line.push(' ');
+                line.push_str(&crate::actions::truncate(&data.to_string(), 200));
+            }
+            println!("{line}");
+        }
         self.bus.publish(Published { target, event: event.to_string(), data }).await
     }
 

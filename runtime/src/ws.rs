@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tungstenite::Utf8Bytes;
 
 use crate::Shared;
-use crate::actions::{ActionError, ActionResult, SessionHandle};
+use crate::actions::{ActionError, ActionResult, CallLog, LogCall, SessionHandle};
 use crate::pubsub::{Closed, Outbox};
 use crate::session::{self, Session};
 
@@ -557,7 +557,7 @@ impl Connection {
     fn message(&mut self, text: &str) -> Result<(), End> {
         let malformed = |why: String| Err(End::Close(close::MALFORMED, why));
         if let Some((id, method, args)) = plain_call(text) {
-            self.call(id, Some(Cow::Borrowed(method)), Some(Value::Array(args)));
+            self.call(id, Some(Cow::Borrowed(method)), Some(Value::Array(args)), false);
             return Ok(());
         }
         // serde would also read a struct from an array, field by field: only an object is a message.
@@ -603,13 +603,15 @@ impl Connection {
             Some(id) if id.starts_with(|c: char| c == '"' || c == '-' || c.is_ascii_digit()) => id,
             _ => return malformed("a call needs an \"id\" (a number or a string)".into()),
         };
-        self.call(id, text_field(message.method), message.args);
+        let silent = message.silent.is_some_and(|s| s.get() == "true");
+        self.call(id, text_field(message.method), message.args, silent);
         Ok(())
     }
 
-    /// Starts a call whose id is `id` (its JSON text).
-    fn call(&mut self, id: &str, method: Option<Cow<str>>, args: Option<Value>) {
-        match self.start_call(method, args) {
+    /// Starts a call whose id is `id` (its JSON text); a `silent` one is left out of the log.
+    fn call(&mut self, id: &str, method: Option<Cow<str>>, args: Option<Value>, silent: bool) {
+        let log = LogCall { level: self.shared.config.log_level, silent, http: false };
+        match self.start_call(method, args, log) {
             // An action that answers at once (most do) is answered in this
             // batch without joining the calls in flight.
             Ok(mut future) => match (&mut future).now_or_never() {
@@ -623,7 +625,12 @@ impl Connection {
         }
     }
 
-    fn start_call(&self, method: Option<Cow<str>>, args: Option<Value>) -> Result<crate::actions::Answer, ActionError> {
+    fn start_call(
+        &self,
+        method: Option<Cow<str>>,
+        args: Option<Value>,
+        log: LogCall,
+    ) -> Result<crate::actions::Answer, ActionError> {
         let Some(method) = method else {
             return Err(ActionError::BadRequest("a call needs a \"method\" string, like \"app.square\"".into()));
         };
@@ -633,12 +640,16 @@ impl Connection {
             Some(_) => return Err(ActionError::BadRequest("\"args\" must be an array".into())),
         };
         let registry = &self.shared.registry;
-        let action = registry.get(&method).ok_or_else(|| registry.not_found(&method))?;
+        let refused = |error: ActionError| {
+            CallLog::refused(log, &method, &args, &error);
+            error
+        };
+        let action = registry.get(&method).ok_or_else(|| refused(registry.not_found(&method)))?;
         if action.authenticate && self.session.user_id().is_none() {
-            return Err(ActionError::Unauthorized(format!("{method} needs a signed-in user")));
+            return Err(refused(ActionError::Unauthorized(format!("{method} needs a signed-in user"))));
         }
         let call = self.shared.call(method.into_owned(), args, self.session.clone(), Some(self.id));
-        Ok(action.start(call, self.shared.config.reply_timeout))
+        Ok(action.start(call, self.shared.config.reply_timeout, log))
     }
 }
 
@@ -659,6 +670,9 @@ struct Incoming<'a> {
     method: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "present")]
     args: Option<Value>,
+    /// `true` for a call the client keeps out of the logs.
+    #[serde(default, borrow)]
+    silent: Option<&'a RawValue>,
 }
 
 /// The parts of a call written as the browser library writes it,

@@ -18,7 +18,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 
 use crate::Shared;
-use crate::actions::{ActionError, SessionHandle};
+use crate::actions::{ActionError, CallLog, LogCall, SessionHandle};
 
 /// The rest of `path` after the API prefix (`""`, `".json"` or `"/app/square"`),
 /// when it is under the prefix (matched case-insensitively).
@@ -60,8 +60,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
         return response;
     }
     let name = segments.join(".");
+    let log = LogCall { level: shared.config.log_level, silent: false, http: true };
     let Some(action) = shared.registry.get(&name).cloned() else {
         let e = shared.registry.not_found(&name);
+        CallLog::refused(log, &name, &[], &e);
         return error(format, StatusCode::NOT_FOUND, e.code(), &e.to_string());
     };
     let (parts, body) = request.into_parts();
@@ -115,7 +117,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
     {
         return response;
     }
-    let outcome = action.start(shared.call(name.clone(), args, session, None), shared.config.reply_timeout).await;
+    let outcome = action.start(shared.call(name.clone(), args, session, None), shared.config.reply_timeout, log).await;
     match outcome {
         Ok(value) => success(format, &name, &value),
         Err(e) => {

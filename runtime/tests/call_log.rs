@@ -1,0 +1,187 @@
+//! What the `ssrun` program logs of calls and events, by `log.level`: each
+//! call answered (`-> app.square [5] = 25`), each failed one, each event
+//! published; calls the client marks `silent` never; nothing in production.
+
+#![cfg(unix)]
+
+mod common;
+use common::{Running, get};
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+const SERVER: &str = r#"
+exports.actions = {
+  square(n) { return n * n; },
+  shout(text) { SS.publish.broadcast('shout', text); return true; },
+};
+"#;
+
+/// An app with the actions above, packed for `env`, with `app_toml` as its config.
+fn app(env: &str, app_toml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("app/client/app.js", "exports.init = function () {};\n");
+    write("app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
+    write("app/server/app.js", SERVER);
+    write("config/app.toml", app_toml);
+    let mut options = ssbuild::PackOptions::new(dir.path(), env);
+    options.cache = false;
+    ssbuild::pack(&options).expect("the app packs");
+    dir
+}
+
+/// Starts ssrun on `dir` for `env`: the process, its address, and its stdout
+/// and stderr lines as they come, each marked with where it came from.
+fn start(dir: &std::path::Path, env: &str) -> (Running, String, Receiver<(&'static str, String)>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ssrun"))
+        .arg(dir)
+        .args(["--port", "0", "--host", "127.0.0.1"])
+        .env("SS_ENV", env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ssrun starts");
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = out.send(("stdout", line));
+        }
+    });
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(("stderr", line));
+        }
+    });
+    let address = loop {
+        let (_, line) = lines.recv_timeout(Duration::from_secs(20)).expect("ssrun says where it serves");
+        if let Some(at) = line.split("http://").nth(1) {
+            break at.trim().to_string();
+        }
+    };
+    (Running(child), address, lines)
+}
+
+/// A WebSocket client speaking just enough of the protocol: it sends text
+/// frames (masked, as clients must) and reads the server's text frames.
+struct Socket(TcpStream);
+
+impl Socket {
+    fn open(address: &str) -> Socket {
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            stream,
+            "GET /_ss/ws?v=1 HTTP/1.1\r\nHost: {address}\r\nOrigin: http://{address}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        let mut socket = Socket(stream);
+        assert!(socket.read().contains(r#""type":"init""#), "init comes first");
+        socket
+    }
+
+    fn send(&mut self, text: &str) {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        let len = text.len();
+        assert!(len < 126, "short messages only");
+        let mut frame = vec![0x81, 0x80 | len as u8];
+        frame.extend_from_slice(&key);
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        self.0.write_all(&frame).unwrap();
+    }
+
+    fn read(&mut self) -> String {
+        let mut head = [0u8; 2];
+        self.0.read_exact(&mut head).unwrap();
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut n = [0u8; 2];
+                self.0.read_exact(&mut n).unwrap();
+                u16::from_be_bytes(n) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        self.0.read_exact(&mut payload).unwrap();
+        String::from_utf8(payload).unwrap()
+    }
+}
+
+/// Makes the calls and the publish whose lines the tests look for; gives
+/// back every line ssrun wrote, up to its exit.
+fn exercise(env: &str, app_toml: &str) -> Vec<(&'static str, String)> {
+    let dir = app(env, app_toml);
+    let (server, address, lines) = start(dir.path(), env);
+    assert!(get(&address, "/api/app/square.json?5").ends_with("25"));
+    assert!(get(&address, "/api/app/nope.json").starts_with("HTTP/1.1 404"));
+    let mut socket = Socket::open(&address);
+    socket.send(r#"{"type":"call","id":1,"method":"app.square","args":[6]}"#);
+    assert!(socket.read().contains("36"));
+    socket.send(r#"{"type":"call","id":2,"method":"app.square","args":[7],"silent":true}"#);
+    assert!(socket.read().contains("49"));
+    socket.send(r#"{"type":"call","id":3,"method":"app.shout","args":["hi"]}"#);
+    let (first, second) = (socket.read(), socket.read());
+    assert!(first.contains(r#""event":"shout""#) || second.contains(r#""event":"shout""#), "{first} {second}");
+    assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        out.push(line);
+    }
+    out
+}
+
+/// The lines of `out` from `stream` that begin with `start`.
+fn lines_from<'a>(out: &'a [(&'static str, String)], stream: &str, start: &str) -> Vec<&'a str> {
+    out.iter().filter(|(s, line)| *s == stream && line.starts_with(start)).map(|(_, line)| line.as_str()).collect()
+}
+
+#[test]
+fn calls_and_events_are_logged_by_level_and_silent_calls_never() {
+    let out = exercise("development", "[log]\nlevel = 4\n");
+    let all = format!("{out:?}");
+    let calls = lines_from(&out, "stdout", "ssrun: -> ");
+    assert_eq!(calls.len(), 3, "{all}");
+    assert!(calls[0].starts_with("ssrun: -> app.square [5] = 25 (") && calls[0].ends_with(" ms, HTTP API)"), "{all}");
+    assert!(calls[1].starts_with("ssrun: -> app.square [6] = 36 (") && calls[1].ends_with(" ms)"), "{all}");
+    assert!(calls[2].starts_with("ssrun: -> app.shout [\"hi\"] = true ("), "{all}");
+    assert!(!all.contains("[7]"), "a silent call is not logged: {all}");
+    let failed = lines_from(&out, "stderr", "ssrun: -> ");
+    assert_eq!(failed.len(), 1, "{all}");
+    assert!(failed[0].starts_with("ssrun: -> app.nope [] failed (not_found): "), "{all}");
+    assert_eq!(lines_from(&out, "stdout", "ssrun: => "), ["ssrun: => shout to everyone \"hi\""], "{all}");
+}
+
+#[test]
+fn development_logs_calls_with_their_arguments_and_production_logs_none() {
+    let out = exercise("development", "");
+    let all = format!("{out:?}");
+    let calls = lines_from(&out, "stdout", "ssrun: -> ");
+    assert_eq!(calls.len(), 3, "{all}");
+    assert!(
+        calls[1].starts_with("ssrun: -> app.square [6] (") && !calls[1].contains("36"),
+        "level 3 shows no answers: {all}"
+    );
+
+    let out = exercise("production", "");
+    let all = format!("{out:?}");
+    assert!(!all.contains("ssrun: -> ") && !all.contains("ssrun: => "), "{all}");
+}
