@@ -138,7 +138,21 @@ impl App {
                 );
             }
             let authenticate = file.authenticate || runtime_flag;
-            for name in &file.actions {
+            // The packer's names first; then those only the engine found
+            // under this file's key: a namespace the packer cannot follow
+            // (`users: require('./users').actions`) is a tree of actions
+            // once loaded. A name goes to the file with the longest key
+            // that holds it, and an action the packer named but the engine
+            // did not find (it is not a function once loaded) is left out.
+            let found = engine.actions.iter().filter(|name| {
+                !file.actions.contains(name)
+                    && name.strip_prefix(file.key.as_str()).is_some_and(|rest| rest.starts_with('.'))
+                    && !code.files.iter().any(|other| {
+                        other.key.len() > file.key.len()
+                            && name.strip_prefix(other.key.as_str()).is_some_and(|rest| rest.starts_with('.'))
+                    })
+            });
+            for name in file.actions.iter().chain(found) {
                 if self.registry.get(name).is_some() || !engine.actions.contains(name) {
                     continue;
                 }

@@ -194,6 +194,31 @@ async fn errors_thrown_later_and_plain_rejections_fail_the_call() {
     assert_eq!(c.call(5, "app.square", json!([3])).await["result"], 9);
 }
 
+/// A namespace the packer cannot follow (an object from a lib/server module) is
+/// still a tree of actions, callable from browsers and listed for them.
+#[tokio::test]
+async fn namespaces_required_from_other_files_are_callable() {
+    let dir = fixture("seed");
+    write(dir.path(), "lib/server/user_actions.js", "exports.actions = {\n  list() { return ['ann', 'bob']; },\n};\n");
+    write(
+        dir.path(),
+        "app/server/people.js",
+        "exports.authenticate = true;\nexports.actions = {\n  users: require('user_actions').actions,\n  \
+         count() { return 2; },\n};\n",
+    );
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().expect("starts");
+    let server = RunningServer::with_app(app, 0);
+    let mut c = WsClient::connect(server.addr, None).await;
+    assert_eq!(c.init["api"]["people"]["users"]["list"], json!(1), "{}", c.init["api"]);
+    // The file's flag holds for them too.
+    assert_eq!(c.call(1, "people.users.list", json!([])).await["error"]["code"], "unauthorized");
+    let signed = c.call(2, "auth.authenticate", json!([{"username": "joe", "password": "secret"}])).await;
+    assert_eq!(signed["result"]["success"], true, "{signed}");
+    assert_eq!(c.call(3, "people.users.list", json!([])).await["result"], json!(["ann", "bob"]));
+    assert_eq!(c.call(4, "people.count", json!([])).await["result"], 2);
+}
+
 #[tokio::test]
 async fn server_files_named_like_built_ins_get_their_own_branch() {
     let dir = fixture("seed");
