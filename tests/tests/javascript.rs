@@ -219,6 +219,39 @@ async fn namespaces_required_from_other_files_are_callable() {
     assert_eq!(c.call(4, "people.count", json!([])).await["result"], 2);
 }
 
+/// `SS.Error` with a code: the caller gets that code, over the WebSocket
+/// and the HTTP API (a 400 for `bad_args`), in production too.
+#[tokio::test]
+async fn an_ss_error_carries_its_code_to_the_caller() {
+    let s = serve_seed("production", |_| {});
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    let reply = c.call(1, "misbehave.half", json!(["two"])).await;
+    assert_eq!(reply["error"], json!({"code": "bad_args", "message": "half needs a number"}), "{reply}");
+    assert_eq!(c.call(2, "misbehave.half", json!([3])).await["result"], 1.5);
+    let refused = http(s.server.addr, "GET", "/api/misbehave/half.json?two", &[]);
+    assert_eq!(refused.status, 400, "{}", String::from_utf8_lossy(&refused.body));
+    assert!(String::from_utf8_lossy(&refused.body).contains("half needs a number"));
+    assert_eq!(http(s.server.addr, "GET", "/api/misbehave/half.json?3", &[]).status, 200);
+    // A code that is not one is a mistake in the action.
+    let reply = c.call(3, "misbehave.madeUpCode", json!([])).await;
+    assert_eq!(reply["error"]["code"], "failed", "{reply}");
+    // `unauthorized` over HTTP: a 401 with its challenge where Basic Auth
+    // can sign in, a 403 where nothing can.
+    assert_eq!(http(s.server.addr, "GET", "/api/misbehave/membersOnly.json", &[]).status, 403);
+    let d = serve_seed("development", |c| c.api_auth_module = Some("custom_auth".into()));
+    let challenged = http(d.server.addr, "GET", "/api/misbehave/membersOnly.json", &[]);
+    assert_eq!((challenged.status, challenged.header("www-authenticate")), (401, Some("Basic realm=\"Secure API\"")));
+    let mut c = WsClient::connect(d.server.addr, None).await;
+    let reply = c.call(1, "misbehave.madeUpCode", json!([])).await;
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "TypeError: SS.Error takes the code failed, bad_args, unauthorized, not_found; not \"teapot\""
+        ),
+        "{reply}"
+    );
+}
+
 #[tokio::test]
 async fn server_files_named_like_built_ins_get_their_own_branch() {
     let dir = fixture("seed");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, Method, Response, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use base64::Engine;
 use serde_json::{Value, json};
 
@@ -124,10 +124,17 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
             let status = match e {
                 ActionError::BadRequest(_) | ActionError::BadArgs(_) => StatusCode::BAD_REQUEST,
                 ActionError::NotFound(_) => StatusCode::NOT_FOUND,
-                ActionError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                // A 401 must say how to sign in: with Basic Auth configured,
+                // it does; without, there is no way in over HTTP.
+                ActionError::Unauthorized(_) if shared.basic_auth.is_some() => StatusCode::UNAUTHORIZED,
+                ActionError::Unauthorized(_) => StatusCode::FORBIDDEN,
                 ActionError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            error(format, status, e.code(), &e.to_string())
+            let mut response = error(format, status, e.code(), &e.to_string());
+            if status == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+            }
+            response
         }
     }
 }
@@ -142,6 +149,9 @@ fn same_site(headers: &HeaderMap) -> bool {
 }
 
 /// Signs the call in through Basic Auth, or answers 401/403.
+/// The `WWW-Authenticate` header of a 401.
+const CHALLENGE: &str = "Basic realm=\"Secure API\"";
+
 async fn basic_auth(
     shared: &Shared,
     headers: &HeaderMap,
@@ -157,9 +167,7 @@ async fn basic_auth(
     };
     let challenge = |message: &str| {
         let mut response = error(format, StatusCode::UNAUTHORIZED, "unauthorized", message);
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, "Basic realm=\"Secure API\"".parse().expect("valid header"));
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
         response
     };
     let Some((user, password)) = credentials(headers) else {

@@ -847,8 +847,14 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 let message = error["message"].as_str().unwrap_or("the action failed");
                 let stack = error["stack"].as_str().unwrap_or("");
                 if error["expose"] == true {
-                    // An SS.Error: meant for the caller, in every environment.
-                    Err(ActionError::failed(message.to_string()))
+                    // An SS.Error: meant for the caller, in every environment, with its code.
+                    let message = message.to_string();
+                    Err(match error["code"].as_str() {
+                        Some("bad_args") => ActionError::BadArgs(message),
+                        Some("unauthorized") => ActionError::Unauthorized(message),
+                        Some("not_found") => ActionError::NotFound(message),
+                        _ => ActionError::Failed(message),
+                    })
                 } else {
                     let name = host.state.borrow().pending.get(&id).map(|p| p.name.clone()).unwrap_or_default();
                     Err(host.failure(&name, message, stack))

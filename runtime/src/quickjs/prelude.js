@@ -144,13 +144,26 @@
   // An error meant for the caller (`throw new SS.Error('Type a message
   // first.')`): its message reaches the caller as it is in every
   // environment, without the stack; other errors show only in development.
-  class AppError extends Error {}
+  // `{ code }` picks the error code the caller gets, `failed` by default:
+  // `bad_args` for arguments the action cannot use (a 400 over the HTTP
+  // API), `unauthorized`, `not_found`.
+  var codes = ['failed', 'bad_args', 'unauthorized', 'not_found'];
+  class AppError extends Error {
+    constructor(message, options) {
+      super(message);
+      var code = options && options.code !== undefined ? options.code : 'failed';
+      if (codes.indexOf(code) < 0) {
+        throw new TypeError('SS.Error takes the code ' + codes.join(', ') + '; not ' + describe(code));
+      }
+      this.code = code;
+    }
+  }
   Object.defineProperty(AppError.prototype, 'name', { value: 'SS.Error', writable: true, configurable: true });
   SS.Error = AppError;
 
   function errorText(error) {
     if (error instanceof AppError) {
-      return JSON.stringify({ message: String(error.message), stack: '', expose: true });
+      return JSON.stringify({ message: String(error.message), stack: '', expose: true, code: error.code });
     }
     if (error instanceof Error) {
       return JSON.stringify({ message: String(error.name || 'Error') + ': ' + String(error.message), stack: String(error.stack || '') });
