@@ -210,6 +210,16 @@ impl App {
         self
     }
 
+    /// Publishes through `bus` instead of straight to this process's hub. A
+    /// bus that several instances share carries each event to every one of
+    /// them, and each hands it to its own hub ([`App::hub`],
+    /// [`Hub::deliver`]). Call it before [`App::with_javascript`], whose
+    /// engine publishes through it.
+    pub fn with_bus(mut self, bus: Arc<dyn Bus>) -> App {
+        self.bus = bus;
+        self
+    }
+
     /// Keeps users online in `presence` instead of a table of this app's own.
     /// Call it before [`App::with_javascript`], whose engine uses it.
     pub fn with_presence(mut self, presence: Arc<dyn Presence>) -> App {

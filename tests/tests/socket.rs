@@ -596,3 +596,66 @@ async fn requests_that_are_not_a_websocket_handshake_are_refused() {
         assert!(!response.to_ascii_lowercase().contains("set-cookie"), "{what}: no session without a socket");
     }
 }
+
+/// Pub/sub and sessions sit behind traits: an app given a bus and a session
+/// store of its own publishes through that bus and keeps sessions in that
+/// store, and events still reach their audience.
+#[tokio::test]
+async fn a_bus_and_a_session_store_of_the_apps_own_are_used() {
+    use ssrun::pubsub::Published;
+    use ssrun::session::{BoxFuture, Change};
+    use ssrun::{Bus, MemoryBus, MemoryStore, Session, SessionStore, StoreError};
+    use std::sync::{Arc, Mutex};
+
+    struct Recording {
+        inner: MemoryBus,
+        events: Arc<Mutex<Vec<String>>>,
+    }
+    impl Bus for Recording {
+        fn publish(&self, published: Published) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.events.lock().unwrap().push(published.event.clone());
+            self.inner.publish(published)
+        }
+    }
+    struct Counting {
+        inner: MemoryStore,
+        changes: Arc<Mutex<Vec<String>>>,
+    }
+    impl SessionStore for Counting {
+        fn create(&self) -> BoxFuture<'_, Result<Session, StoreError>> {
+            self.inner.create()
+        }
+        fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+            self.inner.load(id)
+        }
+        fn update<'a>(&'a self, id: &'a str, change: Change) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+            self.changes.lock().unwrap().push(format!("{change:?}"));
+            self.inner.update(id, change)
+        }
+    }
+
+    let dir = fixture("realtime");
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap());
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let changes = Arc::new(Mutex::new(Vec::new()));
+    let bus = Recording { inner: MemoryBus::new(app.hub()), events: events.clone() };
+    let store = Counting { inner: MemoryStore::new(Duration::from_secs(60)), changes: changes.clone() };
+    let app = with_demo_actions(app.with_bus(Arc::new(bus)).with_session_store(Arc::new(store)), Reports::default());
+    let server = RunningServer::with_app(app, 0);
+
+    let mut ann = WsClient::connect(server.addr, None).await;
+    ann.call(1, "app.login", json!(["ann"])).await;
+    ann.call(2, "app.join", json!(["red"])).await;
+    let mut bob = WsClient::connect(server.addr, None).await;
+    bob.call(1, "app.say", json!(["red", "hello"])).await;
+    assert_eq!(ann.next_json().await, json!({"type": "event", "event": "said", "data": "hello", "channel": "red"}));
+    bob.call(2, "app.tell", json!(["ann", "psst"])).await;
+    assert_eq!(ann.next_json().await["data"], "psst");
+    assert_eq!(*events.lock().unwrap(), ["said", "note"]);
+    let changes = changes.lock().unwrap().join(" | ");
+    assert!(
+        changes.contains("ann") && changes.contains("red"),
+        "the sign-in and the channel went to the store: {changes}"
+    );
+}
