@@ -267,7 +267,12 @@
 
   function onInit(message) {
     if (outOfDate(message.build)) return;
-    settings = message.client || settings;
+    // What the server sends replaces the defaults one by one: a field it
+    // leaves out, or sends as something other than a number, keeps its value.
+    var told = message.client || {};
+    for (var key in settings) {
+      if (typeof told[key] === 'number' && isFinite(told[key])) settings[key] = told[key];
+    }
     SS.env = message.env;
     mount(SS.server, message.api || {}, '');
     ready = true;

@@ -476,6 +476,26 @@ test('an unanswered heartbeat ends the connection with 4408; an answered one doe
   assert.equal(page.reconnect(), 187.5);
 });
 
+test('settings the server leaves out, or sends as something else than a number, keep their defaults', () => {
+  const page = openPage();
+  page.init({ log_level: 2 });
+  const first = page.socket;
+  page.clock.advance(29999);
+  assert.deepEqual(first.sent, [], 'no heartbeat before the default 30 s');
+  page.clock.advance(1);
+  assert.deepEqual(first.sent, [{ type: 'hb' }]);
+  page.receive({ type: 'hb' });
+
+  const other = openPage();
+  other.init({ heartbeat_interval: 'soon' });
+  other.clock.advance(29999);
+  assert.deepEqual(other.socket.sent, []);
+  other.lines.length = 0;
+  other.SS.server.app.square(5);
+  other.reply(1, 25);
+  assert.ok(other.lines.some((line) => line.includes('-> app.square')), 'the default log level 2 holds: ' + other.lines);
+});
+
 test('a server that does not speak the protocol stops reconnection for good', async () => {
   const page = openPage();
   page.init();
