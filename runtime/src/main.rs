@@ -249,7 +249,8 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
         let _ = editor.load_history(history);
     }
     println!(
-        "ssrun console ({}): {} action(s) in SS.server; SS.shared and SS.publish are here. Ctrl-D leaves.",
+        "ssrun console ({}): {} action(s) in SS.server; SS.shared and SS.publish are here (without a shared bus, \
+         events published here reach no browser: this console is a process of its own). Ctrl-D leaves.",
         app.env(),
         engine.actions.len()
     );
@@ -260,6 +261,10 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
                     continue;
                 }
                 let _ = editor.add_history_entry(line.as_str());
+                // Kept at once, so that a console that is killed keeps it too.
+                if let Some(history) = &history {
+                    let _ = editor.append_history(history);
+                }
                 match runtime.block_on(engine.evaluate(line)) {
                     Ok(value) => println!("{value}"),
                     Err(error) => eprintln!("{error}"),
@@ -269,9 +274,6 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
             Err(rustyline::error::ReadlineError::Eof) => break,
             Err(e) => return Err(e).context("reading the console"),
         }
-    }
-    if let Some(history) = &history {
-        let _ = editor.save_history(history);
     }
     Ok(())
 }

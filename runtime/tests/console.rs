@@ -1,0 +1,48 @@
+//! `ssrun console`: evaluates what it reads with the app's server API, and
+//! keeps each line in its history file as it goes.
+
+#![cfg(unix)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[test]
+fn the_console_evaluates_lines_and_keeps_them_in_its_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("app/client/app.js", "exports.init = function () {};\n");
+    write("app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
+    write("app/server/app.js", "exports.actions = {\n  square(n, cb) { cb(n * n); },\n};\n");
+    write("app/shared/pi.js", "exports.rough = function () { return 3; };\n");
+    let mut options = ssbuild::PackOptions::new(dir.path(), "development");
+    options.cache = false;
+    ssbuild::pack(&options).expect("the app packs");
+    let home = tempfile::tempdir().unwrap();
+
+    let mut console = Command::new(env!("CARGO_BIN_EXE_ssrun"))
+        .arg("console")
+        .arg(dir.path())
+        .env("HOME", home.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the console starts");
+    let mut input = console.stdin.take().unwrap();
+    input.write_all(b"SS.server.app.square(7)\nSS.shared.pi.rough() + 1\nnope(\n").unwrap();
+    drop(input);
+    let out = console.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("ssrun console (development): 1 action(s) in SS.server"), "{stdout}");
+    assert_eq!(&lines[1..], ["49", "4"], "{stdout}");
+    assert!(stderr.starts_with("SyntaxError"), "{stderr}");
+    let history = std::fs::read_to_string(home.path().join(".ssrun_history")).unwrap();
+    assert!(history.ends_with("SS.server.app.square(7)\nSS.shared.pi.rough() + 1\nnope(\n"), "{history}");
+}
