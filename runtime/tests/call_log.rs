@@ -41,7 +41,9 @@ fn app(env: &str, app_toml: &str) -> tempfile::TempDir {
 /// Starts ssrun on `dir` for `env`: the process, its address, and its stdout
 /// and stderr lines as they come, each marked with where it came from.
 fn start(dir: &std::path::Path, env: &str) -> (Running, String, Receiver<(&'static str, String)>) {
+    // `start` named, as it may be (the other tests leave it out).
     let mut child = Command::new(env!("CARGO_BIN_EXE_ssrun"))
+        .arg("start")
         .arg(dir)
         .args(["--port", "0", "--host", "127.0.0.1"])
         .env("SS_ENV", env)
