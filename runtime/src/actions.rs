@@ -121,6 +121,9 @@ impl CallLog {
 
     /// Logs a call refused before it started (no such action, no signed-in user).
     pub(crate) fn refused(log: LogCall, name: &str, args: &[Value], error: &ActionError) {
+        if log.level == 0 || log.silent {
+            return;
+        }
         if let Some(entry) = CallLog::begin(log, &Arc::from(name), args) {
             entry.end(&Err(error.clone()));
         }
@@ -129,13 +132,15 @@ impl CallLog {
     /// The call's line: `-> app.square [25] = 625 (0.1 ms)`, on stdout; a
     /// failure on stderr, from level 1.
     fn end(self, outcome: &ActionResult) {
+        if outcome.is_ok() && self.level < 2 {
+            return;
+        }
         let mut line = format!("ssrun: -> {}", self.name);
         if let Some(args) = &self.args {
             line.push(' ');
             line.push_str(args);
         }
         match outcome {
-            Ok(_) if self.level < 2 => return,
             Ok(value) if self.level >= 4 => {
                 line.push_str(" = ");
                 line.push_str(&truncate(&value.to_string(), 200));

@@ -249,8 +249,9 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
         let _ = editor.load_history(history);
     }
     println!(
-        "ssrun console ({}): {} action(s) in SS.server; SS.shared and SS.publish are here (without a shared bus, \
-         events published here reach no browser: this console is a process of its own). Ctrl-D leaves.",
+        "ssrun console ({}): {} action(s) in SS.server; SS.shared and SS.publish are here (events published here \
+         reach no browser: the console is a process of its own, and there is no bus between processes yet). Ctrl-D \
+         leaves.",
         app.env(),
         engine.actions.len()
     );

@@ -27,6 +27,8 @@ fn the_console_evaluates_lines_and_keeps_them_in_its_history() {
         .arg("console")
         .arg(dir.path())
         .env("HOME", home.path())
+        // Some terminal types make the line editor print its prompt even to a pipe.
+        .env_remove("TERM")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

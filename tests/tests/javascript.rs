@@ -242,6 +242,11 @@ async fn an_ss_error_carries_its_code_to_the_caller() {
     let challenged = http(d.server.addr, "GET", "/api/misbehave/membersOnly.json", &[]);
     assert_eq!((challenged.status, challenged.header("www-authenticate")), (401, Some("Basic realm=\"Secure API\"")));
     let mut c = WsClient::connect(d.server.addr, None).await;
+    let signed = c.call(7, "auth.authenticate", json!([{"username": "joe", "password": "secret"}])).await;
+    assert_eq!(signed["result"]["success"], true, "{signed}");
+    let cookie = format!("session_id={}", c.set_cookie.clone().unwrap());
+    let refused = http(d.server.addr, "GET", "/api/misbehave/membersOnly.json", &[("Cookie", cookie.as_str())]);
+    assert_eq!((refused.status, refused.header("www-authenticate")), (403, None), "signed in already: no challenge");
     let reply = c.call(1, "misbehave.madeUpCode", json!([])).await;
     let message = reply["error"]["message"].as_str().unwrap_or_default();
     assert!(

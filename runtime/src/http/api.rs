@@ -117,6 +117,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
     {
         return response;
     }
+    // Whether signing in could change the answer: for a caller who is signed in already, it could not.
+    let signed_in = session.user_id().is_some();
     let outcome = action.start(shared.call(name.clone(), args, session, None), shared.config.reply_timeout, log).await;
     match outcome {
         Ok(value) => success(format, &name, &value),
@@ -125,8 +127,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
                 ActionError::BadRequest(_) | ActionError::BadArgs(_) => StatusCode::BAD_REQUEST,
                 ActionError::NotFound(_) => StatusCode::NOT_FOUND,
                 // A 401 must say how to sign in: with Basic Auth configured,
-                // it does; without, there is no way in over HTTP.
-                ActionError::Unauthorized(_) if shared.basic_auth.is_some() => StatusCode::UNAUTHORIZED,
+                // it does; without, there is no way in over HTTP. A caller
+                // signed in already is refused for who they are (403).
+                ActionError::Unauthorized(_) if shared.basic_auth.is_some() && !signed_in => StatusCode::UNAUTHORIZED,
                 ActionError::Unauthorized(_) => StatusCode::FORBIDDEN,
                 ActionError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
@@ -148,10 +151,10 @@ fn same_site(headers: &HeaderMap) -> bool {
     crate::ws::same_origin(headers)
 }
 
-/// Signs the call in through Basic Auth, or answers 401/403.
 /// The `WWW-Authenticate` header of a 401.
 const CHALLENGE: &str = "Basic realm=\"Secure API\"";
 
+/// Signs the call in through Basic Auth, or answers 401/403.
 async fn basic_auth(
     shared: &Shared,
     headers: &HeaderMap,

@@ -550,7 +550,13 @@ impl Host {
         let late: Vec<Pending> =
             self.state.borrow_mut().pending.extract_if(|_, p| p.deadline <= now).map(|(_, p)| p).collect();
         for pending in late {
-            let _ = pending.reply.send(Err(no_answer(&pending.name, self.settings.reply_timeout)));
+            // Logged here only when the caller is still waiting: one that
+            // stopped waiting logged the same timeout itself ([`Engine::ask`]).
+            let error = no_answer(&pending.name, self.settings.reply_timeout);
+            let text = error.to_string();
+            if pending.reply.send(Err(error)).is_ok() {
+                eprintln!("ssrun: {text}");
+            }
         }
     }
 }
@@ -840,8 +846,13 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
     native.set(
         "reply",
         Function::new(ctx.clone(), move |id: f64, is_error: bool, text: String| {
-            let Some(host) = h.upgrade() else { return };
+            // Whether the call was still waiting for its answer: one past its
+            // reply timeout, or whose caller has gone, is not answered.
+            let Some(host) = h.upgrade() else { return false };
             let id = id as u64;
+            if !host.state.borrow().pending.contains_key(&id) {
+                return false;
+            }
             let outcome = if is_error {
                 let error: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
                 let message = error["message"].as_str().unwrap_or("the action failed");
@@ -863,6 +874,7 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 answer_from_json(&text)
             };
             host.answer(id, outcome);
+            true
         })?,
     )?;
 

@@ -204,9 +204,16 @@
     };
   }
   function thrownLater(owner, error) {
+    if (!failLate(owner, error)) console.error('a callback threw:', error);
+  }
+  // Fails the call whose `this` is `owner` with `error`, if the call is
+  // still waiting for its answer; `false` when it is not (answered, past
+  // its reply timeout, or its caller gone), so that the error is logged.
+  function failLate(owner, error) {
     var c = owner && owner._call;
-    if (c && c[0] >= 0 && !c[6]) answer(owner, true, error);
-    else console.error('a callback threw:', error);
+    if (!c || c[0] < 0 || c[6]) return false;
+    c[6] = true;
+    return host.reply(c[0], true, errorText(error));
   }
 
   // What a rejection hands to a callback, which takes errors and answers
@@ -290,7 +297,13 @@
         if (data.connection < 0) return;
         if (!host.live(data.connection)) {
           // Already gone: run it now rather than never.
-          setTimeout(function () { fn.call(self, session); }, 0);
+          setTimeout(function () {
+            try {
+              fn.call(self, session);
+            } catch (error) {
+              console.error('a session.on("disconnect") handler threw:', error);
+            }
+          }, 0);
           return;
         }
         disconnects[data.connection] = (disconnects[data.connection] || []).concat([fn]);
@@ -533,9 +546,7 @@
       try {
         timer.fn.apply(null, timer.args);
       } catch (error) {
-        var c = timer.owner && timer.owner._call;
-        if (c && !c[6]) answer(timer.owner, true, error);
-        else throw error;
+        if (!failLate(timer.owner, error)) throw error;
       } finally {
         tag = 'server';
       }
