@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -80,12 +80,10 @@ pub struct Action {
 
 impl Action {
     /// Starts a call; with `limit` (the server's `reply_timeout`), one that
-    /// has not answered by then is answered with an error and dropped. `log`
-    /// says what the server logs of it.
-    pub(crate) fn start(&self, call: Call, limit: Duration, log: LogCall) -> Answer {
+    /// has not answered by then is answered with an error and dropped.
+    pub(crate) fn start(&self, call: Call, limit: Duration) -> Answer {
         let limit = self.timed.then(|| (limit, self.name.clone()));
-        let log = CallLog::begin(log, &self.name, &call.args);
-        Answer { call: (self.handler)(call), limit, timer: None, log }
+        Answer { call: (self.handler)(call), limit, timer: None }
     }
 }
 
@@ -101,7 +99,7 @@ pub(crate) struct LogCall {
 
 /// A call being logged: what its line will say, once it is answered.
 pub(crate) struct CallLog {
-    name: Arc<str>,
+    name: String,
     /// The arguments as JSON (cut short), from level 3.
     args: Option<String>,
     level: u8,
@@ -110,13 +108,24 @@ pub(crate) struct CallLog {
 }
 
 impl CallLog {
-    /// `None` when nothing is to be logged of the call (level 0, or a silent call).
-    fn begin(log: LogCall, name: &Arc<str>, args: &[Value]) -> Option<CallLog> {
+    /// What to log of the call to `name` with `args` once it is answered
+    /// ([`CallLog::end`]); `None` when nothing is (level 0, or a silent
+    /// call). Kept apart from the call's [`Answer`], on the heap: a server
+    /// that logs no calls carries nothing for it.
+    #[inline]
+    pub(crate) fn begin(log: LogCall, name: &str, args: &[Value]) -> Option<Box<CallLog>> {
         if log.level == 0 || log.silent {
             return None;
         }
+        Some(CallLog::logging(log, name, args))
+    }
+
+    /// Out of the way of the path a server that logs no calls takes.
+    #[cold]
+    fn logging(log: LogCall, name: &str, args: &[Value]) -> Box<CallLog> {
         let args = (log.level >= 3).then(|| truncate(&serde_json::to_string(args).unwrap_or_default(), 200));
-        Some(CallLog { name: name.clone(), args, level: log.level, http: log.http, started: std::time::Instant::now() })
+        let name = name.to_string();
+        Box::new(CallLog { name, args, level: log.level, http: log.http, started: std::time::Instant::now() })
     }
 
     /// Logs a call refused before it started (no such action, no signed-in user).
@@ -124,14 +133,14 @@ impl CallLog {
         if log.level == 0 || log.silent {
             return;
         }
-        if let Some(entry) = CallLog::begin(log, &Arc::from(name), args) {
+        if let Some(entry) = CallLog::begin(log, name, args) {
             entry.end(&Err(error.clone()));
         }
     }
 
     /// The call's line: `-> app.square [25] = 625 (0.1 ms)`, on stdout; a
     /// failure on stderr, from level 1.
-    fn end(self, outcome: &ActionResult) {
+    pub(crate) fn end(self, outcome: &ActionResult) {
         if outcome.is_ok() && self.level < 2 {
             return;
         }
@@ -165,7 +174,6 @@ pub(crate) struct Answer {
     call: BoxFuture<'static, ActionResult>,
     limit: Option<(Duration, Arc<str>)>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    log: Option<CallLog>,
 }
 
 impl Future for Answer {
@@ -173,21 +181,19 @@ impl Future for Answer {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ActionResult> {
         let this = &mut *self;
-        let outcome = match this.call.as_mut().poll(cx) {
-            Poll::Ready(outcome) => outcome,
-            Poll::Pending => {
-                let Some((limit, name)) = &this.limit else { return Poll::Pending };
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*limit)));
-                ready!(timer.as_mut().poll(cx));
+        if let Poll::Ready(outcome) = this.call.as_mut().poll(cx) {
+            return Poll::Ready(outcome);
+        }
+        let Some((limit, name)) = &this.limit else { return Poll::Pending };
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
                 let message = format!("{name} gave no answer within {} s", limit.as_secs_f64());
                 eprintln!("ssrun: {message}");
-                Err(ActionError::failed(message))
+                Poll::Ready(Err(ActionError::failed(message)))
             }
-        };
-        if let Some(log) = this.log.take() {
-            log.end(&outcome);
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Ready(outcome)
     }
 }
 

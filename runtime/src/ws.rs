@@ -614,11 +614,21 @@ impl Connection {
         match self.start_call(method, args, log) {
             // An action that answers at once (most do) is answered in this
             // batch without joining the calls in flight.
-            Ok(mut future) => match (&mut future).now_or_never() {
-                Some(outcome) => self.out.push(reply_text(id, &outcome)),
+            Ok((mut future, log)) => match (&mut future).now_or_never() {
+                Some(outcome) => {
+                    if let Some(log) = log {
+                        log.end(&outcome);
+                    }
+                    self.out.push(reply_text(id, &outcome))
+                }
                 None => {
                     let id: Box<str> = id.into();
-                    self.calls.push(Box::pin(future.map(move |outcome| (id, outcome))))
+                    self.calls.push(Box::pin(future.map(move |outcome| {
+                        if let Some(log) = log {
+                            log.end(&outcome);
+                        }
+                        (id, outcome)
+                    })))
                 }
             },
             Err(e) => self.out.push(reply_text(id, &Err(e))),
@@ -630,7 +640,7 @@ impl Connection {
         method: Option<Cow<str>>,
         args: Option<Value>,
         log: LogCall,
-    ) -> Result<crate::actions::Answer, ActionError> {
+    ) -> Result<(crate::actions::Answer, Option<Box<CallLog>>), ActionError> {
         let Some(method) = method else {
             return Err(ActionError::BadRequest("a call needs a \"method\" string, like \"app.square\"".into()));
         };
@@ -640,16 +650,19 @@ impl Connection {
             Some(_) => return Err(ActionError::BadRequest("\"args\" must be an array".into())),
         };
         let registry = &self.shared.registry;
-        let refused = |error: ActionError| {
+        let Some(action) = registry.get(&method) else {
+            let error = registry.not_found(&method);
             CallLog::refused(log, &method, &args, &error);
-            error
+            return Err(error);
         };
-        let action = registry.get(&method).ok_or_else(|| refused(registry.not_found(&method)))?;
         if action.authenticate && self.session.user_id().is_none() {
-            return Err(refused(ActionError::Unauthorized(format!("{method} needs a signed-in user"))));
+            let error = ActionError::Unauthorized(format!("{method} needs a signed-in user"));
+            CallLog::refused(log, &method, &args, &error);
+            return Err(error);
         }
+        let log = CallLog::begin(log, &method, &args);
         let call = self.shared.call(method.into_owned(), args, self.session.clone(), Some(self.id));
-        Ok(action.start(call, self.shared.config.reply_timeout, log))
+        Ok((action.start(call, self.shared.config.reply_timeout), log))
     }
 }
 

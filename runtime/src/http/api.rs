@@ -119,7 +119,11 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
     }
     // Whether signing in could change the answer: for a caller who is signed in already, it could not.
     let signed_in = session.user_id().is_some();
-    let outcome = action.start(shared.call(name.clone(), args, session, None), shared.config.reply_timeout, log).await;
+    let logged = CallLog::begin(log, &name, &args);
+    let outcome = action.start(shared.call(name.clone(), args, session, None), shared.config.reply_timeout).await;
+    if let Some(logged) = logged {
+        logged.end(&outcome);
+    }
     match outcome {
         Ok(value) => success(format, &name, &value),
         Err(e) => {
