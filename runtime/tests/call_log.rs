@@ -5,9 +5,9 @@
 #![cfg(unix)]
 
 mod common;
-use common::{Running, get};
+use common::{Running, frame, get, packed_app, ws_upgrade};
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
@@ -22,20 +22,7 @@ exports.actions = {
 
 /// An app with the actions above, packed for `env`, with `app_toml` as its config.
 fn app(env: &str, app_toml: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let write = |path: &str, text: &str| {
-        let path = dir.path().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
-    write("app/client/app.js", "exports.init = function () {};\n");
-    write("app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
-    write("app/server/app.js", SERVER);
-    write("config/app.toml", app_toml);
-    let mut options = ssbuild::PackOptions::new(dir.path(), env);
-    options.cache = false;
-    ssbuild::pack(&options).expect("the app packs");
-    dir
+    packed_app(env, &[("app/server/app.js", SERVER), ("config/app.toml", app_toml)])
 }
 
 /// Starts ssrun on `dir` for `env`: the process, its address, and its stdout
@@ -80,22 +67,7 @@ struct Socket(TcpStream);
 
 impl Socket {
     fn open(address: &str) -> Socket {
-        let mut stream = TcpStream::connect(address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            stream,
-            "GET /_ss/ws?v=1 HTTP/1.1\r\nHost: {address}\r\nOrigin: http://{address}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        .unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8; 1];
-            stream.read_exact(&mut byte).unwrap();
-            head.push(byte[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-        let mut socket = Socket(stream);
+        let mut socket = Socket(ws_upgrade(address));
         assert!(socket.read().contains(r#""type":"init""#), "init comes first");
         socket
     }
@@ -111,19 +83,7 @@ impl Socket {
     }
 
     fn read(&mut self) -> String {
-        let mut head = [0u8; 2];
-        self.0.read_exact(&mut head).unwrap();
-        let len = match head[1] & 0x7f {
-            126 => {
-                let mut n = [0u8; 2];
-                self.0.read_exact(&mut n).unwrap();
-                u16::from_be_bytes(n) as usize
-            }
-            n => n as usize,
-        };
-        let mut payload = vec![0u8; len];
-        self.0.read_exact(&mut payload).unwrap();
-        String::from_utf8(payload).unwrap()
+        String::from_utf8(frame(&mut self.0).1).unwrap()
     }
 }
 

@@ -4,23 +4,20 @@
 #![cfg(unix)]
 
 use std::io::Write;
+
+mod common;
+use common::packed_app;
 use std::process::{Command, Stdio};
 
 #[test]
 fn the_console_evaluates_lines_and_keeps_them_in_its_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let write = |path: &str, text: &str| {
-        let path = dir.path().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
-    write("app/client/app.js", "exports.init = function () {};\n");
-    write("app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
-    write("app/server/app.js", "exports.actions = {\n  square(n, cb) { cb(n * n); },\n};\n");
-    write("app/shared/pi.js", "exports.rough = function () { return 3; };\n");
-    let mut options = ssbuild::PackOptions::new(dir.path(), "development");
-    options.cache = false;
-    ssbuild::pack(&options).expect("the app packs");
+    let dir = packed_app(
+        "development",
+        &[
+            ("app/server/app.js", "exports.actions = {\n  square(n, cb) { cb(n * n); },\n};\n"),
+            ("app/shared/pi.js", "exports.rough = function () { return 3; };\n"),
+        ],
+    );
     let home = tempfile::tempdir().unwrap();
 
     let mut console = Command::new(env!("CARGO_BIN_EXE_ssrun"))

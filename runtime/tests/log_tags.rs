@@ -7,7 +7,7 @@
 #![cfg(unix)]
 
 mod common;
-use common::{Running, get};
+use common::{Running, get, packed_app};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -69,20 +69,7 @@ export async function pause(ms, label) {
 "#;
 
 fn app(env: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let write = |path: &str, text: &str| {
-        let path = dir.path().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    };
-    write("app/client/app.js", "exports.init = function () {};\n");
-    write("app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
-    write("app/shared/wait.js", SHARED);
-    write("app/server/app.js", SERVER);
-    let mut options = ssbuild::PackOptions::new(dir.path(), env);
-    options.cache = false;
-    ssbuild::pack(&options).expect("the app packs");
-    dir
+    packed_app(env, &[("app/shared/wait.js", SHARED), ("app/server/app.js", SERVER)])
 }
 
 fn tags_in(env: &str) {
