@@ -7,7 +7,8 @@
 // - Calls made while disconnected wait in a bounded queue and go out once the
 //   session is ready again. Calls in flight when the connection drops fail with
 //   the code "disconnected": they may or may not have run.
-// - The socket reconnects forever, with exponential back-off and jitter.
+// - The socket reconnects forever, with exponential back-off and jitter,
+//   starting over once a session has stayed up a while.
 // - SS.client.app.init() runs once per page load, when the first session is ready.
 // - In development the server names its build in `init`: a page whose code is
 //   older reloads itself; one whose stylesheet alone is older swaps it in place.
@@ -17,6 +18,8 @@
   var PROTOCOL = 1;
   var QUEUE_LIMIT = 1000;
   var MAX_DELAY = 30000;
+  // How long a session stays up before the back-off starts over.
+  var STEADY = 5000;
 
   var settings = { log_level: 2, heartbeat_interval: 30 };
   var socket = null;
@@ -24,6 +27,7 @@
   var started = false;
   var stopped = false;
   var attempts = 0;
+  var steady = null;
   var nextId = 1;
   var inFlight = {};
   var queue = [];
@@ -276,7 +280,13 @@
     SS.env = message.env;
     mount(SS.server, message.api || {}, '');
     ready = true;
-    attempts = 0;
+    // The back-off starts over once the session has stayed up a while, not
+    // at once: a server that accepts and then drops every connection does
+    // not get a reconnect from every client every quarter of a second.
+    clearTimeout(steady);
+    steady = setTimeout(function () {
+      attempts = 0;
+    }, STEADY);
     awaitingBeat = false;
     heartbeat = setInterval(beat, Math.max(0.01, settings.heartbeat_interval) * 1000);
     var waiting = queue;
@@ -347,6 +357,7 @@
   function onClose(event) {
     var wasReady = ready;
     socket = null;
+    clearTimeout(steady);
     dropCalls('the connection dropped before the reply');
     if (wasReady) socketEvents.emit('disconnect', [event.code, event.reason]);
     if (event.code === 4001) {

@@ -338,14 +338,21 @@ test('the back-off holds across jitter drawn from a seeded generator', () => {
   }
 });
 
-test('a successful init resets the back-off', () => {
+test('a session that stays up 5 s resets the back-off', () => {
   const page = openPage();
   for (let n = 0; n < 5; n++) {
     page.drop(1006);
     page.reconnect();
   }
   assert.deepEqual(page.reconnecting().map((r) => r[0]), [1, 2, 3, 4, 5]);
+  // A session dropped as soon as it is ready does not reset it.
   page.init();
+  page.drop(1006);
+  page.reconnect();
+  assert.equal(page.reconnecting().at(-1)[0], 6);
+  // One that stayed up 5 s does.
+  page.init();
+  page.clock.advance(5000);
   page.drop(1006);
   const ms = page.reconnect();
   assert.deepEqual(page.reconnecting().at(-1), [1, 188]);
@@ -381,7 +388,8 @@ test('a WebSocket constructor that throws schedules the next attempt, with the b
   page.reply(page.calls()[0].id, 36);
   assert.equal(await answer, 36);
 
-  // Refused again after a drop: the attempts after it go on from 1.
+  // Refused again after a drop, once the session stayed up: the attempts after it go on from 1.
+  page.clock.advance(5000);
   page.refuse = 2;
   page.drop(1006);
   page.reconnect();
