@@ -187,6 +187,8 @@ async fn errors_thrown_later_and_plain_rejections_fail_the_call() {
     assert!(message(&reply).starts_with("TypeError: cannot read property 'length' of undefined"), "{reply}");
     let reply = c.call(2, "misbehave.throwsInTimer", json!([])).await;
     assert!(message(&reply).starts_with("Error: too late"), "{reply}");
+    let reply = c.call(6, "misbehave.throwsInTimerLater", json!([])).await;
+    assert!(message(&reply).starts_with("Error: later still"), "set after an await, still the call's: {reply}");
     let reply = c.call(3, "misbehave.rejectsWithText", json!([])).await;
     assert_eq!(message(&reply), "no thanks", "{reply}");
     let reply = c.call(4, "misbehave.passesOn", json!([])).await;

@@ -11,6 +11,15 @@
   var listed = [];
   var libServer = {};
   var tag = 'server';
+  // The `this` of the client's call whose work is running after its
+  // synchronous part (`running` holds it during that part): through its
+  // awaits, `then` callbacks and timers, as the tag is; null for work no
+  // client's call started. What that work throws later fails that call
+  // (see `callback`). `caller()` is whichever holds it.
+  var owner = null;
+  function caller() {
+    return running || owner;
+  }
 
   function text(value) {
     if (typeof value === 'string') return value;
@@ -61,25 +70,36 @@
   // again wherever they resume: `__ss.e(tag, await x)`, and at the start of
   // `catch` and `finally` blocks (a rejected `await` lands there). Callbacks
   // given to `then` (and so `catch` and `finally`) run with the tag of the
-  // code that registered them.
+  // code that registered them. The owning call goes along with the tag:
+  // noted as the tag alone when there is none, else as `{ t, o }`.
   var then = Promise.prototype.then;
   function noteTag() {
-    return tag;
+    var o = caller();
+    return o === null ? tag : { t: tag, o: o };
   }
   function resumeTag(saved, value) {
-    // A function called while the bundle loaded, before the prelude took over, noted nothing.
-    tag = saved === undefined ? 'server' : saved;
+    if (saved !== null && typeof saved === 'object') {
+      tag = saved.t;
+      owner = saved.o;
+    } else {
+      // A function called while the bundle loaded, before the prelude took over, noted nothing.
+      tag = saved === undefined ? 'server' : saved;
+      owner = null;
+    }
     return value;
   }
-  function tagged(fn, saved) {
+  function tagged(fn, savedTag, savedOwner) {
     if (typeof fn !== 'function') return fn;
     return function (value) {
-      var before = tag;
-      tag = saved;
+      var beforeTag = tag;
+      var beforeOwner = owner;
+      tag = savedTag;
+      owner = savedOwner;
       try {
         return fn(value);
       } finally {
-        tag = before;
+        tag = beforeTag;
+        owner = beforeOwner;
       }
     };
   }
@@ -88,7 +108,8 @@
     writable: true,
     value: {
       then: function (onFulfilled, onRejected) {
-        return then.call(this, tagged(onFulfilled, tag), tagged(onRejected, tag));
+        var o = caller();
+        return then.call(this, tagged(onFulfilled, tag, o), tagged(onRejected, tag, o));
       }
     }.then
   });
@@ -100,9 +121,9 @@
     if (typeof fn !== 'function') throw new TypeError('a timer needs a function');
     var id = nextTimer++;
     // One set by code no action runs logs as `timer`.
-    // A timer set while an action runs logs under its name, and its throw
+    // A timer set by an action's work logs under its name, and its throw
     // fails that call if nothing answered it yet (see `callback`).
-    timers[id] = { fn: fn, args: args, repeat: repeat, tag: tag === 'server' ? 'timer' : tag, owner: running };
+    timers[id] = { fn: fn, args: args, repeat: repeat, tag: tag === 'server' ? 'timer' : tag, owner: caller() };
     host.setTimer(id, Math.max(0, Number(ms) || 0), repeat);
     return id;
   }
@@ -441,7 +462,7 @@
         var promise = new Promise(function (resolve) {
           host.online(function (json) { resolve(JSON.parse(json)); });
         });
-        if (typeof cb === 'function') promise.then(callback(running, cb));
+        if (typeof cb === 'function') promise.then(callback(caller(), cb));
         return promise;
       }
     }
@@ -454,7 +475,7 @@
     for (var i = 0; i < parts.length - 1; i++) node = __ss.branch(node, parts[i]);
     // From server code: SS.server.a.b(args..., cb) or a Promise; `this.session` is a blank session.
     __ss.define(node, parts[parts.length - 1], function () {
-      var owner = running;
+      var from = caller();
       var args = Array.prototype.slice.call(arguments);
       var cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
       var promise = new Promise(function (resolve, reject) {
@@ -467,7 +488,7 @@
         run(fn, noCaller(), argc, argc > 2 ? args : args[0], args[1]);
       });
       if (cb) {
-        var run = callback(owner, cb);
+        var run = callback(from, cb);
         promise.then(run, function (e) { run(asError(e)); });
       }
       return promise;
@@ -535,6 +556,7 @@
     stopped: function () {
       var self = running;
       running = null;
+      owner = null;
       tag = 'server';
       return self ? self._call[7] : later;
     },
@@ -543,17 +565,20 @@
       if (!timer) return;
       if (!timer.repeat) delete timers[id];
       tag = timer.tag;
+      owner = timer.owner;
       try {
         timer.fn.apply(null, timer.args);
       } catch (error) {
         if (!failLate(timer.owner, error)) throw error;
       } finally {
         tag = 'server';
+        owner = null;
       }
     },
     // After promise jobs ran: what runs next, runs for no action until it says so.
     idle: function () {
       tag = 'server';
+      owner = null;
     },
     // A connection closed: its `session.on('disconnect')` handlers run with
     // the session as it is now (signed in since, or out), as their argument
@@ -563,6 +588,7 @@
     // the session.
     disconnect: function (connection, sessionId, createdAt, userId) {
       tag = 'server';
+      owner = null;
       var list = disconnects[connection];
       if (!list) return;
       delete disconnects[connection];
@@ -579,6 +605,7 @@
     // HTTP API Basic Auth through a lib/server module: answers with its response.
     authenticate: function (callId, moduleName, username, password) {
       tag = 'server';
+      owner = null;
       var self = noCaller();
       self.session.authenticate(moduleName, { username: username, password: password }).then(function (response) {
         host.reply(callId, false, stringify(response));
@@ -596,6 +623,7 @@
         host.reply(callId, true, errorText(error));
       };
       tag = 'console';
+      owner = null;
       try {
         var value = (0, eval)(source);
         if (value && typeof value.then === 'function') value.then(answer, fail);
