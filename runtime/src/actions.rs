@@ -130,9 +130,6 @@ impl CallLog {
 
     /// Logs a call refused before it started (no such action, no signed-in user).
     pub(crate) fn refused(log: LogCall, name: &str, args: &[Value], error: &ActionError) {
-        if log.level == 0 || log.silent {
-            return;
-        }
         if let Some(entry) = CallLog::begin(log, name, args) {
             entry.end(&Err(error.clone()));
         }

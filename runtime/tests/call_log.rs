@@ -133,7 +133,7 @@ fn calls_and_events_are_logged_by_level_and_silent_calls_never() {
 }
 
 #[test]
-fn development_logs_calls_with_their_arguments_and_production_logs_none() {
+fn development_logs_calls_with_their_arguments_production_none_and_level_1_failures() {
     let out = exercise("development", "");
     let all = format!("{out:?}");
     let calls = lines_from(&out, "stdout", "ssrun: -> ");
@@ -146,4 +146,12 @@ fn development_logs_calls_with_their_arguments_and_production_logs_none() {
     let out = exercise("production", "");
     let all = format!("{out:?}");
     assert!(!all.contains("ssrun: -> ") && !all.contains("ssrun: => "), "{all}");
+
+    // Level 1: the failed call alone, without its arguments.
+    let out = exercise("production", "[log]\nlevel = 1\n");
+    let all = format!("{out:?}");
+    assert!(lines_from(&out, "stdout", "ssrun: -").is_empty() && !all.contains("ssrun: => "), "{all}");
+    let failed = lines_from(&out, "stderr", "ssrun: -> ");
+    assert_eq!(failed.len(), 1, "{all}");
+    assert!(failed[0].starts_with("ssrun: -> app.nope failed (not_found): "), "{all}");
 }

@@ -4,41 +4,29 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 mod common;
-use common::{frame, packed_fixture, ws_upgrade};
+use common::{frame, packed_fixture, start_ssrun, ws_upgrade};
 
 #[test]
 fn sigterm_closes_connections_with_going_away() {
     let dist = packed_fixture();
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_ssrun"))
-        .arg(dist.path().join("dist"))
-        .args(["--port", "0", "--host", "127.0.0.1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("ssrun starts");
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("ssrun says where it serves").unwrap();
-        if let Some(at) = line.split("http://").nth(1) {
-            break at.trim().to_string();
-        }
-    };
+    let (mut server, address, _lines) =
+        start_ssrun(Command::new(env!("CARGO_BIN_EXE_ssrun")).arg(dist.path().join("dist")));
 
     let mut stream = ws_upgrade(&address);
     let (opcode, init) = frame(&mut stream);
     assert_eq!(opcode, 1, "the init message comes first");
     assert!(String::from_utf8_lossy(&init).contains(r#""type":"init""#));
 
-    let killed = Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let (opcode, payload) = frame(&mut stream);
     assert_eq!(opcode, 8, "a close frame, not a dropped connection");
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
-    let status = server.wait().unwrap();
+    let status = server.0.wait().unwrap();
     assert!(status.success(), "ssrun exits cleanly: {status}");
 }
 

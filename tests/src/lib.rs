@@ -86,8 +86,8 @@ pub fn in_ci() -> bool {
 pub fn have_node() -> bool {
     let ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(!in_ci(), "Node.js is required under CI to evaluate packed bundles");
-        eprintln!("skipped: Node.js is not installed, so packed bundles cannot be evaluated");
+        assert!(!in_ci(), "Node.js is required under CI: tests run packed bundles and the browser library in it");
+        eprintln!("skipped: Node.js is not installed, so this test cannot run its JavaScript");
     }
     ok
 }

@@ -5,21 +5,11 @@
 
 use std::process::Command;
 
-use ss_tests::{in_ci, repo_root};
-
-/// Whether `node` runs; prints why the test is skipped when it does not (and fails under CI).
-fn node_runs() -> bool {
-    let ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(!in_ci(), "Node.js is required under CI to test the browser library");
-        eprintln!("skipped: Node.js is not installed, so the browser library's tests cannot run");
-    }
-    ok
-}
+use ss_tests::{have_node, repo_root};
 
 #[test]
 fn the_browser_library_passes_its_node_tests() {
-    if !node_runs() {
+    if !have_node() {
         return;
     }
     let script = "tests/js/socket.test.js";

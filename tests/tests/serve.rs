@@ -137,55 +137,6 @@ fn a_deployment_without_the_source_serves_public_files_and_the_404_page() {
     assert!(String::from_utf8_lossy(&missing.body).contains("This page does not exist"));
 }
 
-/// Set in the child process of the test below, to the deployment's folder.
-const SERVE_FROM_INSIDE_DIST: &str = "SS_TESTS_SERVE_FROM_INSIDE_DIST";
-
-/// `cd dist && ssrun`: the app is loaded from `.`, and public/, the 404 page
-/// and config/ beside dist/ are still found. The working folder belongs to the
-/// whole process, so rather than change it under the other tests, the test
-/// runs itself again in a child process started inside dist/.
-#[test]
-fn serving_from_inside_dist_finds_public_files_the_404_page_and_config() {
-    if let Some(deploy) = std::env::var_os(SERVE_FROM_INSIDE_DIST) {
-        let loaded = ssrun::LoadedApp::load(std::path::Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
-        let config_dir = loaded.config_dir.as_deref().map(|dir| std::fs::canonicalize(dir).unwrap());
-        assert_eq!(config_dir, Some(std::fs::canonicalize(std::path::Path::new(&deploy).join("config")).unwrap()));
-        let config = ssrun::Config::load(loaded.config_dir.as_deref(), &loaded.env).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(config.reply_timeout, Duration::from_secs(12));
-        let server = RunningServer::with_app(ssrun::App::new(loaded), 0);
-        let robots = http(server.addr, "GET", "/robots.txt", &[]);
-        assert_eq!((robots.status, robots.body.as_slice()), (200, &b"User-agent: *\nDisallow:\n"[..]));
-        let missing = http(server.addr, "GET", "/no/such/page", &[]);
-        assert_eq!(missing.status, 404);
-        assert!(String::from_utf8_lossy(&missing.body).contains("This page does not exist"));
-        return;
-    }
-    let (app, _) = packed_styled();
-    let deploy = tempfile::tempdir().unwrap();
-    for folder in ["dist", "public", "static"] {
-        ss_tests::copy_tree(&app.path().join(folder), &deploy.path().join(folder));
-    }
-    ss_tests::write(deploy.path(), "config/app.toml", "[server]\nreply_timeout = 12\n");
-    // A path ending in `..` names its folder's parent, here dist/ again.
-    let through = ssrun::LoadedApp::load(&deploy.path().join("dist/assets/..")).unwrap();
-    assert!(through.public_dir.is_some() && through.not_found_page.is_some() && through.config_dir.is_some());
-
-    let name = "serving_from_inside_dist_finds_public_files_the_404_page_and_config";
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .current_dir(deploy.path().join("dist"))
-        .env(SERVE_FROM_INSIDE_DIST, deploy.path())
-        .output()
-        .expect("the test program runs again");
-    let stdout = String::from_utf8_lossy(&child.stdout);
-    // "1 passed": the test ran in the child, rather than no test matching the name.
-    assert!(
-        child.status.success() && stdout.contains("1 passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&child.stderr)
-    );
-}
-
 #[test]
 fn server_code_the_manifest_and_paths_outside_public_are_never_served() {
     let (app, report) = packed_styled();

@@ -120,9 +120,9 @@
   function addTimer(fn, ms, args, repeat) {
     if (typeof fn !== 'function') throw new TypeError('a timer needs a function');
     var id = nextTimer++;
-    // One set by code no action runs logs as `timer`.
     // A timer set by an action's work logs under its name, and its throw
-    // fails that call if nothing answered it yet (see `callback`).
+    // fails that call if nothing answered it yet (see `callback`); one set
+    // by code no action runs logs as `timer`.
     timers[id] = { fn: fn, args: args, repeat: repeat, tag: tag === 'server' ? 'timer' : tag, owner: caller() };
     host.setTimer(id, Math.max(0, Number(ms) || 0), repeat);
     return id;
@@ -193,19 +193,19 @@
   }
 
   // A host operation as a Promise that also feeds an optional callback.
-  // `who` is [call id, connection id, the call's `this`]: the session is
-  // found by the call while it runs, and by its connection afterwards
-  // (timers, later callbacks).
-  function operation(who, op, args, cb, after) {
+  // `self` is the `this` of the call whose session it is: the host finds
+  // the session by the call's id while the call runs, and by its connection
+  // afterwards (timers, later callbacks).
+  function operation(self, op, args, cb, after) {
     var promise = new Promise(function (resolve, reject) {
-      host.session(who[0], who[1], op, stringify(args), function (error, json) {
+      host.session(self._call[0], self._call[4], op, stringify(args), function (error, json) {
         if (error != null) reject(new Error(error));
         else resolve(json === undefined ? undefined : JSON.parse(json));
       });
     });
     if (after) promise = promise.then(after);
     if (typeof cb === 'function') {
-      var run = callback(who[2], cb);
+      var run = callback(self, cb);
       promise.then(run, run);
     }
     return promise;
@@ -220,12 +220,9 @@
       try {
         cb(value);
       } catch (error) {
-        thrownLater(owner, error);
+        if (!failLate(owner, error)) console.error('a callback threw:', error);
       }
     };
-  }
-  function thrownLater(owner, error) {
-    if (!failLate(owner, error)) console.error('a callback threw:', error);
   }
   // Fails the call whose `this` is `owner` with `error`, if the call is
   // still waiting for its answer; `false` when it is not (answered, past
@@ -254,7 +251,6 @@
 
   // The session API of the call whose `this` is `self`.
   function makeSession(self, data) {
-    var who = [self._call[0], data.connection, self];
     var session = {
       id: data.id,
       created_at: data.created_at,
@@ -267,7 +263,7 @@
             'String() names the user), not ' + (userId === '' ? 'an empty string' : String(userId)) +
             '; to sign out, call this.session.user.logout()');
         }
-        return operation(who, 'set_user', [text], cb, function () {
+        return operation(self, 'set_user', [text], cb, function () {
           session.user_id = text;
           return true;
         });
@@ -295,18 +291,18 @@
       },
       channel: {
         subscribe: function (list, cb) {
-          return operation(who, 'subscribe', names(list), cb);
+          return operation(self, 'subscribe', names(list), cb);
         },
         unsubscribe: function (list, cb) {
-          return operation(who, 'unsubscribe', names(list), cb);
+          return operation(self, 'unsubscribe', names(list), cb);
         },
         list: function (cb) {
-          return operation(who, 'channels', [], cb);
+          return operation(self, 'channels', [], cb);
         }
       },
       user: {
         logout: function (cb) {
-          return operation(who, 'logout', [], cb, function () {
+          return operation(self, 'logout', [], cb, function () {
             session.user_id = null;
             return true;
           });

@@ -2,9 +2,10 @@
 //! uses part of it.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 /// The browser fixture packed for production into a folder of the test's own
@@ -99,4 +100,21 @@ pub fn frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
     let mut payload = vec![0u8; len];
     stream.read_exact(&mut payload).unwrap();
     (head[0] & 0x0f, payload)
+}
+
+/// Starts `ssrun` as `command` has it (arguments, folder, environment),
+/// listening on a free port of 127.0.0.1: the process, the address it says
+/// it serves on, and the rest of its standard output.
+pub fn start_ssrun(command: &mut Command) -> (Running, String, std::io::Lines<BufReader<ChildStdout>>) {
+    let mut child =
+        command.args(["--port", "0", "--host", "127.0.0.1"]).stdout(Stdio::piped()).spawn().expect("ssrun starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let running = Running(child);
+    let address = loop {
+        let line = lines.next().expect("ssrun says where it serves").unwrap();
+        if let Some(at) = line.split("http://").nth(1) {
+            break at.trim().to_string();
+        }
+    };
+    (running, address, lines)
 }
