@@ -14,8 +14,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::net::tcp::OwnedWriteHalf;
 use tungstenite::Utf8Bytes;
 
 use crate::session::{BoxFuture, Session, StoreError};
@@ -70,6 +72,16 @@ pub type ConnId = u64;
 /// with a lock of its own to join it and another to leave it on every turn
 /// of the connection's loop), and only the first message after a wait wakes
 /// the task.
+///
+/// When the connection's task gives it the socket ([`Outbox::attach`]), a
+/// message pushed while nothing is queued and the task is not writing is
+/// written to the socket at once, by the pushing thread, with no task woken
+/// (one system call per connection, and nothing else, for a broadcast to idle
+/// connections). The task says when it starts writing ([`Outbox::writing`]),
+/// and from then, or from taking a message, until it waits here again with
+/// nothing to take, nothing is written from here: the two never write at once
+/// nor out of order. What such a write leaves unwritten of its frame (a full
+/// socket buffer) is kept for the task, which writes it before anything else.
 pub struct Outbox {
     state: Mutex<OutboxState>,
     capacity: usize,
@@ -80,6 +92,13 @@ struct OutboxState {
     closed: Option<Closed>,
     /// The reader waiting for a message, if it is.
     waiting: Option<Waker>,
+    /// The connection's socket, while messages may be written to it here.
+    socket: Option<Arc<OwnedWriteHalf>>,
+    /// The task holds messages it took, or is writing: since then, it has
+    /// not waited here with nothing to take.
+    busy: bool,
+    /// The end of a frame written here in part, for the task to write first.
+    rest: Option<Bytes>,
 }
 
 /// Why an outbox closed.
@@ -91,22 +110,73 @@ pub enum Closed {
     Shutdown,
 }
 
+/// A message for one or more outboxes; framed for the socket (once) when
+/// the first outbox writes it there.
+pub struct Outgoing {
+    text: Utf8Bytes,
+    frame: std::cell::OnceCell<Bytes>,
+}
+
+impl Outgoing {
+    /// A message of this text.
+    pub fn new(text: Utf8Bytes) -> Outgoing {
+        Outgoing { text, frame: std::cell::OnceCell::new() }
+    }
+
+    fn frame(&self) -> &Bytes {
+        self.frame.get_or_init(|| crate::ws::socket::text_frame(self.text.as_str()))
+    }
+}
+
 impl Outbox {
     /// An open, empty outbox holding at most `capacity` messages.
     pub fn new(capacity: usize) -> Arc<Outbox> {
         Arc::new(Outbox {
-            state: Mutex::new(OutboxState { queue: VecDeque::new(), closed: None, waiting: None }),
+            state: Mutex::new(OutboxState {
+                queue: VecDeque::new(),
+                closed: None,
+                waiting: None,
+                socket: None,
+                busy: false,
+                rest: None,
+            }),
             capacity: capacity.max(1),
         })
     }
 
     /// Queues a message; `false` when the outbox is full or closed.
     pub fn push(&self, text: Utf8Bytes) -> bool {
+        self.send(&Outgoing::new(text))
+    }
+
+    /// Sends a message: writes it to the socket if it can go at once (see
+    /// [`Outbox`]), or queues it; `false` when the outbox is full or closed.
+    pub fn send(&self, message: &Outgoing) -> bool {
         let mut state = self.state.lock().expect("outbox lock");
         if state.closed.is_some() || state.queue.len() >= self.capacity {
             return false;
         }
-        state.queue.push_back(text);
+        if state.queue.is_empty()
+            && !state.busy
+            && state.rest.is_none()
+            && let Some(socket) = &state.socket
+        {
+            let frame = message.frame();
+            // Sent on the descriptor, past the runtime's record of whether
+            // the socket is writable (which would cost a look at one more
+            // place in memory per connection): a socket that is full says
+            // so, and the task's own write then finds it so too.
+            let stream: &tokio::net::TcpStream = (**socket).as_ref();
+            match socket2::SockRef::from(stream).send(frame) {
+                Ok(n) if n == frame.len() => return true,
+                Ok(n) => state.rest = Some(frame.slice(n..)),
+                // Not writable now, or failed (which the task will find on
+                // its own): queued for the task.
+                Err(_) => state.queue.push_back(message.text.clone()),
+            }
+        } else {
+            state.queue.push_back(message.text.clone());
+        }
         let waiting = state.waiting.take();
         drop(state);
         if let Some(reader) = waiting {
@@ -132,19 +202,24 @@ impl Outbox {
         self.state.lock().expect("outbox lock").closed
     }
 
-    /// The next message, waiting for one; once closed and drained, why it closed.
+    /// The next message, waiting for one; once closed and drained, why it
+    /// closed. `None`: a frame written to the socket here is unfinished, and
+    /// the reader's next write finishes it ([`Outbox::writing`]).
     /// Cancel-safe: a message is only taken when this returns it.
-    pub async fn pop(&self) -> Result<Utf8Bytes, Closed> {
+    pub async fn pop(&self) -> Result<Option<Utf8Bytes>, Closed> {
         std::future::poll_fn(|cx| self.poll_pop(cx)).await
     }
 
     /// [`Outbox::pop`] as a poll: when nothing is queued, the task of `cx`
     /// is woken by the next message or by the close. For the outbox's one
     /// reader: a second task polling it takes the first one's place.
-    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Result<Utf8Bytes, Closed>> {
+    pub fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Result<Option<Utf8Bytes>, Closed>> {
         let mut state = self.state.lock().expect("outbox lock");
+        if state.rest.is_some() {
+            return Poll::Ready(Ok(None));
+        }
         if let Some(text) = state.take() {
-            return Poll::Ready(Ok(text));
+            return Poll::Ready(Ok(Some(text)));
         }
         if let Some(why) = state.closed {
             return Poll::Ready(Err(why));
@@ -153,6 +228,9 @@ impl Outbox {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             waiting => *waiting = Some(cx.waker().clone()),
         }
+        // The reader waits with nothing to write (it writes what it took,
+        // and what it wants to, before it waits).
+        state.busy = false;
         Poll::Pending
     }
 
@@ -161,13 +239,39 @@ impl Outbox {
     pub fn try_pop(&self) -> Option<Utf8Bytes> {
         self.state.lock().expect("outbox lock").take()
     }
+
+    /// From now on, messages may be written to this socket from
+    /// [`Outbox::send`], between the reader's writes.
+    pub(crate) fn attach(&self, socket: Arc<OwnedWriteHalf>) {
+        self.state.lock().expect("outbox lock").socket = Some(socket);
+    }
+
+    /// No more writes to the socket from here (the connection is ending):
+    /// gives it back, with what is left of a frame written in part, which
+    /// goes before anything else.
+    pub(crate) fn detach(&self) -> Option<Bytes> {
+        let mut state = self.state.lock().expect("outbox lock");
+        state.socket = None;
+        state.rest.take()
+    }
+
+    /// The reader is about to write: nothing is written from here until it
+    /// waits again ([`Outbox::poll_pop`]). Gives what is left of a frame
+    /// written in part, which goes before anything else.
+    pub(crate) fn writing(&self) -> Option<Bytes> {
+        let mut state = self.state.lock().expect("outbox lock");
+        state.busy = true;
+        state.rest.take()
+    }
 }
 
 impl OutboxState {
     /// The next message; an emptied queue gives back the room a burst took
-    /// (an idle connection keeps a small one).
+    /// (an idle connection keeps a small one). The reader holds it until it
+    /// is written, so nothing may be written past it meanwhile.
     fn take(&mut self) -> Option<Utf8Bytes> {
         let text = self.queue.pop_front()?;
+        self.busy = true;
         if self.queue.is_empty() && self.queue.capacity() > 64 {
             self.queue.shrink_to(8);
         }
@@ -363,35 +467,36 @@ impl Hub {
         let mut sent = 0;
         {
             let t = self.tables.read().expect("hub lock");
-            let mut send = |id: ConnId, text: &Utf8Bytes| {
-                if let Some(conn) = t.conns.get(&id) {
-                    if conn.tx.push(text.clone()) {
+            let mut send = |id: ConnId, conn: Option<&Conn>, message: &Outgoing| {
+                if let Some(conn) = conn {
+                    if conn.tx.send(message) {
                         sent += 1;
                     } else {
                         slow.push(id);
                     }
                 }
             };
+            let conn = |id: ConnId| t.conns.get(&id);
             match &published.target {
                 Target::Broadcast => {
-                    let text = event_text(&published.event, &published.data, None);
-                    for &id in t.conns.keys() {
-                        send(id, &text);
+                    let text = Outgoing::new(event_text(&published.event, &published.data, None));
+                    for (&id, conn) in &t.conns {
+                        send(id, Some(conn), &text);
                     }
                 }
                 Target::User(user) => {
-                    let text = event_text(&published.event, &published.data, None);
+                    let text = Outgoing::new(event_text(&published.event, &published.data, None));
                     for &id in t.by_user.get(user).into_iter().flatten() {
-                        send(id, &text);
+                        send(id, conn(id), &text);
                     }
                 }
                 Target::Users(users) => {
-                    let text = event_text(&published.event, &published.data, None);
+                    let text = Outgoing::new(event_text(&published.event, &published.data, None));
                     let mut seen = HashSet::new();
                     for user in users {
                         for &id in t.by_user.get(user).into_iter().flatten() {
                             if seen.insert(id) {
-                                send(id, &text);
+                                send(id, conn(id), &text);
                             }
                         }
                     }
@@ -400,10 +505,10 @@ impl Hub {
                     let mut seen = HashSet::new();
                     for channel in channels {
                         let Some(ids) = t.by_channel.get(channel) else { continue };
-                        let text = event_text(&published.event, &published.data, Some(channel));
+                        let text = Outgoing::new(event_text(&published.event, &published.data, Some(channel)));
                         for &id in ids {
                             if seen.insert(id) {
-                                send(id, &text);
+                                send(id, conn(id), &text);
                             }
                         }
                     }
@@ -704,7 +809,7 @@ mod tests {
         };
 
         let writer = later(outbox.clone(), |o| assert!(o.push(Utf8Bytes::from_static("one"))));
-        assert_eq!(within(outbox.pop()).expect("woken by the push").unwrap().as_str(), "one");
+        assert_eq!(within(outbox.pop()).expect("woken by the push").unwrap().unwrap().as_str(), "one");
         writer.join().unwrap();
 
         // Only the first message after a wait wakes the reader; the others are still read.
@@ -713,7 +818,7 @@ mod tests {
                 assert!(o.push(Utf8Bytes::from_static(text)));
             }
         });
-        assert_eq!(within(outbox.pop()).expect("woken by the push").unwrap().as_str(), "two");
+        assert_eq!(within(outbox.pop()).expect("woken by the push").unwrap().unwrap().as_str(), "two");
         writer.join().unwrap();
         assert_eq!(outbox.try_pop().unwrap().as_str(), "three");
 
@@ -725,6 +830,84 @@ mod tests {
         let closer = later(outbox.clone(), |o| o.close(Closed::Dropped));
         assert_eq!(within(outbox.pop()).expect("woken by the close"), Err(Closed::Dropped));
         closer.join().unwrap();
+    }
+
+    /// Frames read from `client` until `n` have come, as their payloads.
+    async fn frames(client: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+        use tokio::io::AsyncReadExt;
+        let mut got = Vec::new();
+        for _ in 0..n {
+            let mut head = [0u8; 2];
+            client.read_exact(&mut head).await.unwrap();
+            assert_eq!(head[0], 0x81, "a final text frame");
+            let len = match head[1] {
+                126 => client.read_u16().await.unwrap() as usize,
+                127 => client.read_u64().await.unwrap() as usize,
+                len => len as usize,
+            };
+            let mut payload = vec![0u8; len];
+            client.read_exact(&mut payload).await.unwrap();
+            got.push(String::from_utf8(payload).unwrap());
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn messages_go_straight_to_the_socket_only_when_nothing_is_before_them() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_read, writer) = server.into_split();
+        let writer = Arc::new(writer);
+        writer.writable().await.unwrap();
+        let outbox = Outbox::new(8);
+        let text = |t: &str| Utf8Bytes::from(t.to_string());
+        // The reader waits again, having written what it took.
+        let waits = |outbox: &Outbox| {
+            assert!(outbox.poll_pop(&mut Context::from_waker(std::task::Waker::noop())).is_pending());
+        };
+
+        assert!(outbox.push(text("queued before")));
+        outbox.attach(writer.clone());
+        assert!(outbox.push(text("behind the queue")));
+        assert_eq!(drain(&outbox), ["queued before", "behind the queue"], "nothing jumps the queue");
+        // The reader holds what it took until it waits again.
+        assert!(outbox.push(text("while the reader holds two")));
+        assert_eq!(drain(&outbox), ["while the reader holds two"]);
+        waits(&outbox);
+        assert!(outbox.push(text("straight")));
+        assert!(outbox.try_pop().is_none(), "written to the socket, not queued");
+        assert_eq!(frames(&mut client, 1).await, ["straight"]);
+        assert_eq!(outbox.writing(), None);
+        assert!(outbox.push(text("while the reader writes")));
+        assert_eq!(drain(&outbox), ["while the reader writes"]);
+        waits(&outbox);
+
+        // A frame larger than the socket takes now: written in part, and the
+        // reader is told to write the rest before anything else.
+        let big = "x".repeat(32 << 20);
+        assert!(outbox.push(text(&big)));
+        assert!(outbox.push(text("after the big one")));
+        assert_eq!(outbox.poll_pop(&mut Context::from_waker(std::task::Waker::noop())), Poll::Ready(Ok(None)));
+        let rest = outbox.writing().expect("the rest of the frame");
+        assert!(!rest.is_empty() && rest.len() < big.len());
+        assert_eq!(drain(&outbox), ["after the big one"]);
+        let reading = tokio::spawn(async move { frames(&mut client, 2).await });
+        let mut out = rest.to_vec();
+        out.extend_from_slice(&crate::ws::socket::text_frame("after the big one"));
+        let mut left = &out[..];
+        while !left.is_empty() {
+            match writer.try_write(left) {
+                Ok(n) => left = &left[n..],
+                Err(_) => writer.writable().await.unwrap(),
+            }
+        }
+        waits(&outbox);
+        let got = reading.await.unwrap();
+        assert!(got[0] == big, "the big frame arrives whole");
+        assert_eq!(got[1], "after the big one");
+        assert_eq!(outbox.detach(), None);
+        assert_eq!(Arc::strong_count(&writer), 1, "the outbox gave the socket back");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::actions::{ActionError, ActionResult, CallLog, LogCall, SessionHandle}
 use crate::pubsub::{Closed, Outbox};
 use crate::session::{self, Session};
 
-mod socket;
+pub(crate) mod socket;
 
 use socket::{Fault, Received, Socket};
 
@@ -301,7 +301,8 @@ type CallFuture = futures_util::future::BoxFuture<'static, (Box<str>, ActionResu
 
 enum Event {
     Frame(Option<Result<Received, Fault>>),
-    Out(Result<Utf8Bytes, Closed>),
+    /// A queued message, or (`None`) the end of a frame the outbox wrote in part.
+    Out(Result<Option<Utf8Bytes>, Closed>),
     Replied(Box<str>, ActionResult),
     Tick,
 }
@@ -332,6 +333,12 @@ struct Connection {
     out: Vec<Utf8Bytes>,
     /// A signed-in user to mark as seen at the end of this batch.
     seen: Option<String>,
+    /// Whether the outbox may write events to the socket itself (see
+    /// `Outbox`): with one worker thread, where that saves a task's turn per
+    /// connection and event, and costs no parallelism.
+    shared_writes: bool,
+    /// The outbox wrote a frame in part: this batch's write finishes it.
+    finish: bool,
     last_heard: Instant,
     /// A tick found the client silent for three intervals; the next tick,
     /// which comes after the event loop has looked at the socket again,
@@ -358,6 +365,8 @@ fn run(socket: Socket, shared: Arc<Shared>, session: Session) -> impl Future<Out
         calls: FuturesUnordered::new(),
         out: Vec::new(),
         seen: user,
+        shared_writes: tokio::runtime::Handle::current().metrics().num_workers() == 1,
+        finish: false,
         last_heard: Instant::now(),
         seems_silent: false,
     };
@@ -382,6 +391,9 @@ impl Connection {
 
     async fn live(&mut self) {
         let end = self.serve().await;
+        if let Some(rest) = self.outbox.detach() {
+            self.socket.queue_first(&rest);
+        }
         self.shared.services.hub.unregister(self.id);
         if let Some(engine) = &self.shared.engine {
             engine.disconnected(self.id);
@@ -406,6 +418,10 @@ impl Connection {
         self.out.push(init_text(&self.shared, &self.session.snapshot()));
         if !self.write().await {
             return End::Gone;
+        }
+        if self.shared_writes {
+            // After the init message, which comes first.
+            self.outbox.attach(self.socket.writer());
         }
         let max_calls = self.shared.config.max_calls_in_flight.max(1);
         loop {
@@ -472,7 +488,7 @@ impl Connection {
         {
             return Some(Event::Frame(frame));
         }
-        self.outbox.try_pop().map(|text| Event::Out(Ok(text)))
+        self.outbox.try_pop().map(|text| Event::Out(Ok(Some(text))))
     }
 
     /// Records a signed-in user's heartbeat (or arrival) in users online.
@@ -487,13 +503,19 @@ impl Connection {
     /// Writes what this batch queued, with one flush; `false` when the peer is
     /// gone, or has not read for three heartbeat intervals.
     async fn write(&mut self) -> bool {
-        if self.out.is_empty() && !self.socket.has_output() {
+        if self.out.is_empty() && !self.socket.has_output() && !self.finish {
             return true;
         }
         // Taken, not drained: an idle connection keeps no buffer of messages.
         for text in std::mem::take(&mut self.out) {
             self.socket.queue_text(text.as_str());
         }
+        if self.shared_writes
+            && let Some(rest) = self.outbox.writing()
+        {
+            self.socket.queue_first(&rest);
+        }
+        self.finish = false;
         let limit = self.shared.config.heartbeat() * 3;
         matches!(tokio::time::timeout(limit, self.socket.flush()).await, Ok(Ok(())))
     }
@@ -526,8 +548,12 @@ impl Connection {
                 }
                 Ok(())
             }
-            Event::Out(Ok(text)) => {
+            Event::Out(Ok(Some(text))) => {
                 self.out.push(text);
+                Ok(())
+            }
+            Event::Out(Ok(None)) => {
+                self.finish = true;
                 Ok(())
             }
             Event::Out(Err(Closed::Shutdown)) => Err(closed_with(close::GOING_AWAY, "the server is shutting down")),

@@ -15,11 +15,24 @@ struct Served {
 fn serve_with(config: impl FnOnce(&mut ssrun::Config)) -> Served {
     let dir = fixture("realtime");
     pack_app(dir.path(), "development");
-    let loaded = ssrun::LoadedApp::load(dir.path()).expect("the packed app loads");
+    let app = demo_app(dir.path(), config);
+    Served { server: RunningServer::with_app(app, 0), _dir: dir }
+}
+
+/// As `serve_with`, on one thread: where the server writes an event to an
+/// idle connection's socket from the publishing task.
+fn serve_on_one_thread_with(config: impl FnOnce(&mut ssrun::Config) + Send + 'static) -> Served {
+    let dir = fixture("realtime");
+    pack_app(dir.path(), "development");
+    let path = dir.path().to_path_buf();
+    Served { server: RunningServer::here(move || demo_app(&path, config)), _dir: dir }
+}
+
+fn demo_app(path: &std::path::Path, config: impl FnOnce(&mut ssrun::Config)) -> ssrun::App {
+    let loaded = ssrun::LoadedApp::load(path).expect("the packed app loads");
     let mut settings = ssrun::Config::for_env(&loaded.env);
     config(&mut settings);
-    let app = with_demo_actions(ssrun::App::new(loaded).with_config(settings), Reports::default());
-    Served { server: RunningServer::with_app(app, 0), _dir: dir }
+    with_demo_actions(ssrun::App::new(loaded).with_config(settings), Reports::default())
 }
 
 fn serve() -> Served {
@@ -189,7 +202,11 @@ async fn a_session_is_restored_on_reconnect_and_forged_ids_are_never_adopted() {
 
 #[tokio::test]
 async fn events_reach_users_channels_and_everyone() {
-    let s = serve();
+    events_reach_users_channels_and_everyone_on(serve_with(|_| {})).await;
+    events_reach_users_channels_and_everyone_on(serve_on_one_thread_with(|_| {})).await;
+}
+
+async fn events_reach_users_channels_and_everyone_on(s: Served) {
     let addr = s.server.addr;
     let mut ann1 = WsClient::connect(addr, None).await;
     let ann_id = ann1.set_cookie.clone().unwrap();
@@ -219,7 +236,11 @@ async fn events_reach_users_channels_and_everyone() {
 
 #[tokio::test]
 async fn calls_are_answered_while_broadcasts_flood_the_connection() {
-    let s = serve();
+    calls_are_answered_while_broadcasts_flood_the_connection_on(serve_with(|_| {})).await;
+    calls_are_answered_while_broadcasts_flood_the_connection_on(serve_on_one_thread_with(|_| {})).await;
+}
+
+async fn calls_are_answered_while_broadcasts_flood_the_connection_on(s: Served) {
     let addr = s.server.addr;
     let mut sender = WsClient::connect(addr, None).await;
     let mut reader = WsClient::connect(addr, None).await;
@@ -334,7 +355,11 @@ async fn a_client_at_its_limit_of_calls_is_not_taken_for_silent() {
 
 #[tokio::test]
 async fn a_client_that_does_not_read_is_disconnected() {
-    let s = serve_with(|c| c.outgoing_queue = 4);
+    a_client_that_does_not_read_is_disconnected_on(serve_with(|c| c.outgoing_queue = 4)).await;
+    a_client_that_does_not_read_is_disconnected_on(serve_on_one_thread_with(|c| c.outgoing_queue = 4)).await;
+}
+
+async fn a_client_that_does_not_read_is_disconnected_on(s: Served) {
     let addr = s.server.addr;
     let mut reader = WsClient::connect(addr, None).await;
     reader.call(1, "app.login", json!(["slow"])).await;
@@ -345,6 +370,49 @@ async fn a_client_that_does_not_read_is_disconnected() {
         publisher.call(id, "app.tell", json!(["slow", chunk])).await;
     }
     assert_eq!(reader.closed().await.0, 4429);
+}
+
+#[tokio::test]
+async fn events_larger_than_the_socket_takes_arrive_whole_and_in_order() {
+    // On one thread the server writes an event to an idle connection's socket
+    // as it is published; what the socket does not take is finished by the
+    // connection's task before anything else it writes.
+    let settings = |c: &mut ssrun::Config| {
+        c.outgoing_queue = 1000;
+        c.max_message_bytes = 1 << 20;
+    };
+    events_larger_than_the_socket_takes_arrive_whole_and_in_order_on(serve_with(settings)).await;
+    events_larger_than_the_socket_takes_arrive_whole_and_in_order_on(serve_on_one_thread_with(settings)).await;
+}
+
+async fn events_larger_than_the_socket_takes_arrive_whole_and_in_order_on(s: Served) {
+    let addr = s.server.addr;
+    let mut reader = WsClient::connect(addr, None).await;
+    reader.call(1, "app.login", json!(["late"])).await;
+    let mut publisher = WsClient::connect(addr, None).await;
+    const EVENTS: usize = 64;
+    let text = |i: usize| format!("{i}:{}", "y".repeat(900_000 + i));
+    // About 58 MB while the reader reads nothing: more than the socket's
+    // buffers take (Linux lets a loopback reader's grow to 32 MiB).
+    for i in 0..EVENTS {
+        publisher.call(i as u64, "app.tell", json!(["late", text(i)])).await;
+    }
+    reader.send_call(2, "app.square", json!([3])).await;
+    let (mut next, mut replied) = (0, false);
+    while next < EVENTS || !replied {
+        let message = reader.next_json().await;
+        match message["type"].as_str() {
+            Some("event") => {
+                assert!(message["data"].as_str() == Some(text(next).as_str()), "event {next} whole and in its turn");
+                next += 1;
+            }
+            Some("reply") => {
+                assert_eq!(message["result"], 9);
+                replied = true;
+            }
+            _ => panic!("unexpected: {message}"),
+        }
+    }
 }
 
 #[tokio::test]

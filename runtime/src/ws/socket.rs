@@ -13,16 +13,23 @@
 //! doubling as its bytes arrive (from 4 KiB), up to the frame's size, and a
 //! message in several frames grows no further than the message size limit. Output is framed straight into
 //! one buffer, written with one system call and then freed.
+//!
+//! The socket's writing half is shared (see [`Socket::writer`]): the
+//! connection's outbox may write an event straight to it while the
+//! connection's task is not writing (see `pubsub::Outbox`).
 
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// The GUID of RFC 6455, section 1.3, hashed with the client's key.
 const ACCEPT_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -103,7 +110,9 @@ struct Partial {
 
 /// The server's end of one WebSocket.
 pub(crate) struct Socket {
-    io: TcpStream,
+    io: OwnedReadHalf,
+    /// Shared with the connection's outbox while it may write to it.
+    writer: Arc<OwnedWriteHalf>,
     /// Bytes read and not handled yet, from `start` on. Empty, with nothing
     /// allocated, whenever everything read has been handled.
     pending: Vec<u8>,
@@ -341,6 +350,13 @@ fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     payload
 }
 
+/// A text message framed for writing.
+pub(crate) fn text_frame(text: &str) -> Bytes {
+    let mut out = Vec::new();
+    frame_into(&mut out, TEXT, text.as_bytes());
+    out.into()
+}
+
 /// Appends one unmasked, final frame to `out`.
 fn frame_into(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     let len = payload.len();
@@ -361,7 +377,23 @@ fn frame_into(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 impl Socket {
     /// A WebSocket over `io`; `read` holds bytes already read from it.
     pub(crate) fn new(io: TcpStream, read: &[u8], max_message: usize) -> Socket {
-        Socket { io, pending: read.to_vec(), start: 0, partial: None, max_message, out: Vec::new() }
+        let (io, writer) = io.into_split();
+        Socket {
+            io,
+            writer: Arc::new(writer),
+            pending: read.to_vec(),
+            start: 0,
+            partial: None,
+            max_message,
+            out: Vec::new(),
+        }
+    }
+
+    /// The writing half, for writes that do not go through this socket. They
+    /// must never overlap this socket's own writes, and must leave no frame
+    /// unfinished when it writes (see [`Socket::queue_first`]).
+    pub(crate) fn writer(&self) -> Arc<OwnedWriteHalf> {
+        self.writer.clone()
     }
 
     /// The next message: `None` once the client is gone (the connection
@@ -449,6 +481,12 @@ impl Socket {
         frame_into(&mut self.out, CLOSE, &close_payload(code, reason));
     }
 
+    /// Queues bytes to write before everything queued: the rest of a frame
+    /// that another writer started (see [`Socket::writer`]).
+    pub(crate) fn queue_first(&mut self, rest: &[u8]) {
+        self.out.splice(0..0, rest.iter().copied());
+    }
+
     /// Whether frames are queued.
     pub(crate) fn has_output(&self) -> bool {
         !self.out.is_empty()
@@ -460,7 +498,16 @@ impl Socket {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
-        self.io.write_all(&out).await
+        let mut left = &out[..];
+        while !left.is_empty() {
+            match self.writer.try_write(left) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => left = &left[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.writer.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Closes the connection with this code and reason: queues the close
@@ -482,7 +529,10 @@ impl Socket {
     /// would reset the connection, and a reset can discard the close frame
     /// before the client reads it.
     async fn linger(&mut self, limit: Duration) {
-        if self.io.shutdown().await.is_err() {
+        // Shut down only by its last holder: another (an outbox) could
+        // still write after it.
+        let Some(writer) = Arc::get_mut(&mut self.writer) else { return };
+        if writer.shutdown().await.is_err() {
             return;
         }
         let drain = async {
