@@ -77,11 +77,18 @@ pub type ConnId = u64;
 /// message pushed while nothing is queued and the task is not writing is
 /// written to the socket at once, by the pushing thread, with no task woken
 /// (one system call per connection, and nothing else, for a broadcast to idle
-/// connections). The task says when it starts writing ([`Outbox::writing`]),
-/// and from then, or from taking a message, until it waits here again with
-/// nothing to take, nothing is written from here: the two never write at once
-/// nor out of order. What such a write leaves unwritten of its frame (a full
-/// socket buffer) is kept for the task, which writes it before anything else.
+/// connections). The task says when it wakes for anything else
+/// ([`Outbox::writing`]: a frame, a finished call, the heartbeat), so that
+/// nothing written here can overtake what it is about to write, and from
+/// then, or from taking a message, until it waits here again with nothing to
+/// take, nothing is written from here: the two never write at once nor out
+/// of order. What such a write leaves unwritten of its frame (a full socket
+/// buffer) is kept for the task, which writes it before anything else.
+///
+/// Such a write is a system call made under this outbox's lock, and by
+/// [`Hub::deliver`] under the hub's read lock: a publisher on another thread
+/// (the JavaScript engine's, or a bus's) makes connections that register,
+/// leave or change channels meanwhile wait for the whole broadcast.
 pub struct Outbox {
     state: Mutex<OutboxState>,
     capacity: usize,
@@ -109,6 +116,13 @@ pub enum Closed {
     /// The server is shutting down.
     Shutdown,
 }
+
+/// Send flags: a peer gone is an error, never a SIGPIPE (a program that
+/// embeds the server need not ignore the signal).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NO_SIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const NO_SIGNAL: libc::c_int = 0;
 
 /// A message for one or more outboxes; framed for the socket (once) when
 /// the first outbox writes it there.
@@ -167,7 +181,7 @@ impl Outbox {
             // place in memory per connection): a socket that is full says
             // so, and the task's own write then finds it so too.
             let stream: &tokio::net::TcpStream = (**socket).as_ref();
-            match socket2::SockRef::from(stream).send(frame) {
+            match socket2::SockRef::from(stream).send_with_flags(frame, NO_SIGNAL) {
                 Ok(n) if n == frame.len() => return true,
                 Ok(n) => state.rest = Some(frame.slice(n..)),
                 // Not writable now, or failed (which the task will find on
@@ -255,9 +269,10 @@ impl Outbox {
         state.rest.take()
     }
 
-    /// The reader is about to write: nothing is written from here until it
-    /// waits again ([`Outbox::poll_pop`]). Gives what is left of a frame
-    /// written in part, which goes before anything else.
+    /// The reader woke for something else than a message here, and will
+    /// write: nothing is written from here until it waits again
+    /// ([`Outbox::poll_pop`]). Gives what is left of a frame written in part,
+    /// which goes before anything else.
     pub(crate) fn writing(&self) -> Option<Bytes> {
         let mut state = self.state.lock().expect("outbox lock");
         state.busy = true;

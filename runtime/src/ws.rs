@@ -337,8 +337,6 @@ struct Connection {
     /// `Outbox`): with one worker thread, where that saves a task's turn per
     /// connection and event, and costs no parallelism.
     shared_writes: bool,
-    /// The outbox wrote a frame in part: this batch's write finishes it.
-    finish: bool,
     last_heard: Instant,
     /// A tick found the client silent for three intervals; the next tick,
     /// which comes after the event loop has looked at the socket again,
@@ -366,7 +364,6 @@ fn run(socket: Socket, shared: Arc<Shared>, session: Session) -> impl Future<Out
         out: Vec::new(),
         seen: user,
         shared_writes: tokio::runtime::Handle::current().metrics().num_workers() == 1,
-        finish: false,
         last_heard: Instant::now(),
         seems_silent: false,
     };
@@ -426,6 +423,17 @@ impl Connection {
         let max_calls = self.shared.config.max_calls_in_flight.max(1);
         loop {
             let first = next_event(&mut self.socket, &self.outbox, &mut self.calls, &mut tick, max_calls).await;
+            // Woken by anything but a message taken from the outbox (which
+            // holds it already): from here until this batch is written, the
+            // outbox writes nothing itself, so that no event overtakes a
+            // reply, a pong or the answer to a close; a frame it wrote in
+            // part is finished first.
+            if self.shared_writes
+                && !matches!(first, Event::Out(Ok(Some(_))))
+                && let Some(rest) = self.outbox.writing()
+            {
+                self.socket.queue_first(&rest);
+            }
             // A message to send came first (a broadcast reaching every
             // connection): what else is queued goes in the same write, and
             // the socket, the calls and the heartbeat are looked at in the
@@ -503,19 +511,13 @@ impl Connection {
     /// Writes what this batch queued, with one flush; `false` when the peer is
     /// gone, or has not read for three heartbeat intervals.
     async fn write(&mut self) -> bool {
-        if self.out.is_empty() && !self.socket.has_output() && !self.finish {
+        if self.out.is_empty() && !self.socket.has_output() {
             return true;
         }
         // Taken, not drained: an idle connection keeps no buffer of messages.
         for text in std::mem::take(&mut self.out) {
             self.socket.queue_text(text.as_str());
         }
-        if self.shared_writes
-            && let Some(rest) = self.outbox.writing()
-        {
-            self.socket.queue_first(&rest);
-        }
-        self.finish = false;
         let limit = self.shared.config.heartbeat() * 3;
         matches!(tokio::time::timeout(limit, self.socket.flush()).await, Ok(Ok(())))
     }
@@ -552,10 +554,8 @@ impl Connection {
                 self.out.push(text);
                 Ok(())
             }
-            Event::Out(Ok(None)) => {
-                self.finish = true;
-                Ok(())
-            }
+            // The batch took the rest when it began.
+            Event::Out(Ok(None)) => Ok(()),
             Event::Out(Err(Closed::Shutdown)) => Err(closed_with(close::GOING_AWAY, "the server is shutting down")),
             Event::Out(Err(Closed::Dropped)) => Err(closed_with(close::TOO_SLOW, "the client reads too slowly")),
             Event::Replied(id, outcome) => {

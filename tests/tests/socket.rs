@@ -373,6 +373,22 @@ async fn a_client_that_does_not_read_is_disconnected_on(s: Served) {
 }
 
 #[tokio::test]
+async fn on_one_thread_an_event_published_by_a_call_follows_its_reply() {
+    // The server writes events straight to an idle connection's socket; a
+    // connection woken by a call is not idle until its reply is written.
+    let s = serve_on_one_thread_with(|_| {});
+    let mut client = WsClient::connect(s.server.addr, None).await;
+    client.call(1, "app.login", json!(["ann"])).await;
+    for i in 0..20u64 {
+        client.send_call(10 + i, "app.notify_me", json!([i])).await;
+        let reply = client.next_json().await;
+        assert!(reply["type"] == "reply" && reply["id"] == 10 + i, "the reply first: {reply}");
+        let event = client.next_json().await;
+        assert!(event["type"] == "event" && event["data"] == i, "then the event: {event}");
+    }
+}
+
+#[tokio::test]
 async fn events_larger_than_the_socket_takes_arrive_whole_and_in_order() {
     // On one thread the server writes an event to an idle connection's socket
     // as it is published; what the socket does not take is finished by the

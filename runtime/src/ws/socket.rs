@@ -531,7 +531,10 @@ impl Socket {
     async fn linger(&mut self, limit: Duration) {
         // Shut down only by its last holder: another (an outbox) could
         // still write after it.
-        let Some(writer) = Arc::get_mut(&mut self.writer) else { return };
+        let Some(writer) = Arc::get_mut(&mut self.writer) else {
+            debug_assert!(false, "a socket closed while another writer holds it");
+            return;
+        };
         if writer.shutdown().await.is_err() {
             return;
         }
