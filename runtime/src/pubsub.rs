@@ -78,7 +78,7 @@ pub type ConnId = u64;
 /// written to the socket at once, by the pushing thread, with no task woken
 /// (one system call per connection, and nothing else, for a broadcast to idle
 /// connections). The task says when it wakes for anything else
-/// ([`Outbox::writing`]: a frame, a finished call, the heartbeat), so that
+/// ([`Outbox::hold`]: a frame, a finished call, the heartbeat), so that
 /// nothing written here can overtake what it is about to write, and from
 /// then, or from taking a message, until it waits here again with nothing to
 /// take, nothing is written from here: the two never write at once nor out
@@ -101,8 +101,9 @@ struct OutboxState {
     waiting: Option<Waker>,
     /// The connection's socket, while messages may be written to it here.
     socket: Option<Arc<OwnedWriteHalf>>,
-    /// The task holds messages it took, or is writing: since then, it has
-    /// not waited here with nothing to take.
+    /// The task holds the outbox (it took a message, or woke for something
+    /// else, see [`Outbox::hold`]) and has not waited here since with
+    /// nothing to take.
     busy: bool,
     /// The end of a frame written here in part, for the task to write first.
     rest: Option<Bytes>,
@@ -217,8 +218,8 @@ impl Outbox {
     }
 
     /// The next message, waiting for one; once closed and drained, why it
-    /// closed. `None`: a frame written to the socket here is unfinished, and
-    /// the reader's next write finishes it ([`Outbox::writing`]).
+    /// closed. `None`: a frame written to the socket here is unfinished: the
+    /// reader takes its rest with [`Outbox::hold`] and writes it first.
     /// Cancel-safe: a message is only taken when this returns it.
     pub async fn pop(&self) -> Result<Option<Utf8Bytes>, Closed> {
         std::future::poll_fn(|cx| self.poll_pop(cx)).await
@@ -273,7 +274,7 @@ impl Outbox {
     /// write: nothing is written from here until it waits again
     /// ([`Outbox::poll_pop`]). Gives what is left of a frame written in part,
     /// which goes before anything else.
-    pub(crate) fn writing(&self) -> Option<Bytes> {
+    pub(crate) fn hold(&self) -> Option<Bytes> {
         let mut state = self.state.lock().expect("outbox lock");
         state.busy = true;
         state.rest.take()
@@ -893,7 +894,7 @@ mod tests {
         assert!(outbox.push(text("straight")));
         assert!(outbox.try_pop().is_none(), "written to the socket, not queued");
         assert_eq!(frames(&mut client, 1).await, ["straight"]);
-        assert_eq!(outbox.writing(), None);
+        assert_eq!(outbox.hold(), None);
         assert!(outbox.push(text("while the reader writes")));
         assert_eq!(drain(&outbox), ["while the reader writes"]);
         waits(&outbox);
@@ -904,7 +905,7 @@ mod tests {
         assert!(outbox.push(text(&big)));
         assert!(outbox.push(text("after the big one")));
         assert_eq!(outbox.poll_pop(&mut Context::from_waker(std::task::Waker::noop())), Poll::Ready(Ok(None)));
-        let rest = outbox.writing().expect("the rest of the frame");
+        let rest = outbox.hold().expect("the rest of the frame");
         assert!(!rest.is_empty() && rest.len() < big.len());
         assert_eq!(drain(&outbox), ["after the big one"]);
         let reading = tokio::spawn(async move { frames(&mut client, 2).await });

@@ -430,7 +430,7 @@ impl Connection {
             // part is finished first.
             if self.shared_writes
                 && !matches!(first, Event::Out(Ok(Some(_))))
-                && let Some(rest) = self.outbox.writing()
+                && let Some(rest) = self.outbox.hold()
             {
                 self.socket.queue_first(&rest);
             }
