@@ -117,9 +117,43 @@ struct OutboxState {
 /// (the half, then the stream it shares), each a cache miss when a
 /// broadcast visits thousands of connections, which was most of a
 /// broadcast's time in user space.
+///
+/// Off Unix, where descriptors are not at hand, the send goes through the
+/// half (`try_write`, which also consults the runtime's readiness record).
 struct Attached {
+    #[cfg(unix)]
     fd: std::os::fd::RawFd,
-    _socket: Arc<OwnedWriteHalf>,
+    #[cfg_attr(unix, expect(dead_code, reason = "held to keep the descriptor open"))]
+    socket: Arc<OwnedWriteHalf>,
+}
+
+impl Attached {
+    fn new(socket: Arc<OwnedWriteHalf>) -> Attached {
+        #[cfg(unix)]
+        let fd = {
+            use std::os::fd::AsRawFd;
+            (*socket).as_ref().as_raw_fd()
+        };
+        Attached {
+            #[cfg(unix)]
+            fd,
+            socket,
+        }
+    }
+
+    /// Writes what the socket takes of `frame` now, without waiting. The
+    /// descriptor is open: `socket` holds its writing half.
+    fn send(&self, frame: &[u8]) -> std::io::Result<usize> {
+        #[cfg(unix)]
+        {
+            let flags = nix::sys::socket::MsgFlags::from_bits_retain(NO_SIGNAL);
+            nix::sys::socket::send(self.fd, frame, flags).map_err(std::io::Error::from)
+        }
+        #[cfg(not(unix))]
+        {
+            self.socket.try_write(frame)
+        }
+    }
 }
 
 /// Why an outbox closed.
@@ -132,10 +166,12 @@ pub enum Closed {
 }
 
 /// Send flags: a peer gone is an error, never a SIGPIPE (a program that
-/// embeds the server need not ignore the signal).
+/// embeds the server need not ignore the signal). Other Unixes have no such
+/// flag: there a program that embeds the server should ignore SIGPIPE, as
+/// Rust programs do by default.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 const NO_SIGNAL: libc::c_int = libc::MSG_NOSIGNAL;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
 const NO_SIGNAL: libc::c_int = 0;
 
 /// A message for one or more outboxes; framed for the socket (once) when
@@ -193,10 +229,8 @@ impl Outbox {
             // Sent on the descriptor, past the runtime's record of whether
             // the socket is writable (which would cost a look at one more
             // place in memory per connection): a socket that is full says
-            // so, and the task's own write then finds it so too. The
-            // descriptor is open: `socket` holds its writing half.
-            let flags = nix::sys::socket::MsgFlags::from_bits_retain(NO_SIGNAL);
-            match nix::sys::socket::send(socket.fd, frame, flags) {
+            // so, and the task's own write then finds it so too.
+            match socket.send(frame) {
                 Ok(n) if n == frame.len() => return true,
                 Ok(n) => state.rest = Some(frame.slice(n..)),
                 // Not writable now, or failed (which the task will find on
@@ -272,9 +306,7 @@ impl Outbox {
     /// From now on, messages may be written to this socket from
     /// [`Outbox::send`], between the reader's writes.
     pub(crate) fn attach(&self, socket: Arc<OwnedWriteHalf>) {
-        use std::os::fd::AsRawFd;
-        let fd = (*socket).as_ref().as_raw_fd();
-        self.state.lock().expect("outbox lock").socket = Some(Attached { fd, _socket: socket });
+        self.state.lock().expect("outbox lock").socket = Some(Attached::new(socket));
     }
 
     /// No more writes to the socket from here (the connection is ending):
@@ -323,9 +355,11 @@ struct Conn {
 
 /// Connections by number, and indexes of their numbers.
 ///
-/// Everything here is kept in the order connections registered (ordered
-/// maps and sets, not hash tables), and a delivery visits connections in
-/// that order. The kernel's objects of each socket (its descriptor's entry,
+/// Connections are kept by number in an ordered map, and each index's set
+/// of numbers is ordered too (only the indexes' keys, sessions, users and
+/// channels, are hashed): a broadcast visits connections in the order they
+/// registered, and a delivery to a user or a channel visits its
+/// connections in that order. The kernel's objects of each socket (its descriptor's entry,
 /// its file, its socket, the peer's on loopback) were mostly allocated in the
 /// order connections came, so visiting them in that order reads memory
 /// nearly in sequence; a hash table's order, which is random, made the
