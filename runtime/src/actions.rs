@@ -356,6 +356,12 @@ impl SessionHandle {
         (state.id.clone(), state.created_at, state.user_id.clone())
     }
 
+    /// When the session was made, and its signed-in user.
+    pub fn created_and_user(&self) -> (u64, Option<String>) {
+        let state = self.state.lock().expect("session lock");
+        (state.created_at, state.user_id.clone())
+    }
+
     /// A copy of the session as it is now.
     pub fn snapshot(&self) -> Session {
         self.state.lock().expect("session lock").clone()

@@ -576,6 +576,41 @@ async fn the_session_stays_usable_after_the_action_answered() {
     until_answers(&mut c, &mut id, "chat.list", json!(["red"]), "the channel joined after the answer").await;
 }
 
+/// An action whose source cannot read `this` runs with none made for it;
+/// every way of reading it (directly, in an arrow function, through `eval`
+/// or `super`) still finds the call's session.
+#[tokio::test]
+async fn every_way_an_action_reads_its_this_finds_the_session() {
+    let dir = fixture("seed");
+    ss_tests::write(
+        dir.path(),
+        "app/server/whoami.js",
+        r#"const base = { id() { return this.session.id; } };
+const actions = {
+  direct(cb) { cb(this.session.id); },
+  arrow(cb) { setTimeout(() => cb(this.session.id), 1); },
+  viaEval(cb) { cb(eval('th' + 'is').session.id); },
+  viaSuper(cb) { cb(super.id()); },
+  plain(n, cb) { cb(n * 2); },
+  plainAsync: async (n) => n + 1,
+};
+Object.setPrototypeOf(actions, base);
+exports.actions = actions;
+"#,
+    );
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().unwrap();
+    let server = RunningServer::with_app(app, 0);
+    let mut c = WsClient::connect(server.addr, None).await;
+    let id = c.call(1, "whoami.direct", json!([])).await["result"].clone();
+    assert!(id.as_str().is_some_and(|s| s.len() >= 16), "a session id: {id}");
+    for (n, method) in ["whoami.arrow", "whoami.viaEval", "whoami.viaSuper"].into_iter().enumerate() {
+        assert_eq!(c.call(2 + n as u64, method, json!([])).await["result"], id, "{method}");
+    }
+    assert_eq!(c.call(10, "whoami.plain", json!([21])).await["result"], 42);
+    assert_eq!(c.call(11, "whoami.plainAsync", json!([41])).await["result"], 42);
+}
+
 #[test]
 fn an_action_name_that_is_not_an_identifier_stops_the_start_with_the_file_named() {
     let dir = fixture("seed");

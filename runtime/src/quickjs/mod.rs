@@ -326,10 +326,19 @@ struct State {
     pending: IdMap<Pending>,
     /// The session of each open connection that called into JavaScript, so
     /// that server code can still use it after its call has answered.
-    connections: IdMap<SessionHandle>,
+    connections: IdMap<Connected>,
     /// Running timers; `None` until a timer set by a direct job is spawned.
     timers: IdMap<Option<tokio::task::AbortHandle>>,
     next_call: u64,
+}
+
+/// An open connection that called into JavaScript.
+struct Connected {
+    session: SessionHandle,
+    /// The session's id as a JavaScript string, made at the connection's
+    /// first call and handed to each call after it (a session's id never
+    /// changes), rather than a new string for every call.
+    id: Persistent<rquickjs::String<'static>>,
 }
 
 struct Host {
@@ -658,12 +667,31 @@ fn handle(host: &Shared, job: Job) {
     }
     match job {
         Job::Call { name, index, args, session, connection, reply } => {
-            if let Some(connection) = connection {
-                host.state.borrow_mut().connections.entry(connection).or_insert_with(|| session.clone());
+            // The session id's string made at the connection's first call,
+            // or, at that call, the session to note the connection with.
+            enum SessionId {
+                Known(Persistent<rquickjs::String<'static>>),
+                First(SessionHandle),
             }
-            let (session_id, created_at, user_id) = session.basics();
-            let connection = connection.map(|c| c as f64).unwrap_or(-1.0);
+            let known = connection.and_then(|c| host.state.borrow().connections.get(&c).map(|k| k.id.clone()));
+            let source = match known {
+                Some(id) => SessionId::Known(id),
+                None => SessionId::First(session.clone()),
+            };
+            let (created_at, user_id) = session.created_and_user();
             host.begin(name, reply, Some(session), |ctx, id| {
+                let session_id = match source {
+                    SessionId::Known(known) => known.restore(ctx)?,
+                    SessionId::First(session) => {
+                        let text = rquickjs::String::from_str(ctx.clone(), &session.id())?;
+                        if let Some(connection) = connection {
+                            let id = Persistent::save(ctx, text.clone());
+                            host.state.borrow_mut().connections.insert(connection, Connected { session, id });
+                        }
+                        text
+                    }
+                };
+                let connection = connection.map(|c| c as f64).unwrap_or(-1.0);
                 let call = host.call.borrow().clone().expect("the host is started").restore(ctx)?;
                 // Up to two arguments go as they are; more go as one array.
                 let count = args.len();
@@ -695,7 +723,9 @@ fn handle(host: &Shared, job: Job) {
             // A connection that never called server code set no handlers.
             // Those it set find its session while they run, through the
             // connection, which is forgotten after them.
-            let Some(session) = host.state.borrow().connections.get(&connection).cloned() else { return };
+            let Some(session) = host.state.borrow().connections.get(&connection).map(|c| c.session.clone()) else {
+                return;
+            };
             let (session_id, created_at, user_id) = session.basics();
             host.enter(|ctx| {
                 let result = global_fn(&ctx, "disconnect")
@@ -899,7 +929,9 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 let session = {
                     let state = host.state.borrow();
                     state.pending.get(&(id as u64)).and_then(|p| p.session.clone()).or_else(|| {
-                        (connection >= 0.0).then(|| state.connections.get(&(connection as u64)).cloned()).flatten()
+                        (connection >= 0.0)
+                            .then(|| state.connections.get(&(connection as u64)).map(|c| c.session.clone()))
+                            .flatten()
                     })
                 };
                 let done = Persistent::save(&ctx, done);

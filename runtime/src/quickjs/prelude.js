@@ -11,11 +11,11 @@
   var listed = [];
   var libServer = {};
   var tag = 'server';
-  // The `this` of the client's call whose work is running after its
-  // synchronous part (`running` holds it during that part): through its
-  // awaits, `then` callbacks and timers, as the tag is; null for work no
-  // client's call started. What that work throws later fails that call
-  // (see `callback`). `caller()` is whichever holds it.
+  // The record (see `call`) of the client's call whose work is running
+  // after its synchronous part (`running` holds it during that part):
+  // through its awaits, `then` callbacks and timers, as the tag is; null for
+  // work no client's call started. What that work throws later fails that
+  // call (see `callback`). `caller()` is whichever holds it.
   var owner = null;
   function caller() {
     return running || owner;
@@ -193,26 +193,26 @@
   }
 
   // A host operation as a Promise that also feeds an optional callback.
-  // `self` is the `this` of the call whose session it is: the host finds
-  // the session by the call's id while the call runs, and by its connection
+  // `c` is the record of the call whose session it is: the host finds the
+  // session by the call's id while the call runs, and by its connection
   // afterwards (timers, later callbacks).
-  function operation(self, op, args, cb, after) {
+  function operation(c, op, args, cb, after) {
     var promise = new Promise(function (resolve, reject) {
-      host.session(self._call[0], self._call[4], op, stringify(args), function (error, json) {
+      host.session(c[0], c[4], op, stringify(args), function (error, json) {
         if (error != null) reject(new Error(error));
         else resolve(json === undefined ? undefined : JSON.parse(json));
       });
     });
     if (after) promise = promise.then(after);
     if (typeof cb === 'function') {
-      var run = callback(self, cb);
+      var run = callback(c, cb);
       promise.then(run, run);
     }
     return promise;
   }
 
   // A callback given to the server API runs as part of the action that gave
-  // it (`owner`, its `this`, or null): when the callback throws, that call
+  // it (`owner`, its record, or null): when the callback throws, that call
   // fails with the error, as if the action had thrown it, unless something
   // answered the call already; then the error goes to the log.
   function callback(owner, cb) {
@@ -224,11 +224,10 @@
       }
     };
   }
-  // Fails the call whose `this` is `owner` with `error`, if the call is
+  // Fails the call whose record is `c` with `error`, if the call is
   // still waiting for its answer; `false` when it is not (answered, past
   // its reply timeout, or its caller gone), so that the error is logged.
-  function failLate(owner, error) {
-    var c = owner && owner._call;
+  function failLate(c, error) {
     if (!c || c[0] < 0 || c[6]) return false;
     c[6] = true;
     return host.reply(c[0], true, errorText(error));
@@ -249,8 +248,8 @@
     return Array.isArray(list) ? list.map(String) : [String(list)];
   }
 
-  // The session API of the call whose `this` is `self`.
-  function makeSession(self, data) {
+  // The session API of the call whose `this` is `self` and record `c`.
+  function makeSession(self, c, data) {
     var session = {
       id: data.id,
       created_at: data.created_at,
@@ -263,7 +262,7 @@
             'String() names the user), not ' + (userId === '' ? 'an empty string' : String(userId)) +
             '; to sign out, call this.session.user.logout()');
         }
-        return operation(self, 'set_user', [text], cb, function () {
+        return operation(c, 'set_user', [text], cb, function () {
           session.user_id = text;
           return true;
         });
@@ -284,25 +283,25 @@
           if (returned && typeof returned.then === 'function') returned.then(answer, reject);
         });
         if (typeof cb === 'function') {
-          var run = callback(self, cb);
+          var run = callback(c, cb);
           promise.then(run, function (e) { run({ success: false, error: String(e.message || e) }); });
         }
         return promise;
       },
       channel: {
         subscribe: function (list, cb) {
-          return operation(self, 'subscribe', names(list), cb);
+          return operation(c, 'subscribe', names(list), cb);
         },
         unsubscribe: function (list, cb) {
-          return operation(self, 'unsubscribe', names(list), cb);
+          return operation(c, 'unsubscribe', names(list), cb);
         },
         list: function (cb) {
-          return operation(self, 'channels', [], cb);
+          return operation(c, 'channels', [], cb);
         }
       },
       user: {
         logout: function (cb) {
-          return operation(self, 'logout', [], cb, function () {
+          return operation(c, 'logout', [], cb, function () {
             session.user_id = null;
             return true;
           });
@@ -331,22 +330,26 @@
 
   var disconnects = {};
 
-  // `this` inside an action: an object whose prototype is `callContext`,
-  // made as a literal (`{ __proto__: callContext, _call: [...] }`), which
-  // costs less than a constructor call. The session object (a dozen
-  // closures) is only built when the action reads this.session: most calls
-  // never do. Everything about the call is in one array, `_call`: [call id,
-  // session id, created at, user id, connection, action name, answered yet,
-  // the answer given while the action ran (see `call`)].
-  // Every property added to an object per call costs a shape change here,
-  // so `this` gets one more only when the action reads this.session.
+  // Everything about a client's call is in one array, its record: [call
+  // id, session id, created at, user id, connection, action name, answered
+  // yet, the answer given while the action ran (see `call`)]. The record is
+  // what the prelude passes around (`running`, `owner`, `answer`).
+  //
+  // `this` inside an action is made only for an action whose source can
+  // read it (see `readsThis`): an object whose prototype is the action's
+  // own (see `order`, and `callContext` behind it), made as a literal
+  // (`{ __proto__: ..., _call: record }`), which costs less here than a
+  // constructor call or `Object.create`. The session object (a dozen
+  // closures) is only built when the action reads this.session, and only
+  // then does `this` get one more property (each one added to an object
+  // made per call costs a change of its shape).
   var callContext = {};
   Object.defineProperty(callContext, 'session', {
     get: function () {
       if (this._session) return this._session;
       var c = this._call;
       var data = { id: c[1], created_at: c[2], user_id: c[3] === undefined ? null : c[3], connection: c[4] };
-      return (this._session = makeSession(this, data));
+      return (this._session = makeSession(this, c, data));
     }
   });
   // `this` for server code no client called (SS.server from server code, Basic Auth): a blank session.
@@ -354,16 +357,28 @@
     return { __proto__: callContext, _call: [-1, '', 0, null, -1, '', false, later] };
   }
 
+  // Whether an action's source can read its `this`: it names `this`,
+  // `super` (a method called through it gets the same `this`) or `eval`,
+  // or its source is not at hand (a native or bound function). A word in a
+  // string or a comment only costs such an action a `this` it does not use.
+  var readsThisPattern = /\bthis\b|\bsuper\b|\beval\b|\[native code\]/;
+  function readsThis(fn) {
+    try {
+      return readsThisPattern.test(Function.prototype.toString.call(fn));
+    } catch (e) {
+      return true;
+    }
+  }
+
   // Whether this is the call's first answer (and marks it answered):
   // whichever comes first of its callback, its return value and its promise wins.
-  function first(self) {
-    var c = self._call;
+  function first(c) {
     if (c[6]) return false;
     c[6] = true;
     return true;
   }
 
-  // The `this` of the client's call whose action is running now, from
+  // The record of the client's call whose action is running now, from
   // `call`: its answer, when a primitive, is given back as `call`'s value
   // (or by `stopped`, when the time limit stops the action).
   var running = null;
@@ -371,10 +386,9 @@
   // answer is never an object).
   var later = {};
 
-  // Answers a client's call.
-  function answer(self, isError, value) {
-    // `first(self)`, written out: this runs for every call.
-    var c = self._call;
+  // Answers the client's call whose record is `c`.
+  function answer(c, isError, value) {
+    // `first(c)`, written out: this runs for every call.
     if (c[6]) return;
     c[6] = true;
     var json;
@@ -384,7 +398,7 @@
       if (type === 'number' || type === 'string' || type === 'boolean' || value == null) {
         // An answer given while the action runs goes back as `call`'s
         // value, sparing a call into the host.
-        if (self === running) c[7] = value;
+        if (c === running) c[7] = value;
         else host.done(c[0], value);
         return;
       }
@@ -402,41 +416,74 @@
     host.reply(c[0], isError, isError ? errorText(value) : json);
   }
 
-  // A function that runs an action with `argc` arguments, and gives each
-  // answer to `settle(self, isError, value)`, which keeps the first (see
-  // `first`). Up to two arguments come as `a` and `b`, more as the array `a`
-  // (so that a call from a client, the common case, needs no array and no
-  // `apply`, which copies its arguments into a new list). The callback goes
-  // after the caller's arguments; a returned value or Promise answers as
-  // well. The callback is an arrow function written where it is passed: a
-  // plain function also gets a `prototype`, and one stored in a variable
-  // gets a `name` written. `settle` comes from this outer function, not as
-  // an argument: a callback that closes over an argument of the running
+  // A function that runs an action with `argc` arguments and `this` as
+  // `self`, and gives each answer to `settle(c, isError, value)`, which
+  // keeps the first (see `first`). Up to two arguments come as `a` and `b`,
+  // more as the array `a` (so that a call needs no array and no `apply`,
+  // which copies its arguments into a new list). The callback goes after
+  // the caller's arguments; a returned value or Promise answers as well.
+  // The callback is an arrow function written where it is passed: a plain
+  // function also gets a `prototype`, and one stored in a variable gets a
+  // `name` written. `settle` comes from this outer function, not as an
+  // argument: a callback that closes over an argument of the running
   // function costs one more allocation for every call.
   function runner(settle) {
-    return function (fn, self, argc, a, b) {
+    return function (fn, c, self, argc, a, b) {
       var result;
       try {
         switch (argc) {
-          case 0: result = fn.call(self, (value) => settle(self, false, value)); break;
-          case 1: result = fn.call(self, a, (value) => settle(self, false, value)); break;
-          case 2: result = fn.call(self, a, b, (value) => settle(self, false, value)); break;
-          default: a.push((value) => settle(self, false, value)); result = fn.apply(self, a);
+          case 0: result = fn.call(self, (value) => settle(c, false, value)); break;
+          case 1: result = fn.call(self, a, (value) => settle(c, false, value)); break;
+          case 2: result = fn.call(self, a, b, (value) => settle(c, false, value)); break;
+          default: a.push((value) => settle(c, false, value)); result = fn.apply(self, a);
         }
       } catch (error) {
-        settle(self, true, error);
+        settle(c, true, error);
         return;
       }
       if (result && typeof result.then === 'function') {
-        result.then((value) => settle(self, false, value), (error) => settle(self, true, error));
+        result.then((value) => settle(c, false, value), (error) => settle(c, true, error));
       } else if (result !== undefined) {
-        settle(self, false, result);
+        settle(c, false, result);
       }
     };
   }
 
-  // Runs a client's call of an action.
-  var runCall = runner(answer);
+  // Runs a client's call of `action` (an entry of `listed`), whose record
+  // is `c`, as `runner(answer)` would, written out for the common case: an
+  // action that cannot read `this` is called as a plain function, with
+  // none made; one that can is called as a method of its `this` (a call
+  // through `Function.prototype.call` costs a trip through native code).
+  function runClient(action, c, argc, a, b) {
+    var result;
+    try {
+      if (action.plain) {
+        var fn = action.fn;
+        switch (argc) {
+          case 0: result = fn((value) => answer(c, false, value)); break;
+          case 1: result = fn(a, (value) => answer(c, false, value)); break;
+          case 2: result = fn(a, b, (value) => answer(c, false, value)); break;
+          default: a.push((value) => answer(c, false, value)); result = fn.apply(undefined, a);
+        }
+      } else {
+        var self = { __proto__: action.context, _call: c };
+        switch (argc) {
+          case 0: result = self.__ss_run((value) => answer(c, false, value)); break;
+          case 1: result = self.__ss_run(a, (value) => answer(c, false, value)); break;
+          case 2: result = self.__ss_run(a, b, (value) => answer(c, false, value)); break;
+          default: a.push((value) => answer(c, false, value)); result = self.__ss_run.apply(self, a);
+        }
+      }
+    } catch (error) {
+      answer(c, true, error);
+      return;
+    }
+    if (result && typeof result.then === 'function') {
+      result.then((value) => answer(c, false, value), (error) => answer(c, true, error));
+    } else if (result !== undefined) {
+      answer(c, false, result);
+    }
+  }
 
   SS.publish = {
     user: function (userId, event, data) {
@@ -476,12 +523,13 @@
       var cb = typeof args[args.length - 1] === 'function' ? args.pop() : null;
       var promise = new Promise(function (resolve, reject) {
         var argc = args.length;
-        var run = runner(function (self, isError, value) {
-          if (!first(self)) return;
+        var run = runner(function (c, isError, value) {
+          if (!first(c)) return;
           if (isError || value instanceof Error) reject(value);
           else resolve(value);
         });
-        run(fn, noCaller(), argc, argc > 2 ? args : args[0], args[1]);
+        var self = noCaller();
+        run(fn, self._call, self, argc, argc > 2 ? args : args[0], args[1]);
       });
       if (cb) {
         var run = callback(from, cb);
@@ -520,10 +568,19 @@
       // The host sorts the actions and gives their order back (`order`).
       return JSON.stringify({ actions: Object.keys(actions), authenticate: guarded });
     },
-    // The order the host names actions in: it calls the action at `order[i]` as `i`.
+    // The order the host names actions in: it calls the action at `order[i]`
+    // as `i`. An action that can read `this` gets a prototype of its own
+    // for it, which holds the action as a method (see `runClient`).
     order: function (namesJson) {
       listed = JSON.parse(namesJson).map(function (name) {
-        return { name: name, fn: actions[name].fn };
+        var fn = actions[name].fn;
+        var plain = !readsThis(fn);
+        var context = null;
+        if (!plain) {
+          context = Object.create(callContext);
+          Object.defineProperty(context, '__ss_run', { value: fn });
+        }
+        return { name: name, fn: fn, plain: plain, context: context };
       });
     },
     // A client's call of the action listed at `index`, with `argc`
@@ -537,9 +594,8 @@
       tag = action.name;
       var c = [callId, sessionId, createdAt, userId, connection, action.name, false, later];
       try {
-        var self = { __proto__: callContext, _call: c };
-        running = self;
-        runCall(action.fn, self, argc, a, b);
+        running = c;
+        runClient(action, c, argc, a, b);
       } finally {
         tag = 'server';
         running = outer;
@@ -550,11 +606,11 @@
     // `finally` on its way out: forgets the calls it stopped, and gives back
     // the answer the innermost one gave before it was stopped (or `later`).
     stopped: function () {
-      var self = running;
+      var c = running;
       running = null;
       owner = null;
       tag = 'server';
-      return self ? self._call[7] : later;
+      return c ? c[7] : later;
     },
     fire: function (id) {
       var timer = timers[id];
