@@ -7,6 +7,16 @@
   var host = global.__host;
   delete global.__host;
   var SS = global.SS || (global.SS = {});
+
+  // QuickJS lets objects made alike share their layout (a shape) through a
+  // table of the shapes in use. A function, such as the callback each call
+  // gets, starts with no properties, then gets `length`, then `name`; unless
+  // some object lives in each of the first two layouts, every new function
+  // makes a shape of its own and frees it again. These two live for good,
+  // held by `host`, which the prelude's functions hold.
+  host.shapes = [Object.create(Function.prototype), Object.create(Function.prototype)];
+  Object.defineProperty(host.shapes[1], 'length', { value: 0, configurable: true });
+
   var actions = {};
   var listed = [];
   var libServer = {};
@@ -449,42 +459,6 @@
     };
   }
 
-  // Runs a client's call of `action` (an entry of `listed`), whose record
-  // is `c`, as `runner(answer)` would, written out for the common case: an
-  // action that cannot read `this` is called as a plain function, with
-  // none made; one that can is called as a method of its `this` (a call
-  // through `Function.prototype.call` costs a trip through native code).
-  function runClient(action, c, argc, a, b) {
-    var result;
-    try {
-      if (action.plain) {
-        var fn = action.fn;
-        switch (argc) {
-          case 0: result = fn((value) => answer(c, false, value)); break;
-          case 1: result = fn(a, (value) => answer(c, false, value)); break;
-          case 2: result = fn(a, b, (value) => answer(c, false, value)); break;
-          default: a.push((value) => answer(c, false, value)); result = fn.apply(undefined, a);
-        }
-      } else {
-        var self = { __proto__: action.context, _call: c };
-        switch (argc) {
-          case 0: result = self.__ss_run((value) => answer(c, false, value)); break;
-          case 1: result = self.__ss_run(a, (value) => answer(c, false, value)); break;
-          case 2: result = self.__ss_run(a, b, (value) => answer(c, false, value)); break;
-          default: a.push((value) => answer(c, false, value)); result = self.__ss_run.apply(self, a);
-        }
-      }
-    } catch (error) {
-      answer(c, true, error);
-      return;
-    }
-    if (result && typeof result.then === 'function') {
-      result.then((value) => answer(c, false, value), (error) => answer(c, true, error));
-    } else if (result !== undefined) {
-      answer(c, false, result);
-    }
-  }
-
   SS.publish = {
     user: function (userId, event, data) {
       host.publish('user', stringify([String(userId)]), String(event), stringify(data));
@@ -570,7 +544,7 @@
     },
     // The order the host names actions in: it calls the action at `order[i]`
     // as `i`. An action that can read `this` gets a prototype of its own
-    // for it, which holds the action as a method (see `runClient`).
+    // for it, which holds the action as a method (see `call`).
     order: function (namesJson) {
       listed = JSON.parse(namesJson).map(function (name) {
         var fn = actions[name].fn;
@@ -587,15 +561,46 @@
     // arguments: up to two come as `a` and `b`, more as the array `a`.
     // Gives back the answer when the action gave a primitive one before
     // returning (most do), else `later`: the answer then comes through
-    // `host.done` or `host.reply`.
+    // `host.done` or `host.reply`. It runs the action as `runner(answer)`
+    // would, written out here for the common case (a call saved): an action
+    // that cannot read `this` is called as a plain function, with none made;
+    // one that can is called as a method of its `this` (a call through
+    // `Function.prototype.call` costs a trip through native code).
     call: function (callId, index, sessionId, createdAt, userId, connection, argc, a, b) {
       var action = listed[index];
       var outer = running;
       tag = action.name;
       var c = [callId, sessionId, createdAt, userId, connection, action.name, false, later];
+      running = c;
       try {
-        running = c;
-        runClient(action, c, argc, a, b);
+        var result;
+        try {
+          if (action.plain) {
+            var fn = action.fn;
+            switch (argc) {
+              case 0: result = fn((value) => answer(c, false, value)); break;
+              case 1: result = fn(a, (value) => answer(c, false, value)); break;
+              case 2: result = fn(a, b, (value) => answer(c, false, value)); break;
+              default: a.push((value) => answer(c, false, value)); result = fn.apply(undefined, a);
+            }
+          } else {
+            var self = { __proto__: action.context, _call: c };
+            switch (argc) {
+              case 0: result = self.__ss_run((value) => answer(c, false, value)); break;
+              case 1: result = self.__ss_run(a, (value) => answer(c, false, value)); break;
+              case 2: result = self.__ss_run(a, b, (value) => answer(c, false, value)); break;
+              default: a.push((value) => answer(c, false, value)); result = self.__ss_run.apply(self, a);
+            }
+          }
+        } catch (error) {
+          answer(c, true, error);
+          return c[7];
+        }
+        if (result && typeof result.then === 'function') {
+          result.then((value) => answer(c, false, value), (error) => answer(c, true, error));
+        } else if (typeof result !== 'undefined') {
+          answer(c, false, result);
+        }
       } finally {
         tag = 'server';
         running = outer;
