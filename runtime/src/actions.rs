@@ -400,6 +400,7 @@ impl SessionHandle {
             .update(&id, change)
             .await?
             .ok_or_else(|| ActionError::failed("the session has expired; reload the page"))?;
+        debug_assert_eq!(session.id, id, "a session store's update kept the session's id");
         {
             // Two changes may come back in either order: the newer one stays.
             let mut state = self.state.lock().expect("session lock");

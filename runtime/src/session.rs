@@ -59,7 +59,9 @@ pub trait SessionStore: Send + Sync + 'static {
     fn create(&self) -> BoxFuture<'_, Result<Session, StoreError>>;
     /// The session with this id, if this store issued it and still has it.
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
-    /// Applies a change and returns the session as it is now (`None` when it is gone).
+    /// Applies a change and returns the session as it is now (`None` when it
+    /// is gone). A change never gives a session another id: the runtime keeps
+    /// a connection's session id for the connection's life.
     fn update<'a>(&'a self, id: &'a str, change: Change) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
 }
 

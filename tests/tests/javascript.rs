@@ -577,8 +577,9 @@ async fn the_session_stays_usable_after_the_action_answered() {
 }
 
 /// An action whose source cannot read `this` runs with none made for it;
-/// every way of reading it (directly, in an arrow function, through `eval`
-/// or `super`) still finds the call's session.
+/// every way of reading it (directly, in an arrow function, through `eval`,
+/// an escaped `eval`, which the packer writes out plainly, or `super`) still
+/// finds the call's session.
 #[tokio::test]
 async fn every_way_an_action_reads_its_this_finds_the_session() {
     let dir = fixture("seed");
@@ -591,6 +592,7 @@ const actions = {
   arrow(cb) { setTimeout(() => cb(this.session.id), 1); },
   viaEval(cb) { cb(eval('th' + 'is').session.id); },
   viaSuper(cb) { cb(super.id()); },
+  viaEscapedEval(cb) { cb(ev\u0061l('th' + 'is').session.id); },
   plain(n, cb) { cb(n * 2); },
   plainAsync: async (n) => n + 1,
 };
@@ -600,11 +602,16 @@ exports.actions = actions;
     );
     pack_app(dir.path(), "development");
     let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().unwrap();
+    let engine = app.engine().unwrap().clone();
+    let plain: Vec<String> = serde_json::from_str(&engine.evaluate("__ss_host.plain()".into()).await.unwrap()).unwrap();
+    let plain: Vec<&str> = plain.iter().map(String::as_str).filter(|name| name.starts_with("whoami.")).collect();
+    assert_eq!(plain, ["whoami.plain", "whoami.plainAsync"], "the actions run with no `this`");
     let server = RunningServer::with_app(app, 0);
     let mut c = WsClient::connect(server.addr, None).await;
     let id = c.call(1, "whoami.direct", json!([])).await["result"].clone();
     assert!(id.as_str().is_some_and(|s| s.len() >= 16), "a session id: {id}");
-    for (n, method) in ["whoami.arrow", "whoami.viaEval", "whoami.viaSuper"].into_iter().enumerate() {
+    let reading = ["whoami.arrow", "whoami.viaEval", "whoami.viaSuper", "whoami.viaEscapedEval"];
+    for (n, method) in reading.into_iter().enumerate() {
         assert_eq!(c.call(2 + n as u64, method, json!([])).await["result"], id, "{method}");
     }
     assert_eq!(c.call(10, "whoami.plain", json!([21])).await["result"], 42);

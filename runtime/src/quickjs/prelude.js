@@ -7,6 +7,9 @@
   var host = global.__host;
   delete global.__host;
   var SS = global.SS || (global.SS = {});
+  // Taken before app code runs, which could replace them (see `readsThis`).
+  var sourceOf = Function.prototype.toString;
+  var apply = Reflect.apply;
 
   // QuickJS lets objects made alike share their layout (a shape) through a
   // table of the shapes in use. A function, such as the callback each call
@@ -369,12 +372,13 @@
 
   // Whether an action's source can read its `this`: it names `this`,
   // `super` (a method called through it gets the same `this`) or `eval`,
-  // or its source is not at hand (a native or bound function). A word in a
-  // string or a comment only costs such an action a `this` it does not use.
-  var readsThisPattern = /\bthis\b|\bsuper\b|\beval\b|\[native code\]/;
+  // or holds a `\u` escape (`ev\u0061l` is a direct eval too), or its
+  // source is not at hand (a native, bound or proxied function). A word in
+  // a string or a comment only costs such an action a `this` it does not use.
+  var readsThisPattern = /\bthis\b|\bsuper\b|\beval\b|\\u|\[native code\]/;
   function readsThis(fn) {
     try {
-      return readsThisPattern.test(Function.prototype.toString.call(fn));
+      return readsThisPattern.test(apply(sourceOf, fn, []));
     } catch (e) {
       return true;
     }
@@ -606,6 +610,10 @@
         running = outer;
       }
       return c[7];
+    },
+    // The actions called with no `this` made for them (see `readsThis`).
+    plain: function () {
+      return listed.filter(function (entry) { return entry.plain; }).map(function (entry) { return entry.name; });
     },
     // After the time limit stopped an entry into JavaScript, which runs no
     // `finally` on its way out: forgets the calls it stopped, and gives back
