@@ -71,8 +71,9 @@ pub struct Action {
     pub(crate) handler: Handler,
     /// Whether callers need a signed-in user (`exports.authenticate = true`).
     pub authenticate: bool,
-    /// The action's name, for the error when it does not answer in time.
-    name: Arc<str>,
+    /// The action's name: for the error when it does not answer in time,
+    /// and as each call's `method` (shared, not copied per call).
+    pub(crate) name: Arc<str>,
     /// Whether the server bounds the wait for its answer by `reply_timeout`
     /// (native actions; the engine bounds JavaScript ones itself).
     timed: bool,
@@ -197,7 +198,11 @@ impl Future for Answer {
 /// Every action, by dotted name (`app.square`).
 #[derive(Clone, Default)]
 pub struct Registry {
-    actions: HashMap<String, Action>,
+    /// Looked up on every call by a name the client sent. Its keys are the
+    /// program's own names, so a fast hash that is not built to withstand
+    /// chosen collisions is enough: what a client sends only ever probes the
+    /// table, never fills it.
+    actions: HashMap<String, Action, foldhash::fast::RandomState>,
 }
 
 impl Registry {
@@ -465,7 +470,7 @@ fn check_channels(channels: &[&str]) -> Result<(), ActionError> {
 /// One call of an action.
 pub struct Call {
     /// The action's name (`app.square`).
-    pub method: String,
+    pub method: Arc<str>,
     /// Every argument, as given.
     pub args: Vec<Value>,
     /// The caller's session.

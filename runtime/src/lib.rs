@@ -373,7 +373,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn call(
         &self,
-        method: String,
+        method: Arc<str>,
         args: Vec<Value>,
         session: SessionHandle,
         connection: Option<pubsub::ConnId>,

@@ -687,7 +687,7 @@ impl Connection {
             return Err(error);
         }
         let log = CallLog::begin(log, &method, &args);
-        let call = self.shared.call(method.into_owned(), args, self.session.clone(), Some(self.id));
+        let call = self.shared.call(action.name.clone(), args, self.session.clone(), Some(self.id));
         Ok((action.start(call, self.shared.config.reply_timeout), log))
     }
 }

@@ -120,7 +120,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
     // Whether signing in could change the answer: for a caller who is signed in already, it could not.
     let signed_in = session.user_id().is_some();
     let logged = CallLog::begin(log, &name, &args);
-    let outcome = action.start(shared.call(name.clone(), args, session, None), shared.config.reply_timeout).await;
+    let outcome =
+        action.start(shared.call(action.name.clone(), args, session, None), shared.config.reply_timeout).await;
     if let Some(logged) = logged {
         logged.end(&outcome);
     }
