@@ -159,10 +159,11 @@ impl App {
                 if let Err(problem) = self.registry.check(name) {
                     return Err(quickjs::EngineError(format!("{}: {problem}", file.path)));
                 }
-                let (engine, action) = (shared.clone(), Arc::<str>::from(name.as_str()));
+                let Some(index) = engine.index_of(name) else { continue };
+                let engine = shared.clone();
                 self.registry.add_javascript(name, authenticate, move |call: Call| {
-                    let (engine, action) = (engine.clone(), action.clone());
-                    async move { engine.call(action, call.args, call.session, call.connection).await }
+                    let engine = engine.clone();
+                    async move { engine.call_listed(index, call.method, call.args, call.session, call.connection).await }
                 });
             }
         }

@@ -216,9 +216,27 @@ impl Engine {
         session: SessionHandle,
         connection: Option<ConnId>,
     ) -> ActionResult {
-        let Ok(index) = self.actions.binary_search_by(|action| action.as_str().cmp(&name)) else {
+        let Some(index) = self.index_of(&name) else {
             return Err(ActionError::NotFound(format!("no JavaScript action {name}")));
         };
+        self.call_listed(index, name, args, session, connection).await
+    }
+
+    /// Where the action `name` is in [`Engine::actions`], for [`Engine::call_listed`].
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.actions.binary_search_by(|action| action.as_str().cmp(name)).ok()
+    }
+
+    /// Calls the action at `index` of [`Engine::actions`], named `name`: as
+    /// [`Engine::call`], with the name looked up once beforehand.
+    pub async fn call_listed(
+        &self,
+        index: usize,
+        name: Arc<str>,
+        args: Vec<Value>,
+        session: SessionHandle,
+        connection: Option<ConnId>,
+    ) -> ActionResult {
         let label = name.clone();
         self.ask(&label, |reply| Job::Call { name, index, args, session, connection, reply }).await
     }
