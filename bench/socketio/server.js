@@ -1,5 +1,6 @@
 // The Socket.IO side of `ss-bench rpc`: the same work as the ssrun side
-// (an acknowledged `square` and a `broadcast` to everyone connected), on a plain
+// (an acknowledged `square`, a `broadcast` to everyone connected, and a room
+// for the fan-out to a channel), on a plain
 // HTTP server, WebSocket transport only, no per-message compression.
 //
 // Usage: node server.js [PORT]   (or PORT in the environment; 0 picks a free one)
@@ -21,6 +22,15 @@ io.on('connection', (s) => {
   s.on('square', (n, ack) => ack(n * n));
   s.on('broadcast', (data, ack) => {
     io.emit('tick', data);
+    if (ack) ack(1);
+  });
+  // `ss-bench rpc --channel`: each idle client joins the room `bench`, and the fan-out goes to it.
+  s.on('join', (data, ack) => {
+    s.join('bench');
+    if (ack) ack(1);
+  });
+  s.on('channel', (data, ack) => {
+    io.to('bench').emit('tick', data);
     if (ack) ack(1);
   });
 });

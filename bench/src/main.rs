@@ -76,6 +76,10 @@ enum Command {
         /// Broadcasts to the idle clients (the median of their percentiles is reported).
         #[arg(long, default_value_t = 5)]
         broadcasts: usize,
+        /// Send the fan-out to a channel every idle client joined (ssrun's
+        /// `SS.publish.channel`, a Socket.IO room) instead of broadcasting it.
+        #[arg(long)]
+        channel: bool,
         /// The CPU the servers are pinned to.
         #[arg(long, default_value_t = 0)]
         server_cpu: usize,
@@ -179,6 +183,7 @@ fn main() -> anyhow::Result<()> {
             warmup,
             idle,
             broadcasts,
+            channel,
             server_cpu,
             client_cpu,
             servers,
@@ -205,6 +210,7 @@ fn main() -> anyhow::Result<()> {
                 rounds,
                 idle,
                 broadcasts,
+                channel,
                 server_cpu,
                 client_cpu,
                 servers,

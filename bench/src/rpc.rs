@@ -28,7 +28,9 @@
 //!    the server to broadcast the time it sends the request; for each client,
 //!    the delay until the kernel received the event on its socket (see
 //!    [`stamped`]) and until the load generator read it; p50, p99 and max over
-//!    the clients, for several broadcasts.
+//!    the clients, for several broadcasts. With `--channel`, every client
+//!    first joins one channel (a Socket.IO room), and the fan-out is published
+//!    to it instead (the memory is then measured with the clients in it).
 //!
 //! Alongside, the CPU the load generator used (when it nears one core, calls
 //! per second measure it rather than the server), and the CPU other
@@ -76,6 +78,8 @@ pub struct Options {
     pub idle: usize,
     /// Broadcasts to the idle connections.
     pub broadcasts: usize,
+    /// The fan-out goes to a channel every idle client joined, not to everyone.
+    pub channel: bool,
     /// The CPU the servers are pinned to.
     pub server_cpu: usize,
     /// The CPU the load generator is pinned to.
@@ -398,7 +402,12 @@ async fn idle_and_broadcast(server: &Server, result: &mut Results, opts: &Option
     tokio::time::sleep(Duration::from_secs(1)).await;
     result.rss_before = server.rss()?;
 
-    let conns = connect_many(proto, server.addr, opts.idle, PARALLEL_HANDSHAKES, true).await?;
+    let mut conns = connect_many(proto, server.addr, opts.idle, PARALLEL_HANDSHAKES, true).await?;
+    if opts.channel {
+        for conn in &mut conns {
+            conn.join().await?;
+        }
+    }
     let (ticks_tx, mut ticks) = tokio::sync::mpsc::unbounded_channel();
     let dropped = Arc::new(AtomicUsize::new(0));
     let idle: Vec<_> =
@@ -414,7 +423,7 @@ async fn idle_and_broadcast(server: &Server, result: &mut Results, opts: &Option
     for _ in 0..opts.broadcasts {
         let (server0, own0, busy0, t0) = (server.cpu()?, own_cpu()?, cpus()?, Instant::now());
         let sent = now_us();
-        trigger.broadcast(sent).await?;
+        trigger.broadcast(sent, opts.channel).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let (mut arrived, mut read) = (Vec::with_capacity(opts.idle), Vec::with_capacity(opts.idle));
         while read.len() < opts.idle {
@@ -549,7 +558,12 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         if !any_fanned {
             "memory and broadcasts not measured".to_string()
         } else {
-            format!("{} idle clients; {} broadcasts", opts.idle, opts.broadcasts)
+            format!(
+                "{} idle clients; {} {}",
+                opts.idle,
+                opts.broadcasts,
+                if opts.channel { "publishes to a channel they all joined" } else { "broadcasts" }
+            )
         },
         node.unwrap_or_default(),
     );
@@ -632,6 +646,7 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
     }
     // The memory and broadcast rows, for the servers they ran on.
     let n = opts.idle;
+    let fanout = if opts.channel { "channel publish" } else { "broadcast" };
     if any_fanned {
         row(
             format!("server memory per idle connection ({})", opts.idle),
@@ -641,13 +656,13 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         let fan = |f: fn(&Fanout) -> Duration| -> Vec<Option<f64>> {
             results.iter().map(|r| fanned(r).then(|| median(r.fanouts.iter().map(|x| secs(f(x))).collect()))).collect()
         };
-        row(format!("broadcast to {n} clients: arrival p50"), fan(|f| f.arrived.p50), &show_ms);
-        row(format!("broadcast to {n} clients: arrival p99"), fan(|f| f.arrived.p99), &show_ms);
-        row(format!("broadcast to {n} clients: arrival max"), fan(|f| f.arrived.max), &show_ms);
-        row(format!("broadcast to {n} clients: read p50"), fan(|f| f.read.p50), &show_ms);
-        row(format!("broadcast to {n} clients: read p99"), fan(|f| f.read.p99), &show_ms);
+        row(format!("{fanout} to {n} clients: arrival p50"), fan(|f| f.arrived.p50), &show_ms);
+        row(format!("{fanout} to {n} clients: arrival p99"), fan(|f| f.arrived.p99), &show_ms);
+        row(format!("{fanout} to {n} clients: arrival max"), fan(|f| f.arrived.max), &show_ms);
+        row(format!("{fanout} to {n} clients: read p50"), fan(|f| f.read.p50), &show_ms);
+        row(format!("{fanout} to {n} clients: read p99"), fan(|f| f.read.p99), &show_ms);
         row(
-            format!("server CPU per broadcast to {n} clients"),
+            format!("server CPU per {fanout} to {n} clients"),
             results.iter().map(|r| fanned(r).then(|| secs(r.broadcast_cpu.total()))).collect(),
             &show_ms,
         );
@@ -658,7 +673,7 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         );
         line("load generator CPU per event read".to_string(), fan(|f| f.client_cpu_per_event), &show_us, false);
         line(
-            "other processes' CPU during the broadcasts".to_string(),
+            format!("other processes' CPU during the {fanout}{}", if opts.channel { "es" } else { "s" }),
             results.iter().map(|r| fanned(r).then_some(r.broadcast_other_load)).collect(),
             &percent,
             false,
@@ -705,7 +720,7 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
     for r in results.iter().filter(|r| fanned(r)) {
         let p99s: Vec<String> = r.fanouts.iter().map(|f| ms(f.arrived.p99)).collect();
         println!(
-            "- {}: RSS {:.1} MiB before the idle clients, {:.1} MiB with them; arrival p99 of each broadcast: {}.",
+            "- {}: RSS {:.1} MiB before the idle clients, {:.1} MiB with them; arrival p99 of each {fanout}: {}.",
             name(r.kind),
             r.rss_before as f64 / 1048576.0,
             r.rss_after as f64 / 1048576.0,
@@ -757,7 +772,7 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
             met(mem <= 1.0 / 3.0)
         ));
     }
-    if let Some(native) = native.filter(|r| fanned(r)) {
+    if let Some(native) = native.filter(|r| fanned(r) && !opts.channel) {
         let p99 = median(native.fanouts.iter().map(|f| f.arrived.p99).collect());
         targets.push(format!(
             "- p99 broadcast fan-out to {n} clients under 50 ms: {} on arrival ({}).",

@@ -219,14 +219,24 @@ impl Conn {
         Ok(())
     }
 
-    /// Asks the server to broadcast `tick` with `data` to everyone connected,
-    /// and waits until it says it did.
-    pub async fn broadcast(&mut self, data: u64) -> anyhow::Result<()> {
-        let ack = match self.proto {
-            Proto::Ssrun => None, // the action returns null
+    /// Asks the server to send `tick` with `data` to everyone connected, or
+    /// to the channel `bench` (`to_channel`), and waits until it says it did.
+    pub async fn broadcast(&mut self, data: u64, to_channel: bool) -> anyhow::Result<()> {
+        let method = if to_channel { "bench.channel" } else { "bench.broadcast" };
+        self.call(method, data, self.done()).await
+    }
+
+    /// Joins the channel `bench`.
+    pub async fn join(&mut self) -> anyhow::Result<()> {
+        self.call("bench.join", 0, self.done()).await
+    }
+
+    /// What the `bench.*` actions answer: ssrun's return null, Socket.IO's handlers ack 1.
+    fn done(&self) -> Option<f64> {
+        match self.proto {
+            Proto::Ssrun => None,
             Proto::SocketIo => Some(1.0),
-        };
-        self.call("bench.broadcast", data, ack).await
+        }
     }
 
     /// The data of a `tick` event, if `text` is one.

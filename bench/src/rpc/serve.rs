@@ -54,6 +54,17 @@ fn native(app: ssrun::App) -> ssrun::App {
         call.publish.broadcast("tick", data).await?;
         Ok(Value::Null)
     })
+    // `ss-bench rpc --channel`: each idle client joins the channel `bench`,
+    // and the fan-out goes to it.
+    .action("bench.join", |call: ssrun::Call| async move {
+        call.session.subscribe(&["bench"]).await?;
+        Ok(Value::Null)
+    })
+    .action("bench.channel", |call: ssrun::Call| async move {
+        let data = call.args.first().cloned().unwrap_or(Value::Null);
+        call.publish.channel(&["bench"], "tick", data).await?;
+        Ok(Value::Null)
+    })
 }
 
 /// A whole number as an integer (`625`, as JavaScript would write it), anything else as a float.
