@@ -857,7 +857,7 @@ fn start_host(
             .map_err(|e| fail(&ctx, "reading exports.actions of app/server", e))?;
         let mut index: Index = serde_json::from_str(&names).map_err(|e| format!("the action index: {e}"))?;
         // Calls name their action by its place in this order (Rust's, which
-        // `Engine::call` searches), not by its name.
+        // `Engine::index_of` searches), not by its name.
         index.actions.sort();
         let order = serde_json::to_string(&index.actions).expect("strings are JSON");
         global_fn(&ctx, "order")
