@@ -544,6 +544,9 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
     // The servers that the memory and broadcast measures ran on.
     let fanned = |r: &Results| !r.fanouts.is_empty();
     let any_fanned = results.iter().any(fanned);
+    // What the fan-out rows name.
+    let (fanout, fanouts) =
+        if opts.channel { ("channel publish", "channel publishes") } else { ("broadcast", "broadcasts") };
     let node =
         Command::new("node").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     println!(
@@ -558,12 +561,8 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         if !any_fanned {
             "memory and broadcasts not measured".to_string()
         } else {
-            format!(
-                "{} idle clients; {} {}",
-                opts.idle,
-                opts.broadcasts,
-                if opts.channel { "publishes to a channel they all joined" } else { "broadcasts" }
-            )
+            let joined = if opts.channel { " to a channel they all joined" } else { "" };
+            format!("{} idle clients; {} {fanouts}{joined}", opts.idle, opts.broadcasts)
         },
         node.unwrap_or_default(),
     );
@@ -646,7 +645,6 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
     }
     // The memory and broadcast rows, for the servers they ran on.
     let n = opts.idle;
-    let fanout = if opts.channel { "channel publish" } else { "broadcast" };
     if any_fanned {
         row(
             format!("server memory per idle connection ({})", opts.idle),
@@ -673,7 +671,7 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         );
         line("load generator CPU per event read".to_string(), fan(|f| f.client_cpu_per_event), &show_us, false);
         line(
-            format!("other processes' CPU during the {fanout}{}", if opts.channel { "es" } else { "s" }),
+            format!("other processes' CPU during the {fanouts}"),
             results.iter().map(|r| fanned(r).then_some(r.broadcast_other_load)).collect(),
             &percent,
             false,
@@ -694,7 +692,7 @@ fn report(opts: &Options, results: &[Results]) -> anyhow::Result<()> {
         if any_fanned {
             format!(
                 " Memory and broadcasts are measured on the native variant and Socket.IO (`bench.broadcast` is a \
-                 native action). Broadcast rows are medians over {} broadcasts of each percentile over the clients. \
+                 native action). The {fanout} rows are medians over {} {fanouts} of each percentile over the clients. \
                  Arrival: from just before the trigger was sent to the kernel's receive time of the event at each \
                  client (SO_TIMESTAMPNS), which on loopback is when the server wrote it. Read: to when the load \
                  generator read it, which adds its own queueing.",

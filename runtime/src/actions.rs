@@ -355,12 +355,6 @@ impl SessionHandle {
         }
     }
 
-    /// The id, creation time and user, read at once.
-    pub fn basics(&self) -> (String, u64, Option<String>) {
-        let state = self.state.lock().expect("session lock");
-        (state.id.clone(), state.created_at, state.user_id.clone())
-    }
-
     /// When the session was made, and its signed-in user.
     pub fn created_and_user(&self) -> (u64, Option<String>) {
         let state = self.state.lock().expect("session lock");

@@ -223,13 +223,13 @@ impl Engine {
     }
 
     /// Where the action `name` is in [`Engine::actions`], for [`Engine::call_listed`].
-    pub fn index_of(&self, name: &str) -> Option<usize> {
+    pub(crate) fn index_of(&self, name: &str) -> Option<usize> {
         self.actions.binary_search_by(|action| action.as_str().cmp(name)).ok()
     }
 
     /// Calls the action at `index` of [`Engine::actions`], named `name`: as
     /// [`Engine::call`], with the name looked up once beforehand.
-    pub async fn call_listed(
+    pub(crate) async fn call_listed(
         &self,
         index: usize,
         name: Arc<str>,
@@ -744,7 +744,8 @@ fn handle(host: &Shared, job: Job) {
             let Some(session) = host.state.borrow().connections.get(&connection).map(|c| c.session.clone()) else {
                 return;
             };
-            let (session_id, created_at, user_id) = session.basics();
+            let (created_at, user_id) = session.created_and_user();
+            let session_id = session.id();
             host.enter(|ctx| {
                 let result = global_fn(&ctx, "disconnect")
                     .and_then(|f| f.call::<_, ()>((connection as f64, session_id, created_at as f64, user_id)));

@@ -457,7 +457,7 @@
       }
       if (result && typeof result.then === 'function') {
         result.then((value) => settle(c, false, value), (error) => settle(c, true, error));
-      } else if (result !== undefined) {
+      } else if (typeof result !== 'undefined') {
         settle(c, false, result);
       }
     };
@@ -547,18 +547,17 @@
       return JSON.stringify({ actions: Object.keys(actions), authenticate: guarded });
     },
     // The order the host names actions in: it calls the action at `order[i]`
-    // as `i`. An action that can read `this` gets a prototype of its own
-    // for it, which holds the action as a method (see `call`).
+    // as `i`. Each action is held as the method `__ss_run` of an object of
+    // its own (see `call`): for one that can read `this`, the prototype of
+    // the `this` each call gets; for one that cannot, the `this` of every
+    // call, which it never sees.
     order: function (namesJson) {
       listed = JSON.parse(namesJson).map(function (name) {
         var fn = actions[name].fn;
         var plain = !readsThis(fn);
-        var context = null;
-        if (!plain) {
-          context = Object.create(callContext);
-          Object.defineProperty(context, '__ss_run', { value: fn });
-        }
-        return { name: name, fn: fn, plain: plain, context: context };
+        var context = plain ? {} : Object.create(callContext);
+        Object.defineProperty(context, '__ss_run', { value: fn });
+        return { name: name, plain: plain, context: context };
       });
     },
     // A client's call of the action listed at `index`, with `argc`
@@ -566,10 +565,10 @@
     // Gives back the answer when the action gave a primitive one before
     // returning (most do), else `later`: the answer then comes through
     // `host.done` or `host.reply`. It runs the action as `runner(answer)`
-    // would, written out here for the common case (a call saved): an action
-    // that cannot read `this` is called as a plain function, with none made;
-    // one that can is called as a method of its `this` (a call through
-    // `Function.prototype.call` costs a trip through native code).
+    // would, written out here for the common case (a call saved), and as a
+    // method (a call through `Function.prototype.call` costs a trip through
+    // native code): of a `this` made for the call when the action can read
+    // it, else of its shared object (see `order`).
     call: function (callId, index, sessionId, createdAt, userId, connection, argc, a, b) {
       var action = listed[index];
       var outer = running;
@@ -579,22 +578,12 @@
       try {
         var result;
         try {
-          if (action.plain) {
-            var fn = action.fn;
-            switch (argc) {
-              case 0: result = fn((value) => answer(c, false, value)); break;
-              case 1: result = fn(a, (value) => answer(c, false, value)); break;
-              case 2: result = fn(a, b, (value) => answer(c, false, value)); break;
-              default: a.push((value) => answer(c, false, value)); result = fn.apply(undefined, a);
-            }
-          } else {
-            var self = { __proto__: action.context, _call: c };
-            switch (argc) {
-              case 0: result = self.__ss_run((value) => answer(c, false, value)); break;
-              case 1: result = self.__ss_run(a, (value) => answer(c, false, value)); break;
-              case 2: result = self.__ss_run(a, b, (value) => answer(c, false, value)); break;
-              default: a.push((value) => answer(c, false, value)); result = self.__ss_run.apply(self, a);
-            }
+          var self = action.plain ? action.context : { __proto__: action.context, _call: c };
+          switch (argc) {
+            case 0: result = self.__ss_run((value) => answer(c, false, value)); break;
+            case 1: result = self.__ss_run(a, (value) => answer(c, false, value)); break;
+            case 2: result = self.__ss_run(a, b, (value) => answer(c, false, value)); break;
+            default: a.push((value) => answer(c, false, value)); result = self.__ss_run.apply(self, a);
           }
         } catch (error) {
           answer(c, true, error);
