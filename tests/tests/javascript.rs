@@ -858,3 +858,69 @@ async fn a_logout_takes_the_user_offline_and_session_errors_reach_the_caller() {
     assert_eq!(logout.status, 500, "{}", String::from_utf8_lossy(&logout.body));
     assert!(String::from_utf8_lossy(&logout.body).contains("no session to change"));
 }
+
+#[tokio::test]
+async fn the_callback_is_a_function_like_any_other_and_its_first_answer_wins() {
+    let dir = fixture("seed");
+    write(
+        dir.path(),
+        "app/server/cb.js",
+        r#"let kept = null;
+exports.actions = {
+  kind(cb) {
+    cb({ typeof: typeof cb, isFunction: cb instanceof Function, length: cb.length, name: cb.name,
+         callable: Object.prototype.toString.call(cb) });
+  },
+  viaCall(v, cb) { cb.call(null, v); },
+  viaApply(v, cb) { cb.apply(null, [v, 'ignored']); },
+  viaBind(v, cb) { cb.bind(null)(v); },
+  twice(cb) { cb(1); cb(2); return 3; },
+  afterReturning(cb) { cb('first'); throw new Error('too late to count'); },
+  later(cb) { setTimeout(() => cb('from a timer'), 5); },
+  keep(cb) { kept = cb; },
+  release(cb) { kept('for the first call'); cb('released'); },
+  error(cb) { cb(new TypeError('handed over')); },
+  bigint(cb) { cb(1n); },
+  symbol(cb) { cb(Symbol('s')); },
+  construct(cb) { return new cb(); },
+};
+"#,
+    );
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().expect("starts");
+    let server = RunningServer::with_app(app, 0);
+    let mut c = WsClient::connect(server.addr, None).await;
+    let mut id = 0;
+    let mut call = async |method: &str, args: Value| {
+        id += 1;
+        c.call(id, method, args).await
+    };
+    let kind = call("cb.kind", json!([])).await;
+    assert_eq!(
+        kind["result"],
+        json!({"typeof": "function", "isFunction": true, "length": 0, "name": "", "callable": "[object Function]"}),
+        "{kind}"
+    );
+    for how in ["viaCall", "viaApply", "viaBind"] {
+        assert_eq!(call(&format!("cb.{how}"), json!([7])).await["result"], 7, "{how}");
+    }
+    assert_eq!(call("cb.twice", json!([])).await["result"], 1);
+    assert_eq!(call("cb.afterReturning", json!([])).await["result"], "first");
+    assert_eq!(call("cb.later", json!([])).await["result"], "from a timer");
+
+    let mut other = WsClient::connect(server.addr, None).await;
+    other.send_call(1, "cb.keep", json!([])).await;
+    // A connection's calls start in the order they came: `keep` has run.
+    assert_eq!(other.call(2, "cb.twice", json!([])).await["result"], 1);
+    // The kept callback, called while `release` runs, answers its own call.
+    assert_eq!(call("cb.release", json!([])).await["result"], "released");
+    assert_eq!(other.replies(1).await[0].1["result"], "for the first call");
+
+    let error = call("cb.error", json!([])).await;
+    assert!(error["error"]["message"].as_str().unwrap_or("").contains("TypeError: handed over"), "{error}");
+    let bigint = call("cb.bigint", json!([])).await;
+    assert!(bigint["error"]["message"].as_str().unwrap_or("").contains("not JSON"), "{bigint}");
+    assert_eq!(call("cb.symbol", json!([])).await["result"], Value::Null);
+    let construct = call("cb.construct", json!([])).await;
+    assert!(construct["error"]["message"].as_str().unwrap_or("").contains("constructor"), "{construct}");
+}

@@ -16,14 +16,16 @@
 //! timers) is written in JavaScript in `prelude.js` over a handful of native
 //! functions installed here as `__host`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rquickjs::{Context, Ctx, Function, Object, Persistent, Runtime};
+use rquickjs::class::{ClassKind, JsCell, JsClass, Readable, Trace, Tracer};
+use rquickjs::function::Params;
+use rquickjs::{Class, Constructor, Context, Ctx, Function, JsLifetime, Object, Persistent, Runtime};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -353,10 +355,6 @@ struct State {
 /// An open connection that called into JavaScript.
 struct Connected {
     session: SessionHandle,
-    /// The session's id as a JavaScript string, made at the connection's
-    /// first call and handed to each call after it (a session's id never
-    /// changes), rather than a new string for every call.
-    id: Persistent<rquickjs::String<'static>>,
 }
 
 struct Host {
@@ -375,7 +373,14 @@ struct Host {
     publisher: Publisher,
     presence: Arc<dyn Presence>,
     state: RefCell<State>,
-    call: RefCell<Option<Persistent<Function<'static>>>>,
+    /// The prelude's `call`, and the prototype of the [`Reply`] each call
+    /// gets (`Function.prototype`).
+    call: RefCell<Option<(Persistent<Function<'static>>, Persistent<Object<'static>>)>>,
+    /// The client's call whose action is running now (0: none): its
+    /// [`Reply`] keeps a primitive answer given meanwhile in `given`, for
+    /// [`Host::begin`] to send, rather than sending it itself.
+    current: Cell<u64>,
+    given: RefCell<Option<ActionResult>>,
     /// Set while JavaScript runs (a call that arrives meanwhile is queued).
     running: std::cell::Cell<bool>,
     /// Set while a job runs directly in a caller's task, outside the
@@ -543,8 +548,26 @@ impl Host {
     fn stopped(&self, ctx: &Ctx<'_>) -> Option<ActionResult> {
         // The time limit has passed: a new one for this short run.
         self.arm(Instant::now());
-        let given = global_fn(ctx, "stopped").and_then(|f| f.call(())).ok()?;
-        given_answer(ctx, &given)
+        let _ = global_fn(ctx, "stopped").and_then(|f| f.call::<_, ()>(()));
+        self.given.borrow_mut().take()
+    }
+
+    /// Answers the call `id` with `value`, given to its [`Reply`] (which
+    /// has checked that it is the call's first answer).
+    fn settle<'js>(&self, ctx: &Ctx<'js>, id: u64, value: rquickjs::Value<'js>) -> rquickjs::Result<()> {
+        if value.is_number() || value.is_string() || value.is_bool() || value.is_null() || value.is_undefined() {
+            let outcome = primitive_json(ctx, &value);
+            if self.current.get() == id {
+                *self.given.borrow_mut() = Some(outcome);
+            } else {
+                self.answer(id, outcome);
+            }
+            return Ok(());
+        }
+        // An object (an Error fails the call), a symbol or a BigInt: the
+        // prelude makes it JSON, or an error, as `JSON.stringify` does.
+        let Some(name) = self.state.borrow().pending.get(&id).map(|p| p.name.clone()) else { return Ok(()) };
+        global_fn(ctx, "finish")?.call::<_, ()>((id as f64, &*name, value))
     }
 
     fn answer(&self, id: u64, outcome: ActionResult) {
@@ -685,32 +708,16 @@ fn handle(host: &Shared, job: Job) {
     }
     match job {
         Job::Call { name, index, args, session, connection, reply } => {
-            // The session id's string made at the connection's first call,
-            // or, at that call, the session to note the connection with.
-            enum SessionId {
-                Known(Persistent<rquickjs::String<'static>>),
-                First(SessionHandle),
+            if let Some(connection) = connection {
+                let mut state = host.state.borrow_mut();
+                state.connections.entry(connection).or_insert_with(|| Connected { session: session.clone() });
             }
-            let known = connection.and_then(|c| host.state.borrow().connections.get(&c).map(|k| k.id.clone()));
-            let source = match known {
-                Some(id) => SessionId::Known(id),
-                None => SessionId::First(session.clone()),
-            };
-            let (created_at, user_id) = session.created_and_user();
-            host.begin(name, reply, Some(session), |ctx, id| {
-                let session_id = match source {
-                    SessionId::Known(known) => known.restore(ctx)?,
-                    SessionId::First(session) => {
-                        let text = rquickjs::String::from_str(ctx.clone(), &session.id())?;
-                        if let Some(connection) = connection {
-                            let id = Persistent::save(ctx, text.clone());
-                            host.state.borrow_mut().connections.insert(connection, Connected { session, id });
-                        }
-                        text
-                    }
-                };
-                let connection = connection.map(|c| c as f64).unwrap_or(-1.0);
-                let call = host.call.borrow().clone().expect("the host is started").restore(ctx)?;
+            host.begin(name, reply, Some(session.clone()), |ctx, id| {
+                let (call, proto) = host.call.borrow().clone().expect("the host is started");
+                let (call, proto) = (call.restore(ctx)?, proto.restore(ctx)?);
+                let answered = Cell::new(false);
+                let record = Reply { id, connection, session, answered, host: Rc::downgrade(host) };
+                let record = Class::instance_proto(record, proto)?;
                 // Up to two arguments go as they are; more go as one array.
                 let count = args.len();
                 let (a, b) = match count {
@@ -724,17 +731,12 @@ fn handle(host: &Shared, job: Job) {
                     }
                     _ => (to_js(ctx, &Value::Array(args))?, rquickjs::Value::new_undefined(ctx.clone())),
                 };
-                let mut call_args = rquickjs::function::Args::new(ctx.clone(), 9);
+                let outer = host.current.replace(id);
                 // Small numbers as integers: JavaScript compares those fastest.
-                call_args.push_arg(id as f64)?;
-                call_args.push_arg(index as i32)?;
-                call_args.push_arg(session_id)?;
-                call_args.push_arg(created_at as f64)?;
-                call_args.push_arg(user_id)?;
-                call_args.push_arg(connection)?;
-                call_args.push_arg(count as i32)?;
-                call_args.push_args([a, b])?;
-                Ok(given_answer(ctx, &call.call_arg(call_args)?))
+                let result = call.call::<_, ()>((record, index as i32, count as i32, a, b));
+                host.current.set(outer);
+                result?;
+                Ok(host.given.borrow_mut().take())
             });
         }
         Job::Disconnected(connection) => {
@@ -767,6 +769,57 @@ fn handle(host: &Shared, job: Job) {
                 Ok(None)
             });
         }
+    }
+}
+
+/// A client's call of a JavaScript action, as the prelude holds it: the
+/// callback the action gets last (calling it answers the call: the first
+/// answer wins) and the call's record, which ties the work the action
+/// leaves behind (awaits, timers, session changes) to the call. A native
+/// callable object costs less to make per call than a JavaScript closure
+/// (which gets `length` and `name` defined on it) with an array for the
+/// record behind it; the prelude asks the host for the rest (`record`).
+struct Reply {
+    id: u64,
+    connection: Option<ConnId>,
+    session: SessionHandle,
+    answered: Cell<bool>,
+    host: Weak<Host>,
+}
+
+impl<'js> Trace<'js> for Reply {
+    // It holds no JavaScript values.
+    fn trace<'a>(&self, _tracer: Tracer<'a, 'js>) {}
+}
+
+// SAFETY: the trait says what a type is with its `'js` lifetime changed,
+// which rquickjs relies on when it hands a class's value out; `Reply` has
+// no lifetime to change, so it is itself.
+#[allow(unsafe_code)]
+unsafe impl<'js> JsLifetime<'js> for Reply {
+    type Changed<'to> = Reply;
+}
+
+impl<'js> JsClass<'js> for Reply {
+    const NAME: &'static str = "answer";
+    const KIND: ClassKind = ClassKind::Callable;
+    type Mutable = Readable;
+
+    fn constructor(_ctx: &Ctx<'js>) -> rquickjs::Result<Option<Constructor<'js>>> {
+        Ok(None)
+    }
+
+    fn call<'a>(this: &JsCell<'js, Self>, params: Params<'a, 'js>) -> rquickjs::Result<rquickjs::Value<'js>> {
+        let ctx = params.ctx();
+        let undefined = rquickjs::Value::new_undefined(ctx.clone());
+        let reply = this.borrow();
+        if reply.answered.replace(true) {
+            return Ok(undefined);
+        }
+        if let Some(host) = reply.host.upgrade() {
+            host.settle(ctx, reply.id, params.arg(0).unwrap_or_else(|| undefined.clone()))?;
+        }
+        Ok(undefined)
     }
 }
 
@@ -822,6 +875,8 @@ fn start_host(
         presence,
         state: RefCell::new(State::default()),
         call: RefCell::new(None),
+        current: Cell::new(0),
+        given: RefCell::new(None),
         running: Default::default(),
         direct: Default::default(),
         deferred: Default::default(),
@@ -865,7 +920,12 @@ fn start_host(
             .and_then(|f| f.call::<_, ()>((order,)))
             .map_err(|e| fail(&ctx, "the server prelude", e))?;
         let call = global_fn(&ctx, "call").map_err(|e| fail(&ctx, "the server prelude", e))?;
-        *host.call.borrow_mut() = Some(Persistent::save(&ctx, call));
+        let proto = ctx
+            .globals()
+            .get::<_, Object>("Function")
+            .and_then(|f| f.get::<_, Object>("prototype"))
+            .map_err(|e| fail(&ctx, "the server prelude", e))?;
+        *host.call.borrow_mut() = Some((Persistent::save(&ctx, call), Persistent::save(&ctx, proto)));
         Ok(index)
     })?;
     Ok((host, loaded))
@@ -927,15 +987,38 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
         })?,
     )?;
 
-    // The answer of a call when it is a number, a string, a boolean, null or
-    // undefined: converted here, without a trip through JSON text.
-    let h = Rc::downgrade(host);
+    // Claims a client's call for an answer (see [`Reply`]): its id when
+    // nothing answered it yet, else -1 (and -1 for anything but a call).
     native.set(
-        "done",
-        Function::new(ctx.clone(), move |ctx: Ctx<'js>, id: f64, value: rquickjs::Value<'js>| {
-            let Some(host) = h.upgrade() else { return };
-            host.answer(id as u64, primitive_json(&ctx, &value));
+        "claim",
+        Function::new(ctx.clone(), |record: rquickjs::Value<'js>| match Class::<Reply>::from_value(&record) {
+            Ok(record) => {
+                let record = record.borrow();
+                if record.answered.replace(true) { -1.0 } else { record.id as f64 }
+            }
+            Err(_) => -1.0,
         })?,
+    )?;
+
+    // What the prelude reads of a client's call, when it needs more than
+    // the call itself: [call id, session id, created at, user id,
+    // connection (-1: none)], as its records of other calls hold them.
+    native.set(
+        "record",
+        Function::new(
+            ctx.clone(),
+            |ctx: Ctx<'js>, record: Class<'js, Reply>| -> rquickjs::Result<rquickjs::Array<'js>> {
+                let record = record.borrow();
+                let (created_at, user_id) = record.session.created_and_user();
+                let fields = rquickjs::Array::new(ctx.clone())?;
+                fields.set(0, record.id as f64)?;
+                fields.set(1, record.session.id())?;
+                fields.set(2, created_at as f64)?;
+                fields.set(3, user_id)?;
+                fields.set(4, record.connection.map_or(-1.0, |c| c as f64))?;
+                Ok(fields)
+            },
+        )?,
     )?;
 
     let h = Rc::downgrade(host);
@@ -1118,14 +1201,6 @@ fn answer_from_json(text: &str) -> ActionResult {
             .and_then(|fixed| serde_json::from_str(&fixed).ok())
             .ok_or_else(|| ActionError::failed(format!("the answer is not JSON: {e}")))
     })
-}
-
-/// The answer the prelude's `call` (or `stopped`) gives back: a primitive is
-/// the answer, given before the action returned; an object (`later`) means
-/// it was sent through `host.reply` already (an error, an object) or comes
-/// later.
-fn given_answer<'js>(ctx: &Ctx<'js>, given: &rquickjs::Value<'js>) -> Option<ActionResult> {
-    (!given.is_object()).then(|| primitive_json(ctx, given))
 }
 
 /// `value` as JSON, for the values `JSON.stringify` writes without looking

@@ -210,8 +210,9 @@
   // session by the call's id while the call runs, and by its connection
   // afterwards (timers, later callbacks).
   function operation(c, op, args, cb, after) {
+    var f = fields(c);
     var promise = new Promise(function (resolve, reject) {
-      host.session(c[0], c[4], op, stringify(args), function (error, json) {
+      host.session(f[0], f[4], op, stringify(args), function (error, json) {
         if (error != null) reject(new Error(error));
         else resolve(json === undefined ? undefined : JSON.parse(json));
       });
@@ -241,9 +242,15 @@
   // still waiting for its answer; `false` when it is not (answered, past
   // its reply timeout, or its caller gone), so that the error is logged.
   function failLate(c, error) {
-    if (!c || c[0] < 0 || c[6]) return false;
-    c[6] = true;
-    return host.reply(c[0], true, errorText(error));
+    // An array is the record of no client's call (see `noCaller`).
+    if (!c || Array.isArray(c)) return false;
+    var id = host.claim(c);
+    return id >= 0 && host.reply(id, true, errorText(error));
+  }
+  // Fails the client's call whose record is `c`, unless it was answered.
+  function fail(c, error) {
+    var id = host.claim(c);
+    if (id >= 0) host.reply(id, true, errorText(error));
   }
 
   // What a rejection hands to a callback, which takes errors and answers
@@ -343,10 +350,17 @@
 
   var disconnects = {};
 
-  // Everything about a client's call is in one array, its record: [call
-  // id, session id, created at, user id, connection, action name, answered
-  // yet, the answer given while the action ran (see `call`)]. The record is
-  // what the prelude passes around (`running`, `owner`, `answer`).
+  // A client's call is held here by its record, which the host makes: a
+  // native function, the callback the action gets (calling it answers the
+  // call; the first answer wins, and an Error fails the call), which the
+  // prelude passes around to tie later work to the call (`running`,
+  // `owner`). What else the prelude needs of it, `fields(c)` gets from the
+  // host. Server code's calls that no client made have an array for their
+  // record instead, with the same fields: [call id (-1), session id,
+  // created at, user id, connection (-1: none), action name, answered yet].
+  function fields(c) {
+    return Array.isArray(c) ? c : host.record(c);
+  }
   //
   // `this` inside an action is made only for an action whose source can
   // read it (see `readsThis`): an object whose prototype is the action's
@@ -360,14 +374,14 @@
   Object.defineProperty(callContext, 'session', {
     get: function () {
       if (this._session) return this._session;
-      var c = this._call;
+      var c = fields(this._call);
       var data = { id: c[1], created_at: c[2], user_id: c[3] === undefined ? null : c[3], connection: c[4] };
-      return (this._session = makeSession(this, c, data));
+      return (this._session = makeSession(this, this._call, data));
     }
   });
   // `this` for server code no client called (SS.server from server code, Basic Auth): a blank session.
   function noCaller() {
-    return { __proto__: callContext, _call: [-1, '', 0, null, -1, '', false, later] };
+    return { __proto__: callContext, _call: [-1, '', 0, null, -1, '', false] };
   }
 
   // Whether an action's source can read its `this`: it names `this`,
@@ -393,42 +407,8 @@
   }
 
   // The record of the client's call whose action is running now, from
-  // `call`: its answer, when a primitive, is given back as `call`'s value
-  // (or by `stopped`, when the time limit stops the action).
+  // `call`.
   var running = null;
-  // What `call` gives back for a call not answered that way (a primitive
-  // answer is never an object).
-  var later = {};
-
-  // Answers the client's call whose record is `c`.
-  function answer(c, isError, value) {
-    // `first(c)`, written out: this runs for every call.
-    if (c[6]) return;
-    c[6] = true;
-    var json;
-    if (!isError) {
-      // What JSON.stringify writes without looking inside goes to the host as it is.
-      var type = typeof value;
-      if (type === 'number' || type === 'string' || type === 'boolean' || value == null) {
-        // An answer given while the action runs goes back as `call`'s
-        // value, sparing a call into the host.
-        if (c === running) c[7] = value;
-        else host.done(c[0], value);
-        return;
-      }
-      // An Error handed to the callback (or returned) is a failure: as JSON it would be `{}`.
-      if (value instanceof Error) isError = true;
-    }
-    if (!isError) {
-      try {
-        json = stringify(value);
-      } catch (e) {
-        isError = true;
-        value = new TypeError(c[5] + ' answered with something that is not JSON: ' + e.message);
-      }
-    }
-    host.reply(c[0], isError, isError ? errorText(value) : json);
-  }
 
   // A function that runs an action with `argc` arguments and `this` as
   // `self`, and gives each answer to `settle(c, isError, value)`, which
@@ -561,58 +541,70 @@
       });
     },
     // A client's call of the action listed at `index`, with `argc`
-    // arguments: up to two come as `a` and `b`, more as the array `a`.
-    // Gives back the answer when the action gave a primitive one before
-    // returning (most do), else `later`: the answer then comes through
-    // `host.done` or `host.reply`. It runs the action as `runner(answer)`
-    // would, written out here for the common case (a call saved), and as a
-    // method (a call through `Function.prototype.call` costs a trip through
-    // native code): of a `this` made for the call when the action can read
-    // it, else of its shared object (see `order`).
-    call: function (callId, index, sessionId, createdAt, userId, connection, argc, a, b) {
+    // arguments: up to two come as `a` and `b`, more as the array `a`. `c`
+    // is the call's record, and the callback the action gets: the host
+    // sends the answer given to it (an answer given before `call` returns
+    // goes back with the host's reply to the entry). It runs the action as
+    // `runner` would, written out here for the common case (a call saved),
+    // and as a method (a call through `Function.prototype.call` costs a
+    // trip through native code): of a `this` made for the call when the
+    // action can read it, else of its shared object (see `order`).
+    call: function (c, index, argc, a, b) {
       var action = listed[index];
       var outer = running;
       tag = action.name;
-      var c = [callId, sessionId, createdAt, userId, connection, action.name, false, later];
       running = c;
       try {
         var result;
         try {
           var self = action.plain ? action.context : { __proto__: action.context, _call: c };
           switch (argc) {
-            case 0: result = self.__ss_run((value) => answer(c, false, value)); break;
-            case 1: result = self.__ss_run(a, (value) => answer(c, false, value)); break;
-            case 2: result = self.__ss_run(a, b, (value) => answer(c, false, value)); break;
-            default: a.push((value) => answer(c, false, value)); result = self.__ss_run.apply(self, a);
+            case 0: result = self.__ss_run(c); break;
+            case 1: result = self.__ss_run(a, c); break;
+            case 2: result = self.__ss_run(a, b, c); break;
+            default: a.push(c); result = self.__ss_run.apply(self, a);
           }
         } catch (error) {
-          answer(c, true, error);
-          return c[7];
+          fail(c, error);
+          return;
         }
         if (result && typeof result.then === 'function') {
-          result.then((value) => answer(c, false, value), (error) => answer(c, true, error));
+          result.then(c, (error) => fail(c, error));
         } else if (typeof result !== 'undefined') {
-          answer(c, false, result);
+          c(result);
         }
       } finally {
         tag = 'server';
         running = outer;
       }
-      return c[7];
+    },
+    // The answer `value`, given to the record of the call `id` (of the
+    // action `name`), when it is not a number, a string, a boolean, null or
+    // undefined (those the host sends itself). The call is claimed already.
+    finish: function (id, name, value) {
+      if (value instanceof Error) {
+        host.reply(id, true, errorText(value));
+        return;
+      }
+      var json;
+      try {
+        json = stringify(value);
+      } catch (e) {
+        host.reply(id, true, errorText(new TypeError(name + ' answered with something that is not JSON: ' + e.message)));
+        return;
+      }
+      host.reply(id, false, json);
     },
     // The actions called with no `this` made for them (see `readsThis`).
     plain: function () {
       return listed.filter(function (entry) { return entry.plain; }).map(function (entry) { return entry.name; });
     },
     // After the time limit stopped an entry into JavaScript, which runs no
-    // `finally` on its way out: forgets the calls it stopped, and gives back
-    // the answer the innermost one gave before it was stopped (or `later`).
+    // `finally` on its way out: forgets the calls it stopped.
     stopped: function () {
-      var c = running;
       running = null;
       owner = null;
       tag = 'server';
-      return c ? c[7] : later;
     },
     fire: function (id) {
       var timer = timers[id];
@@ -646,7 +638,7 @@
       var list = disconnects[connection];
       if (!list) return;
       delete disconnects[connection];
-      var self = { __proto__: callContext, _call: [-1, sessionId, createdAt, userId, connection, 'disconnect', true, later] };
+      var self = { __proto__: callContext, _call: [-1, sessionId, createdAt, userId, connection, 'disconnect', true] };
       var session = self.session;
       list.forEach(function (fn) {
         try {
