@@ -354,10 +354,11 @@
   // native function, the callback the action gets (calling it answers the
   // call; the first answer wins, and an Error fails the call), which the
   // prelude passes around to tie later work to the call (`running`,
-  // `owner`). What else the prelude needs of it, `fields(c)` gets from the
-  // host. Server code's calls that no client made have an array for their
-  // record instead, with the same fields: [call id (-1), session id,
-  // created at, user id, connection (-1: none), action name, answered yet].
+  // `owner`). The rest it needs, [call id, session id, created at, user
+  // id, connection (-1: none)], `fields(c)` asks the host for. A call no
+  // client made (server code's, see `noCaller`) has an array for its
+  // record instead: those fields (call id -1), then the action name and
+  // whether it was answered (see `first`).
   function fields(c) {
     return Array.isArray(c) ? c : host.record(c);
   }
