@@ -4,6 +4,8 @@
 //! `watch`, `rpc`) after `npm ci` (for the pinned inputs and peers) and a release build
 //! of ssbuild.
 
+#![forbid(unsafe_code)]
+
 mod css;
 mod pack;
 mod rpc;

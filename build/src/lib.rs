@@ -5,6 +5,8 @@
 //! [`cache`]), [`link`] them into bundles and API trees, [`emit`] the hashed
 //! files and `manifest.json`. See ARCHITECTURE.md beside this crate.
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod compile;
 pub mod config;

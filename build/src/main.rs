@@ -1,5 +1,7 @@
 //! The `ssbuild` command line: `ssbuild pack [APP] [--out DIR] [--env ENV]`, `ssbuild new NAME`.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,7 @@
 //! The `ssrun` command line: `ssrun [start] [APP_OR_DIST] [--port N]`.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

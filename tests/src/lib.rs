@@ -4,6 +4,8 @@
 //! Tests that need an outside program (Node.js, npm packages) skip with a
 //! printed reason when it is missing, except under `CI`, where they fail.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
