@@ -335,6 +335,12 @@ impl SessionHandle {
         SessionHandle { state, stored: true, services }
     }
 
+    /// The session's state alone, shared with the connection (without the
+    /// services that change it): what server code reads of it later.
+    pub(crate) fn state(&self) -> Arc<Mutex<Session>> {
+        self.state.clone()
+    }
+
     /// A session that exists for one HTTP API call only (no cookie came with it).
     pub(crate) fn transient(services: Arc<SessionServices>) -> SessionHandle {
         let session = Session::new(String::new(), 0);

@@ -883,6 +883,9 @@ exports.actions = {
   bigint(cb) { cb(1n); },
   symbol(cb) { cb(Symbol('s')); },
   construct(cb) { return new cb(); },
+  reenter(cb) { cb({ toJSON() { cb(2); return 1; } }); },
+  badJson(cb) { cb({ toJSON() { throw new Error('no JSON here'); } }); },
+  thenable() { return { then(resolve) { resolve(5); } }; },
 };
 "#,
     );
@@ -923,4 +926,20 @@ exports.actions = {
     assert_eq!(call("cb.symbol", json!([])).await["result"], Value::Null);
     let construct = call("cb.construct", json!([])).await;
     assert!(construct["error"]["message"].as_str().unwrap_or("").contains("constructor"), "{construct}");
+    // The callback called again while its first answer is made JSON.
+    assert_eq!(call("cb.reenter", json!([])).await["result"], 1);
+    let bad = call("cb.badJson", json!([])).await;
+    assert!(bad["error"]["message"].as_str().unwrap_or("").contains("not JSON: no JSON here"), "{bad}");
+    assert_eq!(call("cb.thenable", json!([])).await["result"], 5);
+
+    // Over the HTTP API, with no connection: at once, later, and failing.
+    let addr = server.addr;
+    let get = |path: &'static str| tokio::task::spawn_blocking(move || http(addr, "GET", path, &[]));
+    let twice = get("/api/cb/twice.json").await.unwrap();
+    assert_eq!((twice.status, String::from_utf8_lossy(&twice.body).trim()), (200, "1"));
+    let later = get("/api/cb/later.json").await.unwrap();
+    assert_eq!((later.status, String::from_utf8_lossy(&later.body).trim()), (200, "\"from a timer\""));
+    let error = get("/api/cb/error.json").await.unwrap();
+    assert_eq!(error.status, 500, "{}", String::from_utf8_lossy(&error.body));
+    assert!(String::from_utf8_lossy(&error.body).contains("handed over"));
 }

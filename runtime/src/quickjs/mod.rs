@@ -541,10 +541,10 @@ impl Host {
         });
     }
 
-    /// After an entry into JavaScript ended in an exception: the prelude
-    /// tidies up after an entry the time limit stopped (which ran no
-    /// `finally`), and gives back the answer the stopped call gave before,
-    /// if it gave a primitive one (`call` would have returned it).
+    /// After an entry into JavaScript ended in an exception (the time
+    /// limit, or a throw on the prelude's way out of `call`): the prelude
+    /// sets its state back, and this gives the answer the call gave before,
+    /// if it gave a primitive one (its [`Reply`] kept it in `given`).
     fn stopped(&self, ctx: &Ctx<'_>) -> Option<ActionResult> {
         // The time limit has passed: a new one for this short run.
         self.arm(Instant::now());
@@ -716,7 +716,7 @@ fn handle(host: &Shared, job: Job) {
                 let (call, proto) = host.call.borrow().clone().expect("the host is started");
                 let (call, proto) = (call.restore(ctx)?, proto.restore(ctx)?);
                 let answered = Cell::new(false);
-                let record = Reply { id, connection, session, answered, host: Rc::downgrade(host) };
+                let record = Reply { id, connection, session: session.state(), answered, host: Rc::downgrade(host) };
                 let record = Class::instance_proto(record, proto)?;
                 // Up to two arguments go as they are; more go as one array.
                 let count = args.len();
@@ -782,7 +782,10 @@ fn handle(host: &Shared, job: Job) {
 struct Reply {
     id: u64,
     connection: Option<ConnId>,
-    session: SessionHandle,
+    /// The session's state, read when server code asks (`record`): its
+    /// user then, not at the call's start. Not the whole `SessionHandle`,
+    /// whose services a record kept by server code would keep alive.
+    session: Arc<std::sync::Mutex<crate::session::Session>>,
     answered: Cell<bool>,
     host: Weak<Host>,
 }
@@ -794,7 +797,7 @@ impl<'js> Trace<'js> for Reply {
 
 // SAFETY: the trait says what a type is with its `'js` lifetime changed,
 // which rquickjs relies on when it hands a class's value out; `Reply` has
-// no lifetime to change, so it is itself.
+// no lifetime to change (all it holds is `'static`), so it is itself.
 #[allow(unsafe_code)]
 unsafe impl<'js> JsLifetime<'js> for Reply {
     type Changed<'to> = Reply;
@@ -1009,10 +1012,13 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
             ctx.clone(),
             |ctx: Ctx<'js>, record: Class<'js, Reply>| -> rquickjs::Result<rquickjs::Array<'js>> {
                 let record = record.borrow();
-                let (created_at, user_id) = record.session.created_and_user();
+                let (id, created_at, user_id) = {
+                    let session = record.session.lock().expect("session lock");
+                    (session.id.clone(), session.created_at, session.user_id.clone())
+                };
                 let fields = rquickjs::Array::new(ctx.clone())?;
                 fields.set(0, record.id as f64)?;
-                fields.set(1, record.session.id())?;
+                fields.set(1, id)?;
                 fields.set(2, created_at as f64)?;
                 fields.set(3, user_id)?;
                 fields.set(4, record.connection.map_or(-1.0, |c| c as f64))?;

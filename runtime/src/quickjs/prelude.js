@@ -12,8 +12,8 @@
   var apply = Reflect.apply;
 
   // QuickJS lets objects made alike share their layout (a shape) through a
-  // table of the shapes in use. A function, such as the callback each call
-  // gets, starts with no properties, then gets `length`, then `name`; unless
+  // table of the shapes in use. A function made at run time (a `then`
+  // callback, say) starts with no properties, then gets `length`, then `name`; unless
   // some object lives in each of the first two layouts, every new function
   // makes a shape of its own and frees it again. These two live for good,
   // held by `host`, which the prelude's functions hold.
@@ -357,12 +357,12 @@
   // `owner`). The rest it needs, [call id, session id, created at, user
   // id, connection (-1: none)], `fields(c)` asks the host for. A call no
   // client made (server code's, see `noCaller`) has an array for its
-  // record instead: those fields (call id -1), then the action name and
-  // whether it was answered (see `first`).
+  // record instead: those fields (call id -1), then whether it was
+  // answered (see `first`).
   function fields(c) {
     return Array.isArray(c) ? c : host.record(c);
   }
-  //
+
   // `this` inside an action is made only for an action whose source can
   // read it (see `readsThis`): an object whose prototype is the action's
   // own (see `order`, and `callContext` behind it), made as a literal
@@ -382,7 +382,7 @@
   });
   // `this` for server code no client called (SS.server from server code, Basic Auth): a blank session.
   function noCaller() {
-    return { __proto__: callContext, _call: [-1, '', 0, null, -1, '', false] };
+    return { __proto__: callContext, _call: [-1, '', 0, null, -1, false] };
   }
 
   // Whether an action's source can read its `this`: it names `this`,
@@ -399,11 +399,13 @@
     }
   }
 
-  // Whether this is the call's first answer (and marks it answered):
-  // whichever comes first of its callback, its return value and its promise wins.
+  // For a call server code made (its record an array): whether this is
+  // its first answer (and marks it answered). Whichever comes first of its
+  // callback, its return value and its promise wins, as for a client's
+  // call, whose record keeps the same rule natively.
   function first(c) {
-    if (c[6]) return false;
-    c[6] = true;
+    if (c[5]) return false;
+    c[5] = true;
     return true;
   }
 
@@ -411,9 +413,10 @@
   // `call`.
   var running = null;
 
-  // A function that runs an action with `argc` arguments and `this` as
-  // `self`, and gives each answer to `settle(c, isError, value)`, which
-  // keeps the first (see `first`). Up to two arguments come as `a` and `b`,
+  // For calls server code makes (`SS.server` from server code): a function
+  // that runs an action with `argc` arguments and `this` as `self`, and
+  // gives each answer to `settle(c, isError, value)`, which keeps the first
+  // (see `first`). Up to two arguments come as `a` and `b`,
   // more as the array `a` (so that a call needs no array and no `apply`,
   // which copies its arguments into a new list). The callback goes after
   // the caller's arguments; a returned value or Promise answers as well.
@@ -545,39 +548,41 @@
     // arguments: up to two come as `a` and `b`, more as the array `a`. `c`
     // is the call's record, and the callback the action gets: the host
     // sends the answer given to it (an answer given before `call` returns
-    // goes back with the host's reply to the entry). It runs the action as
-    // `runner` would, written out here for the common case (a call saved),
-    // and as a method (a call through `Function.prototype.call` costs a
-    // trip through native code): of a `this` made for the call when the
-    // action can read it, else of its shared object (see `order`).
+    // goes back with the host's reply to the entry). It runs the action the
+    // way `runner` does, with the record as the callback, and as a method
+    // (a call through `Function.prototype.call` costs a trip through native
+    // code): of a `this` made for the call when the action can read it,
+    // else of its shared object (see `order`).
     call: function (c, index, argc, a, b) {
       var action = listed[index];
-      var outer = running;
       tag = action.name;
       running = c;
+      var result;
       try {
-        var result;
-        try {
-          var self = action.plain ? action.context : { __proto__: action.context, _call: c };
-          switch (argc) {
-            case 0: result = self.__ss_run(c); break;
-            case 1: result = self.__ss_run(a, c); break;
-            case 2: result = self.__ss_run(a, b, c); break;
-            default: a.push(c); result = self.__ss_run.apply(self, a);
-          }
-        } catch (error) {
-          fail(c, error);
-          return;
+        var self = action.plain ? action.context : { __proto__: action.context, _call: c };
+        switch (argc) {
+          case 0: result = self.__ss_run(c); break;
+          case 1: result = self.__ss_run(a, c); break;
+          case 2: result = self.__ss_run(a, b, c); break;
+          default: a.push(c); result = self.__ss_run.apply(self, a);
         }
-        if (result && typeof result.then === 'function') {
-          result.then(c, (error) => fail(c, error));
-        } else if (typeof result !== 'undefined') {
-          c(result);
-        }
-      } finally {
+      } catch (error) {
+        fail(c, error);
         tag = 'server';
-        running = outer;
+        running = null;
+        return;
       }
+      // Still as the action: `then` notes the tag and the call for its callbacks.
+      if (result && typeof result.then === 'function') {
+        result.then(c, (error) => fail(c, error));
+      } else if (typeof result !== 'undefined') {
+        c(result);
+      }
+      // No `finally`: what throws on its way out of here (a `then` that
+      // throws, the time limit) fails the call, and the host calls `stopped`,
+      // which sets these back.
+      tag = 'server';
+      running = null;
     },
     // The answer `value`, given to the record of the call `id` (of the
     // action `name`), when it is not a number, a string, a boolean, null or
@@ -639,7 +644,7 @@
       var list = disconnects[connection];
       if (!list) return;
       delete disconnects[connection];
-      var self = { __proto__: callContext, _call: [-1, sessionId, createdAt, userId, connection, 'disconnect', true] };
+      var self = { __proto__: callContext, _call: [-1, sessionId, createdAt, userId, connection, true] };
       var session = self.session;
       list.forEach(function (fn) {
         try {
