@@ -42,6 +42,15 @@ fn serve_seed_here(config: impl FnOnce(&mut ssrun::Config) + Send + 'static) -> 
     Served { server, _dir: dir }
 }
 
+/// The seed app (development) with one more server file, `app/server/{name}`, served.
+fn serve_seed_with(name: &str, source: &str) -> Served {
+    let dir = fixture("seed");
+    write(dir.path(), &format!("app/server/{name}"), source);
+    pack_app(dir.path(), "development");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().expect("starts");
+    Served { server: RunningServer::with_app(app, 0), _dir: dir }
+}
+
 /// Calls `method` (no arguments) every 20 ms until it answers `expected`;
 /// fails, saying `what`, after 5 s. Call ids count up from `*id`.
 async fn until_answers(client: &mut WsClient, id: &mut u64, method: &str, expected: Value, what: &str) {
@@ -742,10 +751,8 @@ async fn the_server_api_works_when_calls_run_on_the_server_thread() {
 /// them, whether returned or passed to the callback.
 #[tokio::test]
 async fn arguments_and_answers_keep_their_json_meaning() {
-    let dir = fixture("seed");
-    write(
-        dir.path(),
-        "app/server/echo.js",
+    let served = serve_seed_with(
+        "echo.js",
         r#"exports.actions = {
   shape() {
     const args = Array.prototype.slice.call(arguments);
@@ -767,9 +774,7 @@ async fn arguments_and_answers_keep_their_json_meaning() {
 };
 "#,
     );
-    pack_app(dir.path(), "development");
-    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().expect("starts");
-    let server = RunningServer::with_app(app, 0);
+    let server = &served.server;
     let mut c = WsClient::connect(server.addr, None).await;
     let mut id = 0;
     let mut call = async |method: &str, args: Value| {
@@ -861,10 +866,8 @@ async fn a_logout_takes_the_user_offline_and_session_errors_reach_the_caller() {
 
 #[tokio::test]
 async fn the_callback_is_a_function_like_any_other_and_its_first_answer_wins() {
-    let dir = fixture("seed");
-    write(
-        dir.path(),
-        "app/server/cb.js",
+    let served = serve_seed_with(
+        "cb.js",
         r#"let kept = null;
 exports.actions = {
   kind(cb) {
@@ -889,9 +892,7 @@ exports.actions = {
 };
 "#,
     );
-    pack_app(dir.path(), "development");
-    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().expect("starts");
-    let server = RunningServer::with_app(app, 0);
+    let server = &served.server;
     let mut c = WsClient::connect(server.addr, None).await;
     let mut id = 0;
     let mut call = async |method: &str, args: Value| {
