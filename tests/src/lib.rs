@@ -423,6 +423,8 @@ pub struct WsClient {
     pub set_cookie: Option<String>,
     /// The `init` message.
     pub init: serde_json::Value,
+    /// The id of the last call made with [`WsClient::call_next`].
+    last_id: u64,
 }
 
 /// How a WebSocket connection attempt ended.
@@ -460,7 +462,7 @@ impl WsClient {
             .and_then(|v| v.strip_prefix("session_id="))
             .and_then(|v| v.split(';').next())
             .map(str::to_string);
-        let mut client = WsClient { stream, set_cookie, init: serde_json::Value::Null };
+        let mut client = WsClient { stream, set_cookie, init: serde_json::Value::Null, last_id: 0 };
         client.init = client.next_json().await;
         assert_eq!(client.init["type"], "init", "the first message is init");
         client
@@ -493,6 +495,13 @@ impl WsClient {
                 return message;
             }
         }
+    }
+
+    /// Calls with the next id of this client's own count (1, 2, ...), for
+    /// tests that do not choose their ids, and waits for the reply.
+    pub async fn call_next(&mut self, method: &str, args: serde_json::Value) -> serde_json::Value {
+        self.last_id += 1;
+        self.call(self.last_id, method, args).await
     }
 
     /// The next `count` replies, as (call id, reply) in the order they came;

@@ -774,12 +774,9 @@ async fn arguments_and_answers_keep_their_json_meaning() {
 };
 "#,
     );
-    let server = &served.server;
-    let mut c = WsClient::connect(server.addr, None).await;
-    let mut id = 0;
+    let mut c = WsClient::connect(served.server.addr, None).await;
     let mut call = async |method: &str, args: Value| {
-        id += 1;
-        let reply = c.call(id, method, args.clone()).await;
+        let reply = c.call_next(method, args.clone()).await;
         assert!(reply.get("error").is_none(), "{method}({args}): {reply}");
         reply["result"].clone()
     };
@@ -894,44 +891,39 @@ exports.actions = {
     );
     let server = &served.server;
     let mut c = WsClient::connect(server.addr, None).await;
-    let mut id = 0;
-    let mut call = async |method: &str, args: Value| {
-        id += 1;
-        c.call(id, method, args).await
-    };
-    let kind = call("cb.kind", json!([])).await;
+    let kind = c.call_next("cb.kind", json!([])).await;
     assert_eq!(
         kind["result"],
         json!({"typeof": "function", "isFunction": true, "length": 0, "name": "", "callable": "[object Function]"}),
         "{kind}"
     );
     for how in ["viaCall", "viaApply", "viaBind"] {
-        assert_eq!(call(&format!("cb.{how}"), json!([7])).await["result"], 7, "{how}");
+        assert_eq!(c.call_next(&format!("cb.{how}"), json!([7])).await["result"], 7, "{how}");
     }
-    assert_eq!(call("cb.twice", json!([])).await["result"], 1);
-    assert_eq!(call("cb.afterReturning", json!([])).await["result"], "first");
-    assert_eq!(call("cb.later", json!([])).await["result"], "from a timer");
+    assert_eq!(c.call_next("cb.twice", json!([])).await["result"], 1);
+    assert_eq!(c.call_next("cb.afterReturning", json!([])).await["result"], "first");
+    assert_eq!(c.call_next("cb.later", json!([])).await["result"], "from a timer");
 
     let mut other = WsClient::connect(server.addr, None).await;
     other.send_call(1, "cb.keep", json!([])).await;
     // A connection's calls start in the order they came: `keep` has run.
     assert_eq!(other.call(2, "cb.twice", json!([])).await["result"], 1);
     // The kept callback, called while `release` runs, answers its own call.
-    assert_eq!(call("cb.release", json!([])).await["result"], "released");
+    assert_eq!(c.call_next("cb.release", json!([])).await["result"], "released");
     assert_eq!(other.replies(1).await[0].1["result"], "for the first call");
 
-    let error = call("cb.error", json!([])).await;
+    let error = c.call_next("cb.error", json!([])).await;
     assert!(error["error"]["message"].as_str().unwrap_or("").contains("TypeError: handed over"), "{error}");
-    let bigint = call("cb.bigint", json!([])).await;
+    let bigint = c.call_next("cb.bigint", json!([])).await;
     assert!(bigint["error"]["message"].as_str().unwrap_or("").contains("not JSON"), "{bigint}");
-    assert_eq!(call("cb.symbol", json!([])).await["result"], Value::Null);
-    let construct = call("cb.construct", json!([])).await;
+    assert_eq!(c.call_next("cb.symbol", json!([])).await["result"], Value::Null);
+    let construct = c.call_next("cb.construct", json!([])).await;
     assert!(construct["error"]["message"].as_str().unwrap_or("").contains("constructor"), "{construct}");
     // The callback called again while its first answer is made JSON.
-    assert_eq!(call("cb.reenter", json!([])).await["result"], 1);
-    let bad = call("cb.badJson", json!([])).await;
+    assert_eq!(c.call_next("cb.reenter", json!([])).await["result"], 1);
+    let bad = c.call_next("cb.badJson", json!([])).await;
     assert!(bad["error"]["message"].as_str().unwrap_or("").contains("not JSON: no JSON here"), "{bad}");
-    assert_eq!(call("cb.thenable", json!([])).await["result"], 5);
+    assert_eq!(c.call_next("cb.thenable", json!([])).await["result"], 5);
 
     // Over the HTTP API, with no connection: at once, later, and failing.
     let addr = server.addr;

@@ -712,11 +712,12 @@ fn handle(host: &Shared, job: Job) {
                 let mut state = host.state.borrow_mut();
                 state.connections.entry(connection).or_insert_with(|| Connected { session: session.clone() });
             }
-            host.begin(name, reply, Some(session.clone()), |ctx, id| {
+            let state = session.state();
+            host.begin(name, reply, Some(session), |ctx, id| {
                 let (call, proto) = host.call.borrow().clone().expect("the host is started");
                 let (call, proto) = (call.restore(ctx)?, proto.restore(ctx)?);
                 let answered = Cell::new(false);
-                let record = Reply { id, connection, session: session.state(), answered, host: Rc::downgrade(host) };
+                let record = Reply { id, connection, session: state, answered, host: Rc::downgrade(host) };
                 let record = Class::instance_proto(record, proto)?;
                 // Up to two arguments go as they are; more go as one array.
                 let count = args.len();
