@@ -56,6 +56,9 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4429;
 }
 
+/// About how long a short reply is (`{"type":"reply","id":12,"result":625}`
+/// and a little more), to make room for at once.
+const REPLY_SIZE: usize = 64;
 /// Events handled after the first one before a flush, at most.
 const BATCH: usize = 64;
 /// How long a closed connection waits for the client to close its side.
@@ -262,31 +265,30 @@ fn over_https(headers: &HeaderMap) -> bool {
         || forwarded.is_some_and(|p| p.split(',').next().is_some_and(|p| p.trim().eq_ignore_ascii_case("https")))
 }
 
-/// A reply to the call whose id is `id` (its JSON text, as the client wrote it).
-fn reply_text(id: &str, outcome: &ActionResult) -> Utf8Bytes {
-    let mut out = Vec::with_capacity(64);
+/// Writes the reply to the call whose id is `id` (its JSON text, as the
+/// client wrote it) at the end of `out`.
+fn write_reply(out: &mut Vec<u8>, id: &str, outcome: &ActionResult) {
     out.extend_from_slice(br#"{"type":"reply","id":"#);
     out.extend_from_slice(id.as_bytes());
     let written = match outcome {
         Ok(value) => {
             out.extend_from_slice(br#","result":"#);
-            serde_json::to_writer(&mut out, value)
+            serde_json::to_writer(&mut *out, value)
         }
         Err(e) => {
             out.extend_from_slice(br#","error":{"code":""#);
             out.extend_from_slice(e.code().as_bytes());
             out.extend_from_slice(br#"","message":"#);
-            let written = serde_json::to_writer(&mut out, &e.to_string());
+            let written = serde_json::to_writer(&mut *out, &e.to_string());
             out.push(b'}');
             written
         }
     };
     written.expect("JSON values serialize");
     out.push(b'}');
-    Utf8Bytes::from(String::from_utf8(out).expect("JSON text and the id's text are UTF-8"))
 }
 
-fn init_text(shared: &Shared, session: &Session) -> Utf8Bytes {
+fn init_text(shared: &Shared, session: &Session) -> String {
     let head = serde_json::json!({
         "type": "init",
         "v": PROTOCOL_VERSION,
@@ -294,7 +296,7 @@ fn init_text(shared: &Shared, session: &Session) -> Utf8Bytes {
         "session": {"user_id": session.user_id, "created_at": session.created_at},
     })
     .to_string();
-    Utf8Bytes::from(format!("{}{}", &head[..head.len() - 1], shared.init_tail))
+    format!("{}{}", &head[..head.len() - 1], shared.init_tail)
 }
 
 type CallFuture = futures_util::future::BoxFuture<'static, (Box<str>, ActionResult)>;
@@ -329,8 +331,6 @@ struct Connection {
     shared: Arc<Shared>,
     session: SessionHandle,
     calls: FuturesUnordered<CallFuture>,
-    /// Messages to write at the end of this batch of events.
-    out: Vec<Utf8Bytes>,
     /// A signed-in user to mark as seen at the end of this batch.
     seen: Option<String>,
     /// Whether the outbox may write events to the socket itself (see
@@ -361,7 +361,6 @@ fn run(socket: Socket, shared: Arc<Shared>, session: Session) -> impl Future<Out
         session: SessionHandle::new(state, shared.services.clone()),
         shared,
         calls: FuturesUnordered::new(),
-        out: Vec::new(),
         seen: user,
         shared_writes: tokio::runtime::Handle::current().metrics().num_workers() == 1,
         last_heard: Instant::now(),
@@ -412,7 +411,7 @@ impl Connection {
             return closed_with(close::GOING_AWAY, "the server is shutting down");
         }
         self.mark_seen().await;
-        self.out.push(init_text(&self.shared, &self.session.snapshot()));
+        self.socket.queue_text(&init_text(&self.shared, &self.session.snapshot()));
         if !self.write().await {
             return End::Gone;
         }
@@ -442,8 +441,9 @@ impl Connection {
             let sending = matches!(first, Event::Out(Ok(_)));
             let mut outcome = self.handle(first, &mut tick);
             if sending {
-                let outbox = &self.outbox;
-                self.out.extend(std::iter::from_fn(|| outbox.try_pop()).take(BATCH));
+                for text in std::iter::from_fn(|| self.outbox.try_pop()).take(BATCH) {
+                    self.socket.queue_text(&text);
+                }
             } else {
                 for _ in 0..BATCH {
                     if outcome.is_err() {
@@ -460,8 +460,8 @@ impl Connection {
                 Ok(()) => {}
                 Err(End::Gone) => return End::Gone,
                 Err(End::Answered) => {
-                    // After the peer's close, only the answer to it may be sent.
-                    self.out.clear();
+                    // What this batch queued before the peer's close went
+                    // out with the answer to it, which comes last.
                     self.write().await;
                     return End::Gone;
                 }
@@ -509,17 +509,17 @@ impl Connection {
     }
 
     /// Writes what this batch queued, with one flush; `false` when the peer is
-    /// gone, or has not read for three heartbeat intervals.
+    /// gone, or has not read for three heartbeat intervals. The time limit
+    /// is set only when the socket does not take everything at once.
     async fn write(&mut self) -> bool {
-        if self.out.is_empty() && !self.socket.has_output() {
-            return true;
+        match self.socket.try_flush() {
+            Ok(true) => true,
+            Ok(false) => {
+                let limit = self.shared.config.heartbeat() * 3;
+                matches!(tokio::time::timeout(limit, self.socket.flush()).await, Ok(Ok(())))
+            }
+            Err(_) => false,
         }
-        // Taken, not drained: an idle connection keeps no buffer of messages.
-        for text in std::mem::take(&mut self.out) {
-            self.socket.queue_text(text.as_str());
-        }
-        let limit = self.shared.config.heartbeat() * 3;
-        matches!(tokio::time::timeout(limit, self.socket.flush()).await, Ok(Ok(())))
     }
 
     /// Handles one event, queueing what to send; `Err` ends the connection.
@@ -535,7 +535,7 @@ impl Connection {
                 // when a beat comes late).
                 if self.calls.len() >= self.shared.config.max_calls_in_flight.max(1) {
                     self.heard();
-                    self.out.push(Utf8Bytes::from_static(r#"{"type":"hb"}"#));
+                    self.socket.queue_text(r#"{"type":"hb"}"#);
                     tick.reset_after(interval / 2);
                 } else if self.last_heard.elapsed() > interval * 3 {
                     // After a stall of this thread (server code that ran
@@ -551,7 +551,7 @@ impl Connection {
                 Ok(())
             }
             Event::Out(Ok(Some(text))) => {
-                self.out.push(text);
+                self.socket.queue_text(&text);
                 Ok(())
             }
             // The batch took the rest when it began.
@@ -559,7 +559,7 @@ impl Connection {
             Event::Out(Err(Closed::Shutdown)) => Err(closed_with(close::GOING_AWAY, "the server is shutting down")),
             Event::Out(Err(Closed::Dropped)) => Err(closed_with(close::TOO_SLOW, "the client reads too slowly")),
             Event::Replied(id, outcome) => {
-                self.out.push(reply_text(&id, &outcome));
+                self.socket.queue_text_with(REPLY_SIZE, |out| write_reply(out, &id, &outcome));
                 Ok(())
             }
             Event::Frame(None) => Err(End::Gone),
@@ -618,7 +618,7 @@ impl Connection {
             Some("call") => {}
             Some("hb") => {
                 self.seen = self.session.user_id();
-                self.out.push(Utf8Bytes::from_static(r#"{"type":"hb"}"#));
+                self.socket.queue_text(r#"{"type":"hb"}"#);
                 return Ok(());
             }
             Some(other) => return malformed(format!("unknown message type {other:.40}")),
@@ -645,7 +645,7 @@ impl Connection {
                     if let Some(log) = log {
                         log.end(&outcome);
                     }
-                    self.out.push(reply_text(id, &outcome))
+                    self.socket.queue_text_with(REPLY_SIZE, |out| write_reply(out, id, &outcome))
                 }
                 None => {
                     let id: Box<str> = id.into();
@@ -657,7 +657,7 @@ impl Connection {
                     })))
                 }
             },
-            Err(e) => self.out.push(reply_text(id, &Err(e))),
+            Err(e) => self.socket.queue_text_with(REPLY_SIZE, |out| write_reply(out, id, &Err(e))),
         }
     }
 
@@ -729,10 +729,10 @@ fn plain_call(text: &str) -> Option<(&str, &str, Vec<Value>)> {
         return None;
     }
     let rest = rest.strip_prefix(r#","method":""#)?;
-    let (method, rest) = rest.split_at(rest.find('"')?);
-    if method.bytes().any(|b| b == b'\\' || b < 0x20) {
-        return None;
-    }
+    // Up to its closing quote, with no escape or control character on the
+    // way (a byte loop: a method name is a few bytes, too short for memchr).
+    let end = rest.bytes().position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let (method, rest) = rest.split_at(end);
     let rest = rest.strip_prefix(r#"","args":"#)?;
     let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Vec<Value>>();
     let args = stream.next()?.ok()?;
@@ -851,17 +851,23 @@ mod tests {
         assert_eq!(cookie_values(&h, COOKIE).collect::<Vec<_>>(), ["abc"]);
     }
 
+    fn reply_text(id: &str, outcome: &ActionResult) -> String {
+        let mut out = Vec::new();
+        write_reply(&mut out, id, outcome);
+        String::from_utf8(out).expect("a reply is UTF-8")
+    }
+
     #[test]
     fn replies_carry_the_id_and_the_error_code() {
-        assert_eq!(reply_text("7", &Ok(Value::from(625))).as_str(), r#"{"type":"reply","id":7,"result":625}"#);
-        assert_eq!(reply_text(r#""a""#, &Ok(Value::Null)).as_str(), r#"{"type":"reply","id":"a","result":null}"#);
+        assert_eq!(reply_text("7", &Ok(Value::from(625))), r#"{"type":"reply","id":7,"result":625}"#);
+        assert_eq!(reply_text(r#""a""#, &Ok(Value::Null)), r#"{"type":"reply","id":"a","result":null}"#);
         assert_eq!(
-            reply_text("7", &Err(ActionError::NotFound("no \"such\"\naction".into()))).as_str(),
+            reply_text("7", &Err(ActionError::NotFound("no \"such\"\naction".into()))),
             r#"{"type":"reply","id":7,"error":{"code":"not_found","message":"no \"such\"\naction"}}"#
         );
         for outcome in [Ok(serde_json::json!({"a": [1, "x\u{1}"]})), Err(ActionError::failed("broke"))] {
             let text = reply_text("1e2", &outcome);
-            let reply: Value = serde_json::from_str(text.as_str()).expect("a reply is JSON");
+            let reply: Value = serde_json::from_str(&text).expect("a reply is JSON");
             assert_eq!(reply["id"], serde_json::json!(100.0));
         }
     }

@@ -12,7 +12,8 @@
 //! the heap until they are used. An unfinished frame's buffer grows by
 //! doubling as its bytes arrive (from 4 KiB), up to the frame's size, and a
 //! message in several frames grows no further than the message size limit. Output is framed straight into
-//! one buffer, written with one system call and then freed.
+//! one buffer (a reply's JSON is written into its frame in place), written with one system call and then
+//! freed.
 //!
 //! The socket's writing half is shared (see [`Socket::writer`]): the
 //! connection's outbox may write an event straight to it while the
@@ -357,6 +358,27 @@ pub(crate) fn text_frame(text: &str) -> Bytes {
     out.into()
 }
 
+/// Appends one unmasked, final text frame to `out`, its payload written by
+/// `write` in place: after a one-byte length, moved along when the payload
+/// turns out to need a longer one (126 bytes or more: rarer, and then
+/// small beside the payload's own writing).
+fn framed_in_place(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    out.push(0x80 | TEXT);
+    let at = out.len();
+    out.push(0);
+    write(out);
+    let len = out.len() - at - 1;
+    if len < 126 {
+        out[at] = len as u8;
+    } else if let Ok(short) = u16::try_from(len) {
+        out[at] = 126;
+        out.splice(at + 1..at + 1, short.to_be_bytes());
+    } else {
+        out[at] = 127;
+        out.splice(at + 1..at + 1, (len as u64).to_be_bytes());
+    }
+}
+
 /// Appends one unmasked, final frame to `out`.
 fn frame_into(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     let len = payload.len();
@@ -475,6 +497,16 @@ impl Socket {
         frame_into(&mut self.out, TEXT, text.as_bytes());
     }
 
+    /// Queues a text message that `write` writes straight into the output,
+    /// with no buffer of its own; `size` is about how long it usually is.
+    /// What it writes must be UTF-8 (the server's own JSON): it is not
+    /// checked again.
+    pub(crate) fn queue_text_with(&mut self, size: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        // Room for a usual message at once, rather than growing to it.
+        self.out.reserve(2 + size);
+        framed_in_place(&mut self.out, write);
+    }
+
     /// Queues a close frame with this code and reason (cut to fit a control
     /// frame, at a character boundary).
     fn queue_close(&mut self, code: u16, reason: &str) {
@@ -487,25 +519,31 @@ impl Socket {
         self.out.splice(0..0, rest.iter().copied());
     }
 
-    /// Whether frames are queued.
-    pub(crate) fn has_output(&self) -> bool {
-        !self.out.is_empty()
-    }
-
-    /// Writes what is queued, and frees the buffer.
-    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        let out = std::mem::take(&mut self.out);
-        let mut left = &out[..];
-        while !left.is_empty() {
-            match self.writer.try_write(left) {
+    /// Writes what is queued without waiting: `true` once all of it is
+    /// written (and the buffer freed), `false` when the socket takes no more
+    /// for now (what is left stays queued).
+    pub(crate) fn try_flush(&mut self) -> std::io::Result<bool> {
+        let mut written = 0;
+        while written < self.out.len() {
+            match self.writer.try_write(&self.out[written..]) {
                 Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => left = &left[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.writer.writable().await?,
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    self.out.drain(..written);
+                    return Ok(false);
+                }
                 Err(e) => return Err(e),
             }
+        }
+        self.out = Vec::new();
+        Ok(true)
+    }
+
+    /// Writes what is queued, and frees the buffer. Dropped before it ends,
+    /// it leaves what it did not write queued.
+    pub(crate) async fn flush(&mut self) -> std::io::Result<()> {
+        while !self.try_flush()? {
+            self.writer.writable().await?;
         }
         Ok(())
     }
@@ -795,6 +833,19 @@ mod tests {
             frame_into(&mut out, TEXT, &vec![b'x'; len]);
             assert_eq!(out.len(), header + len, "length {len}");
             assert_eq!(out[0], 0x81);
+        }
+    }
+
+    #[test]
+    fn a_frame_written_in_place_is_the_frame_of_its_payload() {
+        for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 70_001] {
+            let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            // After what is queued already, which stays as it was.
+            let mut expected = vec![0x89, 0];
+            frame_into(&mut expected, TEXT, &payload);
+            let mut out = vec![0x89, 0];
+            framed_in_place(&mut out, |out| out.extend_from_slice(&payload));
+            assert!(out == expected, "length {len}");
         }
     }
 }
