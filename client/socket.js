@@ -10,8 +10,9 @@
 // - The socket reconnects forever, with exponential back-off and jitter,
 //   starting over once a session has stayed up a while.
 // - SS.client.app.init() runs once per page load, when the first session is ready.
-// - In development the server names its build in `init`: a page whose code is
-//   older reloads itself; one whose stylesheet alone is older swaps it in place.
+// - In development the server names its build in `init`: a page whose code,
+//   layout or templates are older reloads itself; one whose stylesheet alone
+//   is older swaps it in place.
 (function (global) {
   'use strict';
   var SS = global.SS || (global.SS = {});
@@ -260,6 +261,8 @@
     var old = build;
     build = next;
     if (next.js && !element('script', 'src', next.js)) return reload(next.js);
+    // The layout or a template changed (they are in the page itself).
+    if (old && old.page && next.page && old.page !== next.page) return reload(next.js + ' ' + next.page);
     // The page's first session: the page itself is the build it was loaded
     // with, its stylesheet included.
     if (!old && next.css && !element('link', 'href', next.css)) return reload(next.js + ' ' + next.css);

@@ -454,7 +454,35 @@ fn check_options(root: &Path, out: &Path, env: &str) -> Result<(), PackError> {
     {
         return refuse(&format!("is inside the app's {first}/ folder"));
     }
+    // A pack replaces only a folder that is empty or was written by a pack:
+    // anything else (another app, a folder of documents) is never removed.
+    match std::fs::read_dir(out) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !packed_here(out) {
+                return Err(PackError::Options {
+                    message: format!(
+                        "the output folder {} holds files that no pack wrote (it has no manifest.json of ssbuild's), \
+                         and a pack would replace them all",
+                        out.display()
+                    ),
+                    help: "pass --out a new or empty folder, or one an earlier pack wrote (move the files away to use \
+                           this one)"
+                        .into(),
+                });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(_) if out.exists() && !out.is_dir() => return refuse("is a file, not a folder"),
+        Err(e) => return Err(PackError::io("reading", out, e)),
+    }
     Ok(())
+}
+
+/// Whether `out` holds a pack's output: a `manifest.json` that ssbuild wrote.
+fn packed_here(out: &Path) -> bool {
+    let Ok(text) = std::fs::read(out.join("manifest.json")) else { return false };
+    let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&text) else { return false };
+    manifest.get("generator").and_then(serde_json::Value::as_str).is_some_and(|g| g.starts_with("ssbuild"))
 }
 
 /// `path` made absolute with symbolic links and `..` resolved, also when its

@@ -65,12 +65,22 @@ enum Command {
     },
 }
 
+/// A path as a POSIX shell reads it back: as it is when it holds only
+/// characters no shell treats specially, else in single quotes.
+fn shell_quoted(path: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%=".contains(c);
+    if !path.is_empty() && path.chars().all(plain) {
+        return path.to_string();
+    }
+    format!("'{}'", path.replace('\'', r"'\''"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::New { name } => match ssbuild::new::create(&name) {
             Ok(files) => {
-                let shown = name.display();
+                let shown = shell_quoted(&name.display().to_string());
                 let _ = writeln!(
                     std::io::stdout(),
                     "created {shown}: {} files\n\n  ssbuild pack {shown} && ssrun {shown}\n\nthen open http://localhost:3000",
@@ -183,4 +193,16 @@ fn print_report(report: &ssbuild::PackReport, timings: bool, short: bool, warnin
     } else {
         writeln!(std::io::stdout(), "{head}\n  {}", sizes.join("\n  "))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quoted;
+
+    #[test]
+    fn names_shown_as_commands_read_back_in_a_shell() {
+        assert_eq!(shell_quoted("../my-app"), "../my-app");
+        assert_eq!(shell_quoted("weird name <&>"), "'weird name <&>'");
+        assert_eq!(shell_quoted("it's"), r"'it'\''s'");
+    }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 /// Each file of the template: where it goes in the new app, and its text.
 /// `__NAME__` in a text becomes the app's name. (`gitignore` is stored
 /// without its dot so that it does not apply to the template folder itself.)
-pub const FILES: [(&str, &str); 13] = [
+pub const FILES: [(&str, &str); 14] = [
     (".gitignore", include_str!("../../new_project/gitignore")),
     ("README.md", include_str!("../../new_project/README.md")),
     ("app/client/app.js", include_str!("../../new_project/app/client/app.js")),
@@ -18,6 +18,7 @@ pub const FILES: [(&str, &str); 13] = [
     ("app/views/chat/message.html", include_str!("../../new_project/app/views/chat/message.html")),
     ("config/app.toml", include_str!("../../new_project/config/app.toml")),
     ("config/environments/production.toml", include_str!("../../new_project/config/environments/production.toml")),
+    ("public/favicon.svg", include_str!("../../new_project/public/favicon.svg")),
     ("public/robots.txt", include_str!("../../new_project/public/robots.txt")),
     ("static/404.html", include_str!("../../new_project/static/404.html")),
 ];

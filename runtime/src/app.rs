@@ -132,6 +132,20 @@ pub struct PageBuild {
     pub js: Option<String>,
     /// The URL of `app.css` and its SRI integrity, when the app has styles.
     pub css: Option<(String, String)>,
+    /// A digest of `index.html` with the script's and stylesheet's URLs and
+    /// integrities left out: it changes with the layout and the templates,
+    /// and not with the code or the styles (which have their own fields).
+    pub page: String,
+}
+
+/// [`PageBuild::page`] for a page whose script and stylesheet tags hold `parts`.
+fn page_digest(page: &[u8], parts: &[&str]) -> String {
+    use sha1::Digest as _;
+    let mut text = String::from_utf8_lossy(page).into_owned();
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        text = text.replace(part, "");
+    }
+    sha1::Sha1::digest(text.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One file ready to serve.
@@ -259,7 +273,10 @@ impl LoadedApp {
                 )
             })
         };
-        let build = PageBuild { js: url("app.js").map(|(url, _)| url), css: url("app.css") };
+        let (js, css) = (url("app.js"), url("app.css"));
+        let parts: Vec<&str> =
+            js.iter().chain(&css).flat_map(|(url, integrity)| [url.as_str(), integrity.as_str()]).collect();
+        let build = PageBuild { page: page_digest(&page.body, &parts), js: js.map(|(url, _)| url), css };
         Ok(LoadedApp {
             env: manifest.env,
             page,

@@ -103,6 +103,19 @@ impl Default for Config {
     }
 }
 
+/// What a TOML parse error says, with where it is: the line and column, and
+/// the line itself.
+fn toml_mistake(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else { return format!("not valid TOML: {}", error.message()) };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let shown = text[line_start..].lines().next().unwrap_or("").trim_end();
+    format!("line {line}, column {column}: not valid TOML: {} (the line: `{shown}`)", error.message().trim_end())
+}
+
 /// A mistake in a config file: the file, and what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {message}", file.display())]
@@ -222,7 +235,7 @@ impl Config {
             };
             let table: toml::Table = match text.parse() {
                 Ok(table) => table,
-                Err(e) => return Err(ConfigError { file, message: format!("not valid TOML: {}", e.message()) }),
+                Err(e) => return Err(ConfigError { file, message: toml_mistake(&text, &e) }),
             };
             let mut leaves = Vec::new();
             flatten("", &table, &mut leaves);
@@ -405,7 +418,8 @@ mod tests {
             ("[server]\njs_time_limit = -1\n", "`server.js_time_limit` takes seconds, not integer -1"),
             ("[api]\nprefix = \"a/b\"\n", "`api.prefix` takes a path segment"),
             ("[http]\nport = 70000\n", "`http.port` takes a port number"),
-            ("[http\nport = 1\n", "not valid TOML"),
+            ("[http\nport = 1\n", "line 1, column 6: not valid TOML"),
+            ("[http]\nport = 1\nport = 2\n", "line 3, column 1: not valid TOML: duplicate key (the line: `port = 2`)"),
         ];
         for (text, expected) in cases {
             let dir = app_config(&[("app.toml", text)]);

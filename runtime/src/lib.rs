@@ -341,8 +341,8 @@ impl App {
 }
 
 /// The `build` field of `init` (development only): the page's script and
-/// stylesheet, so that a page from an older build reloads itself, or swaps
-/// its stylesheet when only that changed.
+/// stylesheet and a digest of the rest of the page, so that a page from an
+/// older build reloads itself, or swaps its stylesheet when only that changed.
 fn build_field(loaded: &LoadedApp) -> String {
     if loaded.env != "development" {
         return String::new();
@@ -351,7 +351,11 @@ fn build_field(loaded: &LoadedApp) -> String {
         Some((url, integrity)) => (Some(url), Some(integrity)),
         None => (None, None),
     };
-    format!(r#","build":{}"#, serde_json::json!({ "js": loaded.build.js, "css": css, "css_integrity": integrity }))
+    let build = &loaded.build;
+    format!(
+        r#","build":{}"#,
+        serde_json::json!({ "js": build.js, "css": css, "css_integrity": integrity, "page": build.page })
+    )
 }
 
 /// Everything the handlers share.

@@ -51,9 +51,20 @@ struct Start {
     /// `http.port` of config/app.toml, else 3000].
     #[arg(long)]
     port: Option<u16>,
-    /// The address to listen on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// The address to listen on: an IP address of this machine, or
+    /// `localhost` (127.0.0.1).
+    #[arg(long, default_value = "0.0.0.0", value_parser = listen_address)]
     host: std::net::IpAddr,
+}
+
+/// `--host`: an IP address, or `localhost`.
+fn listen_address(text: &str) -> Result<std::net::IpAddr, String> {
+    if text.eq_ignore_ascii_case("localhost") {
+        return Ok(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    text.parse().map_err(|_| {
+        format!("`{text}` is not an IP address: give one of this machine's, such as 127.0.0.1, ::1 or 0.0.0.0 (all of them), or localhost")
+    })
 }
 
 /// Prints what stopped the server as one `error:` line with its causes (and
@@ -284,6 +295,14 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_is_an_address_or_localhost() {
+        assert_eq!(listen_address("localhost"), Ok("127.0.0.1".parse().unwrap()));
+        assert_eq!(listen_address("::1"), Ok("::1".parse().unwrap()));
+        assert_eq!(listen_address("0.0.0.0"), Ok("0.0.0.0".parse().unwrap()));
+        assert!(listen_address("example.com").unwrap_err().contains("such as 127.0.0.1"));
+    }
 
     #[test]
     fn ss_env_must_name_the_packed_environment_when_set() {

@@ -101,6 +101,7 @@ where
         config: config_files(config_dir.as_deref(), &env),
     };
     let mut serving_key = Key { manifest: first.loaded.manifest_bytes.clone(), ..key_now() };
+    let mut serving_build = first.loaded.build.clone();
     let mut current = first;
     // Servers handed over, closing their connections in the background.
     let mut retiring = Vec::new();
@@ -176,7 +177,9 @@ where
                 retiring.retain(|task: &tokio::task::JoinHandle<std::io::Result<()>>| !task.is_finished());
                 retiring.push(tokio::task::spawn_local(serving));
                 let actions = app.registry().names().len();
-                report(format!("serving the new build ({actions} action(s)); browsers reconnect and reload"));
+                let pages = what_pages_do(&serving_build, &app.loaded.build);
+                report(format!("serving the new build ({actions} action(s)); {pages}"));
+                serving_build = app.loaded.build.clone();
                 current = app;
                 serving_key = key;
             }
@@ -189,4 +192,16 @@ where
     }
     stopping.abort();
     result
+}
+
+/// What open pages do when they reconnect to a new build (see the browser
+/// library's `outOfDate`), for the log.
+fn what_pages_do(old: &crate::app::PageBuild, new: &crate::app::PageBuild) -> &'static str {
+    if old.js != new.js || old.page != new.page {
+        "open pages reconnect and reload"
+    } else if old.css != new.css {
+        "open pages reconnect and swap in the new stylesheet"
+    } else {
+        "open pages reconnect (the page, its code and its styles are unchanged)"
+    }
 }

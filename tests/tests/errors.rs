@@ -169,6 +169,44 @@ fn an_output_folder_that_is_or_holds_the_app_or_is_inside_it_is_refused() {
 }
 
 #[test]
+fn an_output_folder_holding_files_no_pack_wrote_is_left_alone() {
+    let app = fixture("basic");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut options = ssbuild::PackOptions::new(app.path(), "production");
+    // A folder of documents, another app, a manifest.json of another tool's.
+    let documents = elsewhere.path().join("documents");
+    std::fs::create_dir_all(documents.join("notes")).unwrap();
+    std::fs::write(documents.join("thesis.txt"), "chapter one").unwrap();
+    let other_tool = elsewhere.path().join("pwa");
+    std::fs::create_dir_all(&other_tool).unwrap();
+    std::fs::write(other_tool.join("manifest.json"), r#"{"name": "an app's web manifest"}"#).unwrap();
+    for out in [&documents, &other_tool] {
+        let before = ss_tests::files_under(out);
+        options.out = Some(out.clone());
+        let text = ssbuild::pack(&options).expect_err("the pack should be refused").to_string();
+        assert!(text.contains("holds files that no pack wrote"), "{text}");
+        assert!(text.contains("help: pass --out a new or empty folder"), "{text}");
+        assert_eq!(ss_tests::files_under(out), before, "{} changed", out.display());
+    }
+    // A file where the folder would go.
+    let file = elsewhere.path().join("file");
+    std::fs::write(&file, "keep").unwrap();
+    options.out = Some(file.clone());
+    let text = ssbuild::pack(&options).expect_err("a file is not replaced").to_string();
+    assert!(text.contains("is a file, not a folder"), "{text}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    // An empty folder, then the same folder with the pack's output in it
+    // (and a file added since).
+    let site = elsewhere.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    options.out = Some(site.clone());
+    ssbuild::pack(&options).expect("an empty folder takes a pack");
+    std::fs::write(site.join("stray.txt"), "x").unwrap();
+    ssbuild::pack(&options).expect("an earlier pack's folder takes the next");
+    assert!(site.join("manifest.json").is_file());
+}
+
+#[test]
 fn an_environment_name_that_is_not_a_plain_word_is_refused() {
     let app = fixture("basic");
     for env in ["../../app/client", "a/b", "", "-x", "prod.v2"] {

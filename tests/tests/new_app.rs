@@ -30,6 +30,12 @@ async fn a_new_app_answers_and_its_chat_reaches_everyone() {
     let square = tokio::task::spawn_blocking(move || http(addr, "GET", "/api/app/square.json?25", &[])).await.unwrap();
     assert_eq!(square.status, 200);
     assert_eq!(String::from_utf8_lossy(&square.body).trim(), "625");
+    // The link the /api page gives, with no argument: what to give, not a stack.
+    let bare = tokio::task::spawn_blocking(move || http(addr, "GET", "/api/app/square", &[])).await.unwrap();
+    assert_eq!(bare.status, 400, "{}", String::from_utf8_lossy(&bare.body));
+    assert!(String::from_utf8_lossy(&bare.body).contains("/api/app/square?25"));
+    let icon = tokio::task::spawn_blocking(move || http(addr, "GET", "/favicon.svg", &[])).await.unwrap();
+    assert_eq!(icon.status, 200);
 
     let mut listener = WsClient::connect(addr, None).await;
     let mut speaker = WsClient::connect(addr, None).await;

@@ -1,7 +1,7 @@
 //! A development server picking up new builds (`ssrun::pickup`): sessions
 //! survive the switch, `init` names the build, and in real headless Chromium
-//! a changed stylesheet is swapped into the open page while changed code
-//! reloads it.
+//! a changed stylesheet is swapped into the open page while changed code or
+//! templates reload it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -119,6 +119,7 @@ fn a_new_build_is_served_with_the_same_sessions_and_init_names_it() {
         };
         assert_eq!(again.init["build"]["css"], url(&second, "app.css"), "{}", again.init);
         assert_eq!(again.init["build"]["js"], url(&first, "app.js"), "the code did not change");
+        assert_eq!(again.init["build"]["page"], client.init["build"]["page"], "nor did the rest of the page");
         assert_eq!(again.init["session"]["user_id"], "ann", "{}", again.init);
         assert_eq!(again.set_cookie.as_deref(), Some(session.as_str()), "the session was found, not replaced");
         assert_eq!(again.call(2, "app.whoami", serde_json::json!([])).await["result"], "ann");
@@ -126,7 +127,7 @@ fn a_new_build_is_served_with_the_same_sessions_and_init_names_it() {
 }
 
 #[test]
-fn in_the_browser_styles_swap_in_place_and_code_reloads_the_page() {
+fn in_the_browser_styles_swap_in_place_and_code_or_templates_reload_the_page() {
     let Some(chromium) = chromium() else { return };
     let dir = tempfile::tempdir().unwrap();
     app(dir.path());
@@ -156,7 +157,15 @@ fn in_the_browser_styles_swap_in_place_and_code_reloads_the_page() {
     let second = wait_until(&reports, 30, "the reloaded page", |step, value| step == "init" && value["version"] == 2);
     let new_page = second["page"].as_str().unwrap().to_string();
     assert_ne!(new_page, page);
-    wait_until(&reports, 30, "the colour in the reloaded page", is_color("rgb(4, 5, 6)", new_page));
+    wait_until(&reports, 30, "the colour in the reloaded page", is_color("rgb(4, 5, 6)", new_page.clone()));
+
+    // A new template, with the same code and styles: the page reloads for it.
+    write(dir.path(), "app/views/chat/line.html", "<p>{{text}}</p>\n");
+    pack(dir.path());
+    let third = wait_until(&reports, 30, "the page reloaded for its template", |step, value| {
+        step == "init" && value["page"] != new_page.as_str() && value["page"] != page.as_str()
+    });
+    assert_eq!(third["version"], 2, "{third}");
 }
 
 /// Stands between the browser and `target`, and answers the first
