@@ -174,6 +174,14 @@ pub fn compile_module_with(
             drop_hashbang(&mut program);
             if typescript {
                 program.mutate(swc_core::ecma::transforms::typescript::strip(unresolved, top_level));
+                // The function strip writes for an enum or a namespace names its
+                // parameter as the enum (`let E = function (E) {...}({})`) with
+                // the outer binding's marks: the minifier, which tells bindings
+                // apart by name and marks, takes the two for one, and inlining
+                // the function declares it twice (`var a; let a = ...`). Read
+                // afresh from the names, as the printed code reads, they are two.
+                program.visit_mut_with(&mut ForgetScopes);
+                program.mutate(resolver(unresolved, top_level, false));
             }
             if program.is_module() {
                 let features = FeatureFlag { support_block_scoping: true, support_arrow: true };
@@ -192,6 +200,15 @@ pub fn compile_module_with(
             Ok(Compiled { code, map, exports, requires, awaits: tags.found })
         })
     })
+}
+
+/// Clears every scope mark resolver set, so that it can run again.
+struct ForgetScopes;
+
+impl VisitMut for ForgetScopes {
+    fn visit_mut_syntax_context(&mut self, ctxt: &mut SyntaxContext) {
+        *ctxt = SyntaxContext::empty();
+    }
 }
 
 /// Top-level statements from which a minified module is written in parallel.

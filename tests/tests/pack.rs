@@ -296,6 +296,34 @@ fn typescript_reexports_of_types_are_not_exports() {
     }
 }
 
+/// TypeScript enums and namespaces, at the top level and inside functions,
+/// run the same minified (production, whose compressor inlines the function
+/// an enum becomes) as printed.
+#[test]
+fn typescript_enums_and_namespaces_inside_functions_survive_minifying() {
+    if !have_node() {
+        return;
+    }
+    for env in ["development", "production"] {
+        let app = fixture("basic");
+        write(
+            app.path(),
+            "app/client/kinds.ts",
+            "export enum Top { A = 1, B }
+             export function inner(): string { enum Color { Red, Green } return Color[1] + Color.Red; }
+             export function spaced(): number { namespace N { export const x = 20; } return N.x + Top.B; }
+             export const arrow = (): string => { enum Flag { On = 'on' } return Flag.On; };
+",
+        );
+        let report = pack_app(app.path(), env);
+        let result = eval_bundle(
+            &client_bundle(&report),
+            "const k = SS.client.kinds; return [k.inner(), k.spaced(), k.arrow(), k.Top.A, k.Top[2]];",
+        );
+        assert_eq!(result, json!(["Green0", 22, "on", 1, "B"]), "{env}");
+    }
+}
+
 /// Code that works as written in Node or in a `<script>` tag works packed too:
 /// an ES module's own top-level `module` and `require`, `#!` lines, a strict
 /// library script before a sloppy one, and TypeScript's `satisfies`/`as const`
