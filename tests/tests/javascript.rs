@@ -158,13 +158,30 @@ async fn an_answer_given_before_a_loop_is_the_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_chain_of_awaits_is_stopped_like_a_loop() {
-    // Each await is a short promise job; together they are held to the time limit.
-    let (_s, mut spinning) = stalled_call("misbehave.spin", Duration::from_secs(2)).await;
-    // The chain was cut, so the action never answers: its caller gets the reply timeout.
+    // Each await is a short promise job; together they are held to the time
+    // limit, and the call they ran for gets its error (long before the 30 s
+    // reply timeout).
+    let (_s, mut spinning) = stalled_call("misbehave.spin", Duration::from_secs(30)).await;
     let reply = spinning.next_json().await;
     assert_eq!(reply["error"]["code"], "failed", "{reply}");
-    assert!(reply["error"]["message"].as_str().unwrap().contains("gave no answer"), "{reply}");
+    assert!(reply["error"]["message"].as_str().unwrap().contains("time limit"), "{reply}");
     assert_eq!(spinning.call(2, "app.squareReturned", json!([5])).await["result"], 25);
+}
+
+/// A loop in the call's work after its synchronous part (after an await, in
+/// a `then` callback, in a timer) fails the call when the time limit stops
+/// it, as one in the synchronous part does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_after_an_await_in_a_then_or_in_a_timer_fails_its_call() {
+    for action in ["misbehave.loopAfterAwait", "misbehave.loopInThen", "misbehave.loopInTimer"] {
+        let started = Instant::now();
+        let (_s, mut looping) = stalled_call(action, Duration::from_secs(30)).await;
+        let reply = looping.next_json().await;
+        assert_eq!(reply["error"]["code"], "failed", "{action}: {reply}");
+        assert!(reply["error"]["message"].as_str().unwrap().contains("time limit"), "{action}: {reply}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{action}: answered after {:?}", started.elapsed());
+        assert_eq!(looping.call(2, "app.squareReturned", json!([5])).await["result"], 25, "{action}");
+    }
 }
 
 #[tokio::test]
@@ -320,6 +337,46 @@ async fn production_errors_are_generic_with_an_id() {
     let message = reply["error"]["message"].as_str().unwrap();
     assert!(message.starts_with("misbehave.throws failed (error "), "{message}");
     assert!(!message.contains("boom") && !message.contains(" at "), "no details leak: {message}");
+}
+
+/// An authentication module that throws, or one that is not there, fails
+/// the call through the callback form as through the Promise form: in
+/// production with the generic message, its details in the log only.
+#[tokio::test]
+async fn a_failing_authentication_module_fails_the_call_without_details_in_production() {
+    let dir = fixture("seed");
+    write(
+        dir.path(),
+        "lib/server/db_auth.js",
+        "exports.authenticate = function (params, cb) { throw new Error('db down: postgres://admin:hunter2@db/users'); };\n",
+    );
+    let action = |module: &str| {
+        format!(
+            "  {module}(params, cb) {{\n    this.session.authenticate('{module}', params, (response) => {{\n      \
+             if (response.success) this.session.setUserId(response.user_id);\n      cb(response);\n    }});\n  }},\n  \
+             async {module}Awaited(params) {{ return await this.session.authenticate('{module}', params); }},\n"
+        )
+    };
+    write(
+        dir.path(),
+        "app/server/signin.js",
+        &format!("exports.actions = {{\n{}{}}};\n", action("db_auth"), action("nowhere")),
+    );
+    pack_app(dir.path(), "production");
+    let app = ssrun::App::new(ssrun::LoadedApp::load(dir.path()).unwrap()).with_javascript().expect("starts");
+    let server = RunningServer::with_app(app, 0);
+    let mut c = WsClient::connect(server.addr, None).await;
+    for (id, method) in
+        ["signin.db_auth", "signin.db_authAwaited", "signin.nowhere", "signin.nowhereAwaited"].iter().enumerate()
+    {
+        let reply = c.call(id as u64 + 1, method, json!([{"username": "joe"}])).await;
+        let message = reply["error"]["message"].as_str().unwrap_or_else(|| panic!("{method}: {reply}"));
+        assert!(message.starts_with(&format!("{method} failed (error ")), "{method}: {message}");
+        assert!(
+            !message.contains("hunter2") && !message.contains("lib/server module"),
+            "{method}: no details leak: {message}"
+        );
+    }
 }
 
 #[tokio::test]

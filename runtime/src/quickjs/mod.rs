@@ -473,8 +473,12 @@ impl Host {
                 Ok(false) => break,
                 Err(job) => {
                     ran = true;
-                    let message = job.0.with(|ctx| exception_text(&ctx, rquickjs::Error::Exception));
-                    eprintln!("ssrun: [server] a promise callback failed: {}", message.0);
+                    job.0.with(|ctx| {
+                        let (message, stack) = exception_text(&ctx, rquickjs::Error::Exception);
+                        if !self.fail_interrupted(&ctx, &message, &stack) {
+                            eprintln!("ssrun: [server] a promise callback failed: {message}");
+                        }
+                    });
                 }
             }
         }
@@ -550,6 +554,23 @@ impl Host {
         self.arm(Instant::now());
         let _ = global_fn(ctx, "stopped").and_then(|f| f.call::<_, ()>(()));
         self.given.borrow_mut().take()
+    }
+
+    /// After a promise job or a timer ended in an exception that nothing
+    /// in JavaScript could catch (the time limit): fails the client's call
+    /// that work ran for with it, as if the call's synchronous part had
+    /// run into the limit; `false` when no call waits for that answer (the
+    /// work was no client's, or its call was answered), for the caller to log.
+    fn fail_interrupted(&self, ctx: &Ctx<'_>, message: &str, stack: &str) -> bool {
+        // A new time limit for this short run.
+        self.arm(Instant::now());
+        let id = match global_fn(ctx, "interrupted").and_then(|f| f.call::<_, f64>(())) {
+            Ok(id) if id >= 0.0 => id as u64,
+            _ => return false,
+        };
+        let Some(name) = self.state.borrow().pending.get(&id).map(|p| p.name.clone()) else { return false };
+        self.answer(id, Err(self.failure(&name, message, stack)));
+        true
     }
 
     /// Answers the call `id` with `value`, given to its [`Reply`] (which
@@ -1166,7 +1187,9 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                     host.enter(|ctx| {
                         if let Err(e) = global_fn(&ctx, "fire").and_then(|f| f.call::<_, ()>((id as f64,))) {
                             let (message, stack) = exception_text(&ctx, e);
-                            eprintln!("ssrun: [timer] {message}\n{stack}");
+                            if !host.fail_interrupted(&ctx, &message, &stack) {
+                                eprintln!("ssrun: [timer] {message}\n{stack}");
+                            }
                         }
                     });
                     if !repeat {

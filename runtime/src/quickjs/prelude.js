@@ -304,7 +304,11 @@
         });
         if (typeof cb === 'function') {
           var run = callback(c, cb);
-          promise.then(run, function (e) { run({ success: false, error: String(e.message || e) }); });
+          // A module that throws, or is not there, hands the callback an
+          // Error, as any rejection does (see `asError`): passed on, it fails
+          // the call (in production without its details), rather than
+          // answering it with what went wrong.
+          promise.then(run, function (e) { run(asError(e)); });
         }
         return promise;
       },
@@ -611,6 +615,17 @@
       running = null;
       owner = null;
       tag = 'server';
+    },
+    // After the time limit stopped a promise callback or a timer, which
+    // run no `catch` or `finally` on their way out: forgets the state as
+    // `stopped` does, and claims the client's call that work ran for, if it
+    // still waits for its answer (its id, else -1), for the host to fail.
+    interrupted: function () {
+      var o = running || owner;
+      running = null;
+      owner = null;
+      tag = 'server';
+      return o && !Array.isArray(o) ? host.claim(o) : -1;
     },
     fire: function (id) {
       var timer = timers[id];
