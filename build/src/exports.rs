@@ -348,7 +348,8 @@ impl<'a> Reader<'a> {
                         self.problems.push(ExportProblem {
                             span: value.span(),
                             message: format!(
-                                "`{reserved}` cannot be an action name: actions reach the session as `this.{reserved}`"
+                                "`{reserved}` cannot be an action name: `session` and `user` are kept for the \
+                                 action's own context (`this.session`)"
                             ),
                             help: "rename the action",
                         });

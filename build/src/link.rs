@@ -15,7 +15,7 @@ use crate::config::BuildConfig;
 use crate::diagnostic::Diagnostic;
 use crate::discover::{Kind, MODULE_EXTENSIONS, Source};
 use crate::disk::normalize;
-use crate::exports::ActionNode;
+use crate::exports::{ActionNode, RESERVED_ACTIONS};
 use crate::js::Compiled;
 use crate::tree::{Node, Tree, build_tree, is_private, modules_of};
 
@@ -105,6 +105,9 @@ pub fn link(
     let exports = follow_star_exports(sources, compiled, &by_path);
     check_app_init(sources, compiled, &exports, failed, &by_path, &mut problems);
     check_lib_server_names(sources, &mut problems);
+    if let Some(server_tree) = trees.get("server") {
+        check_action_names(server_tree, "", compiled, failed, &by_path, &mut problems);
+    }
 
     // Bundles: which sources each holds, in load order.
     let client = plan(sources, compiled, &[Kind::Client, Kind::Shared], Side::Client, &by_path, config, &mut problems);
@@ -524,6 +527,82 @@ fn check_lib_server_names(sources: &[Source], problems: &mut Vec<Diagnostic>) {
                 .with_help("keep one of them, or rename the others"),
         );
     }
+}
+
+/// Every action's full name (`chat.room.send`: the file's place in the
+/// server tree, then its key in `exports.actions`) is one `SS.server` and
+/// ssrun can call: parts that are JavaScript identifiers (ASCII letters,
+/// digits, `_` and `$`, as in `/api/chat/room/send`), the last of them not
+/// `session` or `user`, which the action's `this` holds. ssrun checks the
+/// same when it starts; found here, the mistake stops the pack instead.
+fn check_action_names(
+    tree: &Tree,
+    prefix: &str,
+    compiled: &[Arc<Compiled>],
+    failed: &BTreeSet<usize>,
+    by_path: &HashMap<&str, usize>,
+    problems: &mut Vec<Diagnostic>,
+) {
+    for (key, node) in tree {
+        let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match node {
+            Node::Folder(inner) => check_action_names(inner, &name, compiled, failed, by_path, problems),
+            Node::Module(path) => {
+                let Some(&i) = by_path.get(path.as_str()) else { continue };
+                if failed.contains(&i) {
+                    continue;
+                }
+                let mut found = Vec::new();
+                if let Some(actions) = &compiled[i].exports.actions {
+                    action_names(actions, &name, &mut found);
+                }
+                let mut reported = BTreeSet::new();
+                for full in found {
+                    let parts: Vec<&str> = full.split('.').collect();
+                    let (message, help) = if let Some(bad) = parts.iter().find(|p| !is_action_identifier(p)) {
+                        (
+                            format!(
+                                "the action `{full}` cannot be called: `{bad}` is not a JavaScript identifier (the name \
+                                 comes from this file's path and its key in `exports.actions`)"
+                            ),
+                            "use ASCII letters, digits, `_` and `$` in file and folder names under app/server and in action \
+                             keys (chat_room.js rather than chat-room.js)",
+                        )
+                    } else if let Some(reserved) = parts.last().filter(|p| RESERVED_ACTIONS.contains(p)) {
+                        (
+                            format!(
+                                "the action `{full}` cannot be called `{reserved}`: `session` and `user` are kept for \
+                                 the action's own context (`this.session`)"
+                            ),
+                            "rename the action",
+                        )
+                    } else {
+                        continue;
+                    };
+                    // One report per file and kind of mistake is enough.
+                    if reported.insert(help) {
+                        problems.push(Diagnostic::file(path, message).with_help(help));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn action_names(node: &BTreeMap<String, ActionNode>, prefix: &str, out: &mut Vec<String>) {
+    for (key, child) in node {
+        let name = format!("{prefix}.{key}");
+        match child {
+            ActionNode::Action(_) => out.push(name),
+            ActionNode::Namespace(inner) => action_names(inner, &name, out),
+        }
+    }
+}
+
+fn is_action_identifier(part: &str) -> bool {
+    !part.is_empty()
+        && !part.starts_with(|c: char| c.is_ascii_digit())
+        && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
 }
 
 fn lib_server_name(source: &Source) -> String {

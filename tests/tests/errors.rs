@@ -29,6 +29,38 @@ fn every_syntax_error_is_reported_with_a_code_frame() {
     assert!(text.contains("nothing was written"), "{text}");
 }
 
+/// An action name that ssrun could not call stops the pack, however the
+/// actions are written, naming the file: a dash in a file's name, a key
+/// that is not an identifier, a reserved name nested or assigned.
+#[test]
+fn action_names_ssrun_cannot_call_stop_the_pack() {
+    let app = fixture("basic");
+    write(app.path(), "app/server/chat-room.js", "exports.actions = { ping() { return 'pong'; } };\n");
+    write(app.path(), "app/server/keys.js", "exports.actions = { 'get-item'() { return 1; }, caf\u{e9}() {} };\n");
+    write(app.path(), "app/server/nested.js", "exports.actions = { admin: { user() { return 1; } } };\n");
+    write(app.path(), "app/server/assigned.js", "exports.actions = {};\nexports.actions.session = function () {};\n");
+    write(app.path(), "app/server/fine.js", "exports.actions = { $ok_1() {}, deeper: { _also() {} } };\n");
+    let (err, text) = pack_error(app.path());
+    let mut files = files_named(&err);
+    files.sort_unstable();
+    assert_eq!(
+        files,
+        ["app/server/assigned.js", "app/server/chat-room.js", "app/server/keys.js", "app/server/nested.js"],
+        "{text}"
+    );
+    assert!(
+        text.contains("the action `chat-room.ping` cannot be called: `chat-room` is not a JavaScript identifier"),
+        "{text}"
+    );
+    assert!(text.contains("chat_room.js rather than chat-room.js"), "{text}");
+    assert!(
+        text.contains("`get-item` is not a JavaScript identifier") || text.contains("`caf\u{e9}` is not"),
+        "{text}"
+    );
+    assert!(text.contains("the action `nested.admin.user` cannot be called `user`"), "{text}");
+    assert!(text.contains("the action `assigned.session` cannot be called `session`"), "{text}");
+}
+
 #[test]
 fn a_file_and_a_folder_with_one_key_name_both_paths() {
     let app = fixture("basic");

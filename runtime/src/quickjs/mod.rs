@@ -536,7 +536,12 @@ impl Host {
                 Err(e) => {
                     let (message, stack) = exception_text(&ctx, e);
                     match self.stopped(&ctx) {
-                        Some(outcome) => outcome,
+                        Some(outcome) => {
+                            // Answered before the time limit stopped it: the
+                            // answer stands, and what stopped it is logged.
+                            eprintln!("ssrun: [{name}] error: after the call was answered: {message}\n{stack}");
+                            outcome
+                        }
                         None => Err(self.failure(&name, &message, &stack)),
                     }
                 }

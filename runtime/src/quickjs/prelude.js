@@ -247,10 +247,11 @@
     var id = host.claim(c);
     return id >= 0 && host.reply(id, true, errorText(error));
   }
-  // Fails the client's call whose record is `c`, unless it was answered.
+  // Fails the client's call whose record is `c` with what its action threw
+  // or rejected with; when the call was answered already (or its caller is
+  // gone, or past its timeout), the error goes to the log instead.
   function fail(c, error) {
-    var id = host.claim(c);
-    if (id >= 0) host.reply(id, true, errorText(error));
+    if (!failLate(c, error)) console.error('after the call was answered:', error);
   }
 
   // What a rejection hands to a callback, which takes errors and answers
