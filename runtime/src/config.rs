@@ -54,9 +54,10 @@ pub struct Config {
     pub reply_timeout: Duration,
     /// The port `ssrun` listens on when `--port` is not given (`http.port`, default 3000).
     pub port: u16,
-    /// How long a client may take to send a request's headers, and how long
-    /// a kept-alive HTTP connection may sit idle (default 10 s); past it the
-    /// connection is closed. WebSocket connections are not affected.
+    /// How long a client may take to send a request's headers (and an HTTP
+    /// API body, answered with 408 past it), and how long a kept-alive HTTP
+    /// connection may sit idle (default 10 s); past it the connection is
+    /// closed. WebSocket connections are not affected.
     pub header_timeout: Duration,
 }
 

@@ -537,6 +537,9 @@ impl Connection {
                     self.heard();
                     self.socket.queue_text(r#"{"type":"hb"}"#);
                     tick.reset_after(interval / 2);
+                } else if self.socket.take_progress() {
+                    // Part of a message arrived since the last tick.
+                    self.heard();
                 } else if self.last_heard.elapsed() > interval * 3 {
                     // After a stall of this thread (server code that ran
                     // long), the tick can come due before the event loop has

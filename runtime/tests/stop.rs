@@ -30,6 +30,25 @@ fn sigterm_closes_connections_with_going_away() {
     assert!(status.success(), "ssrun exits cleanly: {status}");
 }
 
+/// A request whose body never comes does not keep the server from
+/// stopping: requests under way get a few seconds to end.
+#[test]
+fn sigterm_does_not_wait_for_a_body_that_never_comes() {
+    use std::io::Write;
+    let dist = packed_fixture();
+    let (mut server, address, _lines) =
+        start_ssrun(Command::new(env!("CARGO_BIN_EXE_ssrun")).arg(dist.path().join("dist")));
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream.write_all(b"POST /api/app/square.json HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n[").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let killed = Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "ssrun exits cleanly: {status}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(9), "exited after {:?}", started.elapsed());
+}
+
 #[test]
 fn a_server_that_cannot_start_says_why_in_one_line_with_a_fix() {
     let dist = packed_fixture();

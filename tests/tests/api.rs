@@ -106,6 +106,38 @@ fn each_error_status() {
     assert!(body(&html).contains("no action app.nope"), "{}", body(&html));
 }
 
+/// A body that never finishes arriving is answered with 408 once the time
+/// headers have is up, rather than holding its connection for ever.
+#[test]
+fn a_body_that_stops_arriving_is_answered_with_408() {
+    use std::io::{Read, Write};
+    let dir = fixture("realtime");
+    pack_app(dir.path(), "development");
+    let loaded = ssrun::LoadedApp::load(dir.path()).unwrap();
+    let mut config = ssrun::Config::for_env(&loaded.env);
+    config.header_timeout = std::time::Duration::from_millis(300);
+    let app = with_demo_actions(ssrun::App::new(loaded).with_config(config), Reports::default());
+    let server = RunningServer::with_app(app, 0);
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    stream
+        .write_all(b"POST /api/app/square.json HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[")
+        .unwrap();
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !String::from_utf8_lossy(&response).contains("header_timeout") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => response.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("the body did not arrive within 0.3 s"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
 #[test]
 fn basic_auth_guards_authenticated_actions() {
     let s = serve(true);

@@ -317,6 +317,28 @@ async fn silent_connections_are_closed_and_users_who_stop_are_purged() {
     assert_eq!(c.call(1, "app.online", json!([])).await["result"], json!([]), "dee stopped sending heartbeats");
 }
 
+/// A message arriving slowly, over more than three heartbeat intervals, is
+/// the client speaking, not silence.
+#[tokio::test]
+async fn a_message_that_arrives_slowly_keeps_its_connection_open() {
+    use tokio::io::AsyncWriteExt;
+    let s = serve_with(|c| c.heartbeat_interval = Duration::from_millis(100));
+    let mut stream = raw::open(s.server.addr, &[]).await;
+    let text = format!(r#"{{"type":"call","id":1,"method":"app.echo","args":["{}"]}}"#, "x".repeat(300));
+    let frame = raw::frame(0x81, text.as_bytes());
+    // Ten intervals, a piece every 20 ms.
+    let started = std::time::Instant::now();
+    for piece in frame.chunks(frame.len().div_ceil(50)) {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started.elapsed() > Duration::from_millis(600), "{:?}", started.elapsed());
+    let (opcode, reply) = raw::server_frame(&mut stream).await.expect("the reply, not a close");
+    assert_eq!(opcode, 1, "{}", String::from_utf8_lossy(&reply));
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    assert_eq!(reply["id"], 1, "{reply}");
+}
+
 #[tokio::test]
 async fn a_client_at_its_limit_of_calls_is_not_taken_for_silent() {
     let s = serve_with(|c| {

@@ -68,11 +68,21 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
     };
     let (parts, body) = request.into_parts();
     let args = if method == Method::POST {
-        let bytes = match axum::body::to_bytes(body, shared.config.max_message_bytes).await {
-            Ok(bytes) => bytes,
-            Err(_) => {
+        // The body must arrive within the time its headers had: a client
+        // that never finishes it would otherwise hold its connection, and a
+        // file descriptor, for ever.
+        let limit = shared.config.header_timeout;
+        let bytes = match tokio::time::timeout(limit, axum::body::to_bytes(body, shared.config.max_message_bytes)).await
+        {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
                 let message = format!("the body is larger than {} bytes", shared.config.max_message_bytes);
                 return error(format, StatusCode::PAYLOAD_TOO_LARGE, "bad_request", &message);
+            }
+            Err(_) => {
+                let message =
+                    format!("the body did not arrive within {} s (server.header_timeout)", limit.as_secs_f64());
+                return error(format, StatusCode::REQUEST_TIMEOUT, "bad_request", &message);
             }
         };
         if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -16,11 +16,16 @@ use axum::routing::get;
 
 use crate::Shared;
 
+/// How long requests under way at shutdown have to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Accepts connections and serves each with HTTP/1.1 (WebSocket upgrades
-/// included) until `shutdown` resolves, then lets the requests under way end.
+/// included) until `shutdown` resolves, then lets the requests under way end
+/// (for at most [`SHUTDOWN_GRACE`]).
 ///
 /// A client must send a request's headers within `header_timeout` (at most a
-/// day), and a kept-alive connection with no request for that long is closed:
+/// day; the HTTP API gives a body as long), and a kept-alive connection with
+/// no request for that long is closed:
 /// without that limit, connections that never finish their headers would be
 /// held for ever, and enough of them would use up the server's file
 /// descriptors.
@@ -70,8 +75,11 @@ pub(crate) async fn serve(
             tokio::select! {
                 _ = connection.as_mut() => {}
                 _ = stop_heard.changed() => {
+                    // The request under way may end, within a limit: one
+                    // whose body never comes must not keep the server from
+                    // stopping.
                     connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
                 }
             }
             drop(done_rx);

@@ -123,6 +123,8 @@ pub(crate) struct Socket {
     max_message: usize,
     /// Frames to write.
     out: Vec<u8>,
+    /// Bytes arrived since [`Socket::take_progress`] last looked.
+    progress: bool,
 }
 
 /// One frame found at the start of a buffer, its payload unmasked in place.
@@ -408,6 +410,7 @@ impl Socket {
             partial: None,
             max_message,
             out: Vec::new(),
+            progress: false,
         }
     }
 
@@ -445,7 +448,7 @@ impl Socket {
                 let mut buf = ReadBuf::uninit(&mut chunk);
                 match ready!(Pin::new(&mut self.io).poll_read(cx, &mut buf)) {
                     Ok(()) if buf.filled().is_empty() => return Poll::Ready(None),
-                    Ok(()) => {}
+                    Ok(()) => self.progress = true,
                     Err(_) => return Poll::Ready(None),
                 }
                 let read = buf.filled_mut();
@@ -480,11 +483,17 @@ impl Socket {
                     reading.as_mut().poll(cx)
                 };
                 match ready!(read) {
-                    Ok(n) if n > 0 => {}
+                    Ok(n) if n > 0 => self.progress = true,
                     _ => return Poll::Ready(None),
                 }
             }
         }
+    }
+
+    /// Whether bytes arrived since the last look: a client sending a large
+    /// message slowly is not silent, though no message is whole yet.
+    pub(crate) fn take_progress(&mut self) -> bool {
+        std::mem::take(&mut self.progress)
     }
 
     /// The next message (see [`Socket::poll_next`]).
