@@ -38,7 +38,12 @@ pub fn templates(views: &[Source]) -> Result<(Templates, Vec<String>), Vec<Diagn
         let inner = view.inner_path();
         if !inner.contains('/') {
             if view.path != LAYOUT {
-                warnings.push(format!("{} is not used: templates live in sub-folders of app/views", view.path));
+                let stem = inner.trim_end_matches(".html");
+                warnings.push(format!(
+                    "{} is not used, and SS.tmpl('{stem}') will not find it: templates live in sub-folders of \
+                     app/views (app/views/main/{inner} becomes the template `main-{stem}`)",
+                    view.path
+                ));
             }
             continue;
         }

@@ -268,10 +268,14 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
         app.env(),
         engine.actions.len()
     );
+    // Lines of an input still open (a bracket, a string, a comment), to
+    // run once it closes, or when an empty line says to run it as it is.
+    let mut input = String::new();
     loop {
-        match editor.readline("ss> ") {
+        let prompt = if input.is_empty() { "ss> " } else { "... " };
+        match editor.readline(prompt) {
             Ok(line) => {
-                if line.trim().is_empty() {
+                if line.trim().is_empty() && input.is_empty() {
                     continue;
                 }
                 let _ = editor.add_history_entry(line.as_str());
@@ -279,22 +283,108 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
                 if let Some(history) = &history {
                     let _ = editor.append_history(history);
                 }
-                match runtime.block_on(engine.evaluate(line)) {
+                if !input.is_empty() {
+                    input.push('\n');
+                }
+                input.push_str(&line);
+                if !line.trim().is_empty() && unfinished(&input) {
+                    continue;
+                }
+                match runtime.block_on(engine.evaluate(std::mem::take(&mut input))) {
                     Ok(value) => println!("{value}"),
                     Err(error) => eprintln!("{error}"),
                 }
             }
-            Err(rustyline::error::ReadlineError::Interrupted) => continue,
-            Err(rustyline::error::ReadlineError::Eof) => break,
+            Err(rustyline::error::ReadlineError::Interrupted) => {
+                // Drops an unfinished input, as a shell does.
+                input.clear();
+                continue;
+            }
+            Err(rustyline::error::ReadlineError::Eof) => {
+                // What is left runs as it is (and says what is missing).
+                if !input.is_empty() {
+                    match runtime.block_on(engine.evaluate(std::mem::take(&mut input))) {
+                        Ok(value) => println!("{value}"),
+                        Err(error) => eprintln!("{error}"),
+                    }
+                }
+                break;
+            }
             Err(e) => return Err(e).context("reading the console"),
         }
     }
     Ok(())
 }
 
+/// Whether console input is still open: a bracket not closed, or a string,
+/// template or block comment not ended. (A regular expression holding a
+/// bracket can fool it; an empty line runs the input as it is.)
+fn unfinished(input: &str) -> bool {
+    let mut depth = 0i32;
+    let mut chars = input.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth -= 1,
+            '"' | '\'' | '`' => {
+                let mut ended = false;
+                while let Some(d) = chars.next() {
+                    if d == '\\' {
+                        chars.next();
+                    } else if d == c {
+                        ended = true;
+                        break;
+                    } else if d == '\n' && c != '`' {
+                        // A quoted string ends with its line (an error JavaScript reports).
+                        ended = true;
+                        break;
+                    }
+                }
+                if !ended {
+                    return true;
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut closed = false;
+                let mut star = false;
+                for d in chars.by_ref() {
+                    if star && d == '/' {
+                        closed = true;
+                        break;
+                    }
+                    star = d == '*';
+                }
+                if !closed {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    depth > 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_input_runs_once_it_is_closed() {
+        for open in ["function f(x) {", "[1,", "SS.server.app.square(", "`a\n${1", "/* note", "f({ a: '}' ,"] {
+            assert!(unfinished(open), "{open}");
+        }
+        for done in ["1 + 1", "function f(x) {\n  return x;\n}", "'('", "// (", "/* ( */ 1", "\"\\\"(\"", "x)"] {
+            assert!(!unfinished(done), "{done}");
+        }
+    }
 
     #[test]
     fn the_host_is_an_address_or_localhost() {

@@ -1,4 +1,5 @@
-//! `ssrun console`: evaluates what it reads with the app's server API, and
+//! `ssrun console`: evaluates what it reads with the app's server API (an
+//! input over several lines, top-level `await`, declarations that stay), and
 //! keeps each line in its history file as it goes.
 
 #![cfg(unix)]
@@ -32,7 +33,12 @@ fn the_console_evaluates_lines_and_keeps_them_in_its_history() {
         .spawn()
         .expect("the console starts");
     let mut input = console.stdin.take().unwrap();
-    input.write_all(b"SS.server.app.square(7)\nSS.shared.pi.rough() + 1\nnope(\n").unwrap();
+    input
+        .write_all(
+            b"SS.server.app.square(7)\nSS.shared.pi.rough() + 1\nconst q = 3\nq + 1\nawait SS.server.app.square(5)\n\
+              function twice(x) {\n  return x * 2;\n}\ntwice(q)\nnope(\n",
+        )
+        .unwrap();
     drop(input);
     let out = console.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -40,8 +46,11 @@ fn the_console_evaluates_lines_and_keeps_them_in_its_history() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("ssrun console (development): 1 action(s) in SS.server"), "{stdout}");
-    assert_eq!(&lines[1..], ["49", "4"], "{stdout}");
+    // A `const` stays for the next line, `await` works at the top level, and
+    // an input open at the end of a line goes on to the next.
+    assert_eq!(&lines[1..], ["49", "4", "undefined", "4", "25", "undefined", "6"], "{stdout}");
     assert!(stderr.starts_with("SyntaxError"), "{stderr}");
     let history = std::fs::read_to_string(home.path().join(".ssrun_history")).unwrap();
-    assert!(history.ends_with("SS.server.app.square(7)\nSS.shared.pi.rough() + 1\nnope(\n"), "{history}");
+    assert!(history.contains("SS.server.app.square(7)\nSS.shared.pi.rough() + 1\nconst q = 3\n"), "{history}");
+    assert!(history.ends_with("twice(q)\nnope(\n"), "{history}");
 }

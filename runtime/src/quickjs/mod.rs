@@ -1017,6 +1017,24 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
         })?,
     )?;
 
+    // The console's input, run as a script of its own (as a browser's
+    // console runs each entry): its top-level `let`, `const` and `class`
+    // stay for the next input, and it may `await` at its top level. Gives
+    // a Promise of `{ value }`, the input's completion value.
+    native.set(
+        "script",
+        Function::new(ctx.clone(), |ctx: Ctx<'js>, source: String| -> rquickjs::Result<rquickjs::Value<'js>> {
+            let mut options = rquickjs::context::EvalOptions::default();
+            options.global = true;
+            // Sloppy, as consoles are (`x = 5` makes a global).
+            options.strict = false;
+            options.promise = true;
+            options.backtrace_barrier = true;
+            options.filename = Some("console".into());
+            ctx.eval_with_options(source, options)
+        })?,
+    )?;
+
     // Claims a client's call for an answer (see [`Reply`]): its id when
     // nothing answered it yet, else -1 (and -1 for anything but a call).
     native.set(

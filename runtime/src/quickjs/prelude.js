@@ -693,9 +693,13 @@
       tag = 'console';
       owner = null;
       try {
-        var value = (0, eval)(source);
-        if (value && typeof value.then === 'function') value.then(answer, fail);
-        else answer(value);
+        // A Promise of { value } (see the host's `script`); a value that is
+        // itself a Promise is awaited too.
+        host.script(source).then(function (completion) {
+          var value = completion && completion.value;
+          if (value && typeof value.then === 'function') value.then(answer, fail);
+          else answer(value);
+        }, fail);
       } catch (error) {
         fail(error);
       } finally {
