@@ -659,12 +659,15 @@ fn thrown_text<'js>(ctx: &Ctx<'js>, value: rquickjs::Value<'js>) -> (String, Opt
         };
         return (message, Some(exception.stack().unwrap_or_default()));
     }
-    let text = ctx
-        .json_stringify(value)
-        .ok()
-        .flatten()
-        .and_then(|s| s.to_string().ok())
-        .unwrap_or_else(|| "a value that is not an Error".into());
+    if value.is_null() {
+        // What QuickJS throws when it cannot even make an error.
+        return ("null (the engine throws null when it is out of memory: see server.js_memory_limit)".into(), None);
+    }
+    let text = ctx.json_stringify(value).ok().flatten().and_then(|s| s.to_string().ok()).unwrap_or_else(|| {
+        "a value that is not an Error and could not be written out (the engine may be out of memory: see \
+         server.js_memory_limit)"
+            .into()
+    });
     (text, None)
 }
 
