@@ -23,6 +23,18 @@ pub enum ActionNode {
 /// Names that cannot be actions: the action context uses them.
 pub const RESERVED_ACTIONS: [&str; 2] = ["session", "user"];
 
+/// Whether `part` (a folder, a file's key or an action's key) can be part of
+/// an action's name: a JavaScript identifier of ASCII letters, digits, `_`
+/// and `$`, as `SS.server.a.b` and `/api/a/b` reach it. ssbuild checks the
+/// names it can read when packing; ssrun checks every name when it starts,
+/// with the same rule (`Registry::check`: the runtime does not link the
+/// compiler).
+pub fn is_action_identifier(part: &str) -> bool {
+    !part.is_empty()
+        && !part.starts_with(|c: char| c.is_ascii_digit())
+        && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
 /// What a module exports, as far as its syntax says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Exports {

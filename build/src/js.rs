@@ -173,6 +173,8 @@ pub fn compile_module_with(
             // A `#!` line means nothing inside the module function, and breaks it.
             drop_hashbang(&mut program);
             if typescript {
+                let mut scopes = TsScopes(false);
+                program.visit_with(&mut scopes);
                 program.mutate(swc_core::ecma::transforms::typescript::strip(unresolved, top_level));
                 // The function strip writes for an enum or a namespace names its
                 // parameter as the enum (`let E = function (E) {...}({})`) with
@@ -180,8 +182,10 @@ pub fn compile_module_with(
                 // apart by name and marks, takes the two for one, and inlining
                 // the function declares it twice (`var a; let a = ...`). Read
                 // afresh from the names, as the printed code reads, they are two.
-                program.visit_mut_with(&mut ForgetScopes);
-                program.mutate(resolver(unresolved, top_level, false));
+                if scopes.0 {
+                    program.visit_mut_with(&mut ForgetScopes);
+                    program.mutate(resolver(unresolved, top_level, false));
+                }
             }
             if program.is_module() {
                 let features = FeatureFlag { support_block_scoping: true, support_arrow: true };
@@ -200,6 +204,20 @@ pub fn compile_module_with(
             Ok(Compiled { code, map, exports, requires, awaits: tags.found })
         })
     })
+}
+
+/// Whether a TypeScript program has an enum or a namespace (which strip
+/// turns into a function whose parameter is named as the binding outside it).
+struct TsScopes(bool);
+
+impl Visit for TsScopes {
+    fn visit_ts_enum_decl(&mut self, _: &swc_core::ecma::ast::TsEnumDecl) {
+        self.0 = true;
+    }
+
+    fn visit_ts_module_decl(&mut self, _: &swc_core::ecma::ast::TsModuleDecl) {
+        self.0 = true;
+    }
 }
 
 /// Clears every scope mark resolver set, so that it can run again.

@@ -15,7 +15,7 @@ use crate::config::BuildConfig;
 use crate::diagnostic::Diagnostic;
 use crate::discover::{Kind, MODULE_EXTENSIONS, Source};
 use crate::disk::normalize;
-use crate::exports::{ActionNode, RESERVED_ACTIONS};
+use crate::exports::{ActionNode, RESERVED_ACTIONS, is_action_identifier};
 use crate::js::Compiled;
 use crate::tree::{Node, Tree, build_tree, is_private, modules_of};
 
@@ -597,12 +597,6 @@ fn action_names(node: &BTreeMap<String, ActionNode>, prefix: &str, out: &mut Vec
             ActionNode::Namespace(inner) => action_names(inner, &name, out),
         }
     }
-}
-
-fn is_action_identifier(part: &str) -> bool {
-    !part.is_empty()
-        && !part.starts_with(|c: char| c.is_ascii_digit())
-        && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
 }
 
 fn lib_server_name(source: &Source) -> String {

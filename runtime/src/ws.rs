@@ -383,6 +383,8 @@ impl Connection {
     fn heard(&mut self) {
         self.last_heard = Instant::now();
         self.seems_silent = false;
+        // Bytes read up to here are this message's (see `Socket::take_progress`).
+        self.socket.take_progress();
     }
 
     async fn live(&mut self) {

@@ -652,6 +652,18 @@ async fn frames_are_read_and_written_as_rfc_6455_says() {
     stream.write_all(&raw::frame(0x88, &[0x03, 0xE8, b'o', b'k'])).await.unwrap();
     assert_eq!(raw::close_code(&mut stream).await, 1000);
 
+    // A call read in the same batch as the close is answered before the
+    // close's answer, which comes last.
+    let call_then_close = [
+        raw::frame(0x81, br#"{"type":"call","id":3,"method":"app.square","args":[4]}"#),
+        raw::frame(0x88, &[0x03, 0xE8]),
+    ]
+    .concat();
+    let mut closing = raw::open(addr, &call_then_close).await;
+    let (opcode, reply) = raw::server_frame(&mut closing).await.expect("the reply");
+    assert_eq!((opcode, String::from_utf8(reply).unwrap().as_str()), (1, r#"{"type":"reply","id":3,"result":16}"#));
+    assert_eq!(raw::close_code(&mut closing).await, 1000);
+
     // Frames that break the protocol close the connection with the code that
     // says why, and another client is served all along.
     let mut bystander = WsClient::connect(addr, None).await;

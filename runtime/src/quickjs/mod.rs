@@ -567,12 +567,16 @@ impl Host {
     /// run into the limit; `false` when no call waits for that answer (the
     /// work was no client's, or its call was answered), for the caller to log.
     fn fail_interrupted(&self, ctx: &Ctx<'_>, message: &str, stack: &str) -> bool {
-        // A new time limit for this short run.
+        // A new time limit for this short run only: the jobs still queued
+        // behind the stopped one stay under the limit that stopped it.
+        let expired = self.deadline.load(Ordering::Relaxed);
         self.arm(Instant::now());
-        let id = match global_fn(ctx, "interrupted").and_then(|f| f.call::<_, f64>(())) {
-            Ok(id) if id >= 0.0 => id as u64,
-            _ => return false,
+        let claimed = match global_fn(ctx, "interrupted").and_then(|f| f.call::<_, f64>(())) {
+            Ok(id) if id >= 0.0 => Some(id as u64),
+            _ => None,
         };
+        self.deadline.store(expired, Ordering::Relaxed);
+        let Some(id) = claimed else { return false };
         let Some(name) = self.state.borrow().pending.get(&id).map(|p| p.name.clone()) else { return false };
         self.answer(id, Err(self.failure(&name, message, stack)));
         true
@@ -661,7 +665,10 @@ fn thrown_text<'js>(ctx: &Ctx<'js>, value: rquickjs::Value<'js>) -> (String, Opt
     }
     if value.is_null() {
         // What QuickJS throws when it cannot even make an error.
-        return ("null (the engine throws null when it is out of memory: see server.js_memory_limit)".into(), None);
+        return (
+            "null (thrown by the code, or by the engine when it is out of memory: see server.js_memory_limit)".into(),
+            None,
+        );
     }
     let text = ctx.json_stringify(value).ok().flatten().and_then(|s| s.to_string().ok()).unwrap_or_else(|| {
         "a value that is not an Error and could not be written out (the engine may be out of memory: see \

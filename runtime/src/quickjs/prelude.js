@@ -30,6 +30,8 @@
   // work no client's call started. What that work throws later fails that
   // call (see `callback`). `caller()` is whichever holds it.
   var owner = null;
+  // The console's input being evaluated (its call id), else -1.
+  var consoleCall = -1;
   function caller() {
     return running || owner;
   }
@@ -251,7 +253,7 @@
   // or rejected with; when the call was answered already (or its caller is
   // gone, or past its timeout), the error goes to the log instead.
   function fail(c, error) {
-    if (!failLate(c, error)) console.error('after the call was answered:', error);
+    if (!failLate(c, error)) console.error('after the call was answered (or its caller had gone):', error);
   }
 
   // What a rejection hands to a callback, which takes errors and answers
@@ -626,7 +628,10 @@
       running = null;
       owner = null;
       tag = 'server';
-      return o && !Array.isArray(o) ? host.claim(o) : -1;
+      if (o && !Array.isArray(o)) return host.claim(o);
+      // In the console's own process, what runs for no call is the input
+      // it waits for (whose top-level awaits carry no owner).
+      return consoleCall;
     },
     fire: function (id) {
       var timer = timers[id];
@@ -684,10 +689,13 @@
 
     // The console: evaluates one input and answers through reply(), awaiting a Promise.
     evaluate: function (callId, source) {
+      consoleCall = callId;
       var answer = function (value) {
+        consoleCall = -1;
         host.reply(callId, false, JSON.stringify(describe(value)));
       };
       var fail = function (error) {
+        consoleCall = -1;
         host.reply(callId, true, errorText(error));
       };
       tag = 'console';
