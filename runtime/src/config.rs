@@ -257,6 +257,12 @@ impl Config {
     fn set(&mut self, key: &str, value: &toml::Value) -> Result<(), String> {
         let wanted = KEYS.iter().find(|(k, _)| *k == key).map(|(_, w)| *w);
         let Some(wanted) = wanted else {
+            if key == "redis" || key.starts_with("redis.") {
+                return Err(format!(
+                    "`{key}`: ssrun has no Redis support yet (sessions, users online and pub/sub live in the \
+                     memory of one server); remove the [redis] table"
+                ));
+            }
             let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
             return Err(format!("unknown key `{key}` (ssrun reads {}; [build] is ssbuild's)", known.join(", ")));
         };
@@ -412,7 +418,7 @@ mod tests {
     fn unknown_keys_wrong_values_and_bad_toml_name_the_file_and_key() {
         let cases = [
             ("[api]\nprefx = \"x\"\n", "unknown key `api.prefx` (ssrun reads http.port"),
-            ("[redis]\nurl = \"redis://localhost\"\n", "unknown key `redis.url`"),
+            ("[redis]\nurl = \"redis://localhost\"\n", "`redis.url`: ssrun has no Redis support yet"),
             ("[api]\nenabled = \"yes\"\n", "`api.enabled` takes true or false, not the string \"yes\""),
             ("[client.log]\nlevel = 7\n", "`client.log.level` takes 0 to 4, not integer 7"),
             ("[log]\nlevel = \"loud\"\n", "`log.level` takes 0 to 4, not the string \"loud\""),

@@ -329,6 +329,48 @@ async fn set_user_id_takes_a_user_id_and_nothing_else() {
     assert_eq!(c.call(6, "misbehave.signInAs", json!(["ann"])).await["result"], "ann");
 }
 
+/// Publishing or subscribing with no name (or null, an empty string, an
+/// object) is an error the action sees, not an event for a user, channel or
+/// event named "undefined"; numbers and strings are names.
+#[tokio::test]
+async fn publish_and_subscribe_refuse_a_missing_name() {
+    let source = "exports.actions = {\n  \
+        run(what) {\n    const p = SS.publish;\n    switch (what) {\n      \
+        case 'broadcast': p.broadcast(); break;\n      case 'user': p.user(undefined, 'e', 1); break;\n      \
+        case 'users': p.users(['ann', null], 'e', 1); break;\n      case 'channel': p.channel({}, 'e', 1); break;\n      \
+        case 'event': p.channel('red', '', 1); break;\n      case 'subscribe': this.session.channel.subscribe(); break;\n      \
+        case 'good': p.user(42, 'e', 1); p.channel(['red', 7], 'e', 1); p.broadcast('e'); break;\n    }\n    \
+        return 'published';\n  },\n};\n";
+    let s = serve_seed_with("names.js", source);
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    let refused = [
+        (
+            "broadcast",
+            "TypeError: SS.publish.broadcast needs an event name (a non-empty string or a number), not undefined",
+        ),
+        ("user", "TypeError: SS.publish.user needs a user id (a non-empty string or a number), not undefined"),
+        ("users", "TypeError: SS.publish.users needs user ids (a non-empty string or a number), not null"),
+        (
+            "channel",
+            "TypeError: SS.publish.channel needs channel names (a non-empty string or a number), not an object",
+        ),
+        (
+            "event",
+            "TypeError: SS.publish.channel needs an event name (a non-empty string or a number), not an empty string",
+        ),
+        (
+            "subscribe",
+            "TypeError: channel.subscribe needs channel names (a non-empty string or a number), not undefined",
+        ),
+    ];
+    for (id, (what, expected)) in refused.into_iter().enumerate() {
+        let reply = c.call(id as u64 + 1, "names.run", json!([what])).await;
+        let message = reply["error"]["message"].as_str().unwrap_or("");
+        assert!(message.starts_with(expected), "{what}: {reply}");
+    }
+    assert_eq!(c.call(9, "names.run", json!(["good"])).await["result"], "published");
+}
+
 #[tokio::test]
 async fn production_errors_are_generic_with_an_id() {
     let s = serve_seed("production", |_| {});

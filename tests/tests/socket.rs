@@ -701,7 +701,8 @@ async fn requests_that_are_not_a_websocket_handshake_are_refused() {
         ),
         ("no key", "GET", format!("{upgrade}{version}"), "400", ""),
         ("a key of 5 bytes", "GET", format!("{upgrade}Sec-WebSocket-Key: c2hvcnQ=\r\n{version}"), "400", ""),
-        ("a HEAD", "HEAD", format!("{upgrade}{key}{version}"), "405", "allow: get"),
+        ("a HEAD", "HEAD", format!("{upgrade}{key}{version}"), "405", "allow: get\r\n"),
+        ("a POST", "POST", format!("{upgrade}{key}{version}Content-Length: 0\r\n"), "405", "allow: get\r\n"),
     ];
     for (what, method, headers, status, header) in cases {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

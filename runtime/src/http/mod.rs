@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::any;
 
 use crate::Shared;
 
@@ -46,6 +46,12 @@ pub(crate) async fn serve(
     let mut shutdown = pin!(shutdown);
     loop {
         let stream = tokio::select! {
+            // Shutdown first: once it is asked for, no connection waiting to
+            // be accepted is taken. In development the next build's server
+            // accepts on the same listening socket, and a request made after
+            // the switch must reach it, not the build being retired.
+            biased;
+            () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) if matches!(
@@ -60,7 +66,6 @@ pub(crate) async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
         };
         // Small writes (a reply, an event) go out at once, not held back
         // until the peer acknowledges the last one (Nagle's algorithm). It
@@ -94,7 +99,12 @@ pub(crate) async fn serve(
 
 /// The routes of a served app.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new().route(crate::ws::PATH, get(crate::ws::upgrade)).fallback(dispatch).with_state(shared)
+    Router::new()
+        // Every method reaches the handshake, which refuses all but GET with
+        // the one method it allows.
+        .route(crate::ws::PATH, any(crate::ws::upgrade))
+        .fallback(dispatch)
+        .with_state(shared)
 }
 
 async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Response {
@@ -106,4 +116,49 @@ async fn dispatch(State(shared): State<Arc<Shared>>, request: Request) -> Respon
     }
     let (parts, _) = request.into_parts();
     files::serve(&shared.loaded, &parts.method, &parts.uri, &parts.headers).await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::Poll;
+    use std::time::Duration;
+
+    use axum::Router;
+
+    /// A server told to stop takes no connection waiting to be accepted,
+    /// even when it hears of both at once: in development the next build's
+    /// server accepts on the same listening socket, and what arrives after
+    /// the switch must reach it.
+    #[tokio::test]
+    async fn a_stopped_server_leaves_waiting_connections_to_the_next() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        // Many tries, as an unordered choice between two ready branches is random.
+        for _ in 0..24 {
+            // A stop that wakes nobody: the server hears of it only when the
+            // connection wakes it, and then both are ready.
+            let stop = Arc::new(AtomicBool::new(false));
+            let stopped = stop.clone();
+            let shutdown =
+                std::future::poll_fn(
+                    move |_| if stopped.load(Ordering::Relaxed) { Poll::Ready(()) } else { Poll::Pending },
+                );
+            let old = tokio::net::TcpListener::from_std(listener.try_clone().unwrap()).unwrap();
+            let server = tokio::spawn(super::serve(old, Router::new(), Duration::from_secs(5), shutdown));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            stop.store(true, Ordering::Relaxed);
+            let client = tokio::net::TcpStream::connect(address).await.unwrap();
+            tokio::time::timeout(Duration::from_secs(5), server).await.expect("the server stops").unwrap().unwrap();
+            // The connection is still there for the next server to accept.
+            let next = tokio::net::TcpListener::from_std(listener.try_clone().unwrap()).unwrap();
+            let (accepted, _) = tokio::time::timeout(Duration::from_secs(2), next.accept())
+                .await
+                .expect("the connection waits to be accepted")
+                .unwrap();
+            assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());
+        }
+    }
 }

@@ -267,8 +267,20 @@
     return error;
   }
 
-  function names(list) {
-    return Array.isArray(list) ? list.map(String) : [String(list)];
+  // A user id, channel or event name given to `api`: a non-empty string, a
+  // number, or an object whose String() names it. String(undefined) would
+  // quietly publish to (or subscribe to) one named "undefined".
+  function named(value, api, what) {
+    var text = value === null || value === undefined || typeof value === 'boolean' ? '' : String(value);
+    if (text === '' || text === 'NaN' || text === '[object Object]') {
+      throw new TypeError(api + ' needs ' + what + ' (a non-empty string or a number), not ' +
+        (value === '' ? 'an empty string' : value !== null && typeof value === 'object' ? 'an object' : String(value)));
+    }
+    return text;
+  }
+
+  function names(list, api, what) {
+    return (Array.isArray(list) ? list : [list]).map(function (value) { return named(value, api, what); });
   }
 
   // The session API of the call whose `this` is `self` and record `c`.
@@ -317,10 +329,10 @@
       },
       channel: {
         subscribe: function (list, cb) {
-          return operation(c, 'subscribe', names(list), cb);
+          return operation(c, 'subscribe', names(list, 'channel.subscribe', 'channel names'), cb);
         },
         unsubscribe: function (list, cb) {
-          return operation(c, 'unsubscribe', names(list), cb);
+          return operation(c, 'unsubscribe', names(list, 'channel.unsubscribe', 'channel names'), cb);
         },
         list: function (cb) {
           return operation(c, 'channels', [], cb);
@@ -456,16 +468,22 @@
 
   SS.publish = {
     user: function (userId, event, data) {
-      host.publish('user', stringify([String(userId)]), String(event), stringify(data));
+      var api = 'SS.publish.user';
+      host.publish('user', stringify([named(userId, api, 'a user id')]), named(event, api, 'an event name'),
+        stringify(data));
     },
     users: function (userIds, event, data) {
-      host.publish('users', stringify(names(userIds)), String(event), stringify(data));
+      var api = 'SS.publish.users';
+      host.publish('users', stringify(names(userIds, api, 'user ids')), named(event, api, 'an event name'),
+        stringify(data));
     },
     broadcast: function (event, data) {
-      host.publish('broadcast', '[]', String(event), stringify(data));
+      host.publish('broadcast', '[]', named(event, 'SS.publish.broadcast', 'an event name'), stringify(data));
     },
     channel: function (channels, event, data) {
-      host.publish('channel', stringify(names(channels)), String(event), stringify(data));
+      var api = 'SS.publish.channel';
+      host.publish('channel', stringify(names(channels, api, 'channel names')), named(event, api, 'an event name'),
+        stringify(data));
     }
   };
   SS.users = {
