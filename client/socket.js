@@ -37,7 +37,8 @@
   var build = null;
 
   function emitter() {
-    var handlers = {};
+    // No prototype: an event may be named `constructor` or `__proto__`.
+    var handlers = Object.create(null);
     return {
       on: function (name, fn) {
         (handlers[name] || (handlers[name] = [])).push(fn);
@@ -105,10 +106,9 @@
   function send(entry) {
     entry.id = nextId++;
     inFlight[entry.id] = entry;
-    var message = { type: 'call', id: entry.id, method: entry.method, args: entry.args };
-    if (entry.options.silent) message.silent = true;
-    else log(4, 'log', ['<- ' + entry.method, entry.args]);
-    socket.send(JSON.stringify(message));
+    if (!entry.options.silent) log(4, 'log', ['<- ' + entry.method, entry.args]);
+    socket.send('{"type":"call","id":' + entry.id + ',"method":' + JSON.stringify(entry.method) + ',"args":' +
+      entry.json + (entry.options.silent ? ',"silent":true}' : '}'));
   }
 
   function call(method, args, options) {
@@ -118,6 +118,14 @@
       entry.resolve = resolve;
       entry.reject = reject;
     });
+    // Turned into JSON now: arguments that cannot be (a BigInt, a cycle)
+    // fail this call alone, rather than the sending of the queue later.
+    try {
+      entry.json = JSON.stringify(args);
+    } catch (error) {
+      settle(entry, failure('bad_args', method + ': its arguments cannot be sent as JSON (' + error.message + ')'));
+      return promise;
+    }
     if (entry.options.timeout > 0) {
       entry.timer = setTimeout(function () {
         var at = queue.indexOf(entry);
@@ -303,7 +311,13 @@
       var app = SS.client && SS.client.app;
       if (app && typeof app.init === 'function') {
         try {
-          app.init();
+          var running = app.init();
+          // An async init() rejects rather than throws.
+          if (running && typeof running.then === 'function') {
+            running.then(null, function (error) {
+              log(1, 'error', ['SocketStream: SS.client.app.init() failed:', error]);
+            });
+          }
         } catch (error) {
           log(1, 'error', ['SocketStream: SS.client.app.init() threw:', error]);
         }
@@ -368,6 +382,10 @@
       stop(event.reason);
       return;
     }
+    // A server going away (restarting, or in development serving a new
+    // build) after a session was up: the next one is likely there at once,
+    // so the back-off starts over rather than growing with each restart.
+    if (event.code === 1001 && wasReady) attempts = 0;
     var ceiling = Math.min(MAX_DELAY, 250 * Math.pow(2, attempts));
     var delay = ceiling / 2 + Math.random() * ceiling / 2;
     attempts++;

@@ -48,6 +48,30 @@ pub fn targets(browsers: &[String]) -> Result<Targets, String> {
     }
 }
 
+/// The names the app's stylesheet entry may have, the first found packed.
+const ENTRIES: [&str; 3] = ["app/css/app.scss", "app/css/app.sass", "app/css/app.css"];
+
+/// A warning for each stylesheet entry that is there beside the one packed
+/// (an `app.css` beside `app.scss`: its edits would change nothing).
+pub fn unused_entries(styles: &[Source]) -> Vec<String> {
+    let present: Vec<&str> = ENTRIES
+        .iter()
+        .copied()
+        .filter(|entry| styles.iter().any(|s| s.kind == Kind::Style && s.path == *entry))
+        .collect();
+    present
+        .iter()
+        .skip(1)
+        .map(|unused| {
+            format!(
+                "{unused} is not packed: {} is the stylesheet (the first of app.scss, app.sass, app.css); \
+                 import it from there, or remove one",
+                present[0]
+            )
+        })
+        .collect()
+}
+
 /// Builds the app's stylesheet. `styles` are the discovered `lib/css` and `app/css` files.
 pub fn build(
     disk: &dyn Disk,
@@ -64,9 +88,7 @@ pub fn build(
         sheets.push((lib.path.clone(), base, lib.text.clone()));
     }
     let app_styles: Vec<&Source> = styles.iter().filter(|s| s.kind == Kind::Style).collect();
-    let entry = ["app/css/app.scss", "app/css/app.sass", "app/css/app.css"]
-        .iter()
-        .find_map(|p| app_styles.iter().find(|s| s.path == *p));
+    let entry = ENTRIES.iter().find_map(|p| app_styles.iter().find(|s| s.path == *p));
     if let Some(entry) = entry {
         if entry.path.ends_with(".css") {
             sheets.push((entry.path.clone(), "app/css".into(), entry.text.clone()));

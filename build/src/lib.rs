@@ -134,6 +134,7 @@ fn pack_inner(
     stages.mark("discover");
     let mut warnings: Vec<String> =
         sources.ignored.iter().map(|p| format!("{p} is not packed: {}", why_ignored(p))).collect();
+    warnings.extend(css::unused_entries(&sources.styles));
 
     let mut cache = if options.cache && config_problems.is_empty() {
         match warm.as_deref() {

@@ -106,7 +106,8 @@ fn look(dir: &Path, depth: usize, skip: &Skip, files: &mut Snapshot, folders: &m
 /// Packs `options.app` now and again after every change, calling `report`
 /// with each result, until `report` returns `false`. A change is packed once
 /// the files have stayed the same for one more look (an editor that writes a
-/// file in several steps gives one pack, not several). A file that keeps
+/// file in several steps gives one pack, not several) and, where file events
+/// tell, no file written to is still open for writing. A file that keeps
 /// changing through a whole second of looks (a log written under the app's
 /// folder) holds a pack back no longer than that, and is left out of the
 /// comparisons until it holds still for a pause between looks, so it causes
@@ -151,7 +152,11 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
             std::thread::sleep(look.pause() / 4);
             let again = look.take(&options.app, &out);
             restless.update(&last, &again, look.pause());
-            calm = same(&again, &last, &restless);
+            // A file still open for writing is not done, however still it
+            // looks: a save that empties the file, then writes it a moment
+            // later (a busy machine, an editor writing in pieces), must not
+            // be packed empty.
+            calm = same(&again, &last, &restless) && !bell.writing(&restless);
             previous = Some(std::mem::replace(&mut last, again));
         }
         if !calm && let Some(previous) = &previous {
@@ -223,6 +228,9 @@ fn changed(a: &Snapshot, b: &Snapshot) -> Vec<std::ffi::OsString> {
 struct Doorbell {
     watcher: Option<notify::RecommendedWatcher>,
     rings: mpsc::Receiver<()>,
+    /// Files written to and not yet closed, with when they were last
+    /// written (Linux only: see [`TRACKS_WRITERS`]).
+    writing: std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, std::time::Instant>>>,
     /// Paths reported removed or renamed away: a folder made again under the
     /// same name needs a new watch.
     gone: mpsc::Receiver<PathBuf>,
@@ -234,6 +242,10 @@ struct Doorbell {
 
 /// Whether the app's folder is watched whole rather than folder by folder.
 const WATCH_WHOLE: bool = cfg!(any(windows, target_os = "macos"));
+
+/// Whether file events say when a file written to is closed (inotify's
+/// `IN_CLOSE_WRITE`); elsewhere a settle goes by the looks alone.
+const TRACKS_WRITERS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// What the looks skip: a path with a hidden or `node_modules` part below
 /// `root`, or under the output folder `out`.
@@ -254,19 +266,36 @@ impl Doorbell {
         let (ring, rings) = mpsc::sync_channel(1);
         let (gone_tx, gone) = mpsc::channel();
         let (root_path, out_path) = (root.to_path_buf(), out.to_path_buf());
+        let writing = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
+        let writers = writing.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            use notify::EventKind;
+            use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
             let Ok(event) = event else { return };
             let paths: Vec<&PathBuf> = event.paths.iter().filter(|p| !skipped(p, &root_path, &out_path)).collect();
+            let mut writers = writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match event.kind {
-                // Reading a file or listing a folder (the looks do) is no change.
-                notify::EventKind::Access(_) => return,
-                notify::EventKind::Remove(_) | notify::EventKind::Modify(notify::event::ModifyKind::Name(_)) => {
+                EventKind::Create(CreateKind::File) | EventKind::Modify(ModifyKind::Data(_)) if TRACKS_WRITERS => {
+                    let now = std::time::Instant::now();
+                    writers.extend(paths.iter().map(|path| (path.to_path_buf(), now)));
+                }
+                EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
                     for path in &paths {
+                        writers.remove(*path);
+                    }
+                    return;
+                }
+                // Reading a file or listing a folder (the looks do) is no change.
+                EventKind::Access(_) => return,
+                EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)) => {
+                    for path in &paths {
+                        writers.remove(*path);
                         let _ = gone_tx.send(path.to_path_buf());
                     }
                 }
                 _ => {}
             }
+            drop(writers);
             if event.paths.is_empty() || !paths.is_empty() {
                 let _ = ring.try_send(());
             }
@@ -274,6 +303,7 @@ impl Doorbell {
         let mut bell = Doorbell {
             watcher: watcher.ok(),
             rings,
+            writing,
             gone,
             gone_paths: BTreeSet::new(),
             watched: BTreeSet::new(),
@@ -328,6 +358,15 @@ impl Doorbell {
                 self.gone_paths.insert(path);
             }
         }
+    }
+
+    /// Whether a file that is not restless was written to lately and is
+    /// still open for writing. One left open longer than the settle limit
+    /// (a writer that keeps it open) counts no more.
+    fn writing(&self, restless: &Restless) -> bool {
+        let mut writers = self.writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        writers.retain(|_, written| written.elapsed() < SETTLE_LIMIT);
+        writers.keys().any(|path| !restless.0.contains_key(path.as_os_str()))
     }
 
     /// Waits for `pause`, or less when a file event comes (then `true`).
@@ -624,6 +663,73 @@ mod tests {
         assert!(found < SETTLE_LIMIT + Duration::from_secs(5), "packed {found:?} after the change");
         // The watcher ends at its next report, which this change brings.
         std::fs::write(root.join("app/client/extra.js"), "exports.x = 22;\n").unwrap();
+        watcher.join().unwrap();
+    }
+
+    /// A save that empties a file and writes it a moment later (longer than
+    /// the looks of a settle take) is packed once, whole: never the empty
+    /// file in between. Only where file events say when a writer closes.
+    #[test]
+    fn a_file_still_open_for_writing_is_not_packed_half_written() {
+        use std::io::Write;
+        if !TRACKS_WRITERS {
+            eprintln!("skipped: file events here do not say when a file written to is closed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("app/client")).unwrap();
+        std::fs::create_dir_all(root.join("app/views")).unwrap();
+        std::fs::create_dir_all(root.join("app/server")).unwrap();
+        std::fs::write(root.join("app/client/app.js"), "exports.init = function () {};\n").unwrap();
+        std::fs::write(
+            root.join("app/views/app.html"),
+            "<!doctype html><html><head><SocketStream></head><body></body></html>\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("app/server/extra.js"), "exports.actions = { x() { return 1; } };\n").unwrap();
+        // Each pack's server code, as text.
+        fn text_under(dir: &Path) -> String {
+            let mut text = String::new();
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                text +=
+                    &if path.is_dir() { text_under(&path) } else { std::fs::read_to_string(&path).unwrap_or_default() };
+            }
+            text
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let options = PackOptions::new(&root, "development");
+        let server_code = root.join("dist/server");
+        let watcher = std::thread::spawn(move || {
+            watch(&options, |result| {
+                tx.send(result.map(|_| text_under(&server_code)).map_err(|e| e.to_string())).is_ok()
+            })
+        });
+        let first = rx.recv_timeout(Duration::from_secs(20)).expect("the first pack").expect("it packs");
+        assert!(first.contains("return 1") && !first.contains("later"), "{first}");
+        let mut bell = Doorbell::new(&root, &root.join("dist"));
+        bell.watch(&snapshot_and_folders(&root, &root.join("dist")).1);
+        if bell.watched.is_empty() {
+            assert!(std::env::var_os("CI").is_none(), "no file events on this machine");
+            eprintln!("skipped: no file events on this machine (the watch goes by its looks alone)");
+            drop(rx);
+            std::fs::write(root.join("app/client/app.js"), "exports.init = function () { return 1; };\n").unwrap();
+            watcher.join().unwrap();
+            return;
+        }
+        // Emptied, then written 400 ms later (several settles' looks), then closed.
+        let mut file = std::fs::File::create(root.join("app/server/extra.js")).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        file.write_all(b"exports.actions = { x() { return 1; }, later() { return 2; } };\n").unwrap();
+        drop(file);
+        let next = rx.recv_timeout(Duration::from_secs(20)).expect("a pack after the save");
+        assert!(matches!(&next, Ok(trees) if trees.contains("later")), "the emptied file was packed: {next:?}");
+        // And no second pack follows (the whole file was the one change).
+        let quiet = rx.recv_timeout(Duration::from_millis(1500));
+        assert!(quiet.is_err(), "a second pack: {quiet:?}");
+        drop(rx);
+        std::fs::write(root.join("app/client/app.js"), "exports.init = function () { return 2; };\n").unwrap();
         watcher.join().unwrap();
     }
 

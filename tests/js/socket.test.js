@@ -85,6 +85,7 @@ class Clock {
 // options.refuse: how many `new WebSocket` calls throw before one succeeds.
 // options.random: the values Math.random returns, in turn (then 0.5).
 // options.protocol: the page's location.protocol.
+// options.init: the source of the app's `init` function.
 function openPage(options = {}) {
   const clock = new Clock();
   const page = {
@@ -149,9 +150,9 @@ function openPage(options = {}) {
   // The app's one module, as ssbuild wraps it, and the bundle's last line.
   vm.runInContext(
     `__ss.d(0, {}, function (require, module, exports) {
-       exports.init = function () {
+       exports.init = ${options.init || `function () {
          inits.push({ connected: SS.socket.connected, square: typeof SS.server.app.square });
-       };
+       }`};
      });
      __ss.boot({ client: { app: 0 } }, [], ['client/app.js']);`,
     context,
@@ -639,4 +640,99 @@ test('a per-call timeout fails a queued call and frees its place', async () => {
   page.reconnect();
   page.init();
   assert.deepEqual(page.calls(), [], 'the timed-out call is not sent');
+});
+
+test('a server going away (1001) after a session was ready starts the back-off over', () => {
+  const page = openPage();
+  page.init();
+  // In development each new build closes the sockets with 1001: however
+  // often that comes, the page is back within the first delay.
+  for (let n = 0; n < 6; n++) {
+    page.drop(1001, 'a new build');
+    const ms = page.reconnect();
+    assert.ok(ms >= BASE_DELAY / 2 && ms < BASE_DELAY, `${ms} ms after restart ${n + 1}`);
+    page.init();
+  }
+  assert.deepEqual(page.reconnecting().map((r) => r[0]), [1, 1, 1, 1, 1, 1]);
+  // A server that is not back: the attempts after the first grow as ever.
+  page.drop(1001, 'stopping');
+  page.reconnect();
+  page.drop(1006);
+  page.reconnect();
+  page.drop(1001);
+  page.reconnect();
+  assert.deepEqual(page.reconnecting().slice(6).map((r) => r[0]), [1, 2, 3]);
+  // Other codes keep the back-off of a session that did not stay up.
+  page.init();
+  page.drop(1006);
+  page.reconnect();
+  assert.equal(page.reconnecting().at(-1)[0], 4);
+});
+
+test('arguments that cannot be sent as JSON fail their own call, not the queue', async () => {
+  const page = openPage();
+  page.init();
+  page.drop(1006);
+  // Offline: the call is refused at once, and the queue around it goes out.
+  const before = page.SS.server.app.square(2);
+  await assert.rejects(page.SS.server.app.echo(1n), (error) => {
+    assert.equal(error.code, 'bad_args');
+    assert.match(error.message, /^app\.echo: its arguments cannot be sent as JSON \(.*BigInt/);
+    return true;
+  });
+  const after = page.SS.server.app.square(3);
+  page.reconnect();
+  page.init();
+  assert.deepEqual(page.calls().map((m) => [m.id, m.args]), [[1, [2]], [2, [3]]]);
+  assert.deepEqual(page.events.at(-1), ['reconnect'], 'the session is ready again');
+  page.reply(1, 4);
+  page.reply(2, 9);
+  assert.deepEqual([await before, await after], [4, 9]);
+
+  // Online, with a callback: the callback gets the Error, and nothing is left in flight.
+  const cycle = {};
+  cycle.self = cycle;
+  let given = null;
+  page.SS.server.app.echo(cycle, (value) => {
+    given = value;
+  });
+  assert.equal(given && given.code, 'bad_args');
+  assert.equal(page.calls().length, 2, 'nothing went out');
+  page.lines.length = 0;
+  page.drop(1006);
+  assert.deepEqual(page.lines, [], 'no call was in flight to fail');
+  // Arguments are taken as they are when the call is made.
+  const list = [1];
+  const queued = page.SS.server.app.echo(list);
+  list.push(2);
+  page.reconnect();
+  page.init();
+  assert.deepEqual(page.calls().at(-1).args, [[1]]);
+  page.reply(page.calls().at(-1).id, [1]);
+  await queued;
+});
+
+test('events may be named like the properties of an object', () => {
+  const page = openPage();
+  page.init();
+  const seen = [];
+  for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+    page.SS.events.on(name, (data) => seen.push([name, data]));
+  }
+  for (const name of ['toString', '__proto__', 'constructor', 'valueOf', 'hasOwnProperty']) {
+    page.receive({ type: 'event', event: name, data: 1 });
+  }
+  page.SS.events.off('constructor');
+  page.receive({ type: 'event', event: 'constructor', data: 2 });
+  assert.deepEqual(seen, [['toString', 1], ['__proto__', 1], ['constructor', 1], ['hasOwnProperty', 1]]);
+  assert.ok(!page.lines.some((l) => l[0] === 'error'), JSON.stringify(page.lines));
+});
+
+test('an async SS.client.app.init() that rejects is logged', async () => {
+  const page = openPage({ init: "async function () { throw new Error('no data yet'); }" });
+  page.init();
+  await turn();
+  const logged = page.lines.filter((l) => l[0] === 'error');
+  assert.equal(logged.length, 1, JSON.stringify(page.lines));
+  assert.match(logged[0][1], /SS\.client\.app\.init\(\) failed/);
 });

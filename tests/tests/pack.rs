@@ -366,3 +366,26 @@ fn module_wrapper_names_hashbangs_and_strict_lib_scripts_keep_their_meaning() {
         assert!(typed.authenticate, "{env}");
     }
 }
+
+/// A second stylesheet entry beside the packed one is said not to be packed
+/// (edits to it would change nothing), in each pack, the cached ones too.
+#[test]
+fn a_stylesheet_entry_beside_the_packed_one_is_warned_about() {
+    let app = fixture("basic");
+    let root = app.path();
+    write(root, "app/css/app.scss", "$c: red;\nbody { color: $c; }\n");
+    write(root, "app/css/app.css", "body { color: blue; }\n");
+    for _ in 0..2 {
+        let report = pack_app(root, "development");
+        let warned: Vec<&String> = report.warnings.iter().filter(|w| w.contains("app.css")).collect();
+        assert_eq!(warned.len(), 1, "{:?}", report.warnings);
+        assert!(
+            warned[0].starts_with("app/css/app.css is not packed: app/css/app.scss is the stylesheet"),
+            "{}",
+            warned[0]
+        );
+    }
+    std::fs::remove_file(root.join("app/css/app.css")).unwrap();
+    let report = pack_app(root, "development");
+    assert!(!report.warnings.iter().any(|w| w.contains("stylesheet")), "{:?}", report.warnings);
+}
