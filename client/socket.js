@@ -312,9 +312,12 @@
       if (app && typeof app.init === 'function') {
         try {
           var running = app.init();
-          // An async init() rejects rather than throws.
+          // An async init() rejects rather than throws. Where the log is
+          // off (production), the rejection goes on to the browser's own
+          // reporting (and error trackers listening for it).
           if (running && typeof running.then === 'function') {
             running.then(null, function (error) {
+              if (settings.log_level < 1) throw error;
               log(1, 'error', ['SocketStream: SS.client.app.init() failed:', error]);
             });
           }

@@ -65,7 +65,7 @@ pub fn unused_entries(styles: &[Source]) -> Vec<String> {
         .map(|unused| {
             format!(
                 "{unused} is not packed: {} is the stylesheet (the first of app.scss, app.sass, app.css); \
-                 import it from there, or remove one",
+                 rename it (to _base.css, say) and @import it from there, or remove it",
                 present[0]
             )
         })

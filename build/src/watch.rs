@@ -228,9 +228,8 @@ fn changed(a: &Snapshot, b: &Snapshot) -> Vec<std::ffi::OsString> {
 struct Doorbell {
     watcher: Option<notify::RecommendedWatcher>,
     rings: mpsc::Receiver<()>,
-    /// Files written to and not yet closed, with when they were last
-    /// written (Linux only: see [`TRACKS_WRITERS`]).
-    writing: std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, std::time::Instant>>>,
+    /// Files written to and not yet closed (Linux only: see [`TRACKS_WRITERS`]).
+    writing: std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, Writer>>>,
     /// Paths reported removed or renamed away: a folder made again under the
     /// same name needs a new watch.
     gone: mpsc::Receiver<PathBuf>,
@@ -242,6 +241,15 @@ struct Doorbell {
 
 /// Whether the app's folder is watched whole rather than folder by folder.
 const WATCH_WHOLE: bool = cfg!(any(windows, target_os = "macos"));
+
+/// A file written to and not yet closed.
+enum Writer {
+    /// Written to since then: a settle waits for it to be closed.
+    Since(std::time::Instant),
+    /// Held open longer than the settle limit (a log, say): no longer waited
+    /// for, until it is closed or removed.
+    HeldOpen,
+}
 
 /// Whether file events say when a file written to is closed (inotify's
 /// `IN_CLOSE_WRITE`); elsewhere a settle goes by the looks alone.
@@ -276,8 +284,12 @@ impl Doorbell {
             let mut writers = writers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             match event.kind {
                 EventKind::Create(CreateKind::File) | EventKind::Modify(ModifyKind::Data(_)) if TRACKS_WRITERS => {
+                    // From the first write: a writer that keeps the file open
+                    // (a log appended to) holds packs back for a while only.
                     let now = std::time::Instant::now();
-                    writers.extend(paths.iter().map(|path| (path.to_path_buf(), now)));
+                    for path in &paths {
+                        writers.entry(path.to_path_buf()).or_insert(Writer::Since(now));
+                    }
                 }
                 EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
                     for path in &paths {
@@ -360,13 +372,22 @@ impl Doorbell {
         }
     }
 
-    /// Whether a file that is not restless was written to lately and is
-    /// still open for writing. One left open longer than the settle limit
-    /// (a writer that keeps it open) counts no more.
+    /// Whether a file that is not restless is written to and still open
+    /// for writing. One first written to longer than the settle limit ago
+    /// (a writer that keeps it open) counts no more until it is closed.
     fn writing(&self, restless: &Restless) -> bool {
         let mut writers = self.writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        writers.retain(|_, written| written.elapsed() < SETTLE_LIMIT);
-        writers.keys().any(|path| !restless.0.contains_key(path.as_os_str()))
+        let mut open = false;
+        for (path, writer) in writers.iter_mut() {
+            if let Writer::Since(first) = writer {
+                if first.elapsed() >= SETTLE_LIMIT {
+                    *writer = Writer::HeldOpen;
+                } else if !restless.0.contains_key(path.as_os_str()) {
+                    open = true;
+                }
+            }
+        }
+        open
     }
 
     /// Waits for `pause`, or less when a file event comes (then `true`).
@@ -731,6 +752,53 @@ mod tests {
         drop(rx);
         std::fs::write(root.join("app/client/app.js"), "exports.init = function () { return 2; };\n").unwrap();
         watcher.join().unwrap();
+    }
+
+    /// A file kept open and written to now and then (a log appended to)
+    /// counts as being written for the settle limit from its first write,
+    /// then no more until it is closed: it does not hold every later pack
+    /// back. Closed and written again, it counts again.
+    #[test]
+    fn a_file_held_open_is_waited_for_a_settle_limit_at_most() {
+        use std::io::Write;
+        if !TRACKS_WRITERS {
+            eprintln!("skipped: file events here do not say when a file written to is closed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("app/client")).unwrap();
+        let out = root.join("dist");
+        let mut bell = Doorbell::new(root, &out);
+        bell.watch(&snapshot_and_folders(root, &out).1);
+        if bell.watched.is_empty() {
+            assert!(std::env::var_os("CI").is_none(), "no file events on this machine");
+            eprintln!("skipped: no file events on this machine (the watch goes by its looks alone)");
+            return;
+        }
+        let restless = Restless::default();
+        let path = root.join("app/client/dev.log");
+        let mut log = std::fs::File::create(&path).unwrap();
+        let started = std::time::Instant::now();
+        let mut seen_writing = false;
+        // Appended to every 50 ms, never closed, for well past the limit.
+        while started.elapsed() < SETTLE_LIMIT + Duration::from_millis(600) {
+            log.write_all(b"line\n").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            seen_writing |= bell.writing(&restless);
+        }
+        assert!(seen_writing, "a file open for writing was never waited for");
+        assert!(!bell.writing(&restless), "a file held open past the limit is still waited for");
+        // Closed, then written again: waited for again, until closed.
+        drop(log);
+        while bell.wait(Duration::from_millis(150)) {}
+        let mut again = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        again.write_all(b"more\n").unwrap();
+        while bell.wait(Duration::from_millis(150)) {}
+        assert!(bell.writing(&restless), "written again after a close, and not waited for");
+        drop(again);
+        while bell.wait(Duration::from_millis(150)) {}
+        assert!(!bell.writing(&restless), "closed, and still waited for");
     }
 
     #[test]

@@ -127,6 +127,11 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// What a `[redis]` table in a config file gets: the settings of a store
+/// shared between servers would go there, and there is none yet.
+const NO_REDIS: &str = "[redis]: ssrun has no Redis support yet (sessions, users online and pub/sub live in the \
+                        memory of one server); remove the [redis] table";
+
 /// The keys `ssrun` reads, with what each takes (for error messages).
 pub const KEYS: [(&str, &str); 17] = [
     ("http.port", "a port number"),
@@ -238,6 +243,9 @@ impl Config {
                 Ok(table) => table,
                 Err(e) => return Err(ConfigError { file, message: toml_mistake(&text, &e) }),
             };
+            if table.contains_key("redis") {
+                return Err(ConfigError { file, message: NO_REDIS.to_string() });
+            }
             let mut leaves = Vec::new();
             flatten("", &table, &mut leaves);
             for (key, value) in leaves {
@@ -253,16 +261,10 @@ impl Config {
         Ok(config)
     }
 
-    /// Sets one dotted key.
+    /// Sets one dotted key (not under `redis`: see [`NO_REDIS`]).
     fn set(&mut self, key: &str, value: &toml::Value) -> Result<(), String> {
         let wanted = KEYS.iter().find(|(k, _)| *k == key).map(|(_, w)| *w);
         let Some(wanted) = wanted else {
-            if key == "redis" || key.starts_with("redis.") {
-                return Err(format!(
-                    "`{key}`: ssrun has no Redis support yet (sessions, users online and pub/sub live in the \
-                     memory of one server); remove the [redis] table"
-                ));
-            }
             let known: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
             return Err(format!("unknown key `{key}` (ssrun reads {}; [build] is ssbuild's)", known.join(", ")));
         };
@@ -418,7 +420,8 @@ mod tests {
     fn unknown_keys_wrong_values_and_bad_toml_name_the_file_and_key() {
         let cases = [
             ("[api]\nprefx = \"x\"\n", "unknown key `api.prefx` (ssrun reads http.port"),
-            ("[redis]\nurl = \"redis://localhost\"\n", "`redis.url`: ssrun has no Redis support yet"),
+            ("[redis]\nurl = \"redis://localhost\"\n", "[redis]: ssrun has no Redis support yet"),
+            ("[redis]\n", "[redis]: ssrun has no Redis support yet"),
             ("[api]\nenabled = \"yes\"\n", "`api.enabled` takes true or false, not the string \"yes\""),
             ("[client.log]\nlevel = 7\n", "`client.log.level` takes 0 to 4, not integer 7"),
             ("[log]\nlevel = \"loud\"\n", "`log.level` takes 0 to 4, not the string \"loud\""),

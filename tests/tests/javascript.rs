@@ -339,7 +339,10 @@ async fn publish_and_subscribe_refuse_a_missing_name() {
         case 'broadcast': p.broadcast(); break;\n      case 'user': p.user(undefined, 'e', 1); break;\n      \
         case 'users': p.users(['ann', null], 'e', 1); break;\n      case 'channel': p.channel({}, 'e', 1); break;\n      \
         case 'event': p.channel('red', '', 1); break;\n      case 'subscribe': this.session.channel.subscribe(); break;\n      \
-        case 'good': p.user(42, 'e', 1); p.channel(['red', 7], 'e', 1); p.broadcast('e'); break;\n    }\n    \
+        case 'set': p.channel(new Set(['red']), 'e', 1); break;\n      case 'nested': p.user([], 'e', 1); break;\n      \
+        case 'nan': p.user(0 / 0, 'e', 1); break;\n      \
+        case 'good': p.user(42, 'e', 1); p.channel(['red', 7, 'NaN', '[object Object]'], 'e', 1); p.broadcast('e');\n        \
+          p.user({ toString() { return 'ann'; } }, 'e', 1); p.users([], 'e', 1); break;\n    }\n    \
         return 'published';\n  },\n};\n";
     let s = serve_seed_with("names.js", source);
     let mut c = WsClient::connect(s.server.addr, None).await;
@@ -362,13 +365,16 @@ async fn publish_and_subscribe_refuse_a_missing_name() {
             "subscribe",
             "TypeError: channel.subscribe needs channel names (a non-empty string or a number), not undefined",
         ),
+        ("set", "TypeError: SS.publish.channel needs channel names (a non-empty string or a number), not an object"),
+        ("nested", "TypeError: SS.publish.user needs a user id (a non-empty string or a number), not an array"),
+        ("nan", "TypeError: SS.publish.user needs a user id (a non-empty string or a number), not NaN"),
     ];
     for (id, (what, expected)) in refused.into_iter().enumerate() {
         let reply = c.call(id as u64 + 1, "names.run", json!([what])).await;
         let message = reply["error"]["message"].as_str().unwrap_or("");
         assert!(message.starts_with(expected), "{what}: {reply}");
     }
-    assert_eq!(c.call(9, "names.run", json!(["good"])).await["result"], "published");
+    assert_eq!(c.call(20, "names.run", json!(["good"])).await["result"], "published");
 }
 
 #[tokio::test]

@@ -271,10 +271,14 @@
   // number, or an object whose String() names it. String(undefined) would
   // quietly publish to (or subscribe to) one named "undefined".
   function named(value, api, what) {
-    var text = value === null || value === undefined || typeof value === 'boolean' ? '' : String(value);
-    if (text === '' || text === 'NaN' || text === '[object Object]') {
+    var type = typeof value;
+    var text = value === null || value === undefined || type === 'boolean' ? '' : String(value);
+    var unnamed = text === '' || (type === 'number' && !isFinite(value)) ||
+      ((type === 'object' || type === 'function') && /^\[object \w+\]$|^function /.test(text));
+    if (unnamed) {
       throw new TypeError(api + ' needs ' + what + ' (a non-empty string or a number), not ' +
-        (value === '' ? 'an empty string' : value !== null && typeof value === 'object' ? 'an object' : String(value)));
+        (value === '' ? 'an empty string' : Array.isArray(value) ? 'an array' :
+          type === 'object' && value !== null ? 'an object' : type === 'function' ? 'a function' : String(value)));
     }
     return text;
   }
