@@ -734,7 +734,20 @@ const TOP_LEVEL_AWAIT: (&str, &str) = (
     "move the code into an async function, such as `export async function load() { ... }`, and await that",
 );
 
+const DYNAMIC_IMPORT: (&str, &str) = (
+    "`import()` is not supported: every module of the app is in the bundle already, and the browser would \
+     fetch the path from the server",
+    "require it instead (`require('./a')`, or a static `import` at the top of the file)",
+);
+
 impl Visit for FunctionBodyCheck {
+    fn visit_call_expr(&mut self, call: &CallExpr) {
+        if let Callee::Import(_) = call.callee {
+            self.found.push((call.span, DYNAMIC_IMPORT.0, DYNAMIC_IMPORT.1));
+        }
+        call.visit_children_with(self);
+    }
+
     fn visit_function(&mut self, f: &Function) {
         self.depth += 1;
         f.visit_children_with(self);
@@ -1023,6 +1036,20 @@ mod tests {
         assert!(c.code.contains("require(\"./b\")"), "{}", c.code);
         assert!(!c.code.contains("hidden"), "{}", c.code);
         assert!(!c.code.contains("import"), "{}", c.code);
+    }
+
+    #[test]
+    fn dynamic_import_is_refused_with_its_line() {
+        for path in ["app/client/m.js", "app/server/m.ts", "app/shared/m.js"] {
+            let src = "exports.a = 1;\nexports.imp = () => import('./a');\nexports.b = (p) => import(p);\n";
+            let errors = compile_module(path, src, DEV).unwrap_err();
+            assert_eq!(errors.len(), 2, "{errors:?}");
+            assert_eq!(errors[0].position, Some((2, 21)), "{:?}", errors[0]);
+            assert!(errors[0].message.starts_with("`import()` is not supported"), "{:?}", errors[0]);
+            assert!(errors[0].help.as_deref().is_some_and(|h| h.contains("require('./a')")), "{:?}", errors[0]);
+        }
+        // `import.meta` and a method named `import` are not dynamic imports.
+        assert!(compile_module("app/client/n.js", "exports.x = { import() { return 1; } }.import();\n", DEV).is_ok());
     }
 
     #[test]

@@ -101,7 +101,40 @@ pub fn pack_warm(options: &PackOptions, warm: &mut cache::Warm) -> Result<PackRe
     pack_inner(&disk::RealDisk, options, Some(warm))
 }
 
+/// The stack of the threads a pack runs on. The parser, the transforms
+/// and the minifier recurse once per level of nesting in the code (a few
+/// kilobytes each), so on a usual 2 MB stack a file with 700 nested
+/// parentheses, or a chain of 5,000 `+`, took the process down. Only what
+/// is used of it is ever backed by memory.
+const PACK_STACK: usize = 256 << 20;
+
+/// Runs the pack on a thread with [`PACK_STACK`], and its parallel work on
+/// a pool whose threads have as much (set once, by the first pack, unless
+/// the program set up the pool itself before).
 fn pack_inner(
+    disk: &dyn disk::Disk,
+    options: &PackOptions,
+    warm: Option<&mut cache::Warm>,
+) -> Result<PackReport, PackError> {
+    static POOL: std::sync::Once = std::sync::Once::new();
+    POOL.call_once(|| {
+        let _ = rayon::ThreadPoolBuilder::new().stack_size(PACK_STACK).build_global();
+    });
+    std::thread::scope(|scope| {
+        let packing = std::thread::Builder::new()
+            .name("ssbuild-pack".into())
+            .stack_size(PACK_STACK)
+            .spawn_scoped(scope, || pack_here(disk, options, warm));
+        match packing {
+            Ok(packing) => packing.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(source) => {
+                Err(PackError::Io { action: "starting a thread to pack", path: options.app.clone(), source })
+            }
+        }
+    })
+}
+
+fn pack_here(
     disk: &dyn disk::Disk,
     options: &PackOptions,
     warm: Option<&mut cache::Warm>,

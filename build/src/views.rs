@@ -48,8 +48,17 @@ pub fn templates(views: &[Source]) -> Result<(Templates, Vec<String>), Vec<Diagn
             continue;
         }
         let id = inner.trim_end_matches(".html").replace('/', "-");
-        if view.text.to_ascii_lowercase().contains("</template") {
-            problems.push(Diagnostic::file(&view.path, "a template cannot contain `</template>`").with_help(
+        let lower = view.text.to_ascii_lowercase();
+        // The tag's name, not a longer one (`<templates-list>`).
+        let has = |start: &str| {
+            lower.match_indices(start).any(|(at, tag)| {
+                lower[at + tag.len()..].chars().next().is_none_or(|c| c.is_ascii_whitespace() || c == '>' || c == '/')
+            })
+        };
+        let opens_one = has("<template");
+        if opens_one || has("</template") {
+            let tag = if opens_one { "<template>" } else { "</template>" };
+            problems.push(Diagnostic::file(&view.path, format!("a template cannot contain `{tag}`")).with_help(
                 "templates are wrapped in <template> elements; nest another template with a folder instead",
             ));
             continue;
@@ -338,6 +347,27 @@ mod tests {
         }
         let fine = "<p>a <!-- c --> b</p><script>if (a < b) x('</div>');</script><textarea><b></textarea>";
         assert!(templates(&[view(LAYOUT, LAYOUT_HTML), view("app/views/a/ok.html", fine)]).is_ok());
+    }
+
+    /// A `<template>` inside a template could only be left open (its
+    /// closing tag is refused), which would make the rest of the page part
+    /// of it; the text `<templates>` or an escaped one is fine.
+    #[test]
+    fn a_template_tag_inside_a_template_is_refused() {
+        for (text, tag) in [
+            ("<p>z<template>inner\n", "<template>"),
+            ("<TEMPLATE id=\"x\">", "<template>"),
+            ("<template\n>", "<template>"),
+            ("<b></template>", "</template>"),
+        ] {
+            let views = [view(LAYOUT, LAYOUT_HTML), view("app/views/a/one.html", text)];
+            let err = templates(&views).unwrap_err();
+            assert_eq!(err[0].file, "app/views/a/one.html");
+            assert_eq!(err[0].message, format!("a template cannot contain `{tag}`"), "{text}");
+        }
+        let fine = "<p>&lt;template&gt; and <templates-list></templates-list></p>";
+        let result = templates(&[view(LAYOUT, LAYOUT_HTML), view("app/views/a/ok.html", fine)]);
+        assert!(result.is_ok(), "{:?}", result.err());
     }
 
     #[test]

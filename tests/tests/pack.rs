@@ -389,3 +389,22 @@ fn a_stylesheet_entry_beside_the_packed_one_is_warned_about() {
     let report = pack_app(root, "development");
     assert!(!report.warnings.iter().any(|w| w.contains("stylesheet")), "{:?}", report.warnings);
 }
+
+/// Deeply nested code packs (the parser, the transforms and the minifier
+/// recurse once per level): 700 nested parentheses or a chain of 5,000 `+`
+/// took the process down on a usual thread stack.
+#[test]
+fn deeply_nested_code_packs() {
+    let app = fixture("basic");
+    let root = app.path();
+    let parens = format!("exports.deep = {}1{};\n", "(".repeat(3000), ")".repeat(3000));
+    let arrays = format!("exports.arrays = {}1{};\n", "[".repeat(5000), "]".repeat(5000));
+    let chain = format!("exports.chain = 1{};\n", " + 1".repeat(20_000));
+    write(root, "app/client/deep.js", format!("{parens}{arrays}{chain}"));
+    write(root, "app/server/deep.js", format!("{parens}{chain}exports.actions = {{ n() {{ return 1; }} }};\n"));
+    for env in ["development", "production"] {
+        let report = pack_app(root, env);
+        let client = std::fs::read_to_string(client_bundle(&report)).unwrap();
+        assert!(client.contains("chain") && client.contains("arrays"), "{env}: the module is in the client bundle");
+    }
+}
