@@ -448,6 +448,31 @@ impl Look {
 mod tests {
     use super::*;
 
+    /// The smallest app that packs: a client entry and the layout.
+    fn minimal_app(root: &Path) {
+        std::fs::create_dir_all(root.join("app/client")).unwrap();
+        std::fs::create_dir_all(root.join("app/views")).unwrap();
+        std::fs::write(root.join("app/client/app.js"), "exports.init = function () {};\n").unwrap();
+        std::fs::write(
+            root.join("app/views/app.html"),
+            "<!doctype html><html><head><SocketStream></head><body></body></html>\n",
+        )
+        .unwrap();
+    }
+
+    /// A bell watching what a look of `root` reads, or `None` (said, and
+    /// refused under CI) where this machine gives no file events.
+    fn watching(root: &Path, out: &Path) -> Option<Doorbell> {
+        let mut bell = Doorbell::new(root, out);
+        bell.watch(&snapshot_and_folders(root, out).1);
+        if bell.watched.is_empty() {
+            assert!(std::env::var_os("CI").is_none(), "no file events on this machine");
+            eprintln!("skipped: no file events on this machine (the watch goes by its looks alone)");
+            return None;
+        }
+        Some(bell)
+    }
+
     #[test]
     fn changes_are_packed_failures_keep_the_last_build_and_new_files_count() {
         use std::sync::mpsc;
@@ -538,13 +563,7 @@ mod tests {
         }
         std::fs::write(root.join("app/client/app.js"), "x").unwrap();
         let out = root.join("dist");
-        let mut bell = Doorbell::new(root, &out);
-        bell.watch(&snapshot_and_folders(root, &out).1);
-        if bell.watched.is_empty() {
-            assert!(std::env::var_os("CI").is_none(), "no file events on this machine");
-            eprintln!("skipped: no file events on this machine (the watch goes by its looks alone)");
-            return;
-        }
+        let Some(mut bell) = watching(root, &out) else { return };
         // Whether `change` rings the bell, once the events before it have
         // stopped coming (a write can give more than one).
         let rings = |bell: &mut Doorbell, change: &dyn Fn()| {
@@ -629,14 +648,7 @@ mod tests {
         use std::sync::atomic::{AtomicBool, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        std::fs::create_dir_all(root.join("app/client")).unwrap();
-        std::fs::create_dir_all(root.join("app/views")).unwrap();
-        std::fs::write(root.join("app/client/app.js"), "exports.init = function () {};\n").unwrap();
-        std::fs::write(
-            root.join("app/views/app.html"),
-            "<!doctype html><html><head><SocketStream></head><body></body></html>\n",
-        )
-        .unwrap();
+        minimal_app(&root);
         let (tx, rx) = std::sync::mpsc::channel();
         let options = PackOptions::new(&root, "development");
         let watcher = std::thread::spawn(move || {
@@ -699,15 +711,8 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        std::fs::create_dir_all(root.join("app/client")).unwrap();
-        std::fs::create_dir_all(root.join("app/views")).unwrap();
+        minimal_app(&root);
         std::fs::create_dir_all(root.join("app/server")).unwrap();
-        std::fs::write(root.join("app/client/app.js"), "exports.init = function () {};\n").unwrap();
-        std::fs::write(
-            root.join("app/views/app.html"),
-            "<!doctype html><html><head><SocketStream></head><body></body></html>\n",
-        )
-        .unwrap();
         std::fs::write(root.join("app/server/extra.js"), "exports.actions = { x() { return 1; } };\n").unwrap();
         // Each pack's server code, as text.
         fn text_under(dir: &Path) -> String {
@@ -729,11 +734,7 @@ mod tests {
         });
         let first = rx.recv_timeout(Duration::from_secs(20)).expect("the first pack").expect("it packs");
         assert!(first.contains("return 1") && !first.contains("later"), "{first}");
-        let mut bell = Doorbell::new(&root, &root.join("dist"));
-        bell.watch(&snapshot_and_folders(&root, &root.join("dist")).1);
-        if bell.watched.is_empty() {
-            assert!(std::env::var_os("CI").is_none(), "no file events on this machine");
-            eprintln!("skipped: no file events on this machine (the watch goes by its looks alone)");
+        if watching(&root, &root.join("dist")).is_none() {
             drop(rx);
             std::fs::write(root.join("app/client/app.js"), "exports.init = function () { return 1; };\n").unwrap();
             watcher.join().unwrap();
@@ -769,13 +770,7 @@ mod tests {
         let root = dir.path();
         std::fs::create_dir_all(root.join("app/client")).unwrap();
         let out = root.join("dist");
-        let mut bell = Doorbell::new(root, &out);
-        bell.watch(&snapshot_and_folders(root, &out).1);
-        if bell.watched.is_empty() {
-            assert!(std::env::var_os("CI").is_none(), "no file events on this machine");
-            eprintln!("skipped: no file events on this machine (the watch goes by its looks alone)");
-            return;
-        }
+        let Some(mut bell) = watching(root, &out) else { return };
         let restless = Restless::default();
         let path = root.join("app/client/dev.log");
         let mut log = std::fs::File::create(&path).unwrap();
