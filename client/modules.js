@@ -99,6 +99,11 @@ var __ss = (function (global) {
         try {
           load(id);
         } catch (error) {
+          // On the server (where the host's prelude ran first) the error
+          // stops the load: the host reports it once and refuses the build,
+          // and the module does not run a second time when the host reads
+          // its actions.
+          if (global.__ss_host) throw error;
           failures.push(error);
           if (global.console) global.console.error('SocketStream: ' + describe(id) + ' failed to load:', error);
         }

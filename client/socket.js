@@ -158,14 +158,48 @@
     return fn;
   }
 
+  // The stubs this page made, by method name: a new build's tree replaces
+  // them, and those it no longer lists go, with the branches left empty.
+  var stubs = Object.create(null);
+
   function mount(target, tree, path) {
     Object.keys(tree).forEach(function (key) {
       var name = path ? path + '.' + key : key;
       if (tree[key] === 1) {
-        __ss.define(target, key, stub(name));
+        stubs[name] = __ss.define(target, key, stub(name));
       } else {
         mount(__ss.branch(target, key), tree[key], name);
       }
+    });
+  }
+
+  function listed(tree, name) {
+    var node = tree;
+    var keys = name.split('.');
+    for (var i = 0; i < keys.length; i++) {
+      if (!node || typeof node !== 'object' || !Object.prototype.hasOwnProperty.call(node, keys[i])) return false;
+      node = node[keys[i]];
+    }
+    return node === 1;
+  }
+
+  function unmount(tree) {
+    Object.keys(stubs).forEach(function (name) {
+      if (listed(tree, name)) return;
+      var keys = name.split('.');
+      var chain = [SS.server];
+      for (var i = 0; i < keys.length - 1; i++) {
+        var next = chain[i][keys[i]];
+        if (!next || typeof next !== 'object') break;
+        chain.push(next);
+      }
+      var last = keys.length - 1;
+      // Only a stub of this page's making is taken away, never what app code put there.
+      if (chain.length === keys.length && chain[last][keys[last]] === stubs[name]) {
+        delete chain[last][keys[last]];
+        for (var j = last; j > 0 && Object.keys(chain[j]).length === 0; j--) delete chain[j - 1][keys[j - 1]];
+      }
+      delete stubs[name];
     });
   }
 
@@ -289,6 +323,7 @@
       if (typeof told[key] === 'number' && isFinite(told[key])) settings[key] = told[key];
     }
     SS.env = message.env;
+    unmount(message.api || {});
     mount(SS.server, message.api || {}, '');
     ready = true;
     // The back-off starts over once the session has stayed up a while, not

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::diagnostic::{Diagnostic, display_path};
 use crate::discover::{Kind, Source};
-use crate::disk::{Disk, normalize};
+use crate::disk::{Disk, PrivateFolders, normalize};
 use crate::emit::hashed_name;
 
 /// The browsers styles are prefixed for when the config names none
@@ -105,7 +105,9 @@ pub fn build(
 
     let mut parts = Vec::new();
     for (file, base, css) in &sheets {
-        match process(disk, root, file, base, css, targets, minify, &mut out) {
+        // A url() in compiled SCSS is looked for in the SCSS it came from.
+        let written = if file.ends_with(".scss") || file.ends_with(".sass") { &app_styles[..] } else { &[] };
+        match process(disk, root, (file, written), base, css, targets, minify, &mut out) {
             Ok(code) => parts.push(code),
             Err(mut d) => problems.append(&mut d),
         }
@@ -195,7 +197,7 @@ impl grass::Fs for SassFs<'_> {
 fn process(
     disk: &dyn Disk,
     root: &Path,
-    file: &str,
+    (file, written): (&str, &[&Source]),
     base: &str,
     css: &str,
     targets: Targets,
@@ -234,10 +236,16 @@ fn process(
                         Ok(name) => format!("{name}{suffix}"),
                         Err(message) => {
                             let (line, col) = (url.loc.start.line as usize, url.loc.start.column as usize);
-                            let d = if file.ends_with(".scss") || file.ends_with(".sass") {
-                                Diagnostic::file(file, message)
-                            } else {
+                            let d = if written.is_empty() {
                                 Diagnostic::at(file, css, line, col, message)
+                            } else {
+                                match find_url(written, target) {
+                                    Some((source, line, col)) => {
+                                        Diagnostic::at(&source.path, &source.text, line, col, message)
+                                    }
+                                    // Built by interpolation or a function: not written out anywhere.
+                                    None => Diagnostic::file(file, message),
+                                }
                             };
                             problems.push(d.with_help("url() paths are relative to the stylesheet (for SCSS, to app/css); use a full URL for files outside the app"));
                             continue;
@@ -265,6 +273,26 @@ fn process(
         }
     }
     if problems.is_empty() { Ok(code) } else { Err(problems) }
+}
+
+/// Where `url(target)` is written in the stylesheets `written` (the entry
+/// first): the file, and the line and column of the target, both from 1.
+fn find_url<'a>(written: &[&'a Source], target: &str) -> Option<(&'a Source, usize, usize)> {
+    written.iter().find_map(|source| {
+        let text = &source.text;
+        text.match_indices("url(").find_map(|(at, _)| {
+            let inside = text[at + 4..].trim_start_matches([' ', '\t']);
+            let inside = inside.strip_prefix(['"', '\'']).unwrap_or(inside);
+            let after = inside.strip_prefix(target)?;
+            if !after.is_empty() && !after.starts_with([')', '"', '\'', ' ', '\t', '\n', '?', '#']) {
+                return None;
+            }
+            let before = &text[..text.len() - after.len() - target.len()];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().unwrap_or(before).chars().count() + 1;
+            Some((*source, line, col))
+        })
+    })
 }
 
 /// `data:`, `http:`, `//host`, `/root` and `#fragment` URLs are left as they are.
@@ -300,6 +328,12 @@ fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Style
     }
     if let Some((name, _)) = out.assets.get(&rel) {
         return Ok(name.clone());
+    }
+    if let Some(private) = PrivateFolders::of(disk, root).holding(disk, &root.join(&rel)) {
+        return Err(format!(
+            "url({target}) points to {rel}, a link to {private}, which browsers must not see: server code and \
+             config/ never become assets"
+        ));
     }
     let bytes =
         disk.read(&root.join(&rel)).map_err(|_| format!("url({target}) points to {rel}, which does not exist"))?;
@@ -374,6 +408,31 @@ mod tests {
         assert_eq!(err[0].file, "lib/css/1.x.css");
         assert_eq!(err[0].position, Some((2, 21)));
         assert!(err[0].message.contains("lib/img/none.png, which does not exist"), "{}", err[0].message);
+    }
+
+    #[test]
+    fn a_missing_url_in_scss_is_found_where_it_is_written() {
+        let mut disk = MemoryDisk::new();
+        let entry = "@import 'parts/icons';\n.a { background: url(img/a.png) }\n";
+        let partial =
+            "$dir: 'img';\n.b {\n  background: url( \"img/b.png\" );\n  border-image: url(#{$dir}/c.png);\n}\n";
+        disk.insert("/a/app/css/app.scss", entry);
+        disk.insert("/a/app/css/parts/_icons.scss", partial);
+        let styles =
+            [style("app/css/app.scss", Kind::Style, entry), style("app/css/parts/_icons.scss", Kind::Style, partial)];
+        let mut err = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap_err();
+        err.sort_by_key(|d| d.message.clone());
+        let found: Vec<(&str, Option<(usize, usize)>)> = err.iter().map(|d| (d.file.as_str(), d.position)).collect();
+        assert_eq!(
+            found,
+            [
+                ("app/css/app.scss", Some((2, 22))),
+                ("app/css/parts/_icons.scss", Some((3, 21))),
+                // Made by interpolation: written nowhere as such.
+                ("app/css/app.scss", None),
+            ]
+        );
+        assert!(err[0].frame.as_deref().is_some_and(|f| f.contains("url(img/a.png)")), "{:?}", err[0].frame);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::diagnostic::{Diagnostic, PackError, display_path};
-use crate::disk::Disk;
+use crate::disk::{Disk, Listed, PrivateFolders};
 
 /// What a source file is, by the folder it sits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
@@ -144,10 +144,12 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
     let mut found: Vec<(PathBuf, Kind)> = Vec::new();
     let mut ignored = Vec::new();
     let mut misnamed = Vec::new();
+    // Resolved once, and only for an app with links in it.
+    let mut private_real: Option<PrivateFolders> = None;
     for kind in Kind::ALL {
         let dir = root.join(kind.folder());
         let files = disk.files_under(&dir).map_err(|e| PackError::io("reading folder", &dir, e))?;
-        for file in files {
+        for Listed { path: file, through_link } in files {
             let rel = display_path(&dir, &file);
             let from_root = display_path(root, &file);
             let private = private_folders
@@ -178,6 +180,24 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
                         "rename it in UTF-8: a file's name is its key in the API tree and its path in require()",
                     ),
                 );
+            } else if wanted
+                && through_link
+                && !matches!(kind, Kind::Server | Kind::LibServer)
+                && let Some(private) =
+                    private_real.get_or_insert_with(|| PrivateFolders::of(disk, root)).holding(disk, &file)
+            {
+                // Requiring server code from browser code is refused by path;
+                // a link would carry it into the browser bundle unseen.
+                misnamed.push(
+                    Diagnostic::file(
+                        display_path(root, &file),
+                        format!("this is a link to {private}, and {} is sent to browsers", kind.folder()),
+                    )
+                    .with_help(
+                        "server code and config/ never leave the server: move what both sides need to app/shared, \
+                         or remove the link",
+                    ),
+                );
             } else if wanted {
                 found.push((file, kind));
             } else if kind != Kind::Style {
@@ -197,9 +217,18 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
             let stand_in = || Source { path: path.clone(), kind: *kind, text: String::new(), digest: [0; 32] };
             let failed = |d: Diagnostic| Box::new((stand_in(), d));
             let bytes = disk.read(file).map_err(|e| {
-                failed(
-                    Diagnostic::file(&path, format!("cannot read this file: {e}")).with_help("check its permissions"),
-                )
+                failed(match disk.link_target(file) {
+                    Some(target) if e.kind() == std::io::ErrorKind::NotFound => {
+                        Diagnostic::file(&path, format!("this is a link to {}, which does not exist", target.display()))
+                            .with_help("point the link at a file, or remove it")
+                    }
+                    _ if e.kind() == std::io::ErrorKind::NotFound => {
+                        Diagnostic::file(&path, "this file was removed while it was being packed")
+                            .with_help("pack again once the files hold still")
+                    }
+                    _ => Diagnostic::file(&path, format!("cannot read this file: {e}"))
+                        .with_help("check its permissions"),
+                })
             })?;
             let digest = digest(&bytes);
             let text = String::from_utf8(bytes).map_err(|e| {

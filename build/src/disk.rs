@@ -9,11 +9,54 @@ use std::path::{Path, PathBuf};
 pub trait Disk: Sync + std::fmt::Debug {
     /// Every file below `dir` (recursively), in any order. A missing `dir` is an empty list.
     /// Entries are full paths (`dir` joined with the relative path).
-    fn files_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    fn files_under(&self, dir: &Path) -> io::Result<Vec<Listed>>;
     /// Whether `path` is a file.
     fn is_file(&self, path: &Path) -> bool;
     /// The bytes of a file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Where `path` really is, every link followed; `None` when it does not resolve.
+    fn real_path(&self, path: &Path) -> Option<PathBuf>;
+    /// What the link at `path` points to, as written; `None` when `path` is not a link.
+    fn link_target(&self, path: &Path) -> Option<PathBuf>;
+}
+
+/// A file found by [`Disk::files_under`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its path as listed (links not followed in the name).
+    pub path: PathBuf,
+    /// Whether it was reached through a link: the file itself, or a folder
+    /// on the way down from the listed folder. Only such files can really be
+    /// somewhere else, so only they are worth a [`Disk::real_path`].
+    pub through_link: bool,
+}
+
+/// The folders whose files browsers never see: server code and configuration.
+pub const PRIVATE_FOLDERS: [&str; 3] = ["app/server", "lib/server", "config"];
+
+/// Where an app's private folders really are (those that exist), to catch a
+/// link elsewhere in the app that leads into one of them.
+#[derive(Debug)]
+pub struct PrivateFolders(Vec<(PathBuf, &'static str)>);
+
+impl PrivateFolders {
+    /// Resolves [`PRIVATE_FOLDERS`] under `root`.
+    pub fn of(disk: &dyn Disk, root: &Path) -> PrivateFolders {
+        PrivateFolders(
+            PRIVATE_FOLDERS.iter().filter_map(|folder| Some((disk.real_path(&root.join(folder))?, *folder))).collect(),
+        )
+    }
+
+    /// The app path (`app/server/db.js`) of the private file that `path`
+    /// really is, when it is one.
+    pub fn holding(&self, disk: &dyn Disk, path: &Path) -> Option<String> {
+        let real = disk.real_path(path)?;
+        self.0.iter().find_map(|(folder_real, folder)| {
+            let inner = real.strip_prefix(folder_real).ok()?;
+            let inner = inner.to_string_lossy().replace('\\', "/");
+            Some(if inner.is_empty() { folder.to_string() } else { format!("{folder}/{inner}") })
+        })
+    }
 }
 
 /// Folds `.` and `..` out of a slash path inside the app; `None` when it climbs above the root.
@@ -36,18 +79,30 @@ pub fn normalize(path: &str) -> Option<String> {
 pub struct RealDisk;
 
 impl Disk for RealDisk {
-    fn files_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+    fn files_under(&self, dir: &Path) -> io::Result<Vec<Listed>> {
         if !dir.is_dir() {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
+        // The depths of the linked folders above the current entry: the walk
+        // goes depth first, so a folder's entries follow it, deeper.
+        let mut linked_folders: Vec<usize> = Vec::new();
         for entry in walkdir::WalkDir::new(dir).follow_links(true) {
             match entry {
-                Ok(entry) if entry.file_type().is_file() => out.push(entry.into_path()),
-                Ok(_) => {}
+                Ok(entry) => {
+                    while linked_folders.last().is_some_and(|depth| *depth >= entry.depth()) {
+                        linked_folders.pop();
+                    }
+                    let through_link = entry.path_is_symlink() || !linked_folders.is_empty();
+                    if entry.file_type().is_file() {
+                        out.push(Listed { path: entry.into_path(), through_link });
+                    } else if entry.file_type().is_dir() && entry.path_is_symlink() {
+                        linked_folders.push(entry.depth());
+                    }
+                }
                 // A link to nothing is listed, so that reading it reports the file by name.
                 Err(e) if e.io_error().is_some_and(|io| io.kind() == io::ErrorKind::NotFound) && e.path().is_some() => {
-                    out.push(e.path().map(Path::to_path_buf).expect("checked"));
+                    out.push(Listed { path: e.path().map(Path::to_path_buf).expect("checked"), through_link: true });
                 }
                 Err(e) => return Err(io::Error::other(e.to_string())),
             }
@@ -61,6 +116,14 @@ impl Disk for RealDisk {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+
+    fn real_path(&self, path: &Path) -> Option<PathBuf> {
+        std::fs::canonicalize(path).ok()
+    }
+
+    fn link_target(&self, path: &Path) -> Option<PathBuf> {
+        std::fs::read_link(path).ok()
     }
 }
 
@@ -84,8 +147,13 @@ impl MemoryDisk {
 }
 
 impl Disk for MemoryDisk {
-    fn files_under(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        Ok(self.files.keys().filter(|p| p.starts_with(dir)).cloned().collect())
+    fn files_under(&self, dir: &Path) -> io::Result<Vec<Listed>> {
+        Ok(self
+            .files
+            .keys()
+            .filter(|p| p.starts_with(dir))
+            .map(|path| Listed { path: path.clone(), through_link: false })
+            .collect())
     }
 
     fn is_file(&self, path: &Path) -> bool {
@@ -97,5 +165,14 @@ impl Disk for MemoryDisk {
             .get(path)
             .cloned()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display())))
+    }
+
+    /// The tree has no links: a file, or a folder holding one, is where it is named.
+    fn real_path(&self, path: &Path) -> Option<PathBuf> {
+        self.files.keys().any(|p| p.starts_with(path)).then(|| path.to_path_buf())
+    }
+
+    fn link_target(&self, _path: &Path) -> Option<PathBuf> {
+        None
     }
 }

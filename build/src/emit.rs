@@ -53,12 +53,28 @@ pub fn hashed_name(name: &str, bytes: &[u8]) -> String {
     name_with_digest(name, &Sha256::digest(bytes))
 }
 
-/// [`hashed_name`] from the sha256 of the bytes, already worked out.
+/// The longest output name, in bytes: file systems allow 255, and a map
+/// (`.map`) or a precompressed variant (`.br`, `.gz`) goes beside it.
+const LONGEST_NAME: usize = 240;
+
+/// [`hashed_name`] from the sha256 of the bytes, already worked out. A name
+/// that would be too long loses the end of its stem (the digest keeps it
+/// apart from others cut the same way).
 fn name_with_digest(name: &str, sha256: &[u8]) -> String {
     let short = hex::encode(&sha256[..6]);
-    match name.rsplit_once('.') {
-        Some((stem, ext)) => format!("{stem}.{short}.{ext}"),
-        None => format!("{name}.{short}"),
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if ext.len() <= 32 => (stem, Some(ext)),
+        _ => (name, None),
+    };
+    let room = LONGEST_NAME - short.len() - 1 - ext.map_or(0, |ext| ext.len() + 1);
+    let stem = match stem.char_indices().map(|(i, c)| i + c.len_utf8()).take_while(|end| *end <= room).last() {
+        _ if stem.len() <= room => stem,
+        Some(end) => &stem[..end],
+        None => "",
+    };
+    match ext {
+        Some(ext) => format!("{stem}.{short}.{ext}"),
+        None => format!("{stem}.{short}"),
     }
 }
 
@@ -230,6 +246,19 @@ mod tests {
         assert_eq!(out[1].1.sha256, hex::encode(Sha256::digest(b"{}")));
         assert_eq!(out[1].1.integrity, integrity(b"{}"));
         assert_eq!(out[1].1.size, 2);
+    }
+
+    #[test]
+    fn long_names_are_cut_to_leave_room_beside_them() {
+        assert_eq!(hashed_name("logo.png", b"x"), "logo.2d711642b726.png");
+        let long = format!("{}.woff2", "é".repeat(124));
+        let name = hashed_name(&long, b"x");
+        assert!(name.len() <= LONGEST_NAME, "{} bytes", name.len());
+        assert_eq!(name, format!("{}.2d711642b726.woff2", "é".repeat(110)));
+        let no_extension = "x".repeat(255);
+        assert_eq!(hashed_name(&no_extension, b"x"), format!("{}.2d711642b726", "x".repeat(227)));
+        let long_extension = format!("a.{}", "y".repeat(250));
+        assert_eq!(hashed_name(&long_extension, b"x").len(), LONGEST_NAME);
     }
 
     #[test]

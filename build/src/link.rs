@@ -407,12 +407,37 @@ fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usiz
     if let Some(i) = find(&base) {
         return Ok(i);
     }
+    if let Some(refused) = not_a_module(specifier) {
+        return Err(refused);
+    }
     let help = if side == Side::Server && !specifier.starts_with('.') {
         format!("server code finds bare names in lib/server: create lib/server/{specifier}.js, or use a relative path")
     } else {
         "check the path; names starting with `_` or `.` are not packed".to_string()
     };
     Err((format!("module '{specifier}' not found (looked for {base}, with .js/.ts and /index)"), help))
+}
+
+/// Why a specifier naming a file that is not JavaScript or TypeScript
+/// (`./data.json`, `./app.css`) cannot be required, and what to do instead.
+fn not_a_module(specifier: &str) -> Option<(String, String)> {
+    let name = specifier.rsplit('/').next().unwrap_or(specifier);
+    let (_, ext) = name.rsplit_once('.').filter(|(stem, _)| !stem.is_empty())?;
+    let ext = ext.to_ascii_lowercase();
+    // Only names that are surely files of another kind: `./jquery.min` and
+    // `./lodash.debounce` are modules with a dot in their names.
+    let help = match ext.as_str() {
+        "json" => "make it a module (`module.exports = { ... }` in a .js file), or serve it from public/ and fetch it",
+        "css" | "scss" | "sass" | "less" => "stylesheets are packed from app/css: @import it from app/css/app.scss",
+        "html" | "htm" => "templates in app/views reach the browser through SS.tmpl; the layout is app/views/app.html",
+        "txt" | "md" | "svg" | "png" | "jpg" | "jpeg" | "gif" | "webp" | "wasm" | "yaml" | "yml" | "toml" | "csv"
+        | "xml" => "put the file in public/ and fetch it by URL, or turn its content into a module",
+        _ => return None,
+    };
+    Some((
+        format!("'{specifier}' is a .{ext} file, and only JavaScript and TypeScript modules can be required"),
+        help.to_string(),
+    ))
 }
 
 /// Exported names with `export * from` followed (cycles stop), less the
@@ -731,6 +756,15 @@ mod tests {
         assert!(err.0.contains("packages from node_modules are not supported yet"));
         let err = resolve("app/client/b.js", "./nope", Side::Client, &by_path).unwrap_err();
         assert!(err.0.contains("module './nope' not found"));
+        // A file of another kind is named as such, with what to do instead;
+        // a module with a dot in its name is only not found.
+        let (message, help) = resolve("app/client/b.js", "./data.json", Side::Client, &by_path).unwrap_err();
+        assert!(message.contains("'./data.json' is a .json file, and only JavaScript and TypeScript"), "{message}");
+        assert!(help.contains("module.exports"), "{help}");
+        let (_, help) = resolve("app/server/s.js", "../css/app.SCSS", Side::Server, &by_path).unwrap_err();
+        assert!(help.contains("app/css/app.scss"), "{help}");
+        let err = resolve("app/client/b.js", "./jquery.min", Side::Client, &by_path).unwrap_err();
+        assert!(err.0.contains("module './jquery.min' not found"), "{}", err.0);
         // `.`, `..` and `dir/` name the folder's index, never a file beside the folder.
         let paths = ["app/client/pkg.js", "app/client/pkg/index.js", "app/client/pkg/user.js"];
         let by_path: HashMap<&str, usize> = paths.iter().enumerate().map(|(i, p)| (*p, i)).collect();

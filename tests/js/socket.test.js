@@ -169,7 +169,7 @@ function openPage(options = {}) {
     receive(message) {
       page.socket.onmessage({ data: JSON.stringify(message) });
     },
-    init(client = { log_level: 2, heartbeat_interval: 30 }) {
+    init(client = { log_level: 2, heartbeat_interval: 30 }, api = API) {
       page.socket.readyState = 1;
       page.receive({
         type: 'init',
@@ -177,7 +177,7 @@ function openPage(options = {}) {
         env: 'test',
         session: { user_id: null, created_at: 1764115200000 },
         client,
-        api: API,
+        api,
       });
     },
     // The connection drops (the browser's close event).
@@ -735,4 +735,35 @@ test('an async SS.client.app.init() that rejects is logged', async () => {
   const logged = page.lines.filter((l) => l[0] === 'error');
   assert.equal(logged.length, 1, JSON.stringify(page.lines));
   assert.match(logged[0][1], /SS\.client\.app\.init\(\) failed/);
+});
+
+test("a new build's API tree replaces the stubs: actions it no longer lists go, app code's own stay", async () => {
+  const page = openPage();
+  page.init();
+  const { server } = page.SS;
+  server.mine = { helper: () => 'kept' };
+  const held = server.app.square;
+  page.drop(1001);
+  page.reconnect();
+  // app.echo and admin.users.list are gone, app.square became a branch, and reports is new.
+  page.init(undefined, { app: { square: { of: 1 } }, reports: { daily: 1 } });
+  assert.deepEqual(Object.keys(server).sort(), ['app', 'mine', 'reports']);
+  assert.deepEqual(Object.keys(server.app), ['square']);
+  assert.equal(typeof server.app.square.of, 'function');
+  assert.equal(typeof server.reports.daily, 'function');
+  assert.equal(server.mine.helper(), 'kept');
+  // A stub the app held on to still sends its call; the server answers not_found.
+  const answer = outcome(held(2));
+  const sent = page.calls().pop();
+  assert.equal(sent.method, 'app.square');
+  page.receive({ type: 'reply', id: sent.id, error: { code: 'not_found', message: 'no action app.square' } });
+  await turn();
+  assert.equal(answer.error.code, 'not_found');
+  // And back: the branch becomes an action again.
+  page.drop(1001);
+  page.reconnect();
+  page.init(undefined, API);
+  assert.deepEqual(Object.keys(server).sort(), ['admin', 'app', 'mine']);
+  assert.equal(typeof server.app.square, 'function');
+  assert.equal(typeof server.admin.users.list, 'function');
 });

@@ -285,7 +285,41 @@ fn unreadable_file_is_named() {
     std::os::unix::fs::symlink(app.path().join("nowhere.js"), app.path().join("app/client/gone.js")).unwrap();
     let (_, text) = pack_error(app.path());
     assert!(text.contains("app/client/gone.js"), "{text}");
-    assert!(text.contains("cannot read this file"), "{text}");
+    assert!(text.contains("this is a link to") && text.contains("nowhere.js, which does not exist"), "{text}");
+    assert!(text.contains("help: point the link at a file, or remove it"), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn links_from_browser_folders_into_server_code_are_refused() {
+    use std::os::unix::fs::symlink;
+    let app = fixture("basic");
+    let root = app.path();
+    // A file, a folder, and a stylesheet's asset, each a link into code or
+    // configuration that must stay on the server.
+    symlink(root.join("app/server/app.js"), root.join("app/client/secret.js")).unwrap();
+    symlink("../../lib/server", root.join("app/shared/auth")).unwrap();
+    std::fs::create_dir_all(root.join("config")).unwrap();
+    write(root, "config/app.toml", "[api]\nenabled = true\n");
+    write(root, "app/css/app.css", "body { background: url(logo.png) }\n");
+    symlink("../../config/app.toml", root.join("app/css/logo.png")).unwrap();
+    let (err, text) = pack_error(root);
+    assert!(text.contains("app/client/secret.js") && text.contains("this is a link to app/server/app.js"), "{text}");
+    assert!(text.contains("and app/client is sent to browsers"), "{text}");
+    assert!(text.contains("app/shared/auth/custom_auth.js"), "{text}");
+    assert!(text.contains("a link to lib/server/custom_auth.js"), "{text}");
+    assert!(text.contains("help: server code and config/ never leave the server"), "{text}");
+    assert!(text.contains("url(logo.png) points to app/css/logo.png, a link to config/app.toml"), "{text}");
+    assert_eq!(err.diagnostics().len(), 3, "{text}");
+
+    // Links that stay on their side are packed as before.
+    for link in ["app/client/secret.js", "app/shared/auth", "app/css/logo.png"] {
+        std::fs::remove_file(root.join(link)).unwrap();
+    }
+    symlink(root.join("app/shared/math.js"), root.join("app/client/math.js")).unwrap();
+    symlink("../../public/logo.png", root.join("app/css/logo.png")).unwrap();
+    write(root, "public/logo.png", "png");
+    ssbuild::pack(&ssbuild::PackOptions::new(root, "development")).unwrap();
 }
 
 #[test]

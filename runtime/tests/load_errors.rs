@@ -1,0 +1,21 @@
+//! Server code that throws while it loads stops ssrun with the error, told
+//! once, and the failing module's top level runs once.
+
+#![cfg(unix)]
+
+mod common;
+use common::packed_app;
+
+use std::process::Command;
+
+#[test]
+fn server_code_that_fails_to_load_is_reported_once_and_runs_once() {
+    let broken = "console.log('broken.js starts loading');\nexports.actions = {};\nnull.crash;\n";
+    let dir = packed_app("development", &[("app/server/broken.js", broken)]);
+    let out = Command::new(env!("CARGO_BIN_EXE_ssrun")).arg(dir.path()).arg("--port").arg("0").output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert_eq!(text.matches("broken.js starts loading").count(), 1, "{text}");
+    assert_eq!(text.matches("cannot read property 'crash' of null").count(), 1, "{text}");
+    assert!(text.contains("app/server/broken.js:3"), "{text}");
+}
