@@ -5,7 +5,9 @@
 //!   `esbuild three.core.js --minify`;
 //! - the same with nothing changed (the persistent cache), against the same esbuild run;
 //! - three's src/ folder (about 750 ES modules) under `app/client/three/`, against
-//!   `esbuild src/Three.js --bundle --minify`.
+//!   `esbuild src/Three.js --bundle --minify`;
+//! - a generated CommonJS module of 60,000 functions packed for development,
+//!   against esbuild writing it out unminified.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,6 +50,30 @@ pub fn three() -> anyhow::Result<PathBuf> {
         bail!("node_modules/three is missing: run `npm ci`");
     }
     Ok(three)
+}
+
+/// Functions in the generated module of the fifth row.
+const GENERATED_FUNCTIONS: usize = 60_000;
+
+/// A CommonJS module of `n` small functions, each binding `a`, `b` and `x`,
+/// and a table of them all: the shape of generated code (parsers, bindings,
+/// compiled templates), where the same local names repeat in every function.
+fn generated_module(n: usize) -> String {
+    let mut out = String::from("'use strict';\n");
+    for i in 0..n {
+        out.push_str(&format!(
+            "function f{i}(a, b) {{ var x = a * {i} + b; if (x > {}) {{ return x - {}; }} return helper{}(x, '{i}'); }}\n",
+            i % 97,
+            i % 13,
+            i % 50
+        ));
+    }
+    for i in 0..50 {
+        out.push_str(&format!("function helper{i}(v, s) {{ return v + s.length + {i}; }}\n"));
+    }
+    let table: Vec<String> = (0..n).map(|i| format!("k{i}: f{i}")).collect();
+    out.push_str(&format!("exports.table = {{{}}};\n", table.join(",")));
+    out
 }
 
 pub fn time(cmd: &mut Command) -> anyhow::Result<Duration> {
@@ -246,6 +272,46 @@ pub fn run(runs: usize) -> anyhow::Result<()> {
         theirs: median(theirs),
         ours_bytes: Some((bundle.len(), gzip_len(&bundle)?)),
         theirs_bytes: Some((es_bytes.len(), gzip_len(&es_bytes)?)),
+    });
+
+    // 5. A generated CommonJS module of many functions binding the same
+    // names, packed for development (no minifying) against esbuild writing
+    // it out unminified.
+    let app = work.path().join("generated");
+    std::fs::create_dir_all(app.join("app/client"))?;
+    std::fs::write(app.join("app/client/app.js"), "exports.init = function () {};\n")?;
+    let generated = app.join("app/client/generated.js");
+    std::fs::write(&generated, generated_module(GENERATED_FUNCTIONS))?;
+    write_shell(&app, "")?;
+    let es_out = work.path().join("esbuild-generated.js");
+    let es_plain = || {
+        let mut c = Command::new(&esbuild);
+        c.arg(&generated).arg(format!("--outfile={}", es_out.display())).arg("--log-level=warning");
+        c
+    };
+    let pack_dev = || {
+        let mut c = Command::new(&ssbuild);
+        c.args(["pack", "--env", "development", "--no-cache"]).arg(&app);
+        c
+    };
+    time(&mut pack_dev())?;
+    time(&mut es_plain())?;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..runs.min(7) {
+        ours.push(time(&mut pack_dev())?);
+        theirs.push(time(&mut es_plain())?);
+    }
+    rows.push(Row {
+        name: format!(
+            "a generated CommonJS module ({GENERATED_FUNCTIONS} functions, {:.1} MB), development pack vs `esbuild` \
+             (not minified; median of {})",
+            std::fs::metadata(&generated)?.len() as f64 / 1e6,
+            runs.min(7)
+        ),
+        ours: median(ours),
+        theirs: median(theirs),
+        ours_bytes: None,
+        theirs_bytes: None,
     });
 
     let es_version = String::from_utf8(Command::new(&esbuild).arg("--version").output()?.stdout)?;

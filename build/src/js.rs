@@ -200,7 +200,10 @@ pub fn compile_module_with(
                 program.visit_with(&mut tags);
             }
             let requires = unit.requires(&program, unresolved);
-            let (code, map) = unit.finish(program, options, unresolved, top_level, true, es_module);
+            // Only a transform that adds or moves names can make one capture
+            // another; a plain CommonJS file prints as it was written.
+            let rewritten = es_module || typescript || awaits == Awaits::Tag;
+            let (code, map) = unit.finish(program, options, unresolved, top_level, true, es_module, rewritten);
             Ok(Compiled { code, map, exports, requires, awaits: tags.found })
         })
     })
@@ -348,7 +351,7 @@ pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Co
         let mut program = Program::Script(script);
         drop_hashbang(&mut program);
         program.mutate(resolver(unresolved, top_level, false));
-        let (code, map) = unit.finish(program, options, unresolved, top_level, false, false);
+        let (code, map) = unit.finish(program, options, unresolved, top_level, false, false, false);
         Ok(Compiled { code, map, exports: Exports::default(), requires: Vec::new(), awaits: false })
     })
 }
@@ -473,6 +476,13 @@ impl Unit {
     /// Minifies or prints, then emits code (and a source map). `es_module`:
     /// the file was an ES module, whose top-level names are its own, so one
     /// named like a parameter of the module function is renamed.
+    /// `rewritten`: a transform added or moved names, so that printing
+    /// unminified needs the hygiene pass to keep each name meaning what it
+    /// did. A file as written needs none, and the pass costs time that grows
+    /// with the square of the functions that bind the same name (swc shares
+    /// one map of taken names across all sibling scopes): 10 s for a
+    /// generated file of 60,000 functions.
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         program: Program,
@@ -481,6 +491,7 @@ impl Unit {
         top_level: Mark,
         module: bool,
         es_module: bool,
+        rewritten: bool,
     ) -> (String, Option<String>) {
         let program = if options.minify {
             let compress = CompressOptions {
@@ -528,10 +539,12 @@ impl Unit {
             // global of the same name: a statement naming the module
             // function's parameters makes it rename top-level `module` and
             // `require` declarations (the minifier renames them anyway).
-            let guard = es_module && wrapper_guard(&mut p, unresolved);
-            p.mutate(hygiene());
-            if guard && let Program::Module(m) = &mut p {
-                m.body.pop();
+            if rewritten {
+                let guard = es_module && wrapper_guard(&mut p, unresolved);
+                p.mutate(hygiene());
+                if guard && let Program::Module(m) = &mut p {
+                    m.body.pop();
+                }
             }
             p.mutate(fixer(Some(&self.comments)));
             p
