@@ -9,7 +9,7 @@
 //! by the file's content alone. Library scripts (`lib/client`) are plain
 //! scripts: minified without renaming their globals, or passed through.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 use rayon::prelude::*;
@@ -26,6 +26,7 @@ use swc_core::ecma::ast::{
     IdentName, Invalid, LabeledStmt, Lit, MemberExpr, MemberProp, MetaPropExpr, MetaPropKind, ModuleItem, Pat, Program,
     ReturnStmt, SetterProp, StaticBlock, Stmt, TryStmt, VarDecl, VarDeclKind, VarDeclarator,
 };
+use swc_core::ecma::atoms::Atom;
 use swc_core::ecma::codegen::text_writer::JsWriter;
 use swc_core::ecma::codegen::{Config as CodegenConfig, Emitter, Node as _};
 use swc_core::ecma::minifier::option::{CompressOptions, ExtraOptions, MangleOptions, MinifyOptions};
@@ -159,6 +160,9 @@ pub fn compile_module_with(
                 return Err(mistakes);
             }
             let es_module = program.is_module();
+            // The names as written, to tell afterwards whether a transform
+            // added one that could capture or be captured.
+            let written = (es_module || typescript || awaits == Awaits::Tag).then(|| NamesWritten::of(&program));
             if !es_module {
                 let clashes = wrapper_clashes(&program);
                 if !clashes.is_empty() {
@@ -200,13 +204,67 @@ pub fn compile_module_with(
                 program.visit_with(&mut tags);
             }
             let requires = unit.requires(&program, unresolved);
-            // Only a transform that adds or moves names can make one capture
-            // another; a plain CommonJS file prints as it was written.
-            let rewritten = es_module || typescript || awaits == Awaits::Tag;
+            // Only a transform that adds names can make one capture another;
+            // a plain CommonJS file prints as it was written.
+            // An ES module's own `module` or `require` would also meet the
+            // module function's parameter of that name.
+            let rewritten = written.is_some_and(|written| {
+                (es_module && WRAPPER_NAMES[..2].iter().any(|name| written.names.contains(&Atom::from(*name))))
+                    || written.clash_after(&program)
+            });
             let (code, map) = unit.finish(program, options, unresolved, top_level, true, es_module, rewritten);
             Ok(Compiled { code, map, exports, requires, awaits: tags.found })
         })
     })
+}
+
+/// Every name of a program with its syntax context (which binding it
+/// is, as the resolver marked it), before any transform.
+struct NamesWritten {
+    pairs: HashSet<(Atom, SyntaxContext)>,
+    names: HashSet<Atom>,
+}
+
+impl NamesWritten {
+    fn of(program: &Program) -> NamesWritten {
+        struct Collect<'a>(&'a mut NamesWritten);
+        impl Visit for Collect<'_> {
+            fn visit_ident(&mut self, ident: &Ident) {
+                if self.0.pairs.insert((ident.sym.clone(), ident.ctxt)) {
+                    self.0.names.insert(ident.sym.clone());
+                }
+            }
+        }
+        let mut written = NamesWritten { pairs: HashSet::default(), names: HashSet::default() };
+        program.visit_with(&mut Collect(&mut written));
+        written
+    }
+
+    /// Whether the transforms added a name that printing could confuse with
+    /// another: a binding or reference of a name written in the file, but
+    /// with a context of its own (an ES module's top-level `require` beside
+    /// the one the module receives), or a new name made with two contexts
+    /// (two imports both named `_x`). Then the hygiene pass renames; else
+    /// every name means, printed, what it meant as written.
+    fn clash_after(&self, program: &Program) -> bool {
+        struct Check<'a> {
+            written: &'a NamesWritten,
+            added: HashMap<Atom, SyntaxContext>,
+            clash: bool,
+        }
+        impl Visit for Check<'_> {
+            fn visit_ident(&mut self, ident: &Ident) {
+                if self.clash || self.written.pairs.contains(&(ident.sym.clone(), ident.ctxt)) {
+                    return;
+                }
+                self.clash = self.written.names.contains(&ident.sym)
+                    || *self.added.entry(ident.sym.clone()).or_insert(ident.ctxt) != ident.ctxt;
+            }
+        }
+        let mut check = Check { written: self, added: HashMap::default(), clash: false };
+        program.visit_with(&mut check);
+        check.clash
+    }
 }
 
 /// Whether a TypeScript program has an enum or a namespace (which strip
@@ -476,12 +534,13 @@ impl Unit {
     /// Minifies or prints, then emits code (and a source map). `es_module`:
     /// the file was an ES module, whose top-level names are its own, so one
     /// named like a parameter of the module function is renamed.
-    /// `rewritten`: a transform added or moved names, so that printing
-    /// unminified needs the hygiene pass to keep each name meaning what it
-    /// did. A file as written needs none, and the pass costs time that grows
-    /// with the square of the functions that bind the same name (swc shares
-    /// one map of taken names across all sibling scopes): 10 s for a
-    /// generated file of 60,000 functions.
+    /// `rewritten`: a transform added names that could meet the file's own
+    /// (see [`NamesWritten`]), so that printing unminified needs the hygiene
+    /// pass to keep each name meaning what it did. Otherwise the pass would
+    /// change nothing, and its time grows with the square of the functions
+    /// that bind the same name (swc checks each against one list of taken
+    /// names shared by all sibling scopes): 11 s for a generated file of
+    /// 60,000 functions.
     #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,

@@ -367,6 +367,34 @@ fn module_wrapper_names_hashbangs_and_strict_lib_scripts_keep_their_meaning() {
     }
 }
 
+/// Names the module transform adds keep their meaning when they meet the
+/// file's own: two imports of files with the same name, and a local named
+/// like the binding an import becomes.
+#[test]
+fn names_added_by_the_module_transform_keep_their_meaning() {
+    if !have_node() {
+        return;
+    }
+    for env in ["development", "production"] {
+        let app = fixture("basic");
+        write(app.path(), "app/client/a/util.js", "export const v = 'a';\n");
+        write(app.path(), "app/client/b/util.js", "export const v = 'b';\n");
+        write(
+            app.path(),
+            "app/client/both.js",
+            "import { v as va } from './a/util';\nimport { v as vb } from './b/util';\nexport const r = va + vb;\n",
+        );
+        write(
+            app.path(),
+            "app/client/shadow.js",
+            "import { v } from './a/util';\nfunction inner() { const _util = 'local:'; return _util + v; }\nexport const r = inner();\n",
+        );
+        let report = pack_app(app.path(), env);
+        let result = eval_bundle(&client_bundle(&report), "return [SS.client.both.r, SS.client.shadow.r];");
+        assert_eq!(result, json!(["ab", "local:a"]), "{env}");
+    }
+}
+
 /// A second stylesheet entry beside the packed one is said not to be packed
 /// (edits to it would change nothing), in each pack, the cached ones too.
 #[test]
