@@ -1046,3 +1046,20 @@ exports.actions = {
     assert_eq!(error.status, 500, "{}", String::from_utf8_lossy(&error.body));
     assert!(String::from_utf8_lossy(&error.body).contains("handed over"));
 }
+
+#[tokio::test]
+async fn an_answer_nested_too_deep_says_so_and_the_engine_goes_on() {
+    let s = serve_seed_with(
+        "deep.js",
+        "exports.actions = { nest(n) { let v = 1; for (let i = 0; i < n; i++) v = [v]; return v; } };\n",
+    );
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    // The reply around it is one level more for this client's reader.
+    let reply = c.call(1, "deep.nest", json!([126])).await;
+    assert_eq!(reply["result"].to_string().matches('[').count(), 126, "{reply}");
+    let reply = c.call(2, "deep.nest", json!([128])).await;
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("the answer is nested more than 127 levels deep"), "{reply}");
+    assert!(message.contains("send it as a JSON string"), "{reply}");
+    assert_eq!(c.call(3, "deep.nest", json!([0])).await["result"], 1);
+}

@@ -1262,9 +1262,22 @@ fn answer_from_json(text: &str) -> ActionResult {
     serde_json::from_str(text).or_else(|e| {
         crate::json::without_lone_surrogates(text)
             .and_then(|fixed| serde_json::from_str(&fixed).ok())
-            .ok_or_else(|| ActionError::failed(format!("the answer is not JSON: {e}")))
+            .ok_or_else(|| {
+                // JSON.stringify wrote it, so it is JSON; what fails is depth.
+                if e.to_string().starts_with("recursion limit exceeded") {
+                    ActionError::failed(format!(
+                        "the answer is nested more than {ANSWER_DEPTH} levels deep (arrays and objects inside each \
+                         other), deeper than ssrun sends: flatten it, or send it as a JSON string"
+                    ))
+                } else {
+                    ActionError::failed(format!("the answer is not JSON: {e}"))
+                }
+            })
     })
 }
+
+/// How deep an answer may nest: serde_json's limit while reading it.
+const ANSWER_DEPTH: usize = 127;
 
 /// `value` as JSON, for the values `JSON.stringify` writes without looking
 /// inside (numbers, strings, booleans, null; undefined as null, as when it
