@@ -1260,20 +1260,22 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
 /// surrogate pair in a string reads as U+FFFD.
 fn answer_from_json(text: &str) -> ActionResult {
     serde_json::from_str(text).or_else(|e| {
-        crate::json::without_lone_surrogates(text)
-            .and_then(|fixed| serde_json::from_str(&fixed).ok())
-            .ok_or_else(|| {
-                // JSON.stringify wrote it, so it is JSON; what fails is depth.
-                if e.to_string().starts_with("recursion limit exceeded") {
-                    ActionError::failed(format!(
-                        "the answer is nested more than {ANSWER_DEPTH} levels deep (arrays and objects inside each \
-                         other), deeper than ssrun sends: flatten it, or send it as a JSON string"
-                    ))
-                } else {
-                    ActionError::failed(format!("the answer is not JSON: {e}"))
-                }
-            })
+        let fixed = crate::json::without_lone_surrogates(text).and_then(|fixed| serde_json::from_str(&fixed).ok());
+        fixed.ok_or_else(|| unreadable_answer(&e))
     })
+}
+
+/// Why an answer's text could not be read back.
+fn unreadable_answer(e: &serde_json::Error) -> ActionError {
+    // JSON.stringify wrote it, so it is JSON; what fails is depth.
+    if e.to_string().starts_with("recursion limit exceeded") {
+        ActionError::failed(format!(
+            "the answer is nested more than {ANSWER_DEPTH} levels deep (arrays and objects inside each other), \
+             deeper than ssrun sends: flatten it, or send it as a JSON string"
+        ))
+    } else {
+        ActionError::failed(format!("the answer is not JSON: {e}"))
+    }
 }
 
 /// How deep an answer may nest: serde_json's limit while reading it.
