@@ -152,13 +152,17 @@ fn sass_error(root: &Path, error: grass::Error) -> Diagnostic {
     match error.kind() {
         grass::ErrorKind::ParseError { message, loc, .. } => {
             let file = display_path(root, Path::new(loc.file.name()));
-            Diagnostic::at(
+            let d = Diagnostic::at(
                 file,
                 loc.file.source(),
                 loc.begin.line + 1,
                 loc.begin.column + 1,
                 format!("SCSS error: {message}"),
-            )
+            );
+            match sass_help(&message) {
+                Some(help) => d.with_help(help),
+                None => d,
+            }
         }
         grass::ErrorKind::IoError(e) => Diagnostic::file("app/css", format!("cannot read the stylesheet: {e}")),
         grass::ErrorKind::FromUtf8Error(e) => {
@@ -166,6 +170,25 @@ fn sass_error(root: &Path, error: grass::Error) -> Diagnostic {
         }
         _ => Diagnostic::file("app/css", "the SCSS compiler failed"),
     }
+}
+
+/// What to do about the SCSS mistakes made most often.
+fn sass_help(message: &str) -> Option<&'static str> {
+    let help = match message.trim_end_matches('.') {
+        "Undefined variable" => {
+            "define it above this line (`$name: value;`), or @import the partial that defines it first; \
+             with @use, write it as `module.$name`"
+        }
+        "Undefined mixin" => "define it with @mixin above this line, or @import the partial that defines it first",
+        "Undefined function" => {
+            "define it with @function above this line, or @import the partial that defines it first"
+        }
+        "Can't find stylesheet to import" => {
+            "paths are relative to the importing file or to app/css; a partial `_name.scss` is imported as 'name'"
+        }
+        _ => return None,
+    };
+    Some(help)
 }
 
 /// grass reads files through the pack's disk; it records what it read.
@@ -433,6 +456,21 @@ mod tests {
             ]
         );
         assert!(err[0].frame.as_deref().is_some_and(|f| f.contains("url(img/a.png)")), "{:?}", err[0].frame);
+    }
+
+    #[test]
+    fn common_scss_mistakes_get_help() {
+        for (scss, help) in [
+            (".a { color: $nope; }\n", "define it above this line"),
+            (".a { @include nope; }\n", "define it with @mixin"),
+            ("@import 'nope';\n", "a partial `_name.scss` is imported as 'name'"),
+        ] {
+            let mut disk = MemoryDisk::new();
+            disk.insert("/a/app/css/app.scss", scss);
+            let styles = [style("app/css/app.scss", Kind::Style, scss)];
+            let err = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap_err();
+            assert!(err[0].help.as_deref().is_some_and(|h| h.contains(help)), "{scss}: {:?}", err[0]);
+        }
     }
 
     #[test]

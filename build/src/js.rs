@@ -9,7 +9,7 @@
 //! by the file's content alone. Library scripts (`lib/client`) are plain
 //! scripts: minified without renaming their globals, or passed through.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use rayon::prelude::*;
@@ -162,7 +162,13 @@ pub fn compile_module_with(
             let es_module = program.is_module();
             // The names as written, to tell afterwards whether a transform
             // added one that could capture or be captured.
-            let written = (es_module || typescript || awaits == Awaits::Tag).then(|| NamesWritten::of(&program));
+            // TypeScript's strip moves class fields into the constructor, and
+            // the server's await tags insert calls into every async function:
+            // both put names where another may capture them, and always get
+            // the hygiene pass. An ES module's transform adds names at the
+            // top level; whether one can meet another is checked.
+            let plain_es_module = es_module && !typescript && awaits != Awaits::Tag;
+            let written = plain_es_module.then(|| NamesWritten::of(&program));
             if !es_module {
                 let clashes = wrapper_clashes(&program);
                 if !clashes.is_empty() {
@@ -208,21 +214,27 @@ pub fn compile_module_with(
             // a plain CommonJS file prints as it was written.
             // An ES module's own `module` or `require` would also meet the
             // module function's parameter of that name.
-            let rewritten = written.is_some_and(|written| {
-                (es_module && WRAPPER_NAMES[..2].iter().any(|name| written.names.contains(&Atom::from(*name))))
-                    || written.clash_after(&program)
-            });
+            let rewritten = match written {
+                None => typescript || awaits == Awaits::Tag,
+                Some(written) => {
+                    WRAPPER_NAMES[..2].iter().any(|name| written.names.contains_key(&Atom::from(*name)))
+                        || written.clash_after(&program)
+                }
+            };
             let (code, map) = unit.finish(program, options, unresolved, top_level, true, es_module, rewritten);
             Ok(Compiled { code, map, exports, requires, awaits: tags.found })
         })
     })
 }
 
-/// Every name of a program with its syntax context (which binding it
-/// is, as the resolver marked it), before any transform.
+/// Every name of an ES module with its syntax context (which binding it
+/// is, as the resolver marked it) and how often it is written, before the
+/// module transform.
 struct NamesWritten {
-    pairs: HashSet<(Atom, SyntaxContext)>,
-    names: HashSet<Atom>,
+    /// Each name and context, with the times it is written.
+    pairs: HashMap<(Atom, SyntaxContext), u32>,
+    /// Each name, with the count of its contexts.
+    names: HashMap<Atom, u32>,
 }
 
 impl NamesWritten {
@@ -230,38 +242,55 @@ impl NamesWritten {
         struct Collect<'a>(&'a mut NamesWritten);
         impl Visit for Collect<'_> {
             fn visit_ident(&mut self, ident: &Ident) {
-                if self.0.pairs.insert((ident.sym.clone(), ident.ctxt)) {
-                    self.0.names.insert(ident.sym.clone());
+                let times = self.0.pairs.entry((ident.sym.clone(), ident.ctxt)).or_insert(0);
+                *times += 1;
+                if *times == 1 {
+                    *self.0.names.entry(ident.sym.clone()).or_insert(0) += 1;
                 }
             }
         }
-        let mut written = NamesWritten { pairs: HashSet::default(), names: HashSet::default() };
+        let mut written = NamesWritten { pairs: HashMap::default(), names: HashMap::default() };
         program.visit_with(&mut Collect(&mut written));
         written
     }
 
-    /// Whether the transforms added a name that printing could confuse with
-    /// another: a binding or reference of a name written in the file, but
-    /// with a context of its own (an ES module's top-level `require` beside
-    /// the one the module receives), or a new name made with two contexts
-    /// (two imports both named `_x`). Then the hygiene pass renames; else
-    /// every name means, printed, what it meant as written.
+    /// Whether the module transform wrote a name that printing could
+    /// confuse with another, so that the hygiene pass must rename:
+    /// - a name written in the file, with a context of its own (a file's own
+    ///   top-level `exports` beside the one the module receives);
+    /// - a new name made with two contexts (two imports both become `_util`);
+    /// - more uses of a name and context than the file wrote (a getter that
+    ///   reads an export, a global the transform calls) when the file also
+    ///   binds that name elsewhere, where a use could land inside it.
+    ///
+    /// Otherwise every name means, printed, what it meant as written.
     fn clash_after(&self, program: &Program) -> bool {
         struct Check<'a> {
             written: &'a NamesWritten,
             added: HashMap<Atom, SyntaxContext>,
+            used: HashMap<(Atom, SyntaxContext), u32>,
             clash: bool,
         }
         impl Visit for Check<'_> {
             fn visit_ident(&mut self, ident: &Ident) {
-                if self.clash || self.written.pairs.contains(&(ident.sym.clone(), ident.ctxt)) {
+                if self.clash {
                     return;
                 }
-                self.clash = self.written.names.contains(&ident.sym)
-                    || *self.added.entry(ident.sym.clone()).or_insert(ident.ctxt) != ident.ctxt;
+                let pair = (ident.sym.clone(), ident.ctxt);
+                match self.written.pairs.get(&pair) {
+                    Some(&times) => {
+                        let used = self.used.entry(pair).or_insert(0);
+                        *used += 1;
+                        self.clash = *used > times && self.written.names.get(&ident.sym).is_some_and(|n| *n > 1);
+                    }
+                    None => {
+                        self.clash = self.written.names.contains_key(&ident.sym)
+                            || *self.added.entry(ident.sym.clone()).or_insert(ident.ctxt) != ident.ctxt;
+                    }
+                }
             }
         }
-        let mut check = Check { written: self, added: HashMap::default(), clash: false };
+        let mut check = Check { written: self, added: HashMap::default(), used: HashMap::default(), clash: false };
         program.visit_with(&mut check);
         check.clash
     }
@@ -534,8 +563,8 @@ impl Unit {
     /// Minifies or prints, then emits code (and a source map). `es_module`:
     /// the file was an ES module, whose top-level names are its own, so one
     /// named like a parameter of the module function is renamed.
-    /// `rewritten`: a transform added names that could meet the file's own
-    /// (see [`NamesWritten`]), so that printing unminified needs the hygiene
+    /// `rewritten`: a transform added or moved names that could meet the
+    /// file's own (see [`NamesWritten`]), so that printing unminified needs the hygiene
     /// pass to keep each name meaning what it did. Otherwise the pass would
     /// change nothing, and its time grows with the square of the functions
     /// that bind the same name (swc checks each against one list of taken

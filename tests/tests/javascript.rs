@@ -1063,3 +1063,13 @@ async fn an_answer_nested_too_deep_says_so_and_the_engine_goes_on() {
     assert!(message.contains("send it as a JSON string"), "{reply}");
     assert_eq!(c.call(3, "deep.nest", json!([0])).await["result"], 1);
 }
+
+#[tokio::test]
+async fn a_local_named_like_the_await_tag_helper_keeps_its_meaning() {
+    let s = serve_seed_with(
+        "tagx.js",
+        "const host = typeof __ss;\nexports.actions = { async local() { const __ss = { note: 'mine:' }; await null; return __ss.note + host; } };\n",
+    );
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    assert_eq!(c.call(1, "tagx.local", json!([])).await["result"], "mine:object");
+}

@@ -368,8 +368,9 @@ fn module_wrapper_names_hashbangs_and_strict_lib_scripts_keep_their_meaning() {
 }
 
 /// Names the module transform adds keep their meaning when they meet the
-/// file's own: two imports of files with the same name, and a local named
-/// like the binding an import becomes.
+/// file's own: two imports of files with the same name, a local named like
+/// the binding an import becomes, and TypeScript's class fields moved into a
+/// constructor whose parameter or local has the same name.
 #[test]
 fn names_added_by_the_module_transform_keep_their_meaning() {
     if !have_node() {
@@ -389,9 +390,19 @@ fn names_added_by_the_module_transform_keep_their_meaning() {
             "app/client/shadow.js",
             "import { v } from './a/util';\nfunction inner() { const _util = 'local:'; return _util + v; }\nexport const r = inner();\n",
         );
+        // TypeScript moves field initialisers into the constructor, next to
+        // its parameters and locals.
+        write(
+            app.path(),
+            "app/client/field.ts",
+            "const label = 'outer';\nconst limit = 10;\n\
+             export class A { name = label; max = limit; constructor(public label: string) { const limit = 99; } }\n\
+             const a = new A('param');\nexport const r = [a.name, a.max, a.label];\n",
+        );
         let report = pack_app(app.path(), env);
-        let result = eval_bundle(&client_bundle(&report), "return [SS.client.both.r, SS.client.shadow.r];");
-        assert_eq!(result, json!(["ab", "local:a"]), "{env}");
+        let result =
+            eval_bundle(&client_bundle(&report), "return [SS.client.both.r, SS.client.shadow.r, SS.client.field.r];");
+        assert_eq!(result, json!(["ab", "local:a", ["outer", 10, "param"]]), "{env}");
     }
 }
 
