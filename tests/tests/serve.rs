@@ -77,6 +77,25 @@ fn assets_are_immutable_and_sent_precompressed_when_accepted() {
 }
 
 #[test]
+fn assets_named_with_spaces_or_non_ascii_letters_are_served_as_browsers_ask() {
+    let app = fixture("styled");
+    let root = app.path();
+    ss_tests::write(root, "app/css/img/é t.svg", "<svg xmlns='http://www.w3.org/2000/svg'/>");
+    ss_tests::write(root, "lib/css/9.extra.css", ".x { background: url(\"../../app/css/img/é t.svg\") }\n");
+    let report = pack_app(root, "production");
+    let server = RunningServer::start(root);
+    let entry = &report.manifest.assets["app/css/img/é t.svg"];
+    let name = entry.path.strip_prefix("assets/").unwrap();
+    assert!(name.starts_with("é t."), "{name}");
+    let encoded = format!("/assets/%C3%A9%20t.{}", name.strip_prefix("é t.").unwrap());
+    let got = http(server.addr, "GET", &encoded, &[]);
+    assert_eq!((got.status, got.header("content-type")), (200, Some("image/svg+xml")), "{encoded}");
+    assert_eq!(got.body, std::fs::read(report.out.join(&entry.path)).unwrap());
+    assert_eq!(http(server.addr, "GET", "/assets/%C3%A9%20t.000000000000.svg", &[]).status, 404);
+    assert_eq!(http(server.addr, "GET", "/assets/%zz.svg", &[]).status, 400, "a broken escape is a bad path");
+}
+
+#[test]
 fn a_client_that_never_finishes_its_headers_is_let_go_and_others_are_served() {
     use std::io::{Read, Write};
     let (app, _) = packed_styled();

@@ -28,7 +28,13 @@ pub async fn serve(app: &LoadedApp, method: &Method, uri: &Uri, headers: &Header
     if path == "/" || path == "/index.html" {
         return asset(&app.page, NO_CACHE, headers);
     }
-    if let Some(found) = app.assets.get(path) {
+    // Assets are listed by name; a browser asks for `é.svg` or `a b.svg`
+    // percent-encoded.
+    let found = app.assets.get(path).or_else(|| {
+        let decoded = path.contains('%').then(|| percent_decode(path)).flatten()?;
+        app.assets.get(&decoded)
+    });
+    if let Some(found) = found {
         return asset(found, IMMUTABLE, headers);
     }
     if let Some(dir) = &app.public_dir {
