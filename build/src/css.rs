@@ -89,13 +89,20 @@ pub fn build(
     }
     let app_styles: Vec<&Source> = styles.iter().filter(|s| s.kind == Kind::Style).collect();
     let entry = ENTRIES.iter().find_map(|p| app_styles.iter().find(|s| s.path == *p));
+    // The SCSS files the stylesheet was compiled from.
+    let mut compiled_from: Vec<&Source> = Vec::new();
     if let Some(entry) = entry {
         if entry.path.ends_with(".css") {
             sheets.push((entry.path.clone(), "app/css".into(), entry.text.clone()));
         } else {
             match compile_sass(disk, root, entry, styles) {
-                Ok((css, read)) => {
-                    out.inputs.extend(read);
+                Ok((css, extra, read)) => {
+                    out.inputs.extend(extra);
+                    // The entry first, then the partials in the order they were read.
+                    compiled_from.push(*entry);
+                    compiled_from.extend(
+                        read.iter().filter_map(|p| app_styles.iter().find(|s| s.path == *p && s.path != entry.path)),
+                    );
                     sheets.push((entry.path.clone(), "app/css".into(), css));
                 }
                 Err(d) => problems.push(d),
@@ -106,7 +113,7 @@ pub fn build(
     let mut parts = Vec::new();
     for (file, base, css) in &sheets {
         // A url() in compiled SCSS is looked for in the SCSS it came from.
-        let written = if file.ends_with(".scss") || file.ends_with(".sass") { &app_styles[..] } else { &[] };
+        let written = if file.ends_with(".scss") || file.ends_with(".sass") { &compiled_from[..] } else { &[] };
         match process(disk, root, (file, written), base, css, targets, minify, &mut out) {
             Ok(code) => parts.push(code),
             Err(mut d) => problems.append(&mut d),
@@ -119,14 +126,15 @@ pub fn build(
     Ok(out)
 }
 
-/// Compiles an SCSS entry with grass, reading through `disk`. Returns the CSS
-/// and the files read that are not among the discovered styles.
+/// Compiles an SCSS entry with grass, reading through `disk`. Returns the CSS,
+/// the files read that are not among the discovered styles (with their
+/// digests), and the paths of all the files read, in order.
 fn compile_sass(
     disk: &dyn Disk,
     root: &Path,
     entry: &Source,
     styles: &[Source],
-) -> Result<(String, BTreeMap<String, String>), Diagnostic> {
+) -> Result<(String, BTreeMap<String, String>, Vec<String>), Diagnostic> {
     let fs = SassFs { disk, read: Mutex::new(Vec::new()) };
     let options = grass::Options::default()
         .fs(&fs)
@@ -137,15 +145,17 @@ fn compile_sass(
     let result = grass::from_path(&path, &options);
     let css = result.map_err(|e| sass_error(root, *e))?;
     let mut extra = BTreeMap::new();
+    let mut read = Vec::new();
     for file in fs.read.into_inner().unwrap_or_default() {
         let rel = display_path(root, &file);
         if !styles.iter().any(|s| s.path == rel)
             && let Ok(bytes) = disk.read(&file)
         {
-            extra.insert(rel, hex::encode(Sha256::digest(&bytes)));
+            extra.insert(rel.clone(), hex::encode(Sha256::digest(&bytes)));
         }
+        read.push(rel);
     }
-    Ok((css, extra))
+    Ok((css, extra, read))
 }
 
 fn sass_error(root: &Path, error: grass::Error) -> Diagnostic {
@@ -299,14 +309,19 @@ fn process(
 }
 
 /// Where `url(target)` is written in the stylesheets `written` (the entry
-/// first): the file, and the line and column of the target, both from 1.
+/// first, then the partials it read), outside comments: the file, and the
+/// line and column of the target, both from 1.
 fn find_url<'a>(written: &[&'a Source], target: &str) -> Option<(&'a Source, usize, usize)> {
     written.iter().find_map(|source| {
-        let text = &source.text;
+        // Comments blanked, one space for each character, so that lines and
+        // columns stay; ASCII lower case, so that `URL(` is found, and byte
+        // offsets stay too.
+        let text = without_comments(&source.text).to_ascii_lowercase();
+        let target = target.to_ascii_lowercase();
         text.match_indices("url(").find_map(|(at, _)| {
             let inside = text[at + 4..].trim_start_matches([' ', '\t']);
             let inside = inside.strip_prefix(['"', '\'']).unwrap_or(inside);
-            let after = inside.strip_prefix(target)?;
+            let after = inside.strip_prefix(target.as_str())?;
             if !after.is_empty() && !after.starts_with([')', '"', '\'', ' ', '\t', '\n', '?', '#']) {
                 return None;
             }
@@ -316,6 +331,54 @@ fn find_url<'a>(written: &[&'a Source], target: &str) -> Option<(&'a Source, usi
             Some((*source, line, col))
         })
     })
+}
+
+/// SCSS text with its `/* */` and `//` comments blanked: each character of a
+/// comment but a line break becomes a space. A `//` after a `:` is a URL's
+/// (`url(http://...)`), not a comment; quoted strings are left alone.
+fn without_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let (mut quote, mut last) = (None, '\0');
+    while let Some(c) = chars.next() {
+        match (quote, c, chars.peek()) {
+            (Some(q), _, _) => {
+                if c == q && last != '\\' {
+                    quote = None;
+                }
+                out.push(c);
+            }
+            (None, '"' | '\'', _) => {
+                quote = Some(c);
+                out.push(c);
+            }
+            (None, '/', Some('*')) => {
+                out.push_str("  ");
+                chars.next();
+                let mut prev = '\0';
+                for c in chars.by_ref() {
+                    out.push(if c == '\n' { '\n' } else { ' ' });
+                    if prev == '*' && c == '/' {
+                        break;
+                    }
+                    prev = c;
+                }
+            }
+            (None, '/', Some('/')) if last != ':' => {
+                out.push(' ');
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                    out.push(' ');
+                }
+            }
+            _ => out.push(c),
+        }
+        last = c;
+    }
+    out
 }
 
 /// `data:`, `http:`, `//host`, `/root` and `#fragment` URLs are left as they are.
@@ -436,26 +499,40 @@ mod tests {
     #[test]
     fn a_missing_url_in_scss_is_found_where_it_is_written() {
         let mut disk = MemoryDisk::new();
-        let entry = "@import 'parts/icons';\n.a { background: url(img/a.png) }\n";
+        // A comment and a partial nobody imports mention the same URLs first.
+        let entry = "@import 'parts/icons';\n/* was: url(img/a.png) */ // url(img/b.png)\n.a { background: url(http://x/y.png), url(img/a.png) }\n";
+        let old = "// unused\n.o { background: url(img/b.png) }\n";
         let partial =
-            "$dir: 'img';\n.b {\n  background: url( \"img/b.png\" );\n  border-image: url(#{$dir}/c.png);\n}\n";
+            "$dir: 'img';\n.b {\n  background: URL( \"img/b.png\" );\n  border-image: url(#{$dir}/c.png);\n}\n";
         disk.insert("/a/app/css/app.scss", entry);
+        disk.insert("/a/app/css/_old.scss", old);
         disk.insert("/a/app/css/parts/_icons.scss", partial);
-        let styles =
-            [style("app/css/app.scss", Kind::Style, entry), style("app/css/parts/_icons.scss", Kind::Style, partial)];
+        let styles = [
+            style("app/css/app.scss", Kind::Style, entry),
+            style("app/css/_old.scss", Kind::Style, old),
+            style("app/css/parts/_icons.scss", Kind::Style, partial),
+        ];
         let mut err = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap_err();
         err.sort_by_key(|d| d.message.clone());
         let found: Vec<(&str, Option<(usize, usize)>)> = err.iter().map(|d| (d.file.as_str(), d.position)).collect();
         assert_eq!(
             found,
             [
-                ("app/css/app.scss", Some((2, 22))),
+                ("app/css/app.scss", Some((3, 43))),
                 ("app/css/parts/_icons.scss", Some((3, 21))),
                 // Made by interpolation: written nowhere as such.
                 ("app/css/app.scss", None),
             ]
         );
-        assert!(err[0].frame.as_deref().is_some_and(|f| f.contains("url(img/a.png)")), "{:?}", err[0].frame);
+        assert!(err[0].frame.as_deref().is_some_and(|f| f.contains("url(img/a.png) }")), "{:?}", err[0].frame);
+    }
+
+    #[test]
+    fn comments_are_blanked_in_place() {
+        let text = "a /* b\nc */ d // e: url(x)\nf: url(http://g/h) 'i // j' /* é */ k";
+        let blank = without_comments(text);
+        assert_eq!(blank, "a     \n     d             \nf: url(http://g/h) 'i // j'         k");
+        assert_eq!(blank.chars().count(), text.chars().count());
     }
 
     #[test]
