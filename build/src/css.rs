@@ -126,15 +126,13 @@ pub fn build(
     Ok(out)
 }
 
-/// Compiles an SCSS entry with grass, reading through `disk`. Returns the CSS,
-/// the files read that are not among the discovered styles (with their
-/// digests), and the paths of all the files read, in order.
-fn compile_sass(
-    disk: &dyn Disk,
-    root: &Path,
-    entry: &Source,
-    styles: &[Source],
-) -> Result<(String, BTreeMap<String, String>, Vec<String>), Diagnostic> {
+/// What [`compile_sass`] gives: the CSS, the files read that are not among
+/// the discovered styles (with their digests), and the paths of all the
+/// files read, in order.
+type CompiledSass = (String, BTreeMap<String, String>, Vec<String>);
+
+/// Compiles an SCSS entry with grass, reading through `disk`.
+fn compile_sass(disk: &dyn Disk, root: &Path, entry: &Source, styles: &[Source]) -> Result<CompiledSass, Diagnostic> {
     let fs = SassFs { disk, read: Mutex::new(Vec::new()) };
     let options = grass::Options::default()
         .fs(&fs)
