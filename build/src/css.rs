@@ -415,8 +415,8 @@ fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Style
     }
     if let Some(private) = PrivateFolders::of(disk, root).holding(disk, &root.join(&rel)) {
         return Err(format!(
-            "url({target}) points to {rel}, a link to {private}, which browsers must not see: server code and \
-             config/ never become assets"
+            "url({target}) points to {rel}, a link to {private}, which browsers must not see: server code, \
+             config/ and hidden files never become assets"
         ));
     }
     let bytes =

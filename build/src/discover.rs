@@ -144,12 +144,14 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
     let mut found: Vec<(PathBuf, Kind)> = Vec::new();
     let mut ignored = Vec::new();
     let mut misnamed = Vec::new();
-    // Resolved once, and only for an app with links in it.
-    let mut private_real: Option<PrivateFolders> = None;
+    let private_real = PrivateFolders::of(disk, root);
     for kind in Kind::ALL {
         let dir = root.join(kind.folder());
         let files = disk.files_under(&dir).map_err(|e| PackError::io("reading folder", &dir, e))?;
+        // A link above the listed folder (`lib` -> `app/server`) moves all of it.
+        let moved = !files.is_empty() && private_real.moved(disk, root, kind.folder());
         for Listed { path: file, through_link } in files {
+            let through_link = through_link || moved;
             let rel = display_path(&dir, &file);
             let from_root = display_path(root, &file);
             let private = private_folders
@@ -183,8 +185,7 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
             } else if wanted
                 && through_link
                 && !matches!(kind, Kind::Server | Kind::LibServer)
-                && let Some(private) =
-                    private_real.get_or_insert_with(|| PrivateFolders::of(disk, root)).holding(disk, &file)
+                && let Some(private) = private_real.holding(disk, &file)
             {
                 // Requiring server code from browser code is refused by path;
                 // a link would carry it into the browser bundle unseen.
@@ -193,10 +194,18 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
                         display_path(root, &file),
                         format!("this is a link to {private}, and {} is sent to browsers", kind.folder()),
                     )
-                    .with_help(
-                        "server code and config/ never leave the server: move what both sides need to app/shared, \
-                         or remove the link",
-                    ),
+                    .with_help(match kind {
+                        Kind::Client | Kind::LibClient => {
+                            "server code, config/ and hidden files never leave the server: move what both sides \
+                             need to app/shared, or remove the link"
+                                .to_string()
+                        }
+                        _ => format!(
+                            "server code, config/ and hidden files never leave the server: copy what browsers may \
+                             see into {}, or remove the link",
+                            kind.folder()
+                        ),
+                    }),
                 );
             } else if wanted {
                 found.push((file, kind));

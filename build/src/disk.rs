@@ -35,26 +35,47 @@ pub struct Listed {
 pub const PRIVATE_FOLDERS: [&str; 3] = ["app/server", "lib/server", "config"];
 
 /// Where an app's private folders really are (those that exist), to catch a
-/// link elsewhere in the app that leads into one of them.
+/// link elsewhere in the app that leads into one of them, or to a hidden
+/// file (`.env`).
 #[derive(Debug)]
-pub struct PrivateFolders(Vec<(PathBuf, &'static str)>);
+pub struct PrivateFolders {
+    root: Option<PathBuf>,
+    folders: Vec<(PathBuf, &'static str)>,
+}
 
 impl PrivateFolders {
-    /// Resolves [`PRIVATE_FOLDERS`] under `root`.
+    /// Resolves the app root and [`PRIVATE_FOLDERS`] under it.
     pub fn of(disk: &dyn Disk, root: &Path) -> PrivateFolders {
-        PrivateFolders(
-            PRIVATE_FOLDERS.iter().filter_map(|folder| Some((disk.real_path(&root.join(folder))?, *folder))).collect(),
-        )
+        PrivateFolders {
+            root: disk.real_path(root),
+            folders: PRIVATE_FOLDERS
+                .iter()
+                .filter_map(|folder| Some((disk.real_path(&root.join(folder))?, *folder)))
+                .collect(),
+        }
     }
 
-    /// The app path (`app/server/db.js`) of the private file that `path`
-    /// really is, when it is one.
+    /// Whether the folder `folder` of the app (`app/client`) is really
+    /// somewhere else: itself a link, or below one.
+    pub fn moved(&self, disk: &dyn Disk, root: &Path, folder: &str) -> bool {
+        match (&self.root, disk.real_path(&root.join(folder))) {
+            (Some(real_root), Some(real)) => real != real_root.join(folder),
+            _ => false,
+        }
+    }
+
+    /// The app path (`app/server/db.js`, `.env`) of the file browsers must
+    /// not see that `path` really is, when it is one.
     pub fn holding(&self, disk: &dyn Disk, path: &Path) -> Option<String> {
         let real = disk.real_path(path)?;
-        self.0.iter().find_map(|(folder_real, folder)| {
-            let inner = real.strip_prefix(folder_real).ok()?;
-            let inner = inner.to_string_lossy().replace('\\', "/");
+        let slashed = |p: &Path| p.to_string_lossy().replace('\\', "/");
+        let private = self.folders.iter().find_map(|(folder_real, folder)| {
+            let inner = slashed(real.strip_prefix(folder_real).ok()?);
             Some(if inner.is_empty() { folder.to_string() } else { format!("{folder}/{inner}") })
+        });
+        private.or_else(|| {
+            let inner = slashed(real.strip_prefix(self.root.as_ref()?).ok()?);
+            inner.split('/').any(|part| part.starts_with('.')).then_some(inner)
         })
     }
 }
@@ -88,6 +109,15 @@ impl Disk for RealDisk {
         // goes depth first, so a folder's entries follow it, deeper.
         let mut linked_folders: Vec<usize> = Vec::new();
         for entry in walkdir::WalkDir::new(dir).follow_links(true) {
+            if let Err(e) = &entry
+                && let (Some(ancestor), Some(link)) = (e.loop_ancestor(), e.path())
+            {
+                return Err(io::Error::other(format!(
+                    "{} is a link to {}, a folder that holds it, so the folder never ends; remove the link",
+                    link.display(),
+                    ancestor.display()
+                )));
+            }
             match entry {
                 Ok(entry) => {
                     while linked_folders.last().is_some_and(|depth| *depth >= entry.depth()) {

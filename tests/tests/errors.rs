@@ -308,14 +308,35 @@ fn links_from_browser_folders_into_server_code_are_refused() {
     assert!(text.contains("and app/client is sent to browsers"), "{text}");
     assert!(text.contains("app/shared/auth/custom_auth.js"), "{text}");
     assert!(text.contains("a link to lib/server/custom_auth.js"), "{text}");
-    assert!(text.contains("help: server code and config/ never leave the server"), "{text}");
+    assert!(text.contains("help: server code, config/ and hidden files never leave the server: move"), "{text}");
     assert!(text.contains("url(logo.png) points to app/css/logo.png, a link to config/app.toml"), "{text}");
     assert_eq!(err.diagnostics().len(), 3, "{text}");
 
+    // A hidden file, and a link above a browser folder (`lib` -> a folder
+    // in app/server holding `client/` and `server/`).
+    std::fs::remove_file(root.join("app/client/secret.js")).unwrap();
+    std::fs::remove_file(root.join("app/shared/auth")).unwrap();
+    std::fs::remove_file(root.join("app/css/logo.png")).unwrap();
+    std::fs::remove_file(root.join("app/css/app.css")).unwrap();
+    write(root, ".env", "DB_PASSWORD=hunter2\n");
+    symlink("../../.env", root.join("app/views/env.html")).unwrap();
+    let custom_auth = std::fs::read_to_string(root.join("lib/server/custom_auth.js")).unwrap();
+    write(root, "app/server/vendor/server/custom_auth.js", &custom_auth);
+    write(root, "app/server/vendor/client/x.js", "var SECRET = 'hunter2';\n");
+    std::fs::rename(root.join("lib"), root.join("lib-real")).unwrap();
+    symlink("app/server/vendor", root.join("lib")).unwrap();
+    let (err, text) = pack_error(root);
+    assert!(text.contains("app/views/env.html") && text.contains("this is a link to .env"), "{text}");
+    assert!(text.contains("copy what browsers may see into app/views"), "{text}");
+    assert!(text.contains("lib/client/x.js") && text.contains("a link to app/server/vendor/client/x.js"), "{text}");
+    assert_eq!(err.diagnostics().len(), 2, "{text}");
+    std::fs::remove_file(root.join("lib")).unwrap();
+    std::fs::rename(root.join("lib-real"), root.join("lib")).unwrap();
+    std::fs::remove_dir_all(root.join("app/server/vendor")).unwrap();
+    std::fs::remove_file(root.join("app/views/env.html")).unwrap();
+
     // Links that stay on their side are packed as before.
-    for link in ["app/client/secret.js", "app/shared/auth", "app/css/logo.png"] {
-        std::fs::remove_file(root.join(link)).unwrap();
-    }
+    write(root, "app/css/app.css", "body { background: url(logo.png) }\n");
     symlink(root.join("app/shared/math.js"), root.join("app/client/math.js")).unwrap();
     symlink("../../public/logo.png", root.join("app/css/logo.png")).unwrap();
     write(root, "public/logo.png", "png");
