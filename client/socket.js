@@ -197,7 +197,8 @@
       // Only a stub of this page's making is taken away, never what app code put there.
       if (chain.length === keys.length && chain[last][keys[last]] === stubs[name]) {
         delete chain[last][keys[last]];
-        for (var j = last; j > 0 && Object.keys(chain[j]).length === 0; j--) delete chain[j - 1][keys[j - 1]];
+        // Empty means nothing at all: no hidden property or symbol the app put there either.
+        for (var j = last; j > 0 && Reflect.ownKeys(chain[j]).length === 0; j--) delete chain[j - 1][keys[j - 1]];
       }
       delete stubs[name];
     });

@@ -407,7 +407,7 @@ fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usiz
     if let Some(i) = find(&base) {
         return Ok(i);
     }
-    if let Some(refused) = not_a_module(specifier) {
+    if let Some(refused) = not_a_module(specifier, side) {
         return Err(refused);
     }
     let help = if side == Side::Server && !specifier.starts_with('.') {
@@ -419,23 +419,47 @@ fn resolve(from: &str, specifier: &str, side: Side, by_path: &HashMap<&str, usiz
 }
 
 /// Why a specifier naming a file that is not JavaScript or TypeScript
-/// (`./data.json`, `./app.css`) cannot be required, and what to do instead.
-fn not_a_module(specifier: &str) -> Option<(String, String)> {
+/// (`./data.json`, `./app.css`, `./view.jsx`) cannot be required, and what to
+/// do instead, on the side that requires it.
+fn not_a_module(specifier: &str, side: Side) -> Option<(String, String)> {
     let name = specifier.rsplit('/').next().unwrap_or(specifier);
     let (_, ext) = name.rsplit_once('.').filter(|(stem, _)| !stem.is_empty())?;
     let ext = ext.to_ascii_lowercase();
     // Only names that are surely files of another kind: `./jquery.min` and
     // `./lodash.debounce` are modules with a dot in their names.
-    let help = match ext.as_str() {
-        "json" => "make it a module (`module.exports = { ... }` in a .js file), or serve it from public/ and fetch it",
-        "css" | "scss" | "sass" | "less" => "stylesheets are packed from app/css: @import it from app/css/app.scss",
-        "html" | "htm" => "templates in app/views reach the browser through SS.tmpl; the layout is app/views/app.html",
-        "txt" | "md" | "svg" | "png" | "jpg" | "jpeg" | "gif" | "webp" | "wasm" | "yaml" | "yml" | "toml" | "csv"
-        | "xml" => "put the file in public/ and fetch it by URL, or turn its content into a module",
+    let help = match (ext.as_str(), side) {
+        ("jsx" | "tsx", _) => {
+            return Some((
+                format!("'{specifier}' names a .{ext} file, and JSX is not supported yet"),
+                "write the component with plain calls (`h('div', props, children)` or your library's equivalent) \
+                 in a .js or .ts file"
+                    .to_string(),
+            ));
+        }
+        ("json", Side::Client) => {
+            "make it a module (`module.exports = { ... }` in a .js file), or serve it from public/ and fetch it"
+        }
+        ("css" | "scss" | "sass" | "less", Side::Client) => {
+            "stylesheets are packed from app/css: @import it from app/css/app.scss"
+        }
+        ("html" | "htm", Side::Client) => {
+            "templates in app/views reach the browser through SS.tmpl; the layout is app/views/app.html"
+        }
+        ("txt" | "md" | "svg" | "png" | "jpg" | "jpeg" | "gif" | "webp" | "wasm" | "yaml" | "yml" | "toml" | "csv"
+        | "xml", Side::Client) => "put the file in public/ and fetch it by URL, or turn its content into a module",
+        // Server code: nothing here should end up public.
+        (
+            "json" | "css" | "scss" | "sass" | "less" | "html" | "htm" | "txt" | "md" | "svg" | "png" | "jpg" | "jpeg"
+            | "gif" | "webp" | "wasm" | "yaml" | "yml" | "toml" | "csv" | "xml",
+            Side::Server,
+        ) => {
+            "turn its content into a module (`module.exports = { ... }` in a .js file beside it); settings and \
+             secrets belong in config/app.toml or the environment, read by the server"
+        }
         _ => return None,
     };
     Some((
-        format!("'{specifier}' is a .{ext} file, and only JavaScript and TypeScript modules can be required"),
+        format!("'{specifier}' names a .{ext} file, and only JavaScript and TypeScript modules can be required"),
         help.to_string(),
     ))
 }
@@ -759,10 +783,15 @@ mod tests {
         // A file of another kind is named as such, with what to do instead;
         // a module with a dot in its name is only not found.
         let (message, help) = resolve("app/client/b.js", "./data.json", Side::Client, &by_path).unwrap_err();
-        assert!(message.contains("'./data.json' is a .json file, and only JavaScript and TypeScript"), "{message}");
-        assert!(help.contains("module.exports"), "{help}");
-        let (_, help) = resolve("app/server/s.js", "../css/app.SCSS", Side::Server, &by_path).unwrap_err();
+        assert!(message.contains("'./data.json' names a .json file, and only JavaScript and TypeScript"), "{message}");
+        assert!(help.contains("module.exports") && help.contains("public/"), "{help}");
+        let (_, help) = resolve("app/client/b.js", "../css/app.SCSS", Side::Client, &by_path).unwrap_err();
         assert!(help.contains("app/css/app.scss"), "{help}");
+        // Server code is never told to make a file public.
+        let (_, help) = resolve("app/server/s.js", "../../config/db.json", Side::Server, &by_path).unwrap_err();
+        assert!(help.contains("module.exports") && !help.contains("public/"), "{help}");
+        let (message, _) = resolve("app/client/b.js", "./Comp.jsx", Side::Client, &by_path).unwrap_err();
+        assert!(message.contains("JSX is not supported yet"), "{message}");
         let err = resolve("app/client/b.js", "./jquery.min", Side::Client, &by_path).unwrap_err();
         assert!(err.0.contains("module './jquery.min' not found"), "{}", err.0);
         // `.`, `..` and `dir/` name the folder's index, never a file beside the folder.

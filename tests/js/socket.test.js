@@ -742,13 +742,19 @@ test("a new build's API tree replaces the stubs: actions it no longer lists go, 
   page.init();
   const { server } = page.SS;
   server.mine = { helper: () => 'kept' };
+  // Things app code hid on branches the library made keep those branches.
+  Object.defineProperty(server.app, 'hidden', { value: 1, enumerable: false, configurable: true });
+  server.admin.users[Symbol.for('mark')] = 1;
   const held = server.app.square;
   page.drop(1001);
   page.reconnect();
   // app.echo and admin.users.list are gone, app.square became a branch, and reports is new.
   page.init(undefined, { app: { square: { of: 1 } }, reports: { daily: 1 } });
-  assert.deepEqual(Object.keys(server).sort(), ['app', 'mine', 'reports']);
+  assert.deepEqual(Object.keys(server).sort(), ['admin', 'app', 'mine', 'reports']);
   assert.deepEqual(Object.keys(server.app), ['square']);
+  assert.equal(server.app.hidden, 1);
+  assert.deepEqual(Object.keys(server.admin.users), []);
+  assert.equal(server.admin.users[Symbol.for('mark')], 1);
   assert.equal(typeof server.app.square.of, 'function');
   assert.equal(typeof server.reports.daily, 'function');
   assert.equal(server.mine.helper(), 'kept');
