@@ -445,8 +445,11 @@ fn not_a_module(specifier: &str, side: Side) -> Option<(String, String)> {
         ("html" | "htm", Side::Client) => {
             "templates in app/views reach the browser through SS.tmpl; the layout is app/views/app.html"
         }
-        ("txt" | "md" | "svg" | "png" | "jpg" | "jpeg" | "gif" | "webp" | "wasm" | "yaml" | "yml" | "toml" | "csv"
-        | "xml", Side::Client) => "put the file in public/ and fetch it by URL, or turn its content into a module",
+        (
+            "txt" | "md" | "svg" | "png" | "jpg" | "jpeg" | "gif" | "webp" | "wasm" | "yaml" | "yml" | "toml" | "csv"
+            | "xml",
+            Side::Client,
+        ) => "put the file in public/ and fetch it by URL, or turn its content into a module",
         // Server code: nothing here should end up public.
         (
             "json" | "css" | "scss" | "sass" | "less" | "html" | "htm" | "txt" | "md" | "svg" | "png" | "jpg" | "jpeg"
