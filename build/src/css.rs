@@ -133,7 +133,13 @@ type CompiledSass = (String, BTreeMap<String, String>, Vec<String>);
 
 /// Compiles an SCSS entry with grass, reading through `disk`.
 fn compile_sass(disk: &dyn Disk, root: &Path, entry: &Source, styles: &[Source]) -> Result<CompiledSass, Diagnostic> {
-    let fs = SassFs { disk, read: Mutex::new(Vec::new()) };
+    let fs = SassFs {
+        disk,
+        root,
+        private: PrivateFolders::of(disk, root),
+        read: Mutex::new(Vec::new()),
+        refused: Mutex::new(None),
+    };
     let options = grass::Options::default()
         .fs(&fs)
         .load_path(root.join("app/css"))
@@ -141,6 +147,14 @@ fn compile_sass(disk: &dyn Disk, root: &Path, entry: &Source, styles: &[Source])
         .quiet(true);
     let path = root.join(&entry.path);
     let result = grass::from_path(&path, &options);
+    let refused = fs.refused.lock().ok().and_then(|mut refused| refused.take());
+    if let (Err(_), Some(private)) = (&result, refused) {
+        return Err(Diagnostic::file(
+            &entry.path,
+            format!("a stylesheet imports {private}, which browsers must not see: server code, config/ and hidden files never become CSS"),
+        )
+        .with_help("keep what stylesheets share (variables, mixins) in a partial under app/css or lib/css"));
+    }
     let css = result.map_err(|e| sass_error(root, *e))?;
     let mut extra = BTreeMap::new();
     let mut read = Vec::new();
@@ -199,11 +213,16 @@ fn sass_help(message: &str) -> Option<&'static str> {
     Some(help)
 }
 
-/// grass reads files through the pack's disk; it records what it read.
+/// grass reads files through the pack's disk; it records what it read, and
+/// refuses server code, configuration and hidden files.
 #[derive(Debug)]
 struct SassFs<'a> {
     disk: &'a dyn Disk,
+    root: &'a Path,
+    private: PrivateFolders,
     read: Mutex<Vec<PathBuf>>,
+    /// The first private file an import reached, by its app path.
+    refused: Mutex<Option<String>>,
 }
 
 impl grass::Fs for SassFs<'_> {
@@ -215,11 +234,23 @@ impl grass::Fs for SassFs<'_> {
         self.disk.is_file(path)
     }
 
+    // grass panics on an error reading a file it found (0.13: an I/O error
+    // is not among those it expects there), so a refusal or a failed read
+    // is given to it as a stylesheet that stops with `@error`.
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+        let stop = |why: String| Ok(format!("@error {};\n", css_string_literal(&why)).into_bytes());
+        let written = normalize(&display_path(self.root, path)).filter(|rel| !may_publish(rel));
+        if let Some(private) = written.or_else(|| self.private.holding(self.disk, path)) {
+            let why = format!("{private} is not for browsers");
+            if let Ok(mut refused) = self.refused.lock() {
+                refused.get_or_insert(private);
+            }
+            return stop(why);
+        }
         if let Ok(mut read) = self.read.lock() {
             read.push(path.to_path_buf());
         }
-        self.disk.read(path)
+        self.disk.read(path).or_else(|e| stop(format!("cannot read this file: {e}")))
     }
 }
 
@@ -392,6 +423,11 @@ fn split_suffix(url: &str) -> (&str, &str) {
     }
 }
 
+/// `text` as a double-quoted CSS string.
+fn css_string_literal(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " "))
+}
+
 /// Quotes a URL for `url(...)` when it needs it.
 fn css_string(url: &str) -> String {
     if url.chars().any(|c| c.is_whitespace() || "()'\"\\".contains(c)) {
@@ -531,6 +567,60 @@ mod tests {
         let blank = without_comments(text);
         assert_eq!(blank, "a     \n     d             \nf: url(http://g/h) 'i // j'         k");
         assert_eq!(blank.chars().count(), text.chars().count());
+    }
+
+    #[test]
+    fn scss_cannot_import_server_code_or_config() {
+        for import in ["../../config/theme", "../server/theme", "../../.secrets/theme"] {
+            let mut disk = MemoryDisk::new();
+            let entry = format!("@import '{import}';\n.a {{ color: red; }}\n");
+            disk.insert("/a/app/css/app.scss", entry.as_str());
+            disk.insert("/a/config/_theme.scss", "$secret: 1; .s { content: 'secret'; }\n");
+            disk.insert("/a/app/server/_theme.scss", "$secret: 1; .s { content: 'secret'; }\n");
+            disk.insert("/a/.secrets/_theme.scss", "$secret: 1; .s { content: 'secret'; }\n");
+            let styles = [style("app/css/app.scss", Kind::Style, &entry)];
+            let err = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap_err();
+            assert_eq!(err[0].file, "app/css/app.scss");
+            assert!(err[0].message.contains("which browsers must not see"), "{import}: {}", err[0].message);
+        }
+    }
+
+    /// A disk on which one file is listed but cannot be read.
+    #[derive(Debug)]
+    struct Unreadable(MemoryDisk, &'static str);
+
+    impl Disk for Unreadable {
+        fn files_under(&self, dir: &Path) -> std::io::Result<Vec<crate::disk::Listed>> {
+            self.0.files_under(dir)
+        }
+        fn is_file(&self, path: &Path) -> bool {
+            self.0.is_file(path)
+        }
+        fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
+            if path.ends_with(self.1) {
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"));
+            }
+            self.0.read(path)
+        }
+        fn real_path(&self, path: &Path) -> Option<PathBuf> {
+            self.0.real_path(path)
+        }
+        fn link_target(&self, path: &Path) -> Option<PathBuf> {
+            self.0.link_target(path)
+        }
+    }
+
+    #[test]
+    fn a_partial_that_cannot_be_read_is_an_error_not_a_crash() {
+        let mut disk = MemoryDisk::new();
+        let entry = "@import 'broken';\n";
+        disk.insert("/a/app/css/app.scss", entry);
+        disk.insert("/a/app/css/_broken.scss", ".b { color: red; }\n");
+        let styles = [style("app/css/app.scss", Kind::Style, entry)];
+        let disk = Unreadable(disk, "_broken.scss");
+        let err = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap_err();
+        assert_eq!(err[0].file, "app/css/_broken.scss");
+        assert!(err[0].message.contains("cannot read this file: denied"), "{}", err[0].message);
     }
 
     #[test]

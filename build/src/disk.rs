@@ -157,6 +157,22 @@ impl Disk for RealDisk {
     }
 }
 
+/// `path` with `.` and `..` folded out, as a real disk would find it (the
+/// memory tree has no links, so the fold is exact).
+fn folded(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 /// An in-memory tree: paths to contents. Used by unit tests.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryDisk {
@@ -187,12 +203,12 @@ impl Disk for MemoryDisk {
     }
 
     fn is_file(&self, path: &Path) -> bool {
-        self.files.contains_key(path)
+        self.files.contains_key(&folded(path))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.files
-            .get(path)
+            .get(&folded(path))
             .cloned()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display())))
     }
