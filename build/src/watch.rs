@@ -287,7 +287,9 @@ impl Doorbell {
                     // From the first write: a writer that keeps the file open
                     // (a log appended to) holds packs back for a while only.
                     let now = std::time::Instant::now();
-                    for path in &paths {
+                    // A link is made whole: nothing writes to the link itself.
+                    let link = |path: &Path| path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+                    for path in paths.iter().filter(|path| !link(path)) {
                         writers.entry(path.to_path_buf()).or_insert(Writer::Since(now));
                     }
                 }
@@ -794,6 +796,26 @@ mod tests {
         drop(again);
         while bell.wait(Duration::from_millis(150)) {}
         assert!(!bell.writing(&restless), "closed, and still waited for");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_link_is_not_taken_for_a_file_being_written() {
+        if !TRACKS_WRITERS {
+            eprintln!("skipped: file events here do not say when a file written to is closed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("app/client")).unwrap();
+        std::fs::write(root.join("app/shared.js"), "exports.x = 1;\n").unwrap();
+        let out = root.join("dist");
+        let Some(mut bell) = watching(root, &out) else { return };
+        let restless = Restless::default();
+        std::os::unix::fs::symlink(root.join("app/shared.js"), root.join("app/client/x.js")).unwrap();
+        assert!(bell.wait(Duration::from_secs(5)), "no event for the new link");
+        while bell.wait(Duration::from_millis(150)) {}
+        assert!(!bell.writing(&restless), "a new link is waited for as if it were being written");
     }
 
     #[test]
