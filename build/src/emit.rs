@@ -206,8 +206,20 @@ pub fn write_atomically(
     let manifest_path = staging.path().join("manifest.json");
     fs::write(&manifest_path, manifest).map_err(|e| PackError::io("writing", &manifest_path, e))?;
 
-    // Swap: the old output moves aside, the new one takes its name, the old one goes.
     let staged: PathBuf = staging.keep();
+    // Where the kernel can, the new output and the old trade places in one
+    // step, so that a reader of the output folder (ssrun picking up builds,
+    // a script) never finds it missing; the old one then goes.
+    if out.is_dir() && exchange(&staged, out).is_ok() {
+        if let Err(e) = fs::remove_dir_all(&staged) {
+            return Ok(Some(format!(
+                "the previous output, moved aside to {}, could not be removed: {e}",
+                staged.display()
+            )));
+        }
+        return Ok(None);
+    }
+    // Otherwise: the old output moves aside, the new one takes its name, the old one goes.
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
     let had_old = out.exists();
     if had_old && let Err(e) = fs::rename(out, &old) {
@@ -225,6 +237,19 @@ pub fn write_atomically(
         return Ok(Some(format!("the previous output, moved aside to {}, could not be removed: {e}", old.display())));
     }
     Ok(None)
+}
+
+/// Swaps two paths in one step (Linux's `renameat2` with `RENAME_EXCHANGE`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    renameat2(AT_FDCWD, a, AT_FDCWD, b, RenameFlags::RENAME_EXCHANGE).map_err(std::io::Error::from)
+}
+
+/// No swap in one step here: the caller renames twice.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
 }
 
 #[cfg(test)]
@@ -273,5 +298,31 @@ mod tests {
         assert_eq!(fs::read(out.join("assets/a.js")).unwrap(), b"1");
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "only dist remains");
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn a_reader_never_finds_the_output_missing_while_it_is_swapped() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("dist");
+        let files = BTreeMap::from([("assets/a.js".to_string(), b"1".to_vec())]);
+        write_atomically(&out, &files, b"{}").unwrap();
+        let (done, missing, looks) = (AtomicBool::new(false), AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    looks.fetch_add(1, Ordering::Relaxed);
+                    if fs::metadata(out.join("manifest.json")).is_err() {
+                        missing.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            for _ in 0..200 {
+                write_atomically(&out, &files, b"{}").unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+        });
+        assert_eq!(missing.load(Ordering::Relaxed), 0, "missing in {} looks", looks.load(Ordering::Relaxed));
     }
 }
