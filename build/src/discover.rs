@@ -113,6 +113,9 @@ pub struct Sources {
     pub views: Vec<Source>,
     /// Files found but not used (wrong extension), for a warning.
     pub ignored: Vec<String>,
+    /// Links to nothing that would not have been packed anyway (a folder's
+    /// link, say), each with what it points to, for a warning.
+    pub dangling: Vec<(String, PathBuf)>,
     /// Files that could not be read (or whose names are not UTF-8): the pack
     /// fails with these, after looking for every other error.
     pub problems: Vec<Diagnostic>,
@@ -143,6 +146,7 @@ pub fn is_skipped_name(name: &str) -> bool {
 pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Result<Sources, PackError> {
     let mut found: Vec<(PathBuf, Kind)> = Vec::new();
     let mut ignored = Vec::new();
+    let mut dangling = Vec::new();
     let mut misnamed = Vec::new();
     let private_real = PrivateFolders::of(disk, root);
     for kind in Kind::ALL {
@@ -209,6 +213,10 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
                 );
             } else if wanted {
                 found.push((file, kind));
+            } else if let Some(target) =
+                through_link.then(|| disk.link_target(&file)).flatten().filter(|_| disk.real_path(&file).is_none())
+            {
+                dangling.push((display_path(root, &file), target));
             } else if kind != Kind::Style {
                 // app/css also holds the images and fonts its url()s point to.
                 ignored.push(display_path(root, &file));
@@ -276,7 +284,7 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
     ignored.sort();
     let (code, rest): (Vec<Source>, Vec<Source>) = files.into_iter().partition(|s| s.kind.is_code());
     let (views, styles): (Vec<Source>, Vec<Source>) = rest.into_iter().partition(|s| s.kind == Kind::View);
-    Ok(Sources { files: code, styles, views, ignored, problems, unreadable })
+    Ok(Sources { files: code, styles, views, ignored, dangling, problems, unreadable })
 }
 
 /// The load order inside one kind: `lib/client` by numeric prefix (`2.x` before

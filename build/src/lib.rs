@@ -167,6 +167,12 @@ fn pack_here(
     stages.mark("discover");
     let mut warnings: Vec<String> =
         sources.ignored.iter().map(|p| format!("{p} is not packed: {}", why_ignored(p))).collect();
+    warnings.extend(sources.dangling.iter().map(|(link, target)| {
+        format!(
+            "{link} is a link to {}, which does not exist: point it at a file or a folder, or remove it",
+            target.display()
+        )
+    }));
     warnings.extend(css::unused_entries(&sources.styles));
 
     let mut cache = if options.cache && config_problems.is_empty() {

@@ -287,6 +287,19 @@ fn unreadable_file_is_named() {
     assert!(text.contains("app/client/gone.js"), "{text}");
     assert!(text.contains("this is a link to") && text.contains("nowhere.js, which does not exist"), "{text}");
     assert!(text.contains("help: point the link at a file, or remove it"), "{text}");
+
+    // A link to nothing that would not be packed anyway (no .js name) is a warning saying so.
+    std::fs::remove_file(app.path().join("app/client/gone.js")).unwrap();
+    std::os::unix::fs::symlink(app.path().join("nowhere"), app.path().join("app/client/vendor")).unwrap();
+    let report = ss_tests::pack_app(app.path(), "development");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.starts_with("app/client/vendor is a link to") && w.contains("nowhere, which does not exist")),
+        "{:?}",
+        report.warnings
+    );
 }
 
 #[cfg(unix)]
