@@ -343,14 +343,14 @@ fn process(
 fn find_url<'a>(written: &[&'a Source], target: &str) -> Option<(&'a Source, usize, usize)> {
     written.iter().find_map(|source| {
         // Comments blanked, one space for each character, so that lines and
-        // columns stay; ASCII lower case, so that `URL(` is found, and byte
-        // offsets stay too.
-        let text = without_comments(&source.text).to_ascii_lowercase();
-        let target = target.to_ascii_lowercase();
-        text.match_indices("url(").find_map(|(at, _)| {
+        // columns stay; `url(` looked for in ASCII lower case (`URL(`), which
+        // keeps byte offsets; the target matched as written.
+        let text = without_comments(&source.text);
+        let lower = text.to_ascii_lowercase();
+        lower.match_indices("url(").find_map(|(at, _)| {
             let inside = text[at + 4..].trim_start_matches([' ', '\t']);
             let inside = inside.strip_prefix(['"', '\'']).unwrap_or(inside);
-            let after = inside.strip_prefix(target.as_str())?;
+            let after = inside.strip_prefix(target)?;
             if !after.is_empty() && !after.starts_with([')', '"', '\'', ' ', '\t', '\n', '?', '#']) {
                 return None;
             }
@@ -363,18 +363,20 @@ fn find_url<'a>(written: &[&'a Source], target: &str) -> Option<(&'a Source, usi
 }
 
 /// SCSS text with its `/* */` and `//` comments blanked: each character of a
-/// comment but a line break becomes a space. A `//` after a `:` is a URL's
-/// (`url(http://...)`), not a comment; quoted strings are left alone.
+/// comment but a line break becomes a space. A `//` after a `:` or a `(` is
+/// a URL's (`url(http://...)`, `url(//cdn/...)`), not a comment; quoted
+/// strings are left alone.
 fn without_comments(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
-    let (mut quote, mut last) = (None, '\0');
+    let (mut quote, mut last, mut escaped) = (None, '\0', false);
     while let Some(c) = chars.next() {
         match (quote, c, chars.peek()) {
             (Some(q), _, _) => {
-                if c == q && last != '\\' {
+                if c == q && !escaped {
                     quote = None;
                 }
+                escaped = c == '\\' && !escaped;
                 out.push(c);
             }
             (None, '"' | '\'', _) => {
@@ -393,7 +395,7 @@ fn without_comments(text: &str) -> String {
                     prev = c;
                 }
             }
-            (None, '/', Some('/')) if last != ':' => {
+            (None, '/', Some('/')) if last != ':' && last != '(' => {
                 out.push(' ');
                 for c in chars.by_ref() {
                     if c == '\n' {
@@ -559,6 +561,15 @@ mod tests {
             ]
         );
         assert!(err[0].frame.as_deref().is_some_and(|f| f.contains("url(img/a.png) }")), "{:?}", err[0].frame);
+
+        // The URL is matched as written: `Logo.png` is not `logo.png`.
+        let mut disk = MemoryDisk::new();
+        let entry = ".a { background: url(img/Logo.png) }\n.b { background: url(img/logo.png) }\n";
+        disk.insert("/a/app/css/app.scss", entry);
+        disk.insert("/a/app/css/img/Logo.png", "png");
+        let styles = [style("app/css/app.scss", Kind::Style, entry)];
+        let err = build(&disk, Path::new("/a"), &styles, targets(&[]).unwrap(), true).unwrap_err();
+        assert_eq!((err.len(), err[0].position), (1, Some((2, 22))), "{err:?}");
     }
 
     #[test]
@@ -567,6 +578,9 @@ mod tests {
         let blank = without_comments(text);
         assert_eq!(blank, "a     \n     d             \nf: url(http://g/h) 'i // j'         k");
         assert_eq!(blank.chars().count(), text.chars().count());
+        // A string ending in an escaped backslash ends there; `url(//host)` is no comment.
+        let text = "c: \"\\\\\"; /* x */ url(//cdn/y.png), url(z.png) // w";
+        assert_eq!(without_comments(text), "c: \"\\\\\";         url(//cdn/y.png), url(z.png)     ");
     }
 
     #[test]

@@ -75,7 +75,13 @@ impl PrivateFolders {
         });
         private.or_else(|| {
             let inner = slashed(real.strip_prefix(self.root.as_ref()?).ok()?);
-            inner.split('/').any(|part| part.starts_with('.')).then_some(inner)
+            // Package managers keep packages in dotted folders (pnpm's
+            // `node_modules/.pnpm`, Yarn's `.yarn`): those are not secrets.
+            let hidden = inner
+                .split('/')
+                .take_while(|part| *part != "node_modules")
+                .any(|part| part.starts_with('.') && part != ".yarn");
+            hidden.then_some(inner)
         })
     }
 }

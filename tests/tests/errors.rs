@@ -348,8 +348,12 @@ fn links_from_browser_folders_into_server_code_are_refused() {
     std::fs::remove_dir_all(root.join("app/server/vendor")).unwrap();
     std::fs::remove_file(root.join("app/views/env.html")).unwrap();
 
-    // Links that stay on their side are packed as before.
+    // Links that stay on their side are packed as before, and so are
+    // packages a package manager keeps in a dotted folder (pnpm).
     write(root, "app/css/app.css", "body { background: url(logo.png) }\n");
+    write(root, "node_modules/.pnpm/lib@1.0.0/node_modules/lib/dist/lib.js", "var fromPnpm = 1;\n");
+    symlink(".pnpm/lib@1.0.0/node_modules/lib", root.join("node_modules/lib")).unwrap();
+    symlink("../../node_modules/lib/dist/lib.js", root.join("lib/client/9.lib.js")).unwrap();
     symlink(root.join("app/shared/math.js"), root.join("app/client/math.js")).unwrap();
     symlink("../../public/logo.png", root.join("app/css/logo.png")).unwrap();
     write(root, "public/logo.png", "png");
