@@ -757,6 +757,20 @@ mod tests {
         watcher.join().unwrap();
     }
 
+    /// A folder with an empty `app/client` and a bell on it, where file
+    /// events say when a file written to is closed; `None` (the test skips,
+    /// saying why) elsewhere.
+    fn writers_watched() -> Option<(tempfile::TempDir, Doorbell)> {
+        if !TRACKS_WRITERS {
+            eprintln!("skipped: file events here do not say when a file written to is closed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("app/client")).unwrap();
+        let bell = watching(dir.path(), &dir.path().join("dist"))?;
+        Some((dir, bell))
+    }
+
     /// A file kept open and written to now and then (a log appended to)
     /// counts as being written for the settle limit from its first write,
     /// then no more until it is closed: it does not hold every later pack
@@ -764,15 +778,8 @@ mod tests {
     #[test]
     fn a_file_held_open_is_waited_for_a_settle_limit_at_most() {
         use std::io::Write;
-        if !TRACKS_WRITERS {
-            eprintln!("skipped: file events here do not say when a file written to is closed");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
+        let Some((dir, mut bell)) = writers_watched() else { return };
         let root = dir.path();
-        std::fs::create_dir_all(root.join("app/client")).unwrap();
-        let out = root.join("dist");
-        let Some(mut bell) = watching(root, &out) else { return };
         let restless = Restless::default();
         let path = root.join("app/client/dev.log");
         let mut log = std::fs::File::create(&path).unwrap();
@@ -801,16 +808,9 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn a_new_link_is_not_taken_for_a_file_being_written() {
-        if !TRACKS_WRITERS {
-            eprintln!("skipped: file events here do not say when a file written to is closed");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
+        let Some((dir, mut bell)) = writers_watched() else { return };
         let root = dir.path();
-        std::fs::create_dir_all(root.join("app/client")).unwrap();
         std::fs::write(root.join("app/shared.js"), "exports.x = 1;\n").unwrap();
-        let out = root.join("dist");
-        let Some(mut bell) = watching(root, &out) else { return };
         let restless = Restless::default();
         std::os::unix::fs::symlink(root.join("app/shared.js"), root.join("app/client/x.js")).unwrap();
         assert!(bell.wait(Duration::from_secs(5)), "no event for the new link");
