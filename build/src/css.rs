@@ -33,6 +33,8 @@ pub struct Styles {
     /// Files read outside the discovered sources (SCSS imported from elsewhere,
     /// url() targets), with their sha256, so that the next pack can tell whether they changed.
     pub inputs: BTreeMap<String, String>,
+    /// The app's private folders, resolved at the first url() asset.
+    private: Option<PrivateFolders>,
 }
 
 /// Resolves `browsers` (browserslist queries) to lightningcss targets.
@@ -451,7 +453,8 @@ fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Style
     if let Some((name, _)) = out.assets.get(&rel) {
         return Ok(name.clone());
     }
-    if let Some(private) = PrivateFolders::of(disk, root).holding(disk, &root.join(&rel)) {
+    let private_folders = out.private.get_or_insert_with(|| PrivateFolders::of(disk, root));
+    if let Some(private) = private_folders.holding(disk, &root.join(&rel)) {
         return Err(format!(
             "url({target}) points to {rel}, a link to {private}, which browsers must not see: server code, \
              config/ and hidden files never become assets"
