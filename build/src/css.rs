@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::diagnostic::{Diagnostic, display_path};
 use crate::discover::{Kind, Source};
-use crate::disk::{Disk, PrivateFolders, normalize};
+use crate::disk::{Disk, PrivateFolders, is_private, normalize};
 use crate::emit::hashed_name;
 
 /// The browsers styles are prefixed for when the config names none
@@ -241,7 +241,7 @@ impl grass::Fs for SassFs<'_> {
     // is given to it as a stylesheet that stops with `@error`.
     fn read(&self, path: &Path) -> std::io::Result<Vec<u8>> {
         let stop = |why: String| Ok(format!("@error {};\n", css_string_literal(&why)).into_bytes());
-        let written = normalize(&display_path(self.root, path)).filter(|rel| !may_publish(rel));
+        let written = normalize(&display_path(self.root, path)).filter(|rel| is_private(rel));
         if let Some(private) = written.or_else(|| self.private.holding(self.disk, path)) {
             let why = format!("{private} is not for browsers");
             if let Ok(mut refused) = self.refused.lock() {
@@ -444,7 +444,7 @@ fn css_string(url: &str) -> String {
 /// Reads a referenced file and names it by content; returns the file name to use in CSS.
 fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Styles) -> Result<String, String> {
     let rel = normalize(&format!("{base}/{target}")).ok_or_else(|| format!("url({target}) points outside the app"))?;
-    if !may_publish(&rel) {
+    if is_private(&rel) {
         return Err(format!(
             "url({target}) points to {rel}, which browsers must not see: server code, config/ and hidden files \
              never become assets"
@@ -468,16 +468,6 @@ fn asset(disk: &dyn Disk, root: &Path, base: &str, target: &str, out: &mut Style
     Ok(name)
 }
 
-/// Whether `rel` may be copied among the public assets: never server code,
-/// configuration or a hidden file (compared without case, as some file
-/// systems do).
-fn may_publish(rel: &str) -> bool {
-    let lower = rel.to_ascii_lowercase();
-    let parts: Vec<&str> = lower.split('/').collect();
-    let private = matches!(parts.as_slice(), ["app" | "lib", "server", ..] | ["config", ..]);
-    !private && !parts.iter().any(|p| p.starts_with('.'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,8 +488,9 @@ mod tests {
         let lines: Vec<usize> = err.iter().filter_map(|d| d.position.map(|p| p.0)).collect();
         assert_eq!(lines, [1, 2, 3, 4], "{err:?}");
         assert!(err[0].message.contains("app/server/db.js, which browsers must not see"), "{}", err[0].message);
-        assert!(may_publish("public/logo.png") && may_publish("app/css/img/a.png") && may_publish("assets/x.woff2"));
-        assert!(!may_publish("app/Server/db.js") && !may_publish("Config/app.toml"));
+        assert!(!is_private("public/logo.png") && !is_private("app/css/img/a.png") && !is_private("assets/x.woff2"));
+        assert!(is_private("app/Server/db.js") && is_private("Config/app.toml") && is_private(".env"));
+        assert!(!is_private("node_modules/.pnpm/f@1/node_modules/f/x.woff2") && !is_private("configs/x.png"));
     }
 
     fn style(path: &str, kind: Kind, text: &str) -> Source {

@@ -75,15 +75,26 @@ impl PrivateFolders {
         });
         private.or_else(|| {
             let inner = slashed(real.strip_prefix(self.root.as_ref()?).ok()?);
-            // Package managers keep packages in dotted folders (pnpm's
-            // `node_modules/.pnpm`, Yarn's `.yarn`): those are not secrets.
-            let hidden = inner
-                .split('/')
-                .take_while(|part| *part != "node_modules")
-                .any(|part| part.starts_with('.') && part != ".yarn");
-            hidden.then_some(inner)
+            is_private(&inner).then_some(inner)
         })
     }
+}
+
+/// Whether the app path `rel` (slashes, no `..`) names a file browsers must
+/// never get: one under a [`PRIVATE_FOLDERS`] folder (compared without case,
+/// as some file systems do), or a hidden one (a part starting with `.`, but
+/// for the dotted folders package managers keep packages in: pnpm's
+/// `node_modules/.pnpm`, Yarn's `.yarn`).
+pub fn is_private(rel: &str) -> bool {
+    let lower = rel.to_ascii_lowercase();
+    let in_folder = PRIVATE_FOLDERS
+        .iter()
+        .any(|folder| lower.strip_prefix(folder).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')));
+    in_folder
+        || lower
+            .split('/')
+            .take_while(|part| *part != "node_modules")
+            .any(|part| part.starts_with('.') && part != ".yarn")
 }
 
 /// Folds `.` and `..` out of a slash path inside the app; `None` when it climbs above the root.
