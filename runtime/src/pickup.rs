@@ -6,7 +6,9 @@
 //! (`config/app.toml`, `config/environments/ENV.toml`) a few times a
 //! second. When either changes, the new build is loaded and a new [`App`] made
 //! from it (its config read again, its server code started in a new engine)
-//! while the old one goes on serving; only when that worked does the old
+//! while the old one goes on serving (where the process may use more than
+//! one CPU: on one, the engine shares the server's thread, and requests wait
+//! while the new server code loads); only when that worked does the old
 //! server stop. The new one starts at once on the same listening socket,
 //! while the old one closes its connections with 1001 in the background:
 //! browsers reconnect to the new one with the same sessions and users online
@@ -18,7 +20,6 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Config;
@@ -118,11 +119,14 @@ where
             Ok(socket) => socket,
             Err(e) => break Err(e),
         };
-        let mut serving: Pin<Box<dyn Future<Output = std::io::Result<()>>>> = Box::pin(current.serve(socket, shutdown));
+        // A task of its own, not a future polled by this loop: loading a new
+        // build below blocks this thread while its server code runs, and on a
+        // multi-threaded scheduler the server goes on answering meanwhile.
+        let mut serving = tokio::spawn(current.serve(socket, shutdown));
         let mut pending = Pending::Nothing;
         let next = loop {
             tokio::select! {
-                result = &mut serving => break Err(result),
+                result = &mut serving => break Err(result.unwrap_or_else(|e| Err(std::io::Error::other(e)))),
                 _ = tokio::time::sleep(POLL) => {}
             }
             let key = key_now();
@@ -175,7 +179,7 @@ where
             Ok((app, key)) => {
                 let _ = switch_tx.send(());
                 retiring.retain(|task: &tokio::task::JoinHandle<std::io::Result<()>>| !task.is_finished());
-                retiring.push(tokio::task::spawn_local(serving));
+                retiring.push(serving);
                 let actions = app.registry().names().len();
                 let pages = what_pages_do(&serving_build, &app.loaded.build);
                 report(format!("serving the new build ({actions} action(s)); {pages}"));

@@ -70,18 +70,9 @@ impl Output {
     }
 }
 
-fn picks_up_new_builds(one_cpu: bool) {
-    if one_cpu && Command::new("taskset").arg("-V").output().is_err() {
-        eprintln!("skipped: taskset is not installed, so ssrun cannot be held to one CPU");
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    write(root, "app/client/app.js", "exports.init = function () {};\n");
-    write(root, "app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
-    write(root, "app/server/clock.js", &server_code(1));
-    pack(root);
-
+/// Starts ssrun in development on `root` (held to CPU 0 when `one_cpu`);
+/// returns it, its output and its address.
+fn start_dev_server(root: &Path, one_cpu: bool) -> (Running, Output, String) {
     let ssrun = env!("CARGO_BIN_EXE_ssrun");
     let mut command = if one_cpu {
         let mut command = Command::new("taskset");
@@ -109,6 +100,22 @@ fn picks_up_new_builds(one_cpu: bool) {
     });
     let mut out = Output { lines: rx, seen: Vec::new() };
     let address = out.wait_for("http://").split("http://").nth(1).unwrap().trim().to_string();
+    (server, out, address)
+}
+
+fn picks_up_new_builds(one_cpu: bool) {
+    if one_cpu && Command::new("taskset").arg("-V").output().is_err() {
+        eprintln!("skipped: taskset is not installed, so ssrun cannot be held to one CPU");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "app/client/app.js", "exports.init = function () {};\n");
+    write(root, "app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
+    write(root, "app/server/clock.js", &server_code(1));
+    pack(root);
+
+    let (server, mut out, address) = start_dev_server(root, one_cpu);
     out.wait_for("new builds of the app are served as they appear");
     out.wait_for("tick 1");
     assert!(get(&address, "/api/clock/version.json").ends_with("\r\n\r\n1"));
@@ -187,6 +194,45 @@ fn development_serves_each_new_build_engine_on_its_own_thread() {
 #[test]
 fn development_serves_each_new_build_engine_on_the_server_thread() {
     picks_up_new_builds(true);
+}
+
+/// While a new build's server code loads (here for three seconds), the
+/// build being served goes on answering: the engine loads on a thread of its
+/// own, and the server's accept loop is not held up by it. (On one CPU the
+/// engine shares the server's thread, so this is for two or more.)
+#[test]
+fn development_answers_while_new_server_code_loads() {
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: this process may use one CPU, where the engine shares the server's thread");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "app/client/app.js", "exports.init = function () {};\n");
+    write(root, "app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
+    write(root, "app/server/clock.js", &server_code(1));
+    pack(root);
+    let (server, mut out, address) = start_dev_server(root, false);
+    out.wait_for("new builds of the app are served as they appear");
+
+    write(
+        root,
+        "app/server/clock.js",
+        "console.log('slow load starts');\nconst end = Date.now() + 3000;\nwhile (Date.now() < end) {}\n\
+         exports.actions = { version() { return 2; } };\n",
+    );
+    pack(root);
+    out.wait_for("slow load starts");
+    // Had the server stopped accepting, these would wait in the listen
+    // queue for the new build, which answers 2.
+    assert!(get(&address, "/").starts_with("HTTP/1.1 200"), "the page answers while the new code loads");
+    let answer = get(&address, "/api/clock/version.json");
+    assert!(answer.ends_with("\r\n\r\n1"), "the build being served answers: {answer}");
+    let meanwhile = out.during(Duration::from_millis(1));
+    assert!(!meanwhile.iter().any(|l| l.contains("serving the new build")), "{meanwhile:?}");
+    out.wait_for("serving the new build (1 action(s))");
+    assert!(get(&address, "/api/clock/version.json").ends_with("\r\n\r\n2"));
+    drop(server);
 }
 
 #[test]
