@@ -14,6 +14,14 @@ var __ss = (function (global) {
   var definitions = [];
   var loaded = [];
   var names = [];
+  // The module whose top level threw `failure`, the value the last load
+  // that failed threw (a thrown string carries no stack to tell where it
+  // came from): reported by `failedIn`. `unwinding` while that value passes
+  // out through the modules that required that one.
+  var depth = 0;
+  var failure;
+  var failedIn = -1;
+  var unwinding = false;
 
   function describe(id) {
     return names[id] || 'module #' + id;
@@ -35,12 +43,24 @@ var __ss = (function (global) {
       }
       return load(target);
     };
+    depth++;
     try {
       definition[1].call(module.exports, require, module, module.exports);
     } catch (error) {
       loaded[id] = undefined;
+      // Set where it was thrown, and kept on the way out (unless a module
+      // on the way throws something else).
+      if (!unwinding || failure !== error) {
+        failure = error;
+        failedIn = id;
+        unwinding = true;
+      }
       throw error;
+    } finally {
+      if (--depth === 0) unwinding = false;
     }
+    // This one loaded: a failure it caught is over.
+    unwinding = false;
     return module.exports;
   }
 
@@ -78,6 +98,11 @@ var __ss = (function (global) {
       definitions[id] = [deps, body];
     },
     load: load,
+    // The module whose top level threw `error`, when the last load that
+    // failed threw it.
+    failedIn: function (error) {
+      return failedIn >= 0 && failure === error ? describe(failedIn) : null;
+    },
     // Server code's async functions call these (`t()` when called, and
     // `e(tag, await x)` where they resume); the server replaces both to keep
     // its log tag across waits (docs/server.md). Here they do nothing.
@@ -105,7 +130,10 @@ var __ss = (function (global) {
           // its actions.
           if (global.__ss_host) throw error;
           failures.push(error);
-          if (global.console) global.console.error('SocketStream: ' + describe(id) + ' failed to load:', error);
+          var where = failedIn >= 0 && failedIn !== id ? ' (thrown by ' + describe(failedIn) + ')' : '';
+          if (global.console) {
+            global.console.error('SocketStream: ' + describe(id) + ' failed to load' + where + ':', error);
+          }
         }
       });
       return failures;

@@ -19,3 +19,22 @@ fn server_code_that_fails_to_load_is_reported_once_and_runs_once() {
     assert_eq!(text.matches("cannot read property 'crash' of null").count(), 1, "{text}");
     assert!(text.contains("app/server/broken.js:3"), "{text}");
 }
+
+#[test]
+fn a_thrown_value_that_is_not_an_error_names_the_file_that_threw_it() {
+    let api = "const helper = require('helper');\nexports.actions = { ok() { return helper; } };\n";
+    let helper = "exports.ready = false;\nthrow 'the settings file is missing';\n";
+    for env in ["development", "production"] {
+        let dir = packed_app(env, &[("app/server/api.js", api), ("lib/server/helper.js", helper)]);
+        let out = Command::new(env!("CARGO_BIN_EXE_ssrun"))
+            .arg(dir.path())
+            .args(["--port", "0"])
+            .env("SS_ENV", env)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{env}: {text}");
+        assert!(text.contains("loading lib/server/helper.js"), "{env}: the file that threw is named: {text}");
+        assert!(text.contains("\"the settings file is missing\""), "{env}: {text}");
+    }
+}

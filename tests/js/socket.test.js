@@ -773,3 +773,37 @@ test("a new build's API tree replaces the stubs: actions it no longer lists go, 
   assert.equal(typeof server.app.square, 'function');
   assert.equal(typeof server.admin.users.list, 'function');
 });
+
+test('a module that fails to load is reported with the module that threw', () => {
+  const lines = [];
+  const context = vm.createContext({
+    console: { error: (...parts) => lines.push(parts.map((p) => (p && typeof p === 'object' ? p.message : p))) },
+  });
+  vm.runInContext(SCRIPTS[0].text, context, { filename: SCRIPTS[0].rel });
+  vm.runInContext(
+    `__ss.d(0, { './helper': 1 }, function (require) { require('./helper'); });
+     __ss.d(1, {}, function () { throw 'the settings are missing'; });
+     __ss.d(2, { './optional': 3 }, function (require) {
+       try { require('./optional'); } catch (e) {}
+       throw new Error('after the optional part');
+     });
+     __ss.d(3, {}, function () { throw new Error('not installed'); });
+     __ss.d(4, {}, function (require, module) { module.exports = 'fine'; });
+     var failures = __ss.boot({ client: { app: 0, other: 2, fine: 4 } }, [0, 2, 4],
+       ['client/app.js', 'client/helper.js', 'client/other.js', 'client/optional.js', 'client/fine.js']);`,
+    context,
+    { filename: 'app.bundle.js' },
+  );
+  assert.deepEqual(lines[0], [
+    'SocketStream: client/app.js failed to load (thrown by client/helper.js):',
+    'the settings are missing',
+  ]);
+  // A failure caught inside the module is not the one reported.
+  assert.deepEqual(lines[1], ['SocketStream: client/other.js failed to load:', 'after the optional part']);
+  assert.equal(lines.length, 2);
+  const failures = vm.runInContext('failures', context);
+  const failedIn = vm.runInContext('__ss.failedIn', context);
+  assert.equal(failedIn(failures[1]), 'client/other.js');
+  assert.equal(failedIn('the settings are missing'), null, 'only the last failure is kept');
+  assert.equal(vm.runInContext('SS.client.fine', context), 'fine');
+});

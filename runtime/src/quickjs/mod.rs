@@ -646,8 +646,21 @@ fn exception_text(ctx: &Ctx<'_>, error: rquickjs::Error) -> (String, String) {
     if !matches!(error, rquickjs::Error::Exception) {
         return (error.to_string(), String::new());
     }
-    let (message, stack) = thrown_text(ctx, ctx.catch());
+    caught_text(ctx, ctx.catch())
+}
+
+/// The message and stack of a caught exception.
+fn caught_text<'js>(ctx: &Ctx<'js>, value: rquickjs::Value<'js>) -> (String, String) {
+    let (message, stack) = thrown_text(ctx, value);
     (if stack.is_none() { format!("uncaught: {message}") } else { message }, stack.unwrap_or_default())
+}
+
+/// The file of the server bundle whose top level threw `value` (the module
+/// loader keeps it: client/modules.js), when a module's load threw it.
+fn failed_module<'js>(ctx: &Ctx<'js>, value: &rquickjs::Value<'js>) -> Option<String> {
+    let loader: rquickjs::Object = ctx.globals().get("__ss").ok()?;
+    let failed_in: rquickjs::Function = loader.get("failedIn").ok()?;
+    failed_in.call::<_, Option<String>>((value.clone(),)).ok().flatten()
 }
 
 /// What was thrown (or a promise was rejected with): an error's `Name:
@@ -928,8 +941,20 @@ fn start_host(
     let lib_json = serde_json::to_string(&code.lib_server).expect("a map of numbers is JSON");
     let bundle_name = code.path.display().to_string();
     let loaded = host.enter(|ctx| -> Result<Index, String> {
+        // Names the file whose top level threw, where a module's load threw:
+        // a thrown string has no stack to tell, and in production the stack
+        // names only the bundle.
         let fail = |ctx: &Ctx<'_>, what: &str, e: rquickjs::Error| {
-            let (message, stack) = exception_text(ctx, e);
+            let (what, (message, stack)) = if matches!(e, rquickjs::Error::Exception) {
+                let value = ctx.catch();
+                let what = match failed_module(ctx, &value) {
+                    Some(file) => format!("loading {file} ({bundle_name})"),
+                    None => what.to_string(),
+                };
+                (what, caught_text(ctx, value))
+            } else {
+                (what.to_string(), (e.to_string(), String::new()))
+            };
             format!("{what}: {message}\n{stack}").trim_end().to_string()
         };
         install(&ctx, &host).map_err(|e| fail(&ctx, "installing the host functions", e))?;
