@@ -297,6 +297,10 @@ impl App {
             (Some(_), None) => None,
             (None, None) => Some(Arc::new(MemoryStore::new(config.session_max_age))),
         };
+        if let Some(memory) = &memory_store {
+            // So that making room for new sessions spares those connected here.
+            memory.watch(&self.hub);
+        }
         let store: Arc<dyn SessionStore> = match (&self.store, &memory_store) {
             (Some(store), _) => store.clone(),
             (None, Some(memory)) => memory.clone(),

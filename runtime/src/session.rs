@@ -6,10 +6,12 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+
+use crate::pubsub::Hub;
 
 /// A boxed future, for the store and bus traits.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -86,6 +88,12 @@ fn now_ms() -> u64 {
 /// not keep cookies at all: a crawler, a script) while it has no connection.
 pub const UNCONFIRMED_MAX_AGE: Duration = Duration::from_secs(3600);
 
+/// How many sessions whose cookie never came back the store holds before it
+/// forgets the least recently used of those without a connection: each
+/// WebSocket handshake without a cookie makes one, and a script can make
+/// them as fast as it can connect. 100,000 such sessions take about 27 MB.
+pub const UNCONFIRMED_LIMIT: usize = 100_000;
+
 struct Entry {
     session: Session,
     used: Instant,
@@ -95,14 +103,75 @@ struct Entry {
 
 /// Sessions in this process's memory: lost when it stops.
 pub struct MemoryStore {
-    sessions: Mutex<HashMap<String, Entry>>,
+    sessions: Mutex<Sessions>,
     max_age: Duration,
+    unconfirmed_limit: usize,
+    /// The hubs of the servers using this store, which say which sessions
+    /// have a connection open.
+    hubs: Mutex<Vec<Weak<Hub>>>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_id: HashMap<String, Entry>,
+    /// How many of them are not `confirmed`.
+    unconfirmed: usize,
+    /// Above this many unconfirmed sessions, the next one made first makes
+    /// room: the limit, or more when the last look found too few to forget
+    /// (so that a crowd of open connections does not make every new session
+    /// look through them all).
+    look_above: usize,
 }
 
 impl MemoryStore {
     /// An empty store that forgets sessions unused for `max_age`.
     pub fn new(max_age: Duration) -> MemoryStore {
-        MemoryStore { sessions: Mutex::new(HashMap::new()), max_age }
+        MemoryStore {
+            sessions: Mutex::new(Sessions { look_above: UNCONFIRMED_LIMIT, ..Sessions::default() }),
+            max_age,
+            unconfirmed_limit: UNCONFIRMED_LIMIT,
+            hubs: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The same, holding at most `limit` sessions whose cookie never came
+    /// back (see [`UNCONFIRMED_LIMIT`]), beyond those with a connection.
+    pub fn with_unconfirmed_limit(mut self, limit: usize) -> MemoryStore {
+        self.unconfirmed_limit = limit.max(1);
+        self.sessions.get_mut().expect("session lock").look_above = self.unconfirmed_limit;
+        self
+    }
+
+    /// Makes the store ask `hub` which sessions have a connection open
+    /// before it forgets any to make room (a server using the store does
+    /// this for its hub; the store holds it weakly).
+    pub fn watch(&self, hub: &Arc<Hub>) {
+        let mut hubs = self.hubs.lock().expect("hub list lock");
+        hubs.retain(|h| h.strong_count() > 0);
+        hubs.push(Arc::downgrade(hub));
+    }
+
+    /// Forgets the least recently used unconfirmed sessions without a
+    /// connection, down to nine tenths of the limit.
+    fn make_room(&self, sessions: &mut Sessions) {
+        let hubs: Vec<Arc<Hub>> = self.hubs.lock().expect("hub list lock").iter().filter_map(Weak::upgrade).collect();
+        let mut idle: Vec<(Instant, &String)> = sessions
+            .by_id
+            .iter()
+            .filter(|(id, e)| !e.confirmed && !hubs.iter().any(|hub| hub.has_session(id)))
+            .map(|(id, e)| (e.used, id))
+            .collect();
+        let target = self.unconfirmed_limit - self.unconfirmed_limit / 10;
+        let excess = sessions.unconfirmed.saturating_sub(target).min(idle.len());
+        if excess > 0 && excess < idle.len() {
+            idle.select_nth_unstable(excess);
+        }
+        let gone: Vec<String> = idle.into_iter().take(excess).map(|(_, id)| id.clone()).collect();
+        for id in &gone {
+            sessions.by_id.remove(id);
+        }
+        sessions.unconfirmed -= excess;
+        sessions.look_above = self.unconfirmed_limit.max(sessions.unconfirmed + self.unconfirmed_limit / 10);
     }
 
     /// Forgets sessions unused for longer than the maximum age, and sessions
@@ -110,18 +179,23 @@ impl MemoryStore {
     /// says which sessions have a connection open (those stay). Returns how many went.
     pub fn purge(&self, live: impl Fn(&str) -> bool) -> usize {
         let mut sessions = self.sessions.lock().expect("session lock");
-        let before = sessions.len();
+        let sessions = &mut *sessions;
+        let before = sessions.by_id.len();
         let max_age = self.max_age;
-        sessions.retain(|id, e| {
+        let mut unconfirmed_gone = 0;
+        sessions.by_id.retain(|id, e| {
             let limit = if e.confirmed { max_age } else { max_age.min(UNCONFIRMED_MAX_AGE) };
-            e.used.elapsed() < limit || live(id)
+            let keep = e.used.elapsed() < limit || live(id);
+            unconfirmed_gone += usize::from(!keep && !e.confirmed);
+            keep
         });
-        before - sessions.len()
+        sessions.unconfirmed -= unconfirmed_gone;
+        before - sessions.by_id.len()
     }
 
     /// How many sessions are held.
     pub fn len(&self) -> usize {
-        self.sessions.lock().expect("session lock").len()
+        self.sessions.lock().expect("session lock").by_id.len()
     }
 
     /// Whether no session is held.
@@ -134,14 +208,21 @@ impl SessionStore for MemoryStore {
     fn create(&self) -> BoxFuture<'_, Result<Session, StoreError>> {
         let session = Session::new(new_id(), now_ms());
         let entry = Entry { session: session.clone(), used: Instant::now(), confirmed: false };
-        self.sessions.lock().expect("session lock").insert(session.id.clone(), entry);
+        let mut sessions = self.sessions.lock().expect("session lock");
+        if sessions.unconfirmed >= sessions.look_above {
+            self.make_room(&mut sessions);
+        }
+        sessions.by_id.insert(session.id.clone(), entry);
+        sessions.unconfirmed += 1;
         Box::pin(std::future::ready(Ok(session)))
     }
 
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         let mut sessions = self.sessions.lock().expect("session lock");
-        let found = sessions.get_mut(id).map(|e| {
+        let sessions = &mut *sessions;
+        let found = sessions.by_id.get_mut(id).map(|e| {
             e.used = Instant::now();
+            sessions.unconfirmed -= usize::from(!e.confirmed);
             e.confirmed = true;
             e.session.clone()
         });
@@ -150,8 +231,10 @@ impl SessionStore for MemoryStore {
 
     fn update<'a>(&'a self, id: &'a str, change: Change) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         let mut sessions = self.sessions.lock().expect("session lock");
-        let found = sessions.get_mut(id).map(|e| {
+        let sessions = &mut *sessions;
+        let found = sessions.by_id.get_mut(id).map(|e| {
             e.used = Instant::now();
+            sessions.unconfirmed -= usize::from(!e.confirmed);
             e.confirmed = true;
             let session = &mut e.session;
             session.version += 1;
@@ -200,6 +283,34 @@ mod tests {
         let s3 = block(store.update(&s.id, Change::Unsubscribe(vec!["a".into()]))).unwrap().unwrap();
         assert_eq!(s3.channels.iter().collect::<Vec<_>>(), ["b"]);
         assert_eq!(block(store.update("nope", Change::User(None))).unwrap(), None);
+    }
+
+    #[test]
+    fn memory_store_holds_a_bounded_number_of_sessions_whose_cookie_never_came_back() {
+        let store = MemoryStore::new(Duration::from_secs(60)).with_unconfirmed_limit(10);
+        let hub = Arc::new(Hub::new());
+        store.watch(&hub);
+        let confirmed: Vec<Session> = (0..5)
+            .map(|_| {
+                let s = block(store.create()).unwrap();
+                block(store.load(&s.id)).unwrap().expect("a new session is there");
+                s
+            })
+            .collect();
+        let connected = block(store.create()).unwrap();
+        let _connection = hub.register(Arc::new(Mutex::new(connected.clone())), crate::pubsub::Outbox::new(8));
+        let first: Vec<Session> = (0..9).map(|_| block(store.create()).unwrap()).collect();
+        assert_eq!(store.len(), 15, "up to the limit, every session is kept");
+        std::thread::sleep(Duration::from_millis(2));
+        let later: Vec<Session> = (0..40).map(|_| block(store.create()).unwrap()).collect();
+        let held = |s: &Session| block(store.load(&s.id)).unwrap().is_some();
+        // Checked before `held` confirms anything.
+        let unconfirmed = store.len() - confirmed.len();
+        assert!(unconfirmed <= 10, "{unconfirmed} sessions whose cookie never came back are held");
+        assert!(confirmed.iter().all(held), "sessions whose cookie came back stay");
+        assert!(held(&connected), "a session with a connection stays");
+        assert!(held(later.last().unwrap()), "the newest stays");
+        assert!(!first.iter().any(held), "the least recently used go first");
     }
 
     #[test]

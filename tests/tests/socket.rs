@@ -778,3 +778,26 @@ async fn a_bus_and_a_session_store_of_the_apps_own_are_used() {
         "the sign-in and the channel went to the store: {changes}"
     );
 }
+
+/// Handshakes without a cookie cannot fill the in-memory session store: past
+/// its limit it forgets the least recently used sessions whose cookie never
+/// came back, but never one whose connection is still open.
+#[tokio::test]
+async fn cookieless_handshakes_are_bounded_and_a_connected_session_is_kept() {
+    let dir = fixture("realtime");
+    pack_app(dir.path(), "development");
+    let store = std::sync::Arc::new(ssrun::MemoryStore::new(Duration::from_secs(3600)).with_unconfirmed_limit(3));
+    let loaded = ssrun::LoadedApp::load(dir.path()).expect("the packed app loads");
+    let app = with_demo_actions(ssrun::App::new(loaded), Reports::default()).with_memory_store(store.clone());
+    let server = RunningServer::with_app(app, 0);
+    // The oldest session of all, so the first to go were its connection not counted.
+    let connected = WsClient::connect(server.addr, None).await;
+    let id = connected.set_cookie.clone().expect("a session cookie");
+    for _ in 0..20 {
+        drop(WsClient::connect(server.addr, None).await);
+    }
+    assert!(store.len() < 21, "{} sessions are held", store.len());
+    let again = WsClient::connect(server.addr, Some(&id)).await;
+    assert_eq!(again.set_cookie.as_deref(), Some(id.as_str()), "the connected client's session is still there");
+    drop(connected);
+}
