@@ -18,10 +18,14 @@ var __ss = (function (global) {
   // that failed threw (a thrown string carries no stack to tell where it
   // came from): reported by `failedIn`. `unwinding` while that value passes
   // out through the modules that required that one.
-  var depth = 0;
   var failure;
   var failedIn = -1;
   var unwinding = false;
+
+  // Whether two thrown values are the same (NaN included).
+  function same(a, b) {
+    return a === b || (a !== a && b !== b);
+  }
 
   function describe(id) {
     return names[id] || 'module #' + id;
@@ -43,21 +47,20 @@ var __ss = (function (global) {
       }
       return load(target);
     };
-    depth++;
+    // A failure the requiring module caught is over once it loads another.
+    unwinding = false;
     try {
       definition[1].call(module.exports, require, module, module.exports);
     } catch (error) {
       loaded[id] = undefined;
       // Set where it was thrown, and kept on the way out (unless a module
       // on the way throws something else).
-      if (!unwinding || failure !== error) {
+      if (!unwinding || !same(failure, error)) {
         failure = error;
         failedIn = id;
         unwinding = true;
       }
       throw error;
-    } finally {
-      if (--depth === 0) unwinding = false;
     }
     // This one loaded: a failure it caught is over.
     unwinding = false;
@@ -101,7 +104,7 @@ var __ss = (function (global) {
     // The module whose top level threw `error`, when the last load that
     // failed threw it.
     failedIn: function (error) {
-      return failedIn >= 0 && failure === error ? describe(failedIn) : null;
+      return failedIn >= 0 && same(failure, error) ? describe(failedIn) : null;
     },
     // Server code's async functions call these (`t()` when called, and
     // `e(tag, await x)` where they resume); the server replaces both to keep
@@ -130,7 +133,8 @@ var __ss = (function (global) {
           // its actions.
           if (global.__ss_host) throw error;
           failures.push(error);
-          var where = failedIn >= 0 && failedIn !== id ? ' (thrown by ' + describe(failedIn) + ')' : '';
+          var where = failedIn >= 0 && failedIn !== id && same(failure, error) ?
+            ' (thrown by ' + describe(failedIn) + ')' : '';
           if (global.console) {
             global.console.error('SocketStream: ' + describe(id) + ' failed to load' + where + ':', error);
           }

@@ -101,15 +101,16 @@ impl App {
     /// As [`App::with_javascript`], with the engine on the calling thread (see
     /// [`quickjs::Engine::start_here`]): for a server on a single-threaded
     /// scheduler, where it saves two thread switches per call. Call it inside
-    /// a [`tokio::task::LocalSet`] that also runs [`App::serve`].
+    /// a [`tokio::task::LocalSet`] on the thread that runs [`App::serve`]
+    /// (there, or in a task `tokio::spawn` started on that scheduler).
     pub fn with_javascript_here(self) -> Result<App, quickjs::EngineError> {
         self.javascript(quickjs::Engine::start_here)
     }
 
     /// Starts the engine where a server on [`server_runtime`] wants it: on
     /// the calling thread when the process may use one CPU (then call it
-    /// inside the [`tokio::task::LocalSet`] that also runs [`App::serve`]),
-    /// on a thread of its own otherwise.
+    /// inside a [`tokio::task::LocalSet`] on the thread that runs
+    /// [`App::serve`]), on a thread of its own otherwise.
     pub fn with_javascript_for_server_runtime(self) -> Result<App, quickjs::EngineError> {
         if single_cpu() { self.with_javascript_here() } else { self.with_javascript() }
     }

@@ -196,7 +196,7 @@ fn development_serves_each_new_build_engine_on_the_server_thread() {
     picks_up_new_builds(true);
 }
 
-/// While a new build's server code loads (here for three seconds), the
+/// While a new build's server code loads (here for ten seconds), the
 /// build being served goes on answering: the engine loads on a thread of its
 /// own, and the server's accept loop is not held up by it. (On one CPU the
 /// engine shares the server's thread, so this is for two or more.)
@@ -211,6 +211,8 @@ fn development_answers_while_new_server_code_loads() {
     write(root, "app/client/app.js", "exports.init = function () {};\n");
     write(root, "app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
     write(root, "app/server/clock.js", &server_code(1));
+    // Room for a long load: the test needs the window, not the speed.
+    write(root, "config/app.toml", "[server]\njs_time_limit = 30\n");
     pack(root);
     let (server, mut out, address) = start_dev_server(root, false);
     out.wait_for("new builds of the app are served as they appear");
@@ -218,7 +220,7 @@ fn development_answers_while_new_server_code_loads() {
     write(
         root,
         "app/server/clock.js",
-        "console.log('slow load starts');\nconst end = Date.now() + 3000;\nwhile (Date.now() < end) {}\n\
+        "console.log('slow load starts');\nconst end = Date.now() + 10000;\nwhile (Date.now() < end) {}\n\
          exports.actions = { version() { return 2; } };\n",
     );
     pack(root);
@@ -228,8 +230,6 @@ fn development_answers_while_new_server_code_loads() {
     assert!(get(&address, "/").starts_with("HTTP/1.1 200"), "the page answers while the new code loads");
     let answer = get(&address, "/api/clock/version.json");
     assert!(answer.ends_with("\r\n\r\n1"), "the build being served answers: {answer}");
-    let meanwhile = out.during(Duration::from_millis(1));
-    assert!(!meanwhile.iter().any(|l| l.contains("serving the new build")), "{meanwhile:?}");
     out.wait_for("serving the new build (1 action(s))");
     assert!(get(&address, "/api/clock/version.json").ends_with("\r\n\r\n2"));
     drop(server);

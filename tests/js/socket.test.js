@@ -789,8 +789,17 @@ test('a module that fails to load is reported with the module that threw', () =>
      });
      __ss.d(3, {}, function () { throw new Error('not installed'); });
      __ss.d(4, {}, function (require, module) { module.exports = 'fine'; });
-     var failures = __ss.boot({ client: { app: 0, other: 2, fine: 4 } }, [0, 2, 4],
-       ['client/app.js', 'client/helper.js', 'client/other.js', 'client/optional.js', 'client/fine.js']);`,
+     // Two files that throw the same value: the second is named.
+     __ss.d(5, { './a': 6, './b': 7 }, function (require) {
+       try { require('./a'); } catch (e) {}
+       require('./b');
+     });
+     __ss.d(6, {}, function () { throw 'not configured'; });
+     __ss.d(7, {}, function () { throw 'not configured'; });
+     __ss.d(8, {}, function () { throw NaN; });
+     var failures = __ss.boot({ client: { app: 0, other: 2, fine: 4, both: 5, nan: 8 } }, [0, 2, 4, 5, 8, 9],
+       ['client/app.js', 'client/helper.js', 'client/other.js', 'client/optional.js', 'client/fine.js',
+        'client/both.js', 'client/a.js', 'client/b.js', 'client/nan.js']);`,
     context,
     { filename: 'app.bundle.js' },
   );
@@ -800,10 +809,16 @@ test('a module that fails to load is reported with the module that threw', () =>
   ]);
   // A failure caught inside the module is not the one reported.
   assert.deepEqual(lines[1], ['SocketStream: client/other.js failed to load:', 'after the optional part']);
-  assert.equal(lines.length, 2);
+  assert.deepEqual(lines[2], ['SocketStream: client/both.js failed to load (thrown by client/b.js):', 'not configured']);
+  assert.equal(lines[3][0], 'SocketStream: client/nan.js failed to load:');
+  // Not thrown by a module's code: no module is named.
+  assert.deepEqual(lines[4], ['SocketStream: module #9 failed to load:', 'SocketStream: module #9 is not in this bundle']);
+  assert.equal(lines.length, 5);
   const failures = vm.runInContext('failures', context);
   const failedIn = vm.runInContext('__ss.failedIn', context);
-  assert.equal(failedIn(failures[1]), 'client/other.js');
   assert.equal(failedIn('the settings are missing'), null, 'only the last failure is kept');
+  assert.equal(failedIn(failures[4]), null);
+  vm.runInContext('try { __ss.load(8); } catch (e) {}', context);
+  assert.equal(failedIn(NaN), 'client/nan.js');
   assert.equal(vm.runInContext('SS.client.fine', context), 'fine');
 });

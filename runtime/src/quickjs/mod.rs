@@ -660,7 +660,14 @@ fn caught_text<'js>(ctx: &Ctx<'js>, value: rquickjs::Value<'js>) -> (String, Str
 fn failed_module<'js>(ctx: &Ctx<'js>, value: &rquickjs::Value<'js>) -> Option<String> {
     let loader: rquickjs::Object = ctx.globals().get("__ss").ok()?;
     let failed_in: rquickjs::Function = loader.get("failedIn").ok()?;
-    failed_in.call::<_, Option<String>>((value.clone(),)).ok().flatten()
+    match failed_in.call::<_, Option<String>>((value.clone(),)) {
+        Ok(file) => file,
+        Err(_) => {
+            // Leaves no exception pending (the engine out of memory, say).
+            ctx.catch();
+            None
+        }
+    }
 }
 
 /// What was thrown (or a promise was rejected with): an error's `Name:
@@ -941,10 +948,14 @@ fn start_host(
     let lib_json = serde_json::to_string(&code.lib_server).expect("a map of numbers is JSON");
     let bundle_name = code.path.display().to_string();
     let loaded = host.enter(|ctx| -> Result<Index, String> {
-        // Names the file whose top level threw, where a module's load threw:
-        // a thrown string has no stack to tell, and in production the stack
-        // names only the bundle.
         let fail = |ctx: &Ctx<'_>, what: &str, e: rquickjs::Error| {
+            let (message, stack) = exception_text(ctx, e);
+            format!("{what}: {message}\n{stack}").trim_end().to_string()
+        };
+        // Where modules load: names the file whose top level threw, where a
+        // module's load threw (a thrown string has no stack to tell, and in
+        // production the stack names only the bundle).
+        let fail_loading = |ctx: &Ctx<'_>, what: &str, e: rquickjs::Error| {
             let (what, (message, stack)) = if matches!(e, rquickjs::Error::Exception) {
                 let value = ctx.catch();
                 let what = match failed_module(ctx, &value) {
@@ -971,11 +982,11 @@ fn start_host(
         options.strict = false;
         options.filename = Some(bundle_name.clone());
         ctx.eval_with_options::<(), _>(code.bundle.as_str(), options)
-            .map_err(|e| fail(&ctx, &format!("loading the server code ({bundle_name})"), e))?;
+            .map_err(|e| fail_loading(&ctx, &format!("loading the server code ({bundle_name})"), e))?;
         let index = global_fn(&ctx, "index").map_err(|e| fail(&ctx, "the server prelude", e))?;
         let names: String = index
             .call((files_json.as_str(), lib_json.as_str()))
-            .map_err(|e| fail(&ctx, "reading exports.actions of app/server", e))?;
+            .map_err(|e| fail_loading(&ctx, "reading exports.actions of app/server", e))?;
         let mut index: Index = serde_json::from_str(&names).map_err(|e| format!("the action index: {e}"))?;
         // Calls name their action by its place in this order (Rust's, which
         // `Engine::index_of` searches), not by its name.
