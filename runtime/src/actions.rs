@@ -158,9 +158,9 @@ impl CallLog {
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         line.push_str(&format!(" ({ms:.1} ms{})", if self.http { ", HTTP API" } else { "" }));
         if outcome.is_err() {
-            eprintln!("{line}");
+            crate::errln!("{line}");
         } else {
-            println!("{line}");
+            crate::outln!("{line}");
         }
     }
 }
@@ -187,7 +187,7 @@ impl Future for Answer {
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 let message = format!("{name} gave no answer within {} s", limit.as_secs_f64());
-                eprintln!("ssrun: {message}");
+                crate::errln!("ssrun: {message}");
                 Poll::Ready(Err(ActionError::failed(message)))
             }
             Poll::Pending => Poll::Pending,

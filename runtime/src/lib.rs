@@ -24,6 +24,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 mod json;
+pub mod log;
 pub mod pickup;
 pub mod pubsub;
 pub mod quickjs;
@@ -133,7 +134,7 @@ impl App {
         for file in &code.files {
             let runtime_flag = engine.authenticate.contains(&file.key);
             if runtime_flag && !file.authenticate {
-                eprintln!(
+                crate::errln!(
                     "ssrun: warning: {} sets exports.authenticate in a way the packer cannot read; its actions need a signed-in user",
                     file.path
                 );
@@ -406,7 +407,7 @@ async fn housekeeping(shared: Arc<Shared>, memory_store: Option<Arc<MemoryStore>
     loop {
         tick.tick().await;
         if let Err(e) = shared.services.presence.purge().await {
-            eprintln!("ssrun: cannot purge users online: {e}");
+            crate::errln!("ssrun: cannot purge users online: {e}");
         }
         if let Some(store) = &memory_store {
             let hub = &shared.services.hub;

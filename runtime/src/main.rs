@@ -81,9 +81,9 @@ fn main() -> std::process::ExitCode {
                     text = format!("{text}: {cause}");
                 }
             }
-            eprintln!("error: {text}");
+            ssrun::errln!("error: {text}");
             if let Some(help) = help_for(&error) {
-                eprintln!("  help: {help}");
+                ssrun::errln!("  help: {help}");
             }
             std::process::ExitCode::FAILURE
         }
@@ -158,7 +158,9 @@ fn run() -> anyhow::Result<()> {
         Some(Command::Config { app }) => {
             let loaded = ssrun::LoadedApp::load(&app)?;
             check_env(&app, &loaded)?;
-            print!("{}", ssrun::Config::effective(loaded.config_dir.as_deref(), &loaded.env)?);
+            let text = ssrun::Config::effective(loaded.config_dir.as_deref(), &loaded.env)?;
+            // A reader that stops early (`| head`) is no error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
             return Ok(());
         }
         None => cli.start,
@@ -195,12 +197,12 @@ fn run() -> anyhow::Result<()> {
         let address = SocketAddr::new(start.host, port);
         let listener = tokio::net::TcpListener::bind(address).await.map_err(|source| Listen { address, source })?;
         let address = listener.local_addr()?;
-        println!("ssrun: serving {} ({env}) on http://{address}", start.app.display());
-        println!("ssrun: {} action(s): {}", actions.len(), actions.join(", "));
+        ssrun::outln!("ssrun: serving {} ({env}) on http://{address}", start.app.display());
+        ssrun::outln!("ssrun: {} action(s): {}", actions.len(), actions.join(", "));
         if !development {
             return app.serve(listener, stop_signal()).await.context("serving");
         }
-        println!("ssrun: new builds of the app are served as they appear (`ssbuild watch` writes them)");
+        ssrun::outln!("ssrun: new builds of the app are served as they appear (`ssbuild watch` writes them)");
         let remake = move |loaded: ssrun::LoadedApp| {
             if loaded.env != env {
                 return Err(format!(
@@ -211,7 +213,7 @@ fn run() -> anyhow::Result<()> {
             let config = ssrun::Config::load(loaded.config_dir.as_deref(), &loaded.env).map_err(|e| e.to_string())?;
             make(loaded, config).map_err(|e| format!("{e:#}"))
         };
-        let report = |line: String| println!("ssrun: {line}");
+        let report = |line: String| ssrun::outln!("ssrun: {line}");
         let listener = listener.into_std().context("taking the listening socket")?;
         ssrun::pickup::serve_picking_up(app, listener, remake, report, stop_signal()).await.context("serving")
     })
@@ -261,7 +263,7 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
     if let Some(history) = &history {
         let _ = editor.load_history(history);
     }
-    println!(
+    ssrun::outln!(
         "ssrun console ({}): {} action(s) in SS.server; SS.shared and SS.publish are here (events published here \
          reach no browser: the console is a process of its own, and there is no bus between processes yet). Ctrl-D \
          leaves.",
@@ -291,8 +293,8 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
                     continue;
                 }
                 match runtime.block_on(engine.evaluate(std::mem::take(&mut input))) {
-                    Ok(value) => println!("{value}"),
-                    Err(error) => eprintln!("{error}"),
+                    Ok(value) => ssrun::outln!("{value}"),
+                    Err(error) => ssrun::errln!("{error}"),
                 }
             }
             Err(rustyline::error::ReadlineError::Interrupted) => {
@@ -304,8 +306,8 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
                 // What is left runs as it is (and says what is missing).
                 if !input.is_empty() {
                     match runtime.block_on(engine.evaluate(std::mem::take(&mut input))) {
-                        Ok(value) => println!("{value}"),
-                        Err(error) => eprintln!("{error}"),
+                        Ok(value) => ssrun::outln!("{value}"),
+                        Err(error) => ssrun::errln!("{error}"),
                     }
                 }
                 break;

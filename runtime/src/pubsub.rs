@@ -662,7 +662,7 @@ impl Publisher {
                 line.push(' ');
                 line.push_str(&crate::actions::truncate(&data.to_string(), 200));
             }
-            println!("{line}");
+            crate::outln!("{line}");
         }
         self.bus.publish(Published { target, event: event.to_string(), data }).await
     }

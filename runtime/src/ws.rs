@@ -104,7 +104,7 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, request: Request)
     let session = match find_or_create_session(&shared, headers).await {
         Ok(found) => found,
         Err(e) => {
-            eprintln!("ssrun: session store: {e}");
+            crate::errln!("ssrun: session store: {e}");
             return (StatusCode::SERVICE_UNAVAILABLE, "the session store is unavailable").into_response();
         }
     };
@@ -506,7 +506,7 @@ impl Connection {
         if let Some(user) = self.seen.take()
             && let Err(e) = self.shared.services.presence.seen(&user).await
         {
-            eprintln!("ssrun: users online: {e}");
+            crate::errln!("ssrun: users online: {e}");
         }
     }
 

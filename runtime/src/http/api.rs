@@ -117,7 +117,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
         Ok(Some(found)) => SessionHandle::new(Arc::new(Mutex::new(found)), shared.services.clone()),
         Ok(None) => SessionHandle::transient(shared.services.clone()),
         Err(e) => {
-            eprintln!("ssrun: session store: {e}");
+            crate::errln!("ssrun: session store: {e}");
             return error(format, StatusCode::SERVICE_UNAVAILABLE, "failed", "the session store is unavailable");
         }
     };
@@ -198,7 +198,7 @@ async fn basic_auth(
         }
         Ok(None) => Err(challenge("wrong username or password")),
         Err(e) => {
-            eprintln!("ssrun: Basic Auth module: {e}");
+            crate::errln!("ssrun: Basic Auth module: {e}");
             Err(error(format, StatusCode::INTERNAL_SERVER_ERROR, "failed", "the authentication module failed"))
         }
     }

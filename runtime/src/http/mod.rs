@@ -61,7 +61,7 @@ pub(crate) async fn serve(
                 ) => continue,
                 Err(e) => {
                     // Out of file descriptors, say: wait for some to be freed.
-                    eprintln!("ssrun: accepting a connection failed: {e}");
+                    crate::errln!("ssrun: accepting a connection failed: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }

@@ -204,7 +204,7 @@ impl Engine {
             Ok(answer) => answer.unwrap_or_else(|_| Err(stopped())),
             Err(_) => {
                 let error = no_answer(name, self.reply_timeout);
-                eprintln!("ssrun: {error}");
+                crate::errln!("ssrun: {error}");
                 Err(error)
             }
         }
@@ -476,7 +476,7 @@ impl Host {
                     job.0.with(|ctx| {
                         let (message, stack) = exception_text(&ctx, rquickjs::Error::Exception);
                         if !self.fail_interrupted(&ctx, &message, &stack) {
-                            eprintln!("ssrun: [server] a promise callback failed: {message}");
+                            crate::errln!("ssrun: [server] a promise callback failed: {message}");
                         }
                     });
                 }
@@ -493,7 +493,7 @@ impl Host {
         self.deadline.store(0, Ordering::Relaxed);
         let unhandled = std::mem::take(&mut *self.unhandled.borrow_mut());
         for (_, reason) in unhandled {
-            eprintln!("ssrun: [server] a promise was rejected and nothing handled it: {reason}");
+            crate::errln!("ssrun: [server] a promise was rejected and nothing handled it: {reason}");
         }
     }
 
@@ -539,7 +539,7 @@ impl Host {
                         Some(outcome) => {
                             // Answered before the time limit stopped it: the
                             // answer stands, and what stopped it is logged.
-                            eprintln!("ssrun: [{name}] error: after the call was answered: {message}\n{stack}");
+                            crate::errln!("ssrun: [{name}] error: after the call was answered: {message}\n{stack}");
                             outcome
                         }
                         None => Err(self.failure(&name, &message, &stack)),
@@ -615,7 +615,7 @@ impl Host {
             let mut bytes = [0u8; 6];
             getrandom::fill(&mut bytes).expect("the operating system's random generator works");
             let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            eprintln!("ssrun: error {id} in {name}: {message}\n{stack}");
+            crate::errln!("ssrun: error {id} in {name}: {message}\n{stack}");
             ActionError::failed(format!("{name} failed (error {id} in the server log)"))
         }
     }
@@ -635,7 +635,7 @@ impl Host {
             let error = no_answer(&pending.name, self.settings.reply_timeout);
             let text = error.to_string();
             if pending.reply.send(Err(error)).is_ok() {
-                eprintln!("ssrun: {text}");
+                crate::errln!("ssrun: {text}");
             }
         }
     }
@@ -809,7 +809,7 @@ fn handle(host: &Shared, job: Job) {
                 let result = global_fn(&ctx, "disconnect")
                     .and_then(|f| f.call::<_, ()>((connection as f64, session_id, created_at as f64, user_id)));
                 if let Err(e) = result {
-                    eprintln!("ssrun: [server] disconnect handlers: {}", exception_text(&ctx, e).0);
+                    crate::errln!("ssrun: [server] disconnect handlers: {}", exception_text(&ctx, e).0);
                 }
             });
             host.state.borrow_mut().connections.remove(&connection);
@@ -1156,7 +1156,7 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                             Err(message) => done.call::<_, ()>((Some(message),)),
                         });
                         if let Err(e) = result {
-                            eprintln!("ssrun: [server] a session callback failed: {}", exception_text(&ctx, e).0);
+                            crate::errln!("ssrun: [server] a session callback failed: {}", exception_text(&ctx, e).0);
                         }
                     });
                 };
@@ -1183,7 +1183,7 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 None,
                 Box::pin(async move {
                     if let Err(e) = publisher.publish(target, &event, data).await {
-                        eprintln!("ssrun: [server] publish {event}: {e}");
+                        crate::errln!("ssrun: [server] publish {event}: {e}");
                     }
                 }),
             );
@@ -1201,14 +1201,17 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 let host = host.clone();
                 async move {
                     let users = presence.online().await.unwrap_or_else(|e| {
-                        eprintln!("ssrun: [server] users online: {e}");
+                        crate::errln!("ssrun: [server] users online: {e}");
                         Vec::new()
                     });
                     host.enter(|ctx| {
                         if let Err(e) =
                             done.restore(&ctx).and_then(|done| done.call::<_, ()>((json!(users).to_string(),)))
                         {
-                            eprintln!("ssrun: [server] SS.users.online.now callback: {}", exception_text(&ctx, e).0);
+                            crate::errln!(
+                                "ssrun: [server] SS.users.online.now callback: {}",
+                                exception_text(&ctx, e).0
+                            );
                         }
                     });
                 }
@@ -1227,9 +1230,9 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 _ => "debug",
             };
             if level <= 1 {
-                eprintln!("ssrun: [{tag}] {label}: {text}");
+                crate::errln!("ssrun: [{tag}] {label}: {text}");
             } else {
-                println!("ssrun: [{tag}] {text}");
+                crate::outln!("ssrun: [{tag}] {text}");
             }
         })?,
     )?;
@@ -1257,7 +1260,7 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                         if let Err(e) = global_fn(&ctx, "fire").and_then(|f| f.call::<_, ()>((id as f64,))) {
                             let (message, stack) = exception_text(&ctx, e);
                             if !host.fail_interrupted(&ctx, &message, &stack) {
-                                eprintln!("ssrun: [timer] {message}\n{stack}");
+                                crate::errln!("ssrun: [timer] {message}\n{stack}");
                             }
                         }
                     });

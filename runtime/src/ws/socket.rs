@@ -97,7 +97,7 @@ pub(crate) fn tcp_stream(upgraded: Upgraded) -> Option<(TcpStream, bytes::Bytes)
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => Some((parts.io.into_inner(), parts.read_buf)),
         Err(_) => {
-            eprintln!("ssrun: an upgraded connection is not a TCP stream: closed");
+            crate::errln!("ssrun: an upgraded connection is not a TCP stream: closed");
             None
         }
     }
