@@ -258,6 +258,9 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
         anyhow::bail!("{} has no server code (app/server or lib/server): there is nothing to run", path.display());
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    // Ctrl-C while an input runs stops the wait for it. Listened for from
+    // the start, so that it never stops the console itself.
+    let mut interrupts = Interrupts::listen(&runtime);
     let mut editor = rustyline::DefaultEditor::new().context("opening the terminal")?;
     let history = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".ssrun_history"));
     if let Some(history) = &history {
@@ -292,10 +295,7 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
                 if !line.trim().is_empty() && unfinished(&input) {
                     continue;
                 }
-                match runtime.block_on(engine.evaluate(std::mem::take(&mut input))) {
-                    Ok(value) => ssrun::outln!("{value}"),
-                    Err(error) => ssrun::errln!("{error}"),
-                }
+                run_input(&runtime, &engine, &mut interrupts, std::mem::take(&mut input));
             }
             Err(rustyline::error::ReadlineError::Interrupted) => {
                 // Drops an unfinished input, as a shell does.
@@ -305,10 +305,7 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
             Err(rustyline::error::ReadlineError::Eof) => {
                 // What is left runs as it is (and says what is missing).
                 if !input.is_empty() {
-                    match runtime.block_on(engine.evaluate(std::mem::take(&mut input))) {
-                        Ok(value) => ssrun::outln!("{value}"),
-                        Err(error) => ssrun::errln!("{error}"),
-                    }
+                    run_input(&runtime, &engine, &mut interrupts, std::mem::take(&mut input));
                 }
                 break;
             }
@@ -316,6 +313,76 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Evaluates one console input and prints its value or its error, unless
+/// Ctrl-C comes first.
+fn run_input(
+    runtime: &tokio::runtime::Runtime,
+    engine: &ssrun::quickjs::Engine,
+    interrupts: &mut Interrupts,
+    input: String,
+) {
+    let outcome = runtime.block_on(async {
+        interrupts.forget_earlier().await;
+        tokio::select! {
+            outcome = engine.evaluate(input) => Some(outcome),
+            () = interrupts.next() => None,
+        }
+    });
+    match outcome {
+        Some(Ok(value)) => ssrun::outln!("{value}"),
+        Some(Err(error)) => ssrun::errln!("{error}"),
+        None => ssrun::errln!(
+            "interrupted: the console stopped waiting for that input (what it started may go on: a loop runs until \
+             server.js_time_limit stops it, and the next input waits for it)"
+        ),
+    }
+}
+
+/// Ctrl-C (SIGINT) while the console waits for an input.
+struct Interrupts {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    fn listen(runtime: &tokio::runtime::Runtime) -> Interrupts {
+        #[cfg(unix)]
+        {
+            let _entered = runtime.enter();
+            Interrupts { signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok() }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = runtime;
+            Interrupts {}
+        }
+    }
+
+    /// Drops an interrupt that came while no input ran.
+    async fn forget_earlier(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = &mut self.signal {
+            // A yield lets the runtime take in signals that have arrived.
+            tokio::task::yield_now().await;
+            while let Some(Some(())) = futures_util::FutureExt::now_or_never(signal.recv()) {}
+        }
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        match &mut self.signal {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 /// Whether console input is still open: a bracket not closed, or a string,

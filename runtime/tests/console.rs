@@ -54,3 +54,46 @@ fn the_console_evaluates_lines_and_keeps_them_in_its_history() {
     assert!(history.contains("SS.server.app.square(7)\nSS.shared.pi.rough() + 1\nconst q = 3\n"), "{history}");
     assert!(history.ends_with("twice(q)\nnope(\n"), "{history}");
 }
+
+/// Ctrl-C (SIGINT) while an input waits for a Promise that never settles
+/// stops the wait and the console reads on; at the prompt it does not stop
+/// the console either.
+#[test]
+fn ctrl_c_stops_waiting_for_an_input() {
+    use std::io::{BufRead, BufReader};
+    let dir = packed_app("development", &[("app/server/app.js", "exports.actions = {};\n")]);
+    std::fs::create_dir_all(dir.path().join("config")).unwrap();
+    // Were the interrupt lost, the wait would outlast the test's patience.
+    std::fs::write(dir.path().join("config/app.toml"), "[server]\nreply_timeout = 600\n").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut console = Command::new(env!("CARGO_BIN_EXE_ssrun"))
+        .arg("console")
+        .arg(dir.path())
+        .env("HOME", home.path())
+        .env_remove("TERM")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the console starts");
+    let interrupt = |pid: u32| {
+        assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
+    };
+    let mut lines = BufReader::new(console.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("ssrun console"));
+    interrupt(console.id());
+    let mut input = console.stdin.take().unwrap();
+    input.write_all(b"console.log('waiting'), new Promise(() => {})\n").unwrap();
+    input.flush().unwrap();
+    let line = lines.next().unwrap().unwrap();
+    assert!(line.ends_with("waiting"), "{line}");
+    interrupt(console.id());
+    input.write_all(b"6 * 7\n").unwrap();
+    drop(input);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = console.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{rest:?}\n{stderr}");
+    assert_eq!(rest, ["42"], "{stderr}");
+    assert!(stderr.starts_with("interrupted: the console stopped waiting for that input"), "{stderr}");
+}

@@ -190,6 +190,16 @@ impl Engine {
     /// is answered all the same. A job whose caller has stopped waiting is
     /// dropped unrun when its turn comes.
     async fn ask(&self, name: &str, job: impl FnOnce(oneshot::Sender<ActionResult>) -> Job) -> ActionResult {
+        self.ask_for(name, true, job).await
+    }
+
+    /// As [`Engine::ask`]; logs a call that gives no answer when `log`.
+    async fn ask_for(
+        &self,
+        name: &str,
+        log: bool,
+        job: impl FnOnce(oneshot::Sender<ActionResult>) -> Job,
+    ) -> ActionResult {
         let stopped = || ActionError::failed("the JavaScript engine has stopped");
         let (reply, mut answer) = oneshot::channel();
         self.submit(job(reply)).map_err(|_| stopped())?;
@@ -204,7 +214,9 @@ impl Engine {
             Ok(answer) => answer.unwrap_or_else(|_| Err(stopped())),
             Err(_) => {
                 let error = no_answer(name, self.reply_timeout);
-                crate::errln!("ssrun: {error}");
+                if log {
+                    crate::errln!("ssrun: {error}");
+                }
                 Err(error)
             }
         }
@@ -273,7 +285,8 @@ impl Engine {
     /// Evaluates JavaScript in the engine, as the console does: gives the
     /// value as text (JSON where it has a JSON form), after awaiting a Promise.
     pub async fn evaluate(&self, source: String) -> Result<String, String> {
-        match self.ask("console", |reply| Job::Evaluate { source, reply }).await {
+        // The console prints the error itself.
+        match self.ask_for("the input", false, |reply| Job::Evaluate { source, reply }).await {
             Ok(Value::String(text)) => Ok(text),
             Ok(other) => Ok(other.to_string()),
             Err(e) => Err(e.to_string()),
