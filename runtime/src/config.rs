@@ -139,7 +139,7 @@ pub const KEYS: [(&str, &str); 17] = [
     ("client.heartbeat_interval", "seconds"),
     ("client.log.level", "0 to 4"),
     ("api.enabled", "true or false"),
-    ("api.prefix", "a path segment"),
+    ("api.prefix", "a path segment of letters, digits, `-`, `_` and `~`"),
     ("api.auth.basic.module_name", "a lib/server module name"),
     ("users.online.mins_until_offline", "minutes"),
     ("users.online.update_interval", "seconds"),
@@ -298,8 +298,18 @@ impl Config {
             "api.enabled" => self.api_enabled = value.as_bool().ok_or_else(wrong)?,
             "api.prefix" => {
                 let prefix = value.as_str().map(|p| p.trim_matches('/')).ok_or_else(wrong)?;
-                if prefix.is_empty() || prefix.contains('/') || prefix.contains('.') {
+                // Written in URLs as it is: nothing a browser would percent-encode.
+                let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~');
+                if prefix.is_empty() || !prefix.bytes().all(plain) {
                     return Err(wrong());
+                }
+                // Paths the server answers itself (the prefix is matched without case).
+                let taken =
+                    [("assets", "where the app's hashed assets are served"), ("_ss", "the WebSocket endpoint's")];
+                for (taken, what) in taken {
+                    if prefix.eq_ignore_ascii_case(taken) {
+                        return Err(format!("`{key}` cannot be {prefix:?}: /{taken}/ is {what}"));
+                    }
                 }
                 self.api_prefix = prefix.to_string();
             }
@@ -427,6 +437,10 @@ mod tests {
             ("[log]\nlevel = \"loud\"\n", "`log.level` takes 0 to 4, not the string \"loud\""),
             ("[server]\njs_time_limit = -1\n", "`server.js_time_limit` takes seconds, not integer -1"),
             ("[api]\nprefix = \"a/b\"\n", "`api.prefix` takes a path segment"),
+            ("[api]\nprefix = \"a b\"\n", "`api.prefix` takes a path segment of letters, digits"),
+            ("[api]\nprefix = \"é\"\n", "`api.prefix` takes a path segment of letters, digits"),
+            ("[api]\nprefix = \"Assets\"\n", "`api.prefix` cannot be \"Assets\": /assets/ is where the app's hashed"),
+            ("[api]\nprefix = \"_ss\"\n", "`api.prefix` cannot be \"_ss\": /_ss/ is the WebSocket endpoint's"),
             ("[http]\nport = 70000\n", "`http.port` takes a port number"),
             ("[http\nport = 1\n", "line 1, column 6: not valid TOML"),
             ("[http]\nport = 1\nport = 2\n", "line 3, column 1: not valid TOML: duplicate key (the line: `port = 2`)"),

@@ -171,9 +171,16 @@ impl App {
         }
         if let (Some(module), None) = (self.config.api_auth_module.clone(), &self.basic_auth) {
             if !code.lib_server.contains_key(&module) {
+                let there = if code.lib_server.is_empty() {
+                    "lib/server has no modules".to_string()
+                } else {
+                    format!("lib/server has {}", code.lib_server.keys().cloned().collect::<Vec<_>>().join(", "))
+                };
                 return Err(quickjs::EngineError(format!(
-                    "api_auth_module names lib/server/{module}, and there is no such module (lib/server has: {})",
-                    code.lib_server.keys().cloned().collect::<Vec<_>>().join(", ")
+                    "the setting api.auth.basic.module_name (config/app.toml, or config/environments/{env}.toml) \
+                     names lib/server/{module}, and there is no such module ({there}): add lib/server/{module}.js, \
+                     or name one that is there",
+                    env = self.loaded.env
                 )));
             }
             let engine = engine.clone();

@@ -656,6 +656,7 @@ fn an_unknown_api_auth_module_stops_the_start() {
     let config = ssrun::Config { api_auth_module: Some("nope".into()), ..ssrun::Config::for_env(&loaded.env) };
     let error = ssrun::App::new(loaded).with_config(config).with_javascript().err().unwrap().to_string();
     assert!(error.contains("lib/server/nope") && error.contains("custom_auth"), "{error}");
+    assert!(error.starts_with("the setting api.auth.basic.module_name (config/app.toml"), "names the setting: {error}");
 }
 
 #[tokio::test]
