@@ -22,7 +22,8 @@
   // How long a session stays up before the back-off starts over.
   var STEADY = 5000;
 
-  var settings = { log_level: 2, heartbeat_interval: 30 };
+  // max_message_bytes: the largest message the server reads (0: unknown).
+  var settings = { log_level: 2, heartbeat_interval: 30, max_message_bytes: 0 };
   var socket = null;
   var ready = false;
   var started = false;
@@ -103,12 +104,35 @@
     }
   }
 
+  // How many bytes `text` takes in UTF-8 (a surrogate pair: 2 + 2).
+  function utf8Length(text) {
+    var n = text.length;
+    for (var i = 0; i < text.length; i++) {
+      var c = text.charCodeAt(i);
+      if (c >= 0x80) n += c >= 0x800 && (c < 0xd800 || c > 0xdfff) ? 2 : 1;
+    }
+    return n;
+  }
+
   function send(entry) {
-    entry.id = nextId++;
-    inFlight[entry.id] = entry;
+    var id = nextId++;
+    var text = '{"type":"call","id":' + id + ',"method":' + JSON.stringify(entry.method) + ',"args":' +
+      entry.json + (entry.options.silent ? ',"silent":true}' : '}');
+    // The server would close the connection on a message over its limit,
+    // failing every call in flight: this one alone fails, unsent.
+    var limit = settings.max_message_bytes;
+    if (limit > 0 && text.length * 3 > limit) {
+      var size = utf8Length(text);
+      if (size > limit) {
+        settle(entry, failure('bad_args', entry.method + ': its arguments take ' + size + ' bytes as JSON, and the ' +
+          'server reads messages of up to ' + limit + ' (server.max_message_bytes)'));
+        return;
+      }
+    }
+    entry.id = id;
+    inFlight[id] = entry;
     if (!entry.options.silent) log(4, 'log', ['<- ' + entry.method, entry.args]);
-    socket.send('{"type":"call","id":' + entry.id + ',"method":' + JSON.stringify(entry.method) + ',"args":' +
-      entry.json + (entry.options.silent ? ',"silent":true}' : '}'));
+    socket.send(text);
   }
 
   function call(method, args, options) {

@@ -320,10 +320,11 @@ impl App {
         let shared = Arc::new(Shared {
             sockets: Default::default(),
             init_tail: format!(
-                r#","client":{{"log_level":{},"heartbeat_interval":{}}},"api":{}{}}}"#,
+                r#","client":{{"log_level":{},"heartbeat_interval":{},"max_message_bytes":{}}},"api":{}{}}}"#,
                 config.client_log_level,
                 // In seconds, fractions included.
                 config.heartbeat().as_secs_f64(),
+                config.max_message_bytes,
                 self.registry.tree(),
                 build_field(&self.loaded)
             ),

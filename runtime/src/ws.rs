@@ -397,6 +397,15 @@ impl Connection {
             engine.disconnected(self.id);
         }
         let End::Close(code, reason) = end else { return };
+        // What the client did wrong, or its network: for whoever wonders why a page reconnected.
+        if self.shared.config.log_level >= 1 && code != close::GOING_AWAY && code != close::IDLE {
+            let limit = if code == close::TOO_BIG {
+                format!(" (server.max_message_bytes: {})", self.shared.config.max_message_bytes)
+            } else {
+                String::new()
+            };
+            crate::errln!("ssrun: closed a connection with {code}: {reason}{limit}");
+        }
         // At shutdown the server does not wait for the clients.
         let linger = (code != close::GOING_AWAY).then_some(LINGER);
         self.socket.close(code, &reason, self.shared.config.heartbeat() * 3, linger).await;

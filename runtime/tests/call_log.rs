@@ -1,6 +1,7 @@
 //! What the `ssrun` program logs of calls and events, by `log.level`: each
 //! call answered (`-> app.square [5] = 25`), each failed one, each event
 //! published; calls the client marks `silent` never; nothing in production.
+//! And from level 1, a connection closed for what its client sent.
 
 #![cfg(unix)]
 
@@ -102,6 +103,14 @@ fn exercise(env: &str, app_toml: &str) -> Vec<(&'static str, String)> {
     socket.send(r#"{"type":"call","id":3,"method":"app.shout","args":["hi"]}"#);
     let (first, second) = (socket.read(), socket.read());
     assert!(first.contains(r#""event":"shout""#) || second.contains(r#""event":"shout""#), "{first} {second}");
+    // A message over the limit, refused on its header: the connection is closed with 1009.
+    let mut big = Socket::open(&address);
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&70_000u64.to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    big.0.write_all(&header).unwrap();
+    let (opcode, payload) = frame(&mut big.0);
+    assert_eq!((opcode, &payload[..2]), (8, &1009u16.to_be_bytes()[..]));
     assert!(Command::new("kill").args(["-TERM", &server.0.id().to_string()]).status().unwrap().success());
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -130,6 +139,11 @@ fn calls_and_events_are_logged_by_level_and_silent_calls_never() {
     assert_eq!(failed.len(), 1, "{all}");
     assert!(failed[0].starts_with("ssrun: -> app.nope [] failed (not_found): "), "{all}");
     assert_eq!(lines_from(&out, "stdout", "ssrun: => "), ["ssrun: => shout to everyone \"hi\""], "{all}");
+    assert_eq!(
+        lines_from(&out, "stderr", "ssrun: closed"),
+        ["ssrun: closed a connection with 1009: message too big (server.max_message_bytes: 65536)"],
+        "{all}"
+    );
 }
 
 #[test]
@@ -145,7 +159,7 @@ fn development_logs_calls_with_their_arguments_production_none_and_level_1_failu
 
     let out = exercise("production", "");
     let all = format!("{out:?}");
-    assert!(!all.contains("ssrun: -> ") && !all.contains("ssrun: => "), "{all}");
+    assert!(!all.contains("ssrun: -> ") && !all.contains("ssrun: => ") && !all.contains("closed a"), "{all}");
 
     // Level 1: the failed call alone, without its arguments.
     let out = exercise("production", "[log]\nlevel = 1\n");
@@ -154,4 +168,5 @@ fn development_logs_calls_with_their_arguments_production_none_and_level_1_failu
     let failed = lines_from(&out, "stderr", "ssrun: -> ");
     assert_eq!(failed.len(), 1, "{all}");
     assert!(failed[0].starts_with("ssrun: -> app.nope failed (not_found): "), "{all}");
+    assert_eq!(lines_from(&out, "stderr", "ssrun: closed a connection with 1009").len(), 1, "{all}");
 }

@@ -822,3 +822,38 @@ test('a module that fails to load is reported with the module that threw', () =>
   assert.equal(failedIn(NaN), 'client/nan.js');
   assert.equal(vm.runInContext('SS.client.fine', context), 'fine');
 });
+
+test('a call too big for the server to read fails alone and unsent', async () => {
+  const page = openPage();
+  // {"type":"call","id":N,"method":"app.echo","args":[...]} is 52 bytes around the arguments.
+  page.init({ log_level: 2, heartbeat_interval: 30, max_message_bytes: 100 });
+  const inFlight = outcome(page.SS.server.app.square(2));
+  await assert.rejects(page.SS.server.app.echo('x'.repeat(60)), (error) => {
+    assert.equal(error.code, 'bad_args');
+    assert.match(error.message, /^app\.echo: its arguments take 114 bytes as JSON, and the server reads messages of up/);
+    assert.match(error.message, /of up to 100 \(server\.max_message_bytes\)$/);
+    return true;
+  });
+  // Counted in UTF-8: 40 letters of two bytes each, though 40 characters.
+  await assert.rejects(page.SS.server.app.echo('é'.repeat(40)), /take 134 bytes/);
+  let given = null;
+  page.SS.server.app.echo('😀'.repeat(14), (value) => {
+    given = value;
+  });
+  assert.match(given && given.message, /take 110 bytes/, 'four bytes for a character outside the BMP');
+  // One that fits goes out, the first call is still in flight, and the connection stays.
+  const fits = page.SS.server.app.echo('x'.repeat(40));
+  assert.deepEqual(page.calls().map((m) => m.method), ['app.square', 'app.echo']);
+  page.reply(page.calls()[1].id, 'ok');
+  page.reply(page.calls()[0].id, 4);
+  assert.equal(await fits, 'ok');
+  await turn();
+  assert.equal(inFlight.value, 4);
+  // Queued while offline, checked when it goes out.
+  page.drop(1006);
+  const queued = page.SS.server.app.echo('x'.repeat(60));
+  page.reconnect();
+  page.init({ log_level: 2, heartbeat_interval: 30, max_message_bytes: 100 });
+  await assert.rejects(queued, /take 114 bytes/);
+  assert.equal(page.calls().length, 0);
+});

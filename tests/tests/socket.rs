@@ -51,6 +51,7 @@ async fn init_carries_the_api_tree_and_a_fresh_session_cookie() {
     assert_eq!(init["session"]["user_id"], Value::Null);
     assert!(init["session"]["created_at"].as_u64().unwrap() > 1_700_000_000_000);
     assert_eq!(init["client"]["heartbeat_interval"], 30);
+    assert_eq!(init["client"]["max_message_bytes"], 65536, "the browser library fails a call too big to send");
     assert!(init.get("session").unwrap().get("id").is_none(), "the id stays in the HttpOnly cookie");
     let cookie = client.set_cookie.as_deref().expect("a session cookie on the upgrade");
     assert_eq!(cookie.len(), 32, "192 bits in base64url");
