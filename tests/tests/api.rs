@@ -46,6 +46,7 @@ fn each_form_of_call() {
     assert_eq!((square.status, json_of(&square)), (200, json!(625)));
     assert_eq!(json_of(&http(addr, "GET", "/API/app/square.json?3", &[])), json!(9), "the prefix is case-insensitive");
     assert_eq!(json_of(&http(addr, "GET", "/api/app/echo.json?a=1&b=x%20y", &[])), json!([{"a": "1", "b": "x y"}]));
+    assert_eq!(json_of(&http(addr, "GET", "/api/app/echo.json?t=a&t=b", &[])), json!([{"t": ["a", "b"]}]));
     assert_eq!(json_of(&http(addr, "GET", "/api/app/echo.json?hello%20there", &[])), json!(["hello there"]));
     assert_eq!(json_of(&http(addr, "GET", "/api/app/echo.json", &[])), json!([]));
     let posted =

@@ -238,9 +238,19 @@ fn parse_path(rest: &str) -> Result<(Vec<String>, Format), String> {
 fn query_args(query: Option<&str>) -> Vec<Value> {
     let Some(query) = query.filter(|q| !q.is_empty()) else { return Vec::new() };
     if query.contains('=') {
-        let object: serde_json::Map<String, Value> = form_urlencoded::parse(query.as_bytes())
-            .map(|(k, v)| (k.into_owned(), Value::from(v.into_owned())))
-            .collect();
+        // As a form sends them: a key given more than once (checkboxes, a
+        // multiple select) has all its values, in order, in an array.
+        let mut object = serde_json::Map::new();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let value = Value::from(value.into_owned());
+            match object.get_mut(key.as_ref()) {
+                Some(Value::Array(values)) => values.push(value),
+                Some(first) => *first = Value::Array(vec![first.take(), value]),
+                None => {
+                    object.insert(key.into_owned(), value);
+                }
+            }
+        }
         return vec![Value::Object(object)];
     }
     let text = percent_encoding::percent_decode_str(query).decode_utf8_lossy();
@@ -350,6 +360,7 @@ mod tests {
         assert_eq!(query_args(Some("hello%20world")), [json!("hello world")]);
         assert_eq!(query_args(Some("%5B1%2C2%5D")), [json!([1, 2])]);
         assert_eq!(query_args(Some("a=1&b=x%20y")), [json!({"a": "1", "b": "x y"})]);
+        assert_eq!(query_args(Some("t=a&n=1&t=b&t=c")), [json!({"t": ["a", "b", "c"], "n": "1"})]);
     }
 
     #[test]
