@@ -130,7 +130,12 @@ fn main() -> ExitCode {
                     }
                     Err(e) => {
                         let _ = writeln!(std::io::stderr(), "{e}");
-                        let _ = writeln!(std::io::stderr(), "the last good build stays in place; waiting for a change");
+                        let kept = if options.out_dir().join("manifest.json").is_file() {
+                            "the last good build stays in place"
+                        } else {
+                            "nothing is written until the app packs"
+                        };
+                        let _ = writeln!(std::io::stderr(), "{kept}; waiting for a change");
                     }
                 }
                 // Only a closed output (the terminal gone) ends the watch.
