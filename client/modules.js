@@ -21,6 +21,8 @@ var __ss = (function (global) {
   var failure;
   var failedIn = -1;
   var unwinding = false;
+  // The modules whose top level is running, innermost last.
+  var running = [];
 
   // Whether two thrown values are the same (NaN included).
   function same(a, b) {
@@ -49,6 +51,7 @@ var __ss = (function (global) {
     };
     // A failure the requiring module caught is over once it loads another.
     unwinding = false;
+    running.push(id);
     try {
       definition[1].call(module.exports, require, module, module.exports);
     } catch (error) {
@@ -61,6 +64,8 @@ var __ss = (function (global) {
         unwinding = true;
       }
       throw error;
+    } finally {
+      running.pop();
     }
     // This one loaded: a failure it caught is over.
     unwinding = false;
@@ -102,9 +107,11 @@ var __ss = (function (global) {
     },
     load: load,
     // The module whose top level threw `error`, when the last load that
-    // failed threw it.
+    // failed threw it; else the innermost module still loading, which is
+    // where what skips catch and finally stopped (the server's time limit).
     failedIn: function (error) {
-      return failedIn >= 0 && same(failure, error) ? describe(failedIn) : null;
+      if (failedIn >= 0 && same(failure, error)) return describe(failedIn);
+      return running.length ? describe(running[running.length - 1]) : null;
     },
     // Server code's async functions call these (`t()` when called, and
     // `e(tag, await x)` where they resume); the server replaces both to keep

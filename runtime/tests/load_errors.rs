@@ -38,3 +38,29 @@ fn a_thrown_value_that_is_not_an_error_names_the_file_that_threw_it() {
         assert!(text.contains("\"the settings file is missing\""), "{env}: {text}");
     }
 }
+
+#[test]
+fn a_loop_stopped_by_the_time_limit_while_loading_names_its_file() {
+    let api = "require('slow');\nexports.actions = {};\n";
+    let slow = "exports.ready = false;\nfor (;;) {}\n";
+    for env in ["development", "production"] {
+        let dir = packed_app(
+            env,
+            &[
+                ("app/server/api.js", api),
+                ("lib/server/slow.js", slow),
+                ("config/app.toml", "[server]\njs_time_limit = 0.3\n"),
+            ],
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_ssrun"))
+            .arg(dir.path())
+            .args(["--port", "0"])
+            .env("SS_ENV", env)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{env}: {text}");
+        assert!(text.contains("loading lib/server/slow.js ("), "{env}: the file that was stopped is named: {text}");
+        assert!(text.contains("the time limit for one run of server code passed"), "{env}: {text}");
+    }
+}
