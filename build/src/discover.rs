@@ -193,12 +193,22 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
             {
                 // Requiring server code from browser code is refused by path;
                 // a link would carry it into the browser bundle unseen.
+                let hidden = !crate::disk::PRIVATE_FOLDERS
+                    .iter()
+                    .any(|folder| private.to_ascii_lowercase().starts_with(&format!("{folder}/")));
                 misnamed.push(
                     Diagnostic::file(
                         display_path(root, &file),
-                        format!("this is a link to {private}, and {} is sent to browsers", kind.folder()),
+                        format!(
+                            "this is a link to {private}{}, and {} is sent to browsers",
+                            if hidden { ", a hidden file (a part of its path starts with `.`)" } else { "" },
+                            kind.folder()
+                        ),
                     )
                     .with_help(match kind {
+                        _ if hidden => "hidden files never leave the server: keep the app's files in folders whose \
+                                        names do not start with `.`, or remove the link"
+                            .to_string(),
                         Kind::Client | Kind::LibClient => {
                             "server code, config/ and hidden files never leave the server: move what both sides \
                              need to app/shared, or remove the link"

@@ -229,10 +229,11 @@ fn pack_here(
     let (linked, styles, (templates, view_warnings)) = match (linked, styles, templates, layout) {
         (Ok(l), Ok(s), Ok(t), Ok(())) if problems.is_empty() => (l, s, t),
         (l, s, t, layout) => {
-            problems.extend(l.err().into_iter().flatten());
-            problems.extend(s.err().into_iter().flatten());
-            problems.extend(t.err().into_iter().flatten());
-            problems.extend(layout.err());
+            // An entry file refused already (a link into server code, say) is not said to be missing too.
+            let named: std::collections::HashSet<String> = problems.iter().map(|d| d.file.clone()).collect();
+            let news = l.err().into_iter().flatten().chain(s.err().into_iter().flatten());
+            let news = news.chain(t.err().into_iter().flatten()).chain(layout.err());
+            problems.extend(news.filter(|d| !(d.message.starts_with("the app has no") && named.contains(&d.file))));
             return Err(PackError::Invalid(problems));
         }
     };

@@ -339,8 +339,8 @@ fn links_from_browser_folders_into_server_code_are_refused() {
     std::fs::rename(root.join("lib"), root.join("lib-real")).unwrap();
     symlink("app/server/vendor", root.join("lib")).unwrap();
     let (err, text) = pack_error(root);
-    assert!(text.contains("app/views/env.html") && text.contains("this is a link to .env"), "{text}");
-    assert!(text.contains("copy what browsers may see into app/views"), "{text}");
+    assert!(text.contains("app/views/env.html") && text.contains("this is a link to .env, a hidden file"), "{text}");
+    assert!(text.contains("help: hidden files never leave the server"), "{text}");
     assert!(text.contains("lib/client/x.js") && text.contains("a link to app/server/vendor/client/x.js"), "{text}");
     assert_eq!(err.diagnostics().len(), 2, "{text}");
     std::fs::remove_file(root.join("lib")).unwrap();
@@ -358,6 +358,24 @@ fn links_from_browser_folders_into_server_code_are_refused() {
     symlink("../../public/logo.png", root.join("app/css/logo.png")).unwrap();
     write(root, "public/logo.png", "png");
     ssbuild::pack(&ssbuild::PackOptions::new(root, "development")).unwrap();
+}
+
+/// An app whose `app` folder is a link into a hidden folder: each entry is
+/// refused as hidden, once, and not also said to be missing.
+#[cfg(unix)]
+#[test]
+fn an_app_folder_linked_into_a_hidden_folder_is_refused_once_per_file() {
+    let app = fixture("basic");
+    let root = app.path();
+    std::fs::create_dir_all(root.join(".src")).unwrap();
+    std::fs::rename(root.join("app"), root.join(".src/app")).unwrap();
+    std::os::unix::fs::symlink(".src/app", root.join("app")).unwrap();
+    let (err, text) = pack_error(root);
+    assert!(text.contains("this is a link to .src/app/client/app.js, a hidden file"), "{text}");
+    assert!(text.contains("keep the app's files in folders whose names do not start with `.`"), "{text}");
+    assert!(!text.contains("the app has no"), "{text}");
+    let entry = err.diagnostics().iter().filter(|d| d.file == "app/client/app.js").count();
+    assert_eq!(entry, 1, "{text}");
 }
 
 #[test]
