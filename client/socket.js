@@ -54,7 +54,7 @@
           try {
             fn.apply(null, args);
           } catch (error) {
-            log(1, 'error', ['SocketStream: a handler of "' + name + '" threw:', error]);
+            appError('a handler of "' + name + '" threw', error);
           }
         });
       }
@@ -63,6 +63,22 @@
 
   function log(level, kind, parts) {
     if (settings.log_level >= level && global.console) global.console[kind].apply(global.console, parts);
+  }
+
+  // What the app's own code threw (an event handler, a call's callback,
+  // init): logged with what it was doing, or, where the log is off
+  // (production), handed to the browser's own reporting, so that it reaches
+  // the console, window.onerror and error trackers all the same.
+  function appError(what, error) {
+    if (settings.log_level >= 1) {
+      log(1, 'error', ['SocketStream: ' + what + ':', error]);
+    } else if (typeof global.reportError === 'function') {
+      global.reportError(error);
+    } else {
+      setTimeout(function () {
+        throw error;
+      }, 0);
+    }
   }
 
   var events = emitter();
@@ -95,7 +111,7 @@
       try {
         entry.callback(error || result);
       } catch (thrown) {
-        log(1, 'error', ['SocketStream: the callback of ' + entry.method + ' threw:', thrown]);
+        appError('the callback of ' + entry.method + ' threw', thrown);
       }
     } else if (error) {
       entry.reject(error);
@@ -372,17 +388,14 @@
       if (app && typeof app.init === 'function') {
         try {
           var running = app.init();
-          // An async init() rejects rather than throws. Where the log is
-          // off (production), the rejection goes on to the browser's own
-          // reporting (and error trackers listening for it).
+          // An async init() rejects rather than throws.
           if (running && typeof running.then === 'function') {
             running.then(null, function (error) {
-              if (settings.log_level < 1) throw error;
-              log(1, 'error', ['SocketStream: SS.client.app.init() failed:', error]);
+              appError('SS.client.app.init() failed', error);
             });
           }
         } catch (error) {
-          log(1, 'error', ['SocketStream: SS.client.app.init() threw:', error]);
+          appError('SS.client.app.init() threw', error);
         }
       }
     }

@@ -92,6 +92,8 @@ function openPage(options = {}) {
     clock,
     sockets: [],
     lines: [],
+    // What went to the browser's own error reporting (reportError).
+    reported: [],
     events: [],
     inits: [],
     reloads: 0,
@@ -133,6 +135,7 @@ function openPage(options = {}) {
   };
   const sandbox = {
     console: { log: record('log'), error: record('error'), warn: record('warn'), info: record('info') },
+    reportError: (error) => page.reported.push(error && error.message),
     WebSocket: FakeWebSocket,
     location: {
       protocol: options.protocol || 'http:',
@@ -735,6 +738,31 @@ test('an async SS.client.app.init() that rejects is logged', async () => {
   const logged = page.lines.filter((l) => l[0] === 'error');
   assert.equal(logged.length, 1, JSON.stringify(page.lines));
   assert.match(logged[0][1], /SS\.client\.app\.init\(\) failed/);
+});
+
+test('with the log off (production), what app code throws goes to the browser, not nowhere', async () => {
+  const page = openPage({ init: "function () { throw new Error('sync init bug'); }" });
+  page.SS.events.on('tick', () => {
+    throw new Error('handler bug');
+  });
+  page.init({ log_level: 0, heartbeat_interval: 30 });
+  page.SS.server.app.square(3, () => {
+    throw new Error('callback bug');
+  });
+  page.reply(page.calls()[0].id, 9);
+  page.receive({ type: 'event', event: 'tick', data: 1 });
+  assert.deepEqual(page.reported, ['sync init bug', 'callback bug', 'handler bug']);
+  assert.deepEqual(page.lines, [], 'the log stays off');
+  // An async init that rejects takes the same way.
+  const later = openPage({ init: "async function () { throw new Error('no data yet'); }" });
+  later.init({ log_level: 0, heartbeat_interval: 30 });
+  await turn();
+  assert.deepEqual(later.reported, ['no data yet']);
+  // With the log on, each is logged with what threw it, and not reported twice.
+  const dev = openPage({ init: "function () { throw new Error('sync init bug'); }" });
+  dev.init();
+  assert.deepEqual(dev.reported, []);
+  assert.match(dev.lines.find((l) => l[0] === 'error')[1], /SS\.client\.app\.init\(\) threw/);
 });
 
 test("a new build's API tree replaces the stubs: actions it no longer lists go, app code's own stay", async () => {
