@@ -492,6 +492,12 @@
     socket.onclose = onClose;
   }
 
-  // Only in a browser page served over HTTP(S); elsewhere (tests, file://) SS.server stays empty.
+  // The actions the packer found (the bundle sets `__ss.api` before this
+  // library runs): their stubs exist from the start, so that a call made
+  // before the first session is ready waits in the queue rather than
+  // meeting `undefined`. The server's own tree replaces this one at init.
+  if (__ss.api) mount(SS.server, __ss.api, '');
+
+  // Only in a browser page served over HTTP(S); elsewhere (tests, file://) the socket stays closed.
   if (global.WebSocket && global.location && /^https?:$/.test(global.location.protocol)) connect();
 })(typeof globalThis !== 'undefined' ? globalThis : this);

@@ -173,6 +173,10 @@ pub fn link(
     }
     client.push_module(loader);
     client.push_raw("\n");
+    // The actions found in app/server, for the browser library to make
+    // SS.server's stubs from before the first session is ready.
+    let api = trees.get("server").map(|tree| api_tree(tree, compiled, failed, &by_path)).unwrap_or_default();
+    client.push_raw(&format!("__ss.api = {};\n", serde_json::Value::Object(api)));
     for part in browser {
         client.push_module(part);
         client.push_raw("\n");
@@ -639,6 +643,55 @@ fn check_action_names(
             }
         }
     }
+}
+
+/// The server API tree as the browser library takes it: nested objects
+/// whose leaves (`1`) are the actions found in `tree`'s files. A name that
+/// is both an action and a namespace (ssrun refuses that) keeps the first.
+fn api_tree(
+    tree: &Tree,
+    compiled: &[Arc<Compiled>],
+    failed: &BTreeSet<usize>,
+    by_path: &HashMap<&str, usize>,
+) -> serde_json::Map<String, serde_json::Value> {
+    fn names(
+        tree: &Tree,
+        prefix: &str,
+        compiled: &[Arc<Compiled>],
+        failed: &BTreeSet<usize>,
+        by_path: &HashMap<&str, usize>,
+        out: &mut Vec<String>,
+    ) {
+        for (key, node) in tree {
+            let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            match node {
+                Node::Folder(inner) => names(inner, &name, compiled, failed, by_path, out),
+                Node::Module(path) => {
+                    let Some(&i) = by_path.get(path.as_str()).filter(|i| !failed.contains(i)) else { continue };
+                    if let Some(actions) = &compiled[i].exports.actions {
+                        action_names(actions, &name, out);
+                    }
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    names(tree, "", compiled, failed, by_path, &mut found);
+    let mut api = serde_json::Map::new();
+    'names: for name in found {
+        let parts: Vec<&str> = name.split('.').collect();
+        let (last, branches) = parts.split_last().expect("a name has a part");
+        let mut at = &mut api;
+        for part in branches {
+            let next = at.entry(part.to_string()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+            match next {
+                serde_json::Value::Object(inner) => at = inner,
+                _ => continue 'names,
+            }
+        }
+        at.entry(last.to_string()).or_insert(serde_json::Value::from(1));
+    }
+    api
 }
 
 fn action_names(node: &BTreeMap<String, ActionNode>, prefix: &str, out: &mut Vec<String>) {
