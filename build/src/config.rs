@@ -59,6 +59,28 @@ pub fn normalize_public_url(url: &str) -> String {
     if url.ends_with('/') { url.to_string() } else { format!("{url}/") }
 }
 
+/// A public URL as the page will use it (see [`normalize_public_url`]), or
+/// why `url` cannot be one: asset names are added at its end, so it is a
+/// folder's path (`/assets/`) or an http(s) URL, without a query or a fragment.
+pub fn public_url(url: &str) -> Result<String, String> {
+    let lower = url.to_ascii_lowercase();
+    if !(url.starts_with('/') || lower.starts_with("https://") || lower.starts_with("http://")) {
+        return Err(format!(
+            "{url:?} is not where browsers can load assets from: give a path (/assets/) or an http(s) URL \
+             (https://cdn.example.com/app/)"
+        ));
+    }
+    if let Some(c) =
+        url.chars().find(|c| matches!(c, '?' | '#' | '"' | '<' | '>' | '\\') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "{url:?} holds {c:?}: asset names are added to the end of this URL, so it names a folder, without a \
+             query, a fragment, spaces or quotes"
+        ));
+    }
+    Ok(normalize_public_url(url))
+}
+
 /// Reads the build config of the app at `root` for `env`: the settings, with
 /// the defaults in place of what could not be read, and the mistakes found
 /// (so that a pack can go on checking the code before it reports them all).
@@ -95,7 +117,17 @@ pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<(BuildConfig, Vec
                 "compress" => value.as_bool().map(|b| config.compress = b).is_some(),
                 "source_maps" => value.as_bool().map(|b| config.source_maps = b).is_some(),
                 "precompress" => value.as_bool().map(|b| config.precompress = b).is_some(),
-                "public_url" => value.as_str().map(|u| config.public_url = normalize_public_url(u)).is_some(),
+                "public_url" => match value.as_str().map(public_url) {
+                    Some(Ok(url)) => {
+                        config.public_url = url;
+                        true
+                    }
+                    Some(Err(why)) => {
+                        problems.push(Diagnostic::file(&rel, format!("`build.public_url`: {why}")));
+                        continue;
+                    }
+                    None => false,
+                },
                 "browsers" => match value.as_array() {
                     Some(items) if items.iter().all(|i| i.is_str()) => {
                         config.browsers = items.iter().filter_map(|i| i.as_str()).map(str::to_string).collect();
@@ -178,5 +210,27 @@ mod tests {
         // What could be read still counts, so that the rest of the pack is checked as it will be built.
         assert!(!c.minify);
         assert_eq!(c.private_folders, ["app/client/three"]);
+    }
+
+    #[test]
+    fn a_public_url_is_a_folder_browsers_can_load_from() {
+        assert_eq!(public_url("https://cdn.example.com/app").unwrap(), "https://cdn.example.com/app/");
+        assert_eq!(public_url("/static/").unwrap(), "/static/");
+        assert_eq!(public_url("//cdn.example.com/x/").unwrap(), "//cdn.example.com/x/");
+        for (bad, why) in [
+            ("https://cdn.example.com/app/?v=1", "holds '?'"),
+            ("/a#b/", "holds '#'"),
+            ("/my assets/", "holds ' '"),
+            ("ftp://x/", "is not where browsers can load assets from"),
+            ("cdn.example.com/app/", "is not where browsers can load assets from"),
+        ] {
+            let error = public_url(bad).unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        let mut disk = MemoryDisk::new();
+        disk.insert("/a/config/app.toml", "[build]\npublic_url = \"https://cdn.example.com/?v=2\"\n");
+        let (c, problems) = load(&disk, Path::new("/a"), "production").unwrap();
+        assert_eq!(c.public_url, DEFAULT_PUBLIC_URL);
+        assert!(problems[0].message.starts_with("`build.public_url`: \"https://cdn.example.com/?v=2\" holds '?'"));
     }
 }

@@ -154,7 +154,10 @@ fn pack_here(
     // every error, and nothing is written.
     let (mut config, config_problems) = config::load(disk, root, &options.env)?;
     if let Some(url) = &options.public_url {
-        config.public_url = config::normalize_public_url(url);
+        config.public_url = config::public_url(url).map_err(|why| PackError::Options {
+            message: format!("--public-url {why}"),
+            help: "pass the URL of the folder that holds the assets, such as https://cdn.example.com/app/".into(),
+        })?;
     }
     let code = CodeOptions { minify: config.minify, compress: config.compress, source_map: config.source_maps };
     let sources = match discover::discover(disk, root, &config.private_folders) {
