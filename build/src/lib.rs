@@ -523,7 +523,7 @@ fn check_options(root: &Path, out: &Path, env: &str) -> Result<(), PackError> {
 }
 
 /// Whether `out` holds a pack's output: a `manifest.json` that ssbuild wrote.
-fn packed_here(out: &Path) -> bool {
+pub fn packed_here(out: &Path) -> bool {
     let Ok(text) = std::fs::read(out.join("manifest.json")) else { return false };
     let Ok(manifest) = serde_json::from_slice::<serde_json::Value>(&text) else { return false };
     manifest.get("generator").and_then(serde_json::Value::as_str).is_some_and(|g| g.starts_with("ssbuild"))

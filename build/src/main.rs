@@ -130,7 +130,7 @@ fn main() -> ExitCode {
                     }
                     Err(e) => {
                         let _ = writeln!(std::io::stderr(), "{e}");
-                        let kept = if options.out_dir().join("manifest.json").is_file() {
+                        let kept = if ssbuild::packed_here(&options.out_dir()) {
                             "the last good build stays in place"
                         } else {
                             "nothing is written until the app packs"

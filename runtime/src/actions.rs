@@ -142,7 +142,7 @@ impl CallLog {
         if outcome.is_ok() && self.level < 2 {
             return;
         }
-        let mut line = format!("ssrun: -> {}", self.name);
+        let mut line = format!("ssrun: -> {}", crate::log::one_line(&self.name));
         if let Some(args) = &self.args {
             line.push(' ');
             line.push_str(args);
@@ -153,7 +153,11 @@ impl CallLog {
                 line.push_str(&truncate(&value.to_string(), 200));
             }
             Ok(_) => {}
-            Err(e) => line.push_str(&format!(" failed ({}): {}", e.code(), truncate(&e.to_string(), 300))),
+            Err(e) => line.push_str(&format!(
+                " failed ({}): {}",
+                e.code(),
+                crate::log::one_line(&truncate(&e.to_string(), 300))
+            )),
         }
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         line.push_str(&format!(" ({ms:.1} ms{})", if self.http { ", HTTP API" } else { "" }));

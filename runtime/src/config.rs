@@ -304,8 +304,12 @@ impl Config {
                     return Err(wrong());
                 }
                 // Paths the server answers itself (the prefix is matched without case).
-                let taken =
-                    [("assets", "where the app's hashed assets are served"), ("_ss", "the WebSocket endpoint's")];
+                let taken = [
+                    ("assets", "where the app's hashed assets are served"),
+                    ("_ss", "the WebSocket endpoint's"),
+                    // `/api.json` is the API's index, so `/index.html` would be too.
+                    ("index", "the page's (/index.html)"),
+                ];
                 for (taken, what) in taken {
                     if prefix.eq_ignore_ascii_case(taken) {
                         return Err(format!("`{key}` cannot be {prefix:?}: /{taken}/ is {what}"));
@@ -441,6 +445,7 @@ mod tests {
             ("[api]\nprefix = \"é\"\n", "`api.prefix` takes a path segment of letters, digits"),
             ("[api]\nprefix = \"Assets\"\n", "`api.prefix` cannot be \"Assets\": /assets/ is where the app's hashed"),
             ("[api]\nprefix = \"_ss\"\n", "`api.prefix` cannot be \"_ss\": /_ss/ is the WebSocket endpoint's"),
+            ("[api]\nprefix = \"Index\"\n", "`api.prefix` cannot be \"Index\": /index/ is the page's (/index.html)"),
             ("[http]\nport = 70000\n", "`http.port` takes a port number"),
             ("[http\nport = 1\n", "line 1, column 6: not valid TOML"),
             ("[http]\nport = 1\nport = 2\n", "line 3, column 1: not valid TOML: duplicate key (the line: `port = 2`)"),

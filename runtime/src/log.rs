@@ -23,6 +23,16 @@ pub fn out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// `text` with its control characters written as escapes (`\n`), so that
+/// what a client sent (a method name, a message type) keeps one log entry
+/// on one line and cannot pass for another.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 /// Writes `args` and a newline to standard error, or drops them.
 pub fn err(args: std::fmt::Arguments<'_>) {
     let mut stderr = std::io::stderr().lock();

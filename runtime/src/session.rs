@@ -94,6 +94,16 @@ pub const UNCONFIRMED_MAX_AGE: Duration = Duration::from_secs(3600);
 /// them as fast as it can connect. 100,000 such sessions take about 27 MB.
 pub const UNCONFIRMED_LIMIT: usize = 100_000;
 
+/// How many sessions of any kind the store holds before it forgets the least
+/// recently used without a connection (those whose cookie never came back
+/// first): a script that sends the cookie back makes sessions that are kept
+/// for `session_max_age`. A million take about 270 MB.
+pub const SESSION_LIMIT: usize = 1_000_000;
+
+/// How long a new or just used session is safe from being forgotten to make
+/// room, longer than a WebSocket handshake takes to join the hub.
+pub const ROOM_GRACE: Duration = Duration::from_secs(10);
+
 struct Entry {
     session: Session,
     used: Instant,
@@ -106,6 +116,8 @@ pub struct MemoryStore {
     sessions: Mutex<Sessions>,
     max_age: Duration,
     unconfirmed_limit: usize,
+    session_limit: usize,
+    grace: Duration,
     /// The hubs of the servers using this store, which say which sessions
     /// have a connection open.
     hubs: Mutex<Vec<Weak<Hub>>>,
@@ -116,29 +128,39 @@ struct Sessions {
     by_id: HashMap<String, Entry>,
     /// How many of them are not `confirmed`.
     unconfirmed: usize,
-    /// Above this many unconfirmed sessions, the next one made first makes
-    /// room: the limit, or more when the last look found too few to forget
-    /// (so that a crowd of open connections does not make every new session
-    /// look through them all).
-    look_above: usize,
+    /// Above this many unconfirmed sessions (or sessions in all), the next
+    /// one made first makes room: the limit, or more when the last look
+    /// found too few to forget (so that a crowd of open connections does not
+    /// make every new session look through them all).
+    unconfirmed_look_above: usize,
+    all_look_above: usize,
 }
 
 impl MemoryStore {
     /// An empty store that forgets sessions unused for `max_age`.
     pub fn new(max_age: Duration) -> MemoryStore {
         MemoryStore {
-            sessions: Mutex::new(Sessions { look_above: UNCONFIRMED_LIMIT, ..Sessions::default() }),
+            sessions: Mutex::new(Sessions {
+                unconfirmed_look_above: UNCONFIRMED_LIMIT,
+                all_look_above: SESSION_LIMIT,
+                ..Sessions::default()
+            }),
             max_age,
             unconfirmed_limit: UNCONFIRMED_LIMIT,
+            session_limit: SESSION_LIMIT,
+            grace: ROOM_GRACE,
             hubs: Mutex::new(Vec::new()),
         }
     }
 
-    /// The same, holding at most `limit` sessions whose cookie never came
-    /// back (see [`UNCONFIRMED_LIMIT`]), beyond those with a connection.
-    pub fn with_unconfirmed_limit(mut self, limit: usize) -> MemoryStore {
-        self.unconfirmed_limit = limit.max(1);
-        self.sessions.get_mut().expect("session lock").look_above = self.unconfirmed_limit;
+    /// The same, holding at most `unconfirmed` sessions whose cookie never
+    /// came back and `all` sessions in all (see [`UNCONFIRMED_LIMIT`] and
+    /// [`SESSION_LIMIT`]) beyond those with a connection, and sparing those
+    /// used within `grace` (see [`ROOM_GRACE`]).
+    pub fn with_limits(mut self, unconfirmed: usize, all: usize, grace: Duration) -> MemoryStore {
+        (self.unconfirmed_limit, self.session_limit, self.grace) = (unconfirmed.max(1), all.max(1), grace);
+        let sessions = self.sessions.get_mut().expect("session lock");
+        (sessions.unconfirmed_look_above, sessions.all_look_above) = (self.unconfirmed_limit, self.session_limit);
         self
     }
 
@@ -151,27 +173,41 @@ impl MemoryStore {
         hubs.push(Arc::downgrade(hub));
     }
 
-    /// Forgets the least recently used unconfirmed sessions without a
-    /// connection, down to nine tenths of the limit.
-    fn make_room(&self, sessions: &mut Sessions) {
+    /// Forgets the least recently used sessions without a connection (of
+    /// those whose cookie never came back, or of all, those first), down to
+    /// nine tenths of the limit, sparing those used within the grace period.
+    fn make_room(&self, sessions: &mut Sessions, all: bool) {
         let hubs: Vec<Arc<Hub>> = self.hubs.lock().expect("hub list lock").iter().filter_map(Weak::upgrade).collect();
-        let mut idle: Vec<(Instant, &String)> = sessions
+        let grace = self.grace;
+        let mut idle: Vec<(bool, Instant, &String)> = sessions
             .by_id
             .iter()
-            .filter(|(id, e)| !e.confirmed && !hubs.iter().any(|hub| hub.has_session(id)))
-            .map(|(id, e)| (e.used, id))
+            .filter(|(id, e)| {
+                (all || !e.confirmed) && e.used.elapsed() >= grace && !hubs.iter().any(|hub| hub.has_session(id))
+            })
+            .map(|(id, e)| (e.confirmed, e.used, id))
             .collect();
-        let target = self.unconfirmed_limit - self.unconfirmed_limit / 10;
-        let excess = sessions.unconfirmed.saturating_sub(target).min(idle.len());
+        let (count, limit) = if all {
+            (sessions.by_id.len(), self.session_limit)
+        } else {
+            (sessions.unconfirmed, self.unconfirmed_limit)
+        };
+        let excess = count.saturating_sub(limit - limit / 10).min(idle.len());
         if excess > 0 && excess < idle.len() {
             idle.select_nth_unstable(excess);
         }
-        let gone: Vec<String> = idle.into_iter().take(excess).map(|(_, id)| id.clone()).collect();
-        for id in &gone {
+        let gone: Vec<(bool, String)> =
+            idle.into_iter().take(excess).map(|(confirmed, _, id)| (confirmed, id.clone())).collect();
+        for (confirmed, id) in &gone {
             sessions.by_id.remove(id);
+            sessions.unconfirmed -= usize::from(!confirmed);
         }
-        sessions.unconfirmed -= excess;
-        sessions.look_above = self.unconfirmed_limit.max(sessions.unconfirmed + self.unconfirmed_limit / 10);
+        let look_above = limit.max(count - excess + limit / 10);
+        if all {
+            sessions.all_look_above = look_above;
+        } else {
+            sessions.unconfirmed_look_above = look_above;
+        }
     }
 
     /// Forgets sessions unused for longer than the maximum age, and sessions
@@ -209,8 +245,11 @@ impl SessionStore for MemoryStore {
         let session = Session::new(new_id(), now_ms());
         let entry = Entry { session: session.clone(), used: Instant::now(), confirmed: false };
         let mut sessions = self.sessions.lock().expect("session lock");
-        if sessions.unconfirmed >= sessions.look_above {
-            self.make_room(&mut sessions);
+        if sessions.unconfirmed >= sessions.unconfirmed_look_above {
+            self.make_room(&mut sessions, false);
+        }
+        if sessions.by_id.len() >= sessions.all_look_above {
+            self.make_room(&mut sessions, true);
         }
         sessions.by_id.insert(session.id.clone(), entry);
         sessions.unconfirmed += 1;
@@ -287,7 +326,7 @@ mod tests {
 
     #[test]
     fn memory_store_holds_a_bounded_number_of_sessions_whose_cookie_never_came_back() {
-        let store = MemoryStore::new(Duration::from_secs(60)).with_unconfirmed_limit(10);
+        let store = MemoryStore::new(Duration::from_secs(60)).with_limits(10, 1000, Duration::ZERO);
         let hub = Arc::new(Hub::new());
         store.watch(&hub);
         let confirmed: Vec<Session> = (0..5)
@@ -311,6 +350,41 @@ mod tests {
         assert!(held(&connected), "a session with a connection stays");
         assert!(held(later.last().unwrap()), "the newest stays");
         assert!(!first.iter().any(held), "the least recently used go first");
+    }
+
+    #[test]
+    fn memory_store_holds_a_bounded_number_of_sessions_in_all_and_spares_new_ones() {
+        let store = MemoryStore::new(Duration::from_secs(60)).with_limits(1000, 10, Duration::ZERO);
+        let hub = Arc::new(Hub::new());
+        store.watch(&hub);
+        let confirm = |s: &Session| block(store.load(&s.id)).unwrap().is_some();
+        let old: Vec<Session> = (0..5).map(|_| block(store.create()).unwrap()).collect();
+        assert!(old.iter().all(confirm));
+        let connected = block(store.create()).unwrap();
+        let _connection = hub.register(Arc::new(Mutex::new(connected.clone())), crate::pubsub::Outbox::new(8));
+        std::thread::sleep(Duration::from_millis(2));
+        let cookieless: Vec<Session> = (0..20).map(|_| block(store.create()).unwrap()).collect();
+        assert!(store.len() <= 10, "{} sessions are held", store.len());
+        let held = |s: &Session| store.sessions.lock().unwrap().by_id.contains_key(&s.id);
+        assert!(old.iter().all(held), "those whose cookie never came back go first");
+        assert!(held(&connected) && held(cookieless.last().unwrap()));
+        // Then the least recently used of those whose cookie came back.
+        let newer: Vec<Session> = (0..10)
+            .map(|_| {
+                let s = block(store.create()).unwrap();
+                assert!(confirm(&s));
+                s
+            })
+            .collect();
+        assert!(store.len() <= 11, "{} sessions are held", store.len());
+        assert!(!held(&old[0]) && held(&connected) && held(newer.last().unwrap()));
+
+        // Sessions used within the grace period (a handshake that has not
+        // joined the hub yet) are never forgotten to make room.
+        let store = MemoryStore::new(Duration::from_secs(60)).with_limits(10, 10, Duration::from_secs(3600));
+        let made: Vec<Session> = (0..30).map(|_| block(store.create()).unwrap()).collect();
+        assert_eq!(store.len(), 30);
+        assert!(made.iter().all(|s| block(store.load(&s.id)).unwrap().is_some()));
     }
 
     #[test]

@@ -404,7 +404,7 @@ impl Connection {
             } else {
                 String::new()
             };
-            crate::errln!("ssrun: closed a connection with {code}: {reason}{limit}");
+            crate::errln!("ssrun: closed a connection with {code}: {}{limit}", crate::log::one_line(&reason));
         }
         // At shutdown the server does not wait for the clients.
         let linger = (code != close::GOING_AWAY).then_some(LINGER);

@@ -103,6 +103,12 @@ fn exercise(env: &str, app_toml: &str) -> Vec<(&'static str, String)> {
     socket.send(r#"{"type":"call","id":3,"method":"app.shout","args":["hi"]}"#);
     let (first, second) = (socket.read(), socket.read());
     assert!(first.contains(r#""event":"shout""#) || second.contains(r#""event":"shout""#), "{first} {second}");
+    // What a client sends cannot start a line of its own in the log.
+    socket.send(r#"{"type":"call","id":4,"method":"app.nope\nssrun: -> forged","args":[]}"#);
+    assert!(socket.read().contains("not_found"));
+    let mut forger = Socket::open(&address);
+    forger.send(r#"{"type":"x\nssrun: -> forged too"}"#);
+    assert_eq!(frame(&mut forger.0).0, 8, "closed (4400)");
     // A message over the limit, refused on its header: the connection is closed with 1009.
     let mut big = Socket::open(&address);
     let mut header = vec![0x81, 0x80 | 127];
@@ -136,14 +142,18 @@ fn calls_and_events_are_logged_by_level_and_silent_calls_never() {
     assert!(calls[2].starts_with("ssrun: -> app.shout [\"hi\"] = true ("), "{all}");
     assert!(!all.contains("[7]"), "a silent call is not logged: {all}");
     let failed = lines_from(&out, "stderr", "ssrun: -> ");
-    assert_eq!(failed.len(), 1, "{all}");
+    assert_eq!(failed.len(), 2, "{all}");
     assert!(failed[0].starts_with("ssrun: -> app.nope [] failed (not_found): "), "{all}");
+    assert!(failed[1].starts_with("ssrun: -> app.nope\\nssrun: -> forged [] failed (not_found): "), "{all}");
+    assert!(!out.iter().any(|(_, line)| line.starts_with("ssrun: -> forged")), "{all}");
     assert_eq!(lines_from(&out, "stdout", "ssrun: => "), ["ssrun: => shout to everyone \"hi\""], "{all}");
-    assert_eq!(
-        lines_from(&out, "stderr", "ssrun: closed"),
-        ["ssrun: closed a connection with 1009: message too big (server.max_message_bytes: 65536)"],
+    let closed = lines_from(&out, "stderr", "ssrun: closed");
+    assert_eq!(closed.len(), 2, "{all}");
+    assert!(
+        closed[0].starts_with("ssrun: closed a connection with 4400: ") && closed[0].contains("x\\nssrun"),
         "{all}"
     );
+    assert_eq!(closed[1], "ssrun: closed a connection with 1009: message too big (server.max_message_bytes: 65536)");
 }
 
 #[test]
@@ -166,7 +176,7 @@ fn development_logs_calls_with_their_arguments_production_none_and_level_1_failu
     let all = format!("{out:?}");
     assert!(lines_from(&out, "stdout", "ssrun: -").is_empty() && !all.contains("ssrun: => "), "{all}");
     let failed = lines_from(&out, "stderr", "ssrun: -> ");
-    assert_eq!(failed.len(), 1, "{all}");
+    assert_eq!(failed.len(), 2, "{all}");
     assert!(failed[0].starts_with("ssrun: -> app.nope failed (not_found): "), "{all}");
     assert_eq!(lines_from(&out, "stderr", "ssrun: closed a connection with 1009").len(), 1, "{all}");
 }

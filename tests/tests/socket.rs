@@ -787,7 +787,8 @@ async fn a_bus_and_a_session_store_of_the_apps_own_are_used() {
 async fn cookieless_handshakes_are_bounded_and_a_connected_session_is_kept() {
     let dir = fixture("realtime");
     pack_app(dir.path(), "development");
-    let store = std::sync::Arc::new(ssrun::MemoryStore::new(Duration::from_secs(3600)).with_unconfirmed_limit(3));
+    let store =
+        std::sync::Arc::new(ssrun::MemoryStore::new(Duration::from_secs(3600)).with_limits(3, 1000, Duration::ZERO));
     let loaded = ssrun::LoadedApp::load(dir.path()).expect("the packed app loads");
     let app = with_demo_actions(ssrun::App::new(loaded), Reports::default()).with_memory_store(store.clone());
     let server = RunningServer::with_app(app, 0);
