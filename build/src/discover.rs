@@ -227,8 +227,9 @@ pub fn discover(disk: &dyn Disk, root: &Path, private_folders: &[String]) -> Res
                 through_link.then(|| disk.link_target(&file)).flatten().filter(|_| disk.real_path(&file).is_none())
             {
                 dangling.push((display_path(root, &file), target));
-            } else if kind != Kind::Style {
-                // app/css also holds the images and fonts its url()s point to.
+            } else if kind != Kind::Style && !rel.ends_with(".d.ts") {
+                // app/css also holds the images and fonts its url()s point to;
+                // TypeScript's declaration files hold types alone, nothing to pack.
                 ignored.push(display_path(root, &file));
             }
         }
@@ -343,6 +344,7 @@ mod tests {
             "/a/app/client/.hidden/x.js",
             "/a/app/client/backup.js~",
             "/a/app/client/notes.md",
+            "/a/app/client/globals.d.ts",
             "/a/lib/client/10.b.js",
             "/a/lib/client/2.a.js",
             "/a/lib/client/plain.js",
