@@ -222,7 +222,11 @@ fn pack_here(
     problems.splice(0..0, config_problems.into_iter().chain(sources.problems.iter().cloned()));
 
     // Link, style and template even when some files failed, to report every error in one run.
-    let linked = link::link(&sources.files, &compiled, &server_copies, &loader, &browser, &failed, &config);
+    let mut left_out = BTreeSet::new();
+    let linked =
+        link::link(&sources.files, &compiled, &server_copies, &loader, &browser, &failed, &config, &mut left_out);
+    // Nor do a left-out module's compile errors (`import.meta` in a tool's bin/ script).
+    problems.retain(|d| !left_out.contains(&d.file));
     stages.mark("link");
     let targets = css::targets(&config.browsers).expect("config::load checked the browsers");
     let styles = css::build(disk, root, &sources.styles, targets, config.minify);

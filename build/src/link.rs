@@ -80,6 +80,9 @@ pub const BROWSER_FILES: [(&str, &str); 2] = [
 /// where it differs; `loader` is
 /// the compiled loader, `browser` the compiled browser library (one entry per [`BROWSER_FILES`]). `failed` lists sources that did not compile (their
 /// entries in `compiled` are empty): linking then only looks for more errors.
+/// `left_out` gets the private-folder modules that nothing requires: they are
+/// not packed, and their problems are not the pack's.
+#[allow(clippy::too_many_arguments)]
 pub fn link(
     sources: &[Source],
     compiled: &[Arc<Compiled>],
@@ -88,6 +91,7 @@ pub fn link(
     browser: &[Arc<Compiled>],
     failed: &BTreeSet<usize>,
     config: &BuildConfig,
+    left_out: &mut BTreeSet<String>,
 ) -> Result<Linked, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     let by_path: HashMap<&str, usize> = sources.iter().enumerate().map(|(i, s)| (s.path.as_str(), i)).collect();
@@ -110,7 +114,17 @@ pub fn link(
     }
 
     // Bundles: which sources each holds, in load order.
-    let client = plan(sources, compiled, &[Kind::Client, Kind::Shared], Side::Client, &by_path, config, &mut problems);
+    let mut private = PrivateModules::new();
+    let client = plan(
+        sources,
+        compiled,
+        &[Kind::Client, Kind::Shared],
+        Side::Client,
+        &by_path,
+        config,
+        &mut problems,
+        &mut private,
+    );
     let server = plan(
         sources,
         compiled,
@@ -119,8 +133,18 @@ pub fn link(
         &by_path,
         config,
         &mut problems,
+        &mut private,
     );
-    if !problems.is_empty() || !failed.is_empty() {
+    // A private-folder module nothing requires is not packed: what is wrong
+    // with it (a require of a Node.js package, say) does not matter.
+    for (&m, (reached, found)) in &mut private {
+        if *reached {
+            problems.append(found);
+        } else {
+            left_out.insert(sources[m].path.clone());
+        }
+    }
+    if !problems.is_empty() || failed.iter().any(|&m| !left_out.contains(&sources[m].path)) {
         return Err(problems);
     }
     let (client_members, client_ids, client_deps) = (client.members, client.ids, client.deps);
@@ -262,6 +286,11 @@ struct Plan {
 /// Resolves the requires of the sources of `kinds`, then keeps the modules
 /// that can run: every module outside the private folders, and the private
 /// modules they require (directly or not).
+/// The private-folder modules of both bundles: whether a bundle requires
+/// each, and the problems found with it (which count only if one does).
+type PrivateModules = BTreeMap<usize, (bool, Vec<Diagnostic>)>;
+
+#[allow(clippy::too_many_arguments)]
 fn plan(
     sources: &[Source],
     compiled: &[Arc<Compiled>],
@@ -270,12 +299,17 @@ fn plan(
     by_path: &HashMap<&str, usize>,
     config: &BuildConfig,
     problems: &mut Vec<Diagnostic>,
+    private: &mut PrivateModules,
 ) -> Plan {
     let candidates = members(sources, kinds);
     let in_bundle: BTreeSet<usize> = candidates.iter().copied().collect();
+    let mut found: HashMap<usize, Vec<Diagnostic>> = HashMap::new();
     let resolved: HashMap<usize, BTreeMap<String, usize>> = candidates
         .iter()
-        .map(|&m| (m, resolve_requires(sources, compiled, m, &in_bundle, side, by_path, problems)))
+        .map(|&m| {
+            let own = found.entry(m).or_default();
+            (m, resolve_requires(sources, compiled, m, &in_bundle, side, by_path, own))
+        })
         .collect();
 
     let mut reachable: BTreeSet<usize> = BTreeSet::new();
@@ -284,6 +318,16 @@ fn plan(
     while let Some(m) = queue.pop() {
         if reachable.insert(m) {
             queue.extend(resolved[&m].values().copied());
+        }
+    }
+    for &m in &candidates {
+        let own = found.remove(&m).unwrap_or_default();
+        if is_private(&sources[m].path, &config.private_folders) {
+            let entry = private.entry(m).or_default();
+            entry.0 |= reachable.contains(&m);
+            entry.1.extend(own);
+        } else {
+            problems.extend(own);
         }
     }
     let members: Vec<usize> = candidates.into_iter().filter(|m| reachable.contains(m)).collect();

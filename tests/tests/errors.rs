@@ -2,7 +2,7 @@
 //! column where there is one), every error of the run is reported, and nothing
 //! is written.
 
-use ss_tests::{fixture, pack_error, write};
+use ss_tests::{client_bundle, fixture, pack_app, pack_error, write};
 
 /// The file each diagnostic of a failed pack names, in the order reported.
 fn files_named(err: &ssbuild::PackError) -> Vec<&str> {
@@ -475,4 +475,32 @@ fn an_unreadable_file_does_not_hide_the_other_errors() {
     // The file that requires the unreadable one is not told it is missing.
     assert!(!text.contains("not found"), "{text}");
     assert_eq!(err.diagnostics().len(), 2, "{text}");
+}
+
+/// A private folder holds a package copied in whole: its files that nothing
+/// requires (a command-line tool using Node.js) are not packed, and what
+/// would be wrong with them in a browser does not fail the pack; once
+/// something requires one, it does.
+#[test]
+fn private_folder_files_nothing_requires_do_not_fail_the_pack() {
+    let app = fixture("basic");
+    let root = app.path();
+    write(root, "config/app.toml", "[build]\nprivate_folders = [\"app/client/vendor\"]\n");
+    write(root, "app/client/vendor/used.js", "export const ok = 1;\n");
+    write(root, "app/client/vendor/cli.js", "import fs from 'fs';\nexport const unused = fs;\n");
+    write(root, "app/client/vendor/bin.js", "console.log(import.meta.url);\n");
+    write(root, "app/client/usesvendor.js", "import { ok } from './vendor/used';\nexport const value = ok;\n");
+    let report = pack_app(root, "development");
+    let bundle = std::fs::read_to_string(client_bundle(&report)).unwrap();
+    assert!(bundle.contains("vendor/used.js") && !bundle.contains("vendor/cli.js"), "only what is required is packed");
+    std::fs::remove_dir_all(root.join("dist")).unwrap();
+
+    write(
+        root,
+        "app/client/usesvendor.js",
+        "import { ok } from './vendor/used';\nimport './vendor/cli';\nexport const v = ok;\n",
+    );
+    let (_, text) = pack_error(root);
+    assert!(text.contains("'fs' is a package name") && text.contains("app/client/vendor/cli.js:1"), "{text}");
+    assert!(!text.contains("vendor/bin.js"), "{text}");
 }
