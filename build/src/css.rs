@@ -35,6 +35,9 @@ pub struct Styles {
     pub inputs: BTreeMap<String, String>,
     /// The app's private folders, resolved at the first url() asset.
     private: Option<PrivateFolders>,
+    /// `@import` rules of full URLs, which go first in the stylesheet
+    /// (browsers ignore an @import that follows other rules).
+    imports: Vec<String>,
 }
 
 /// Resolves `browsers` (browserslist queries) to lightningcss targets.
@@ -124,7 +127,8 @@ pub fn build(
     if !problems.is_empty() {
         return Err(problems);
     }
-    out.css = parts.join(if minify { "" } else { "\n" });
+    let imports = std::mem::take(&mut out.imports);
+    out.css = imports.into_iter().chain(parts).collect::<Vec<_>>().join(if minify { "" } else { "\n" });
     Ok(out)
 }
 
@@ -324,19 +328,59 @@ fn process(
                     code.replace(&url.placeholder, &replacement)
                 };
             }
-            Dependency::Import(import) => problems.push(
-                Diagnostic::at(
-                    file,
-                    css,
-                    import.loc.start.line as usize,
-                    import.loc.start.column as usize,
-                    format!("@import of '{}' is not bundled from a .css file", import.url),
-                )
-                .with_help("name the entry app/css/app.scss: SCSS inlines its @imports"),
-            ),
+            // A full URL (a web font's stylesheet) or a path from the site's
+            // root is the browser's to load, as for url().
+            // It moves to the top of the whole stylesheet, before lib/css's rules.
+            Dependency::Import(import) if is_external(&import.url) => {
+                let Some(at) = code.find(&import.placeholder) else { continue };
+                let start = code[..at].rfind("@import").unwrap_or(at);
+                let end = code[at..].find(';').map_or(code.len(), |e| at + e + 1);
+                let quoted = format!("\"{}\"", import.placeholder);
+                let rule = &code[start..end];
+                let rule = if rule.contains(&quoted) {
+                    rule.replace(&quoted, &css_string_literal(&import.url))
+                } else {
+                    rule.replace(&import.placeholder, &css_string(&import.url))
+                };
+                out.imports.push(rule);
+                code.replace_range(start..end, "");
+            }
+            Dependency::Import(import) => {
+                let message = format!("@import of '{}' is not bundled", import.url);
+                let d = if written.is_empty() {
+                    let (line, col) = (import.loc.start.line as usize, import.loc.start.column as usize);
+                    Diagnostic::at(file, css, line, col, message)
+                } else {
+                    match find_import(written, &import.url) {
+                        Some((source, line, col)) => Diagnostic::at(&source.path, &source.text, line, col, message),
+                        None => Diagnostic::file(file, message),
+                    }
+                };
+                let help = if written.is_empty() {
+                    "a .css file's @imports are not followed: write the stylesheet as app/css/app.scss, which inlines \
+                     them, or give a full https:// URL for the browser to load"
+                } else {
+                    "Sass inlines an @import written without `.css` (`@import 'normalize'`); one that names a .css \
+                     file or uses url() is left to the browser, which only a full https:// URL can serve"
+                };
+                problems.push(d.with_help(help));
+            }
         }
     }
     if problems.is_empty() { Ok(code) } else { Err(problems) }
+}
+
+/// Where `@import` of `target` is written in the stylesheets `written` (the
+/// entry first, then the partials it read), outside comments: the file, and
+/// the line and column of the `@import`, both from 1.
+fn find_import<'a>(written: &[&'a Source], target: &str) -> Option<(&'a Source, usize, usize)> {
+    written.iter().find_map(|source| {
+        let text = without_comments(&source.text);
+        text.lines().enumerate().find_map(|(i, line)| {
+            let at = line.find("@import")?;
+            line[at..].contains(target).then(|| (*source, i + 1, line[..at].chars().count() + 1))
+        })
+    })
 }
 
 /// Where `url(target)` is written in the stylesheets `written` (the entry

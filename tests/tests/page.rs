@@ -250,6 +250,35 @@ fn a_url_to_a_missing_file_is_named() {
     assert!(text.contains("app/css/img/missing.svg, which does not exist"), "{text}");
 }
 
+/// An `@import` of a full URL (a web font's stylesheet) is the browser's to
+/// load and stays; one of a file that is not inlined is an error placed where
+/// it is written, with help that fits SCSS or plain CSS.
+#[test]
+fn css_imports_of_full_urls_stay_and_others_are_placed_and_explained() {
+    let app = fixture("styled");
+    let entry = std::fs::read_to_string(app.path().join("app/css/app.scss")).unwrap();
+    let font = "@import url(\"https://fonts.googleapis.com/css2?family=Inter\");\n";
+    write(app.path(), "app/css/app.scss", format!("{entry}\n{font}"));
+    let report = pack(&PackOptions::new(app.path(), "production")).unwrap();
+    let css = report.manifest.assets.values().find(|a| a.path.ends_with(".css")).unwrap();
+    let text = std::fs::read_to_string(report.out.join(&css.path)).unwrap();
+    assert!(text.starts_with("@import \"https://fonts.googleapis.com/css2?family=Inter\";"), "{text}");
+    std::fs::remove_dir_all(report.out).unwrap();
+
+    let lines = entry.lines().count();
+    write(app.path(), "app/css/app.scss", format!("{entry}\n@import \"normalize.css\";\n"));
+    let text = pack_error(app.path()).1;
+    assert!(text.contains(&format!("app/css/app.scss:{}:1", lines + 2)), "{text}");
+    assert!(text.contains("@import of 'normalize.css' is not bundled"), "{text}");
+    assert!(text.contains("help: Sass inlines an @import written without `.css`"), "{text}");
+
+    write(app.path(), "app/css/app.scss", entry);
+    write(app.path(), "lib/css/6.more.css", "@import \"other.css\";\n.more { color: red; }\n");
+    let text = pack_error(app.path()).1;
+    assert!(text.contains("lib/css/6.more.css:1:9"), "{text}");
+    assert!(text.contains("help: a .css file's @imports are not followed"), "{text}");
+}
+
 #[test]
 fn an_unchanged_pack_still_notices_an_edited_scss_import_from_outside_app_css() {
     let app = fixture("styled");
