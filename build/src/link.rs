@@ -109,9 +109,11 @@ pub fn link(
     let exports = follow_star_exports(sources, compiled, &by_path);
     check_app_init(sources, compiled, &exports, failed, &by_path, &mut problems);
     check_lib_server_names(sources, &mut problems);
+    let mut actions = Vec::new();
     if let Some(server_tree) = trees.get("server") {
-        check_action_names(server_tree, "", compiled, failed, &by_path, &mut problems);
+        server_actions(server_tree, "", compiled, failed, &by_path, &mut actions);
     }
+    check_action_names(&actions, &mut problems);
 
     // Bundles: which sources each holds, in load order.
     let mut private = PrivateModules::new();
@@ -199,8 +201,7 @@ pub fn link(
     client.push_raw("\n");
     // The actions found in app/server, for the browser library to make
     // SS.server's stubs from before the first session is ready.
-    let api = trees.get("server").map(|tree| api_tree(tree, compiled, failed, &by_path)).unwrap_or_default();
-    client.push_raw(&format!("__ss.api = {};\n", serde_json::Value::Object(api)));
+    client.push_raw(&format!("__ss.api = {};\n", serde_json::Value::Object(api_tree(&actions))));
     for part in browser {
         client.push_module(part);
         client.push_raw("\n");
@@ -629,100 +630,77 @@ fn check_lib_server_names(sources: &[Source], problems: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Every action's full name (`chat.room.send`: the file's place in the
-/// server tree, then its key in `exports.actions`) is one `SS.server` and
-/// ssrun can call: parts that are JavaScript identifiers (ASCII letters,
-/// digits, `_` and `$`, as in `/api/chat/room/send`), the last of them not
-/// `session` or `user`, which the action's `this` holds. ssrun checks the
-/// same when it starts; found here, the mistake stops the pack instead.
-fn check_action_names(
-    tree: &Tree,
+/// The actions of the server tree's files that compiled: each file's path
+/// and its actions' full names (`chat.room.send`: the file's place in the
+/// tree, then its key in `exports.actions`).
+fn server_actions<'a>(
+    tree: &'a Tree,
     prefix: &str,
     compiled: &[Arc<Compiled>],
     failed: &BTreeSet<usize>,
     by_path: &HashMap<&str, usize>,
-    problems: &mut Vec<Diagnostic>,
+    out: &mut Vec<(&'a str, Vec<String>)>,
 ) {
     for (key, node) in tree {
         let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
         match node {
-            Node::Folder(inner) => check_action_names(inner, &name, compiled, failed, by_path, problems),
+            Node::Folder(inner) => server_actions(inner, &name, compiled, failed, by_path, out),
             Node::Module(path) => {
-                let Some(&i) = by_path.get(path.as_str()) else { continue };
-                if failed.contains(&i) {
-                    continue;
-                }
+                let Some(&i) = by_path.get(path.as_str()).filter(|i| !failed.contains(i)) else { continue };
                 let mut found = Vec::new();
                 if let Some(actions) = &compiled[i].exports.actions {
                     action_names(actions, &name, &mut found);
                 }
-                let mut reported = BTreeSet::new();
-                for full in found {
-                    let parts: Vec<&str> = full.split('.').collect();
-                    let (message, help) = if let Some(bad) = parts.iter().find(|p| !is_action_identifier(p)) {
-                        (
-                            format!(
-                                "the action `{full}` cannot be called: `{bad}` is not a JavaScript identifier (the name \
-                                 comes from this file's path and its key in `exports.actions`)"
-                            ),
-                            "use ASCII letters, digits, `_` and `$` in file and folder names under app/server and in action \
-                             keys (chat_room.js rather than chat-room.js)",
-                        )
-                    } else if let Some(reserved) = parts.last().filter(|p| RESERVED_ACTIONS.contains(p)) {
-                        (
-                            format!(
-                                "the action `{full}` cannot be called `{reserved}`: `session` and `user` are kept for \
-                                 the action's own context (`this.session`)"
-                            ),
-                            "rename the action",
-                        )
-                    } else {
-                        continue;
-                    };
-                    // One report per file and kind of mistake is enough.
-                    if reported.insert(help) {
-                        problems.push(Diagnostic::file(path, message).with_help(help));
-                    }
-                }
+                out.push((path.as_str(), found));
+            }
+        }
+    }
+}
+
+/// Every action's full name is one `SS.server` and ssrun can call: parts
+/// that are JavaScript identifiers (ASCII letters, digits, `_` and `$`, as in
+/// `/api/chat/room/send`), the last of them not `session` or `user`, which
+/// the action's `this` holds. ssrun checks the same when it starts; found
+/// here, the mistake stops the pack instead.
+fn check_action_names(actions: &[(&str, Vec<String>)], problems: &mut Vec<Diagnostic>) {
+    for (path, found) in actions {
+        let mut reported = BTreeSet::new();
+        for full in found {
+            let parts: Vec<&str> = full.split('.').collect();
+            let (message, help) = if let Some(bad) = parts.iter().find(|p| !is_action_identifier(p)) {
+                (
+                    format!(
+                        "the action `{full}` cannot be called: `{bad}` is not a JavaScript identifier (the name \
+                         comes from this file's path and its key in `exports.actions`)"
+                    ),
+                    "use ASCII letters, digits, `_` and `$` in file and folder names under app/server and in action \
+                     keys (chat_room.js rather than chat-room.js)",
+                )
+            } else if let Some(reserved) = parts.last().filter(|p| RESERVED_ACTIONS.contains(p)) {
+                (
+                    format!(
+                        "the action `{full}` cannot be called `{reserved}`: `session` and `user` are kept for \
+                         the action's own context (`this.session`)"
+                    ),
+                    "rename the action",
+                )
+            } else {
+                continue;
+            };
+            // One report per file and kind of mistake is enough.
+            if reported.insert(help) {
+                problems.push(Diagnostic::file(*path, message).with_help(help));
             }
         }
     }
 }
 
 /// The server API tree as the browser library takes it: nested objects
-/// whose leaves (`1`) are the actions found in `tree`'s files. A name that
-/// is both an action and a namespace (ssrun refuses that) keeps the first.
-fn api_tree(
-    tree: &Tree,
-    compiled: &[Arc<Compiled>],
-    failed: &BTreeSet<usize>,
-    by_path: &HashMap<&str, usize>,
-) -> serde_json::Map<String, serde_json::Value> {
-    fn names(
-        tree: &Tree,
-        prefix: &str,
-        compiled: &[Arc<Compiled>],
-        failed: &BTreeSet<usize>,
-        by_path: &HashMap<&str, usize>,
-        out: &mut Vec<String>,
-    ) {
-        for (key, node) in tree {
-            let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-            match node {
-                Node::Folder(inner) => names(inner, &name, compiled, failed, by_path, out),
-                Node::Module(path) => {
-                    let Some(&i) = by_path.get(path.as_str()).filter(|i| !failed.contains(i)) else { continue };
-                    if let Some(actions) = &compiled[i].exports.actions {
-                        action_names(actions, &name, out);
-                    }
-                }
-            }
-        }
-    }
-    let mut found = Vec::new();
-    names(tree, "", compiled, failed, by_path, &mut found);
+/// whose leaves (`1`) are the actions' names. A name that is both an action
+/// and a namespace (ssrun refuses that) keeps the first.
+fn api_tree(actions: &[(&str, Vec<String>)]) -> serde_json::Map<String, serde_json::Value> {
     let mut api = serde_json::Map::new();
-    'names: for name in found {
+    'names: for name in actions.iter().flat_map(|(_, names)| names) {
         let parts: Vec<&str> = name.split('.').collect();
         let (last, branches) = parts.split_last().expect("a name has a part");
         let mut at = &mut api;

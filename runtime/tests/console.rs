@@ -10,6 +10,22 @@ mod common;
 use common::packed_app;
 use std::process::{Command, Stdio};
 
+/// `ssrun console` on the app in `dir`, with `home` as its home folder and
+/// its three streams piped.
+fn console(dir: &std::path::Path, home: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ssrun"))
+        .arg("console")
+        .arg(dir)
+        .env("HOME", home)
+        // Some terminal types make the line editor print its prompt even to a pipe.
+        .env_remove("TERM")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the console starts")
+}
+
 #[test]
 fn the_console_evaluates_lines_and_keeps_them_in_its_history() {
     let dir = packed_app(
@@ -20,18 +36,7 @@ fn the_console_evaluates_lines_and_keeps_them_in_its_history() {
         ],
     );
     let home = tempfile::tempdir().unwrap();
-
-    let mut console = Command::new(env!("CARGO_BIN_EXE_ssrun"))
-        .arg("console")
-        .arg(dir.path())
-        .env("HOME", home.path())
-        // Some terminal types make the line editor print its prompt even to a pipe.
-        .env_remove("TERM")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the console starts");
+    let mut console = console(dir.path(), home.path());
     let mut input = console.stdin.take().unwrap();
     input
         .write_all(
@@ -66,16 +71,7 @@ fn ctrl_c_stops_waiting_for_an_input() {
     // Were the interrupt lost, the wait would outlast the test's patience.
     std::fs::write(dir.path().join("config/app.toml"), "[server]\nreply_timeout = 600\n").unwrap();
     let home = tempfile::tempdir().unwrap();
-    let mut console = Command::new(env!("CARGO_BIN_EXE_ssrun"))
-        .arg("console")
-        .arg(dir.path())
-        .env("HOME", home.path())
-        .env_remove("TERM")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the console starts");
+    let mut console = console(dir.path(), home.path());
     let interrupt = |pid: u32| {
         assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
     };

@@ -103,16 +103,27 @@ fn start_dev_server(root: &Path, one_cpu: bool) -> (Running, Output, String) {
     (server, out, address)
 }
 
-fn picks_up_new_builds(one_cpu: bool) {
-    if one_cpu && Command::new("taskset").arg("-V").output().is_err() {
-        eprintln!("skipped: taskset is not installed, so ssrun cannot be held to one CPU");
-        return;
-    }
+/// An app in a new folder whose server code is version 1 of [`server_code`],
+/// with `config` as its config/app.toml when given; not packed yet.
+fn clock_app(config: Option<&str>) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(root, "app/client/app.js", "exports.init = function () {};\n");
     write(root, "app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
     write(root, "app/server/clock.js", &server_code(1));
+    if let Some(config) = config {
+        write(root, "config/app.toml", config);
+    }
+    dir
+}
+
+fn picks_up_new_builds(one_cpu: bool) {
+    if one_cpu && Command::new("taskset").arg("-V").output().is_err() {
+        eprintln!("skipped: taskset is not installed, so ssrun cannot be held to one CPU");
+        return;
+    }
+    let dir = clock_app(None);
+    let root = dir.path();
     pack(root);
 
     let (server, mut out, address) = start_dev_server(root, one_cpu);
@@ -206,13 +217,9 @@ fn development_answers_while_new_server_code_loads() {
         eprintln!("skipped: this process may use one CPU, where the engine shares the server's thread");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    write(root, "app/client/app.js", "exports.init = function () {};\n");
-    write(root, "app/views/app.html", "<!doctype html>\n<html><head><SocketStream></head><body></body></html>\n");
-    write(root, "app/server/clock.js", &server_code(1));
     // Room for a long load: the test needs the window, not the speed.
-    write(root, "config/app.toml", "[server]\njs_time_limit = 30\n");
+    let dir = clock_app(Some("[server]\njs_time_limit = 30\n"));
+    let root = dir.path();
     pack(root);
     let (server, mut out, address) = start_dev_server(root, false);
     out.wait_for("new builds of the app are served as they appear");
