@@ -418,8 +418,8 @@ async fn housekeeping(shared: Arc<Shared>, memory_store: Option<Arc<MemoryStore>
             crate::errln!("ssrun: cannot purge users online: {e}");
         }
         if let Some(store) = &memory_store {
-            let hub = &shared.services.hub;
-            store.purge(|id| hub.has_session(id));
+            // The connections of every server using the store count (`watch`).
+            store.purge();
         }
     }
 }

@@ -136,6 +136,18 @@ struct Sessions {
     all_look_above: usize,
 }
 
+impl Sessions {
+    /// The session `id`, marked used now and confirmed (its cookie came
+    /// back, or it is being changed).
+    fn touch(&mut self, id: &str) -> Option<&mut Entry> {
+        let entry = self.by_id.get_mut(id)?;
+        entry.used = Instant::now();
+        self.unconfirmed -= usize::from(!entry.confirmed);
+        entry.confirmed = true;
+        Some(entry)
+    }
+}
+
 impl MemoryStore {
     /// An empty store that forgets sessions unused for `max_age`.
     pub fn new(max_age: Duration) -> MemoryStore {
@@ -173,11 +185,17 @@ impl MemoryStore {
         hubs.push(Arc::downgrade(hub));
     }
 
+    /// The watched hubs that are still there: ask `hub.has_session(id)` of
+    /// each to know whether a session has a connection open.
+    fn live_hubs(&self) -> Vec<Arc<Hub>> {
+        self.hubs.lock().expect("hub list lock").iter().filter_map(Weak::upgrade).collect()
+    }
+
     /// Forgets the least recently used sessions without a connection (of
     /// those whose cookie never came back, or of all, those first), down to
     /// nine tenths of the limit, sparing those used within the grace period.
     fn make_room(&self, sessions: &mut Sessions, all: bool) {
-        let hubs: Vec<Arc<Hub>> = self.hubs.lock().expect("hub list lock").iter().filter_map(Weak::upgrade).collect();
+        let hubs = self.live_hubs();
         let grace = self.grace;
         let mut idle: Vec<(bool, Instant, &String)> = sessions
             .by_id
@@ -211,9 +229,12 @@ impl MemoryStore {
     }
 
     /// Forgets sessions unused for longer than the maximum age, and sessions
-    /// whose cookie never came back after [`UNCONFIRMED_MAX_AGE`]; `live`
-    /// says which sessions have a connection open (those stay). Returns how many went.
-    pub fn purge(&self, live: impl Fn(&str) -> bool) -> usize {
+    /// whose cookie never came back after [`UNCONFIRMED_MAX_AGE`], but not
+    /// those with a connection open on a watched hub ([`MemoryStore::watch`]).
+    /// Returns how many went.
+    pub fn purge(&self) -> usize {
+        let hubs = self.live_hubs();
+        let live = |id: &str| hubs.iter().any(|hub| hub.has_session(id));
         let mut sessions = self.sessions.lock().expect("session lock");
         let sessions = &mut *sessions;
         let before = sessions.by_id.len();
@@ -258,23 +279,13 @@ impl SessionStore for MemoryStore {
 
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         let mut sessions = self.sessions.lock().expect("session lock");
-        let sessions = &mut *sessions;
-        let found = sessions.by_id.get_mut(id).map(|e| {
-            e.used = Instant::now();
-            sessions.unconfirmed -= usize::from(!e.confirmed);
-            e.confirmed = true;
-            e.session.clone()
-        });
+        let found = sessions.touch(id).map(|e| e.session.clone());
         Box::pin(std::future::ready(Ok(found)))
     }
 
     fn update<'a>(&'a self, id: &'a str, change: Change) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         let mut sessions = self.sessions.lock().expect("session lock");
-        let sessions = &mut *sessions;
-        let found = sessions.by_id.get_mut(id).map(|e| {
-            e.used = Instant::now();
-            sessions.unconfirmed -= usize::from(!e.confirmed);
-            e.confirmed = true;
+        let found = sessions.touch(id).map(|e| {
             let session = &mut e.session;
             session.version += 1;
             match change {
@@ -390,11 +401,15 @@ mod tests {
     #[test]
     fn memory_store_forgets_unused_sessions() {
         let store = MemoryStore::new(Duration::ZERO);
+        let hub = Arc::new(Hub::new());
+        store.watch(&hub);
         let kept = block(store.create()).unwrap();
         block(store.create()).unwrap();
-        assert_eq!(store.purge(|id| id == kept.id), 1, "a session with a connection stays");
+        let connection = hub.register(Arc::new(Mutex::new(kept.clone())), crate::pubsub::Outbox::new(8));
+        assert_eq!(store.purge(), 1, "a session with a connection stays");
         assert_eq!(store.len(), 1);
-        assert_eq!(store.purge(|_| false), 1);
+        hub.unregister(connection);
+        assert_eq!(store.purge(), 1);
         assert!(store.is_empty());
     }
 }
