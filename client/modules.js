@@ -113,6 +113,14 @@ var __ss = (function (global) {
       if (failedIn >= 0 && same(failure, error)) return describe(failedIn);
       return running.length ? describe(running[running.length - 1]) : null;
     },
+    // After the server's time limit stopped a run of code, which skips
+    // every catch and finally on its way out: the modules whose top level
+    // it cut short are forgotten, so that the next require runs them again
+    // (as after a throw) instead of handing out half-made exports.
+    stopped: function () {
+      while (running.length) loaded[running.pop()] = undefined;
+      unwinding = false;
+    },
     // Server code's async functions call these (`t()` when called, and
     // `e(tag, await x)` where they resume); the server replaces both to keep
     // its log tag across waits (docs/server.md). Here they do nothing.

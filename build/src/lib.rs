@@ -223,8 +223,19 @@ fn pack_here(
 
     // Link, style and template even when some files failed, to report every error in one run.
     let mut left_out = BTreeSet::new();
-    let linked =
-        link::link(&sources.files, &compiled, &server_copies, &loader, &browser, &failed, &config, &mut left_out);
+    // Files found but not packed, each with its problem said already.
+    let refused: BTreeSet<String> = sources.problems.iter().map(|d| d.file.clone()).collect();
+    let linked = link::link(
+        &sources.files,
+        &compiled,
+        &server_copies,
+        &loader,
+        &browser,
+        &failed,
+        &refused,
+        &config,
+        &mut left_out,
+    );
     // Nor do a left-out module's compile errors (`import.meta` in a tool's bin/ script).
     problems.retain(|d| !left_out.contains(&d.file));
     stages.mark("link");

@@ -81,7 +81,10 @@ pub const BROWSER_FILES: [(&str, &str); 2] = [
 /// the compiled loader, `browser` the compiled browser library (one entry per [`BROWSER_FILES`]). `failed` lists sources that did not compile (their
 /// entries in `compiled` are empty): linking then only looks for more errors.
 /// `left_out` gets the private-folder modules that nothing requires: they are
-/// not packed, and their problems are not the pack's.
+/// not packed, and their problems are not the pack's. `refused` names the
+/// files that were found but left out with a problem of their own (a link
+/// into server code, say): a require of one is not reported again as a
+/// module that is not there.
 #[allow(clippy::too_many_arguments)]
 pub fn link(
     sources: &[Source],
@@ -90,11 +93,15 @@ pub fn link(
     loader: &Compiled,
     browser: &[Arc<Compiled>],
     failed: &BTreeSet<usize>,
+    refused: &BTreeSet<String>,
     config: &BuildConfig,
     left_out: &mut BTreeSet<String>,
 ) -> Result<Linked, Vec<Diagnostic>> {
     let mut problems = Vec::new();
     let by_path: HashMap<&str, usize> = sources.iter().enumerate().map(|(i, s)| (s.path.as_str(), i)).collect();
+    // The same lookup for the refused files (the index means nothing).
+    let refused: HashMap<&str, usize> = refused.iter().map(|path| (path.as_str(), 0)).collect();
+    let paths = Paths { found: &by_path, refused: &refused };
 
     // Trees.
     let mut trees = BTreeMap::new();
@@ -122,7 +129,7 @@ pub fn link(
         compiled,
         &[Kind::Client, Kind::Shared],
         Side::Client,
-        &by_path,
+        paths,
         config,
         &mut problems,
         &mut private,
@@ -132,7 +139,7 @@ pub fn link(
         compiled,
         &[Kind::Server, Kind::LibServer, Kind::Shared],
         Side::Server,
-        &by_path,
+        paths,
         config,
         &mut problems,
         &mut private,
@@ -291,13 +298,21 @@ struct Plan {
 /// each, and the problems found with it (which count only if one does).
 type PrivateModules = BTreeMap<usize, (bool, Vec<Diagnostic>)>;
 
+/// The sources by path, and the files left out with a problem of their own
+/// (see [`link`]).
+#[derive(Clone, Copy)]
+struct Paths<'a> {
+    found: &'a HashMap<&'a str, usize>,
+    refused: &'a HashMap<&'a str, usize>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn plan(
     sources: &[Source],
     compiled: &[Arc<Compiled>],
     kinds: &[Kind],
     side: Side,
-    by_path: &HashMap<&str, usize>,
+    paths: Paths<'_>,
     config: &BuildConfig,
     problems: &mut Vec<Diagnostic>,
     private: &mut PrivateModules,
@@ -309,7 +324,7 @@ fn plan(
         .iter()
         .map(|&m| {
             let own = found.entry(m).or_default();
-            (m, resolve_requires(sources, compiled, m, &in_bundle, side, by_path, own))
+            (m, resolve_requires(sources, compiled, m, &in_bundle, side, paths, own))
         })
         .collect();
 
@@ -347,7 +362,7 @@ fn resolve_requires(
     m: usize,
     in_bundle: &BTreeSet<usize>,
     side: Side,
-    by_path: &HashMap<&str, usize>,
+    paths: Paths<'_>,
     problems: &mut Vec<Diagnostic>,
 ) -> BTreeMap<String, usize> {
     let source = &sources[m];
@@ -357,13 +372,15 @@ fn resolve_requires(
         // every problem of theirs; the server side only what the client side
         // cannot see: a require of a browser-only file.
         let report_all = !(side == Side::Server && source.kind == Kind::Shared);
-        let problem = match resolve(&source.path, &req.specifier, side, by_path) {
+        let problem = match resolve(&source.path, &req.specifier, side, paths.found) {
             Ok(target) if in_bundle.contains(&target) => {
                 deps.insert(req.specifier.clone(), target);
                 continue;
             }
             Ok(target) => wrong_side(&sources[target], side),
             Err(_) if !report_all => continue,
+            // What it names was found and refused, and that was reported at the file.
+            Err(_) if resolve(&source.path, &req.specifier, side, paths.refused).is_ok() => continue,
             Err(p) => p,
         };
         let (message, help) = problem;

@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -245,7 +246,7 @@ async fn stop_signal() {
 }
 
 /// `ssrun console`: reads JavaScript lines and prints their values, with line
-/// editing and a history file in the home folder.
+/// editing and, at a terminal, a history file in the home folder.
 fn console(path: &std::path::Path) -> anyhow::Result<()> {
     let loaded = ssrun::LoadedApp::load(path)?;
     check_env(path, &loaded)?;
@@ -262,7 +263,11 @@ fn console(path: &std::path::Path) -> anyhow::Result<()> {
     // the start, so that it never stops the console itself.
     let mut interrupts = Interrupts::listen(&runtime);
     let mut editor = rustyline::DefaultEditor::new().context("opening the terminal")?;
-    let history = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".ssrun_history"));
+    // Only what is typed at a terminal is kept: lines piped in (a script
+    // that seeds data, say) stay out of the history.
+    let history = std::env::var_os("HOME")
+        .filter(|_| std::io::stdin().is_terminal())
+        .map(|home| PathBuf::from(home).join(".ssrun_history"));
     if let Some(history) = &history {
         let _ = editor.load_history(history);
     }

@@ -1,6 +1,6 @@
 //! `ssrun console`: evaluates what it reads with the app's server API (an
 //! input over several lines, top-level `await`, declarations that stay), and
-//! keeps each line in its history file as it goes.
+//! keeps each line typed at a terminal in its history file as it goes.
 
 #![cfg(unix)]
 
@@ -27,7 +27,7 @@ fn console(dir: &std::path::Path, home: &std::path::Path) -> std::process::Child
 }
 
 #[test]
-fn the_console_evaluates_lines_and_keeps_them_in_its_history() {
+fn the_console_evaluates_lines_piped_in_and_keeps_them_out_of_its_history() {
     let dir = packed_app(
         "development",
         &[
@@ -55,9 +55,69 @@ fn the_console_evaluates_lines_and_keeps_them_in_its_history() {
     // an input open at the end of a line goes on to the next.
     assert_eq!(&lines[1..], ["49", "4", "undefined", "4", "25", "undefined", "6"], "{stdout}");
     assert!(stderr.starts_with("SyntaxError"), "{stderr}");
+    assert!(!home.path().join(".ssrun_history").exists(), "lines piped in are not kept in the history");
+}
+
+/// At a terminal (a pseudo-terminal here), each line typed is kept in the
+/// history file as soon as it is read, after the lines kept before.
+#[test]
+fn lines_typed_at_a_terminal_are_kept_in_the_history() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let dir = packed_app("development", &[("app/server/app.js", "exports.actions = {};\n")]);
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(home.path().join(".ssrun_history"), "earlier(1)\n").unwrap();
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
+    let (mut master, slave) = (std::fs::File::from(pty.master), pty.slave);
+    let mut console = Command::new(env!("CARGO_BIN_EXE_ssrun"))
+        .arg("console")
+        .arg(dir.path())
+        .env("HOME", home.path())
+        .env("TERM", "xterm")
+        .stdin(Stdio::from(slave.try_clone().unwrap()))
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the console starts");
+    let seen = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let mut master = master.try_clone().unwrap();
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buffer = [0u8; 4096];
+            // Ends with an error (EIO) once the console has exited.
+            while let Ok(n @ 1..) = master.read(&mut buffer) {
+                seen.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        })
+    };
+    let wait_for = |text: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !seen.lock().unwrap().contains(text) {
+            assert!(Instant::now() < deadline, "no {text:?} from the console: {:?}", seen.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("ss> ");
+    master.write_all(b"6 * 7\r").unwrap();
+    wait_for("42");
+    // Ctrl-D at an empty prompt leaves.
+    master.write_all(b"\x04").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = console.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the console did not leave: {:?}", seen.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{:?}", seen.lock().unwrap());
+    drop(master);
+    let _ = reader.join();
     let history = std::fs::read_to_string(home.path().join(".ssrun_history")).unwrap();
-    assert!(history.contains("SS.server.app.square(7)\nSS.shared.pi.rough() + 1\nconst q = 3\n"), "{history}");
-    assert!(history.ends_with("twice(q)\nnope(\n"), "{history}");
+    assert!(history.contains("earlier(1)\n"), "{history}");
+    assert!(history.ends_with("6 * 7\n"), "{history}");
 }
 
 /// Ctrl-C (SIGINT) while an input waits for a Promise that never settles

@@ -316,7 +316,12 @@ fn links_from_browser_folders_into_server_code_are_refused() {
     write(root, "config/app.toml", "[api]\nenabled = true\n");
     write(root, "app/css/app.css", "body { background: url(logo.png) }\n");
     symlink("../../config/app.toml", root.join("app/css/logo.png")).unwrap();
+    // Modules that require the refused files: the refusal is all that is
+    // said about them (not also "module not found").
+    write(root, "app/client/uses_secret.js", "module.exports = require('./secret');\n");
+    write(root, "app/server/guard.js", "require('../shared/auth/custom_auth');\nexports.actions = {};\n");
     let (err, text) = pack_error(root);
+    assert!(!text.contains("not found"), "{text}");
     assert!(text.contains("app/client/secret.js") && text.contains("this is a link to app/server/app.js"), "{text}");
     assert!(text.contains("and app/client is sent to browsers"), "{text}");
     assert!(text.contains("app/shared/auth/custom_auth.js"), "{text}");
@@ -328,6 +333,8 @@ fn links_from_browser_folders_into_server_code_are_refused() {
     // A hidden file, and a link above a browser folder (`lib` -> a folder
     // in app/server holding `client/` and `server/`).
     std::fs::remove_file(root.join("app/client/secret.js")).unwrap();
+    std::fs::remove_file(root.join("app/client/uses_secret.js")).unwrap();
+    std::fs::remove_file(root.join("app/server/guard.js")).unwrap();
     std::fs::remove_file(root.join("app/shared/auth")).unwrap();
     std::fs::remove_file(root.join("app/css/logo.png")).unwrap();
     std::fs::remove_file(root.join("app/css/app.css")).unwrap();

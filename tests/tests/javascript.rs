@@ -184,6 +184,32 @@ async fn a_loop_after_an_await_in_a_then_or_in_a_timer_fails_its_call() {
     }
 }
 
+/// A module whose first load the time limit stopped (required lazily, in
+/// an action) is not left half made: the next require runs it again, as
+/// after a throw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_whose_load_the_time_limit_stopped_loads_again_when_next_required() {
+    let dir = fixture("seed");
+    write(dir.path(), "app/server/lazy.js", "exports.actions = { state() { return require('slowstart').state; } };\n");
+    write(
+        dir.path(),
+        "lib/server/slowstart.js",
+        "globalThis.starts = (globalThis.starts || 0) + 1;\nexports.state = 'half made';\n\
+         if (globalThis.starts === 1) { for (;;) {} }\nexports.state = 'loaded on start ' + globalThis.starts;\n",
+    );
+    pack_app(dir.path(), "development");
+    let loaded = ssrun::LoadedApp::load(dir.path()).unwrap();
+    let mut settings = ssrun::Config::for_env(&loaded.env);
+    settings.js_time_limit = Duration::from_millis(300);
+    let app = ssrun::App::new(loaded).with_config(settings).with_javascript().expect("starts");
+    let server = RunningServer::with_app(app, 0);
+    let mut c = WsClient::connect(server.addr, None).await;
+    let reply = c.call(1, "lazy.state", json!([])).await;
+    assert!(reply["error"]["message"].as_str().unwrap().contains("time limit"), "{reply}");
+    assert_eq!(c.call(2, "lazy.state", json!([])).await["result"], "loaded on start 2");
+    assert_eq!(c.call(3, "lazy.state", json!([])).await["result"], "loaded on start 2");
+}
+
 #[tokio::test]
 async fn thrown_errors_and_rejections_reach_the_caller_with_their_stack_in_development() {
     let s = serve_seed("development", |_| {});

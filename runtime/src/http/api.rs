@@ -40,7 +40,7 @@ enum Format {
 
 /// Answers one API request; `rest` is the path after the prefix.
 pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) -> Response<Body> {
-    let (mut segments, format) = match parse_path(rest) {
+    let (segments, format) = match parse_path(rest) {
         Ok(parsed) => parsed,
         Err(extension) => {
             let message = format!("unknown format .{extension}: add .json for JSON, or nothing for HTML");
@@ -48,7 +48,6 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
         }
     };
     let method = request.method().clone();
-    segments.retain(|s| !s.is_empty());
     // The index answers GET, HEAD and POST; actions run on GET and POST only
     // (a HEAD must not have effects).
     if segments.len() < 2 && matches!(method, Method::GET | Method::HEAD | Method::POST) {
@@ -216,10 +215,12 @@ fn credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// Splits `/app/square.json` into its decoded parts and format; `Err` names an unknown extension.
+/// Splits `/app/square.json` into its decoded parts and format; `Err` names
+/// an unknown extension. Empty parts are left out, so a trailing slash
+/// (`/app/square.json/`) changes nothing.
 fn parse_path(rest: &str) -> Result<(Vec<String>, Format), String> {
     let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
-    let mut segments: Vec<String> = rest.split('/').map(decode).collect();
+    let mut segments: Vec<String> = rest.split('/').filter(|s| !s.is_empty()).map(decode).collect();
     let mut format = Format::Html;
     if let Some(last) = segments.last_mut()
         && let Some((stem, extension)) = last.rsplit_once('.')
@@ -366,8 +367,12 @@ mod tests {
     #[test]
     fn paths_give_names_and_formats() {
         let (segments, format) = parse_path("/app/square.json").unwrap();
-        assert_eq!(segments, ["", "app", "square"]);
+        assert_eq!(segments, ["app", "square"]);
         assert!(format == Format::Json);
+        let (segments, format) = parse_path("/app/square.json/").unwrap();
+        assert_eq!(segments, ["app", "square"]);
+        assert!(format == Format::Json);
+        assert_eq!(parse_path("//app//square").unwrap().0, ["app", "square"]);
         assert!(parse_path("/app/square").unwrap().1 == Format::Html);
         assert_eq!(parse_path("/app/square.xml").unwrap_err(), "xml");
     }

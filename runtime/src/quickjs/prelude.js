@@ -637,6 +637,7 @@
     // After the time limit stopped an entry into JavaScript, which runs no
     // `finally` on its way out: forgets the calls it stopped.
     stopped: function () {
+      __ss.stopped();
       running = null;
       owner = null;
       tag = 'server';
@@ -647,6 +648,7 @@
     // still waits for its answer (its id, else -1), for the host to fail.
     interrupted: function () {
       var o = running || owner;
+      __ss.stopped();
       running = null;
       owner = null;
       tag = 'server';
