@@ -320,13 +320,7 @@ fn process(
                         }
                     }
                 };
-                // lightningcss prints placeholders quoted; a plain URL needs no quotes.
-                let quoted = format!("\"{}\"", url.placeholder);
-                code = if code.contains(&quoted) {
-                    code.replace(&quoted, &css_string(&replacement))
-                } else {
-                    code.replace(&url.placeholder, &replacement)
-                };
+                code = put_url(&code, &url.placeholder, &replacement);
             }
             // A full URL (a web font's stylesheet) or a path from the site's
             // root is the browser's to load, as for url().
@@ -471,6 +465,30 @@ fn split_suffix(url: &str) -> (&str, &str) {
     }
 }
 
+/// `code` with each place lightningcss printed `placeholder` holding `url`
+/// instead. Inside `url(...)` the placeholder is printed quoted, and a plain
+/// URL needs no quotes there; elsewhere (`image-set("a.png" 1x)`, which
+/// takes strings) it is a string, and stays one.
+fn put_url(code: &str, placeholder: &str, url: &str) -> String {
+    let quoted_len = placeholder.len() + 2;
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find(placeholder) {
+        let quoted_here = at > 0 && rest.as_bytes()[at - 1] == b'"' && rest[at + placeholder.len()..].starts_with('"');
+        let (start, end) = if quoted_here { (at - 1, at - 1 + quoted_len) } else { (at, at + placeholder.len()) };
+        out.push_str(&rest[..start]);
+        let in_url = out.len() >= 4 && out.as_bytes()[out.len() - 4..].eq_ignore_ascii_case(b"url(");
+        match (quoted_here, in_url) {
+            (true, true) => out.push_str(&css_string(url)),
+            (true, false) => out.push_str(&css_string_literal(url)),
+            (false, _) => out.push_str(url),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `text` as a double-quoted CSS string.
 fn css_string_literal(text: &str) -> String {
     format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " "))
@@ -558,6 +576,28 @@ mod tests {
         let name = &out.assets["app/css/img/logo.png"].0;
         assert!(name.starts_with("logo.") && name.ends_with(".png"));
         assert_eq!(out.css, format!("html{{margin:0}}.logo{{color:red;background:url({name}?x=1)}}"));
+    }
+
+    /// `image-set()` takes strings: an asset's hashed name stays quoted
+    /// there (unquoted, the browser drops the whole declaration); in `url()`
+    /// (the prefixed fallback's, a background's) it needs no quotes.
+    #[test]
+    fn image_set_keeps_its_strings() {
+        let mut disk = MemoryDisk::new();
+        disk.insert("/a/app/css/img/dot.png", b"PNG".to_vec());
+        disk.insert("/a/app/css/img/dot 2x.png", b"PNG2".to_vec());
+        let text = ".f { background-image: image-set(url(img/dot.png) 1x, \"img/dot 2x.png\" 2x) }\n\
+                    .g { background: url(img/dot.png) }\n";
+        let styles = [style("app/css/app.css", Kind::Style, text)];
+        disk.insert("/a/app/css/app.css", text.as_bytes().to_vec());
+        let chrome_90 = targets(&["chrome 90".to_string()]).unwrap();
+        let out = build(&disk, Path::new("/a"), &styles, chrome_90, true).unwrap();
+        let one = &out.assets["app/css/img/dot.png"].0;
+        let two = &out.assets["app/css/img/dot 2x.png"].0;
+        let fallback = format!("background-image:-webkit-image-set(url({one}) 1x,url(\"{two}\") 2x)");
+        assert!(out.css.contains(&fallback), "{}", out.css);
+        assert!(out.css.contains(&format!("background-image:image-set(\"{one}\" 1x,\"{two}\" 2x)")), "{}", out.css);
+        assert!(out.css.contains(&format!(".g{{background:url({one})}}")), "{}", out.css);
     }
 
     #[test]

@@ -21,10 +21,10 @@ use swc_core::common::{
     BytePos, DUMMY_SP, FileName, GLOBALS, Globals, LineCol, Mark, SourceMap, Span, Spanned, SyntaxContext,
 };
 use swc_core::ecma::ast::{
-    ArrowExpr, ArrowFunctionBody, AwaitExpr, BindingIdent, BlockStmt, CallExpr, Callee, CatchClause, Constructor, Decl,
-    EmptyStmt, EsVersion, Expr, ExprOrSpread, ExprStmt, ForOfStmt, Function, FunctionBody, GetterProp, Ident,
-    IdentName, Invalid, LabeledStmt, Lit, MemberExpr, MemberProp, MetaPropExpr, MetaPropKind, ModuleItem, Pat, Program,
-    ReturnStmt, SetterProp, StaticBlock, Stmt, TryStmt, VarDecl, VarDeclKind, VarDeclarator,
+    ArrowExpr, ArrowFunctionBody, AutoAccessor, AwaitExpr, BindingIdent, BlockStmt, CallExpr, Callee, CatchClause,
+    Constructor, Decl, EmptyStmt, EsVersion, Expr, ExprOrSpread, ExprStmt, ForOfStmt, Function, FunctionBody,
+    GetterProp, Ident, IdentName, Invalid, LabeledStmt, Lit, MemberExpr, MemberProp, MetaPropExpr, MetaPropKind,
+    ModuleItem, Pat, Program, ReturnStmt, SetterProp, StaticBlock, Stmt, TryStmt, VarDecl, VarDeclKind, VarDeclarator,
 };
 use swc_core::ecma::atoms::Atom;
 use swc_core::ecma::codegen::text_writer::JsWriter;
@@ -391,9 +391,9 @@ fn drop_hashbang(program: &mut Program) {
 /// The problems [`read_exports`] and [`FunctionBodyCheck`] found, in order of position.
 fn module_problems(
     exports: Vec<crate::exports::ExportProblem>,
-    body: Vec<(Span, &'static str, &'static str)>,
-) -> Vec<(Span, String, &'static str)> {
-    let exports = exports.into_iter().map(|p| (p.span, p.message, p.help));
+    body: Vec<(Span, &'static str, String)>,
+) -> Vec<(Span, String, String)> {
+    let exports = exports.into_iter().map(|p| (p.span, p.message, p.help.to_string()));
     let mut all: Vec<_> = exports.chain(body.into_iter().map(|(s, m, h)| (s, m.to_string(), h))).collect();
     all.sort_by_key(|(span, _, _)| span.lo);
     all
@@ -489,10 +489,15 @@ impl Unit {
             .map(|e| {
                 let diagnostic = self.diagnostic(e.span(), format!("syntax error: {}", e.kind().msg()));
                 let offset = e.span().lo.0.saturating_sub(self.file.start_pos.0) as usize;
+                let before = self.file.src.get(..offset).unwrap_or_default();
                 if self.file.src.get(offset..).is_some_and(|rest| rest.starts_with('@')) {
                     diagnostic.with_help(
                         "decorators (`@name`) are not supported yet: ssbuild has no transform for them, and browsers do not run them",
                     )
+                } else if before.trim_end().ends_with("accessor") && before.ends_with(char::is_whitespace) {
+                    // A class field written `accessor name` (which JavaScript
+                    // files cannot hold yet, and TypeScript's are refused too).
+                    diagnostic.with_help(format!("{} {}", AUTO_ACCESSOR.0, AUTO_ACCESSOR.1))
                 } else {
                     diagnostic
                 }
@@ -824,10 +829,12 @@ impl SourceMapGenConfig for MapConfig {
 /// Finds what an ES module may hold but a function body may not: the linker
 /// packs each module as a function that runs when the module is first
 /// required, so `await` outside any function and `import.meta` would make the
-/// whole bundle fail to parse in the browser.
+/// whole bundle fail to parse in the browser. Also what the parser accepts
+/// but no engine runs yet, and nothing here transforms: an auto-accessor
+/// (`accessor x = 1`, which TypeScript files may hold).
 struct FunctionBodyCheck {
     depth: usize,
-    found: Vec<(Span, &'static str, &'static str)>,
+    found: Vec<(Span, &'static str, String)>,
 }
 
 const TOP_LEVEL_AWAIT: (&str, &str) = (
@@ -835,18 +842,43 @@ const TOP_LEVEL_AWAIT: (&str, &str) = (
     "move the code into an async function, such as `export async function load() { ... }`, and await that",
 );
 
-const DYNAMIC_IMPORT: (&str, &str) = (
-    "`import()` is not supported: every module of the app is in the bundle already, and the browser would \
-     fetch the path from the server",
-    "require it instead (`require('./a')`, or a static `import` at the top of the file)",
+const DYNAMIC_IMPORT: &str = "`import()` is not supported: every module of the app is in the bundle already, and \
+                              the browser would fetch the path from the server";
+
+/// Whether an `import()`'s path can be shown in a suggested `require`: a
+/// relative path with nothing that would need escaping.
+fn a_plain_path(path: &str) -> bool {
+    (path.starts_with("./") || path.starts_with("../"))
+        && path.len() <= 200
+        && !path.contains(['\'', '\\', '\n', '\r', '\u{2028}', '\u{2029}'])
+}
+
+const AUTO_ACCESSOR: (&str, &str) = (
+    "auto-accessors (`accessor name`) are not supported yet: ssbuild has no transform for them, and browsers and \
+     the server's engine do not run them",
+    "write a getter and a setter over a private field instead: `#name = 1; get name() { return this.#name; } set \
+     name(v) { this.#name = v; }`",
 );
 
 impl Visit for FunctionBodyCheck {
     fn visit_call_expr(&mut self, call: &CallExpr) {
         if let Callee::Import(_) = call.callee {
-            self.found.push((call.span, DYNAMIC_IMPORT.0, DYNAMIC_IMPORT.1));
+            // The path as written, when it is a plain string.
+            let path = match call.args.first().map(|a| &*a.expr) {
+                Some(Expr::Lit(Lit::Str(s))) if a_plain_path(&s.value.to_string_lossy()) => {
+                    s.value.to_string_lossy().into_owned()
+                }
+                _ => "./a".to_string(),
+            };
+            let help = format!("require it instead (`require('{path}')`, or a static `import` at the top of the file)");
+            self.found.push((call.span, DYNAMIC_IMPORT, help));
         }
         call.visit_children_with(self);
+    }
+
+    fn visit_auto_accessor(&mut self, a: &AutoAccessor) {
+        self.found.push((a.span, AUTO_ACCESSOR.0, AUTO_ACCESSOR.1.to_string()));
+        a.visit_children_with(self);
     }
 
     fn visit_function(&mut self, f: &Function) {
@@ -863,14 +895,14 @@ impl Visit for FunctionBodyCheck {
 
     fn visit_await_expr(&mut self, e: &AwaitExpr) {
         if self.depth == 0 {
-            self.found.push((e.span, TOP_LEVEL_AWAIT.0, TOP_LEVEL_AWAIT.1));
+            self.found.push((e.span, TOP_LEVEL_AWAIT.0, TOP_LEVEL_AWAIT.1.to_string()));
         }
         e.visit_children_with(self);
     }
 
     fn visit_for_of_stmt(&mut self, s: &ForOfStmt) {
         if s.is_await && self.depth == 0 {
-            self.found.push((s.span, TOP_LEVEL_AWAIT.0, TOP_LEVEL_AWAIT.1));
+            self.found.push((s.span, TOP_LEVEL_AWAIT.0, TOP_LEVEL_AWAIT.1.to_string()));
         }
         s.visit_children_with(self);
     }
@@ -880,7 +912,7 @@ impl Visit for FunctionBodyCheck {
             self.found.push((
                 e.span,
                 "`import.meta` is not available: modules are packed into functions, not loaded as ES modules",
-                "pass the value in from app code instead",
+                "pass the value in from app code instead".to_string(),
             ));
         }
     }
@@ -1142,15 +1174,50 @@ mod tests {
     #[test]
     fn dynamic_import_is_refused_with_its_line() {
         for path in ["app/client/m.js", "app/server/m.ts", "app/shared/m.js"] {
-            let src = "exports.a = 1;\nexports.imp = () => import('./a');\nexports.b = (p) => import(p);\n";
+            let src = "exports.a = 1;\nexports.imp = () => import('../chart/pie');\nexports.b = (p) => import(p);\n";
             let errors = compile_module(path, src, DEV).unwrap_err();
             assert_eq!(errors.len(), 2, "{errors:?}");
             assert_eq!(errors[0].position, Some((2, 21)), "{:?}", errors[0]);
             assert!(errors[0].message.starts_with("`import()` is not supported"), "{:?}", errors[0]);
-            assert!(errors[0].help.as_deref().is_some_and(|h| h.contains("require('./a')")), "{:?}", errors[0]);
+            // The path written is the one suggested; a computed one gets an example.
+            let help = |i: usize| errors[i].help.clone().unwrap_or_default();
+            assert!(help(0).contains("require('../chart/pie')"), "{:?}", errors[0]);
+            assert!(help(1).contains("require('./a')"), "{:?}", errors[1]);
         }
         // `import.meta` and a method named `import` are not dynamic imports.
         assert!(compile_module("app/client/n.js", "exports.x = { import() { return 1; } }.import();\n", DEV).is_ok());
+    }
+
+    /// An auto-accessor, which TypeScript's parser accepts and no engine
+    /// runs yet, is an error at its place (it used to be copied into the
+    /// bundle, which then failed to load as a whole); in a JavaScript file,
+    /// where it is a syntax error, the same help comes with it.
+    #[test]
+    fn auto_accessors_are_refused_with_a_way_around() {
+        for (path, src) in [
+            ("app/client/acc.ts", "export class Box {\n  accessor size = 5;\n}\n"),
+            (
+                "app/server/acc.ts",
+                "export class Box {\n  static accessor size: number = 5;\n}\nexports.actions = {};\n",
+            ),
+        ] {
+            let errors = compile_module(path, src, DEV).unwrap_err();
+            assert_eq!(errors.len(), 1, "{path}: {errors:?}");
+            assert_eq!(errors[0].position, Some((2, 3)), "{path}: {:?}", errors[0]);
+            assert!(
+                errors[0].message.starts_with("auto-accessors (`accessor name`) are not supported"),
+                "{:?}",
+                errors
+            );
+            assert!(errors[0].help.as_deref().is_some_and(|h| h.contains("get name()")), "{:?}", errors[0]);
+        }
+        let errors = compile_module("app/client/acc.js", "class Box {\n  accessor size = 5;\n}\n", DEV).unwrap_err();
+        assert!(errors[0].message.starts_with("syntax error"), "{errors:?}");
+        assert!(errors[0].help.as_deref().is_some_and(|h| h.contains("auto-accessors")), "{errors:?}");
+        // A field or a method named `accessor` is no auto-accessor.
+        let plain = "export class Box {\n  accessor = 1;\n  accessor2() { return this.accessor; }\n}\n";
+        assert!(compile_module("app/client/plain.ts", plain, DEV).is_ok());
+        assert!(compile_module("app/client/plain.js", plain, DEV).is_ok());
     }
 
     #[test]
