@@ -228,21 +228,27 @@ impl MemoryStore {
         }
     }
 
+    /// Whether `entry` has gone unused for longer than it is kept: the
+    /// maximum age, or [`UNCONFIRMED_MAX_AGE`] when its cookie never came back.
+    fn outlived(&self, entry: &Entry) -> bool {
+        let limit = if entry.confirmed { self.max_age } else { self.max_age.min(UNCONFIRMED_MAX_AGE) };
+        entry.used.elapsed() >= limit
+    }
+
     /// Forgets sessions unused for longer than the maximum age, and sessions
     /// whose cookie never came back after [`UNCONFIRMED_MAX_AGE`], but not
     /// those with a connection open on a watched hub ([`MemoryStore::watch`]).
-    /// Returns how many went.
+    /// Returns how many went. (Between purges, [`SessionStore::load`] does
+    /// not give out such a session either.)
     pub fn purge(&self) -> usize {
         let hubs = self.live_hubs();
         let live = |id: &str| hubs.iter().any(|hub| hub.has_session(id));
         let mut sessions = self.sessions.lock().expect("session lock");
         let sessions = &mut *sessions;
         let before = sessions.by_id.len();
-        let max_age = self.max_age;
         let mut unconfirmed_gone = 0;
         sessions.by_id.retain(|id, e| {
-            let limit = if e.confirmed { max_age } else { max_age.min(UNCONFIRMED_MAX_AGE) };
-            let keep = e.used.elapsed() < limit || live(id);
+            let keep = !self.outlived(e) || live(id);
             unconfirmed_gone += usize::from(!keep && !e.confirmed);
             keep
         });
@@ -279,6 +285,17 @@ impl SessionStore for MemoryStore {
 
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         let mut sessions = self.sessions.lock().expect("session lock");
+        // A cookie kept past the session's age finds nothing, as it would
+        // after the next purge (unless a connection still uses the session).
+        if let Some(entry) = sessions.by_id.get(id)
+            && self.outlived(entry)
+            && !self.live_hubs().iter().any(|hub| hub.has_session(id))
+        {
+            let confirmed = entry.confirmed;
+            sessions.by_id.remove(id);
+            sessions.unconfirmed -= usize::from(!confirmed);
+            return Box::pin(std::future::ready(Ok(None)));
+        }
         let found = sessions.touch(id).map(|e| e.session.clone());
         Box::pin(std::future::ready(Ok(found)))
     }
@@ -411,5 +428,26 @@ mod tests {
         hub.unregister(connection);
         assert_eq!(store.purge(), 1);
         assert!(store.is_empty());
+    }
+
+    /// A session past its age is not given out between purges: a cookie
+    /// replayed after `session_max_age` gets nothing, unless a connection
+    /// still uses the session.
+    #[test]
+    fn memory_store_gives_out_no_session_past_its_age() {
+        let store = MemoryStore::new(Duration::from_millis(40));
+        let hub = Arc::new(Hub::new());
+        store.watch(&hub);
+        let old = block(store.create()).unwrap();
+        let connected = block(store.create()).unwrap();
+        let fresh = block(store.create()).unwrap();
+        assert!(block(store.load(&old.id)).unwrap().is_some());
+        let _connection = hub.register(Arc::new(Mutex::new(connected.clone())), crate::pubsub::Outbox::new(8));
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(block(store.load(&fresh.id)).unwrap().is_none(), "one whose cookie never came back");
+        assert!(block(store.load(&old.id)).unwrap().is_none(), "one whose cookie came back");
+        assert!(block(store.update(&old.id, Change::User(None))).unwrap().is_none());
+        assert_eq!(store.len(), 1, "both are forgotten at once");
+        assert!(block(store.load(&connected.id)).unwrap().is_some(), "one a connection uses stays");
     }
 }
