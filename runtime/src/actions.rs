@@ -323,6 +323,8 @@ pub(crate) struct SessionServices {
     pub store: Arc<dyn SessionStore>,
     pub hub: Arc<Hub>,
     pub presence: Arc<dyn Presence>,
+    /// `server.max_channels_per_session`.
+    pub max_channels: usize,
 }
 
 /// The caller's session, as server code sees it (`this.session`).
@@ -451,6 +453,19 @@ impl SessionHandle {
     /// Joins channels (`channel.subscribe`).
     pub async fn subscribe(&self, channels: &[&str]) -> Result<(), ActionError> {
         check_channels(channels)?;
+        let limit = self.services.max_channels;
+        let after = {
+            let state = self.state.lock().expect("session lock");
+            let new: std::collections::BTreeSet<&str> =
+                channels.iter().copied().filter(|c| !state.channels.contains(*c)).collect();
+            state.channels.len() + new.len()
+        };
+        if after > limit {
+            return Err(ActionError::BadArgs(format!(
+                "a session can be in at most {limit} channels (server.max_channels_per_session), and this would make \
+                 it {after}: unsubscribe from some first, or raise the setting"
+            )));
+        }
         self.change(Change::Subscribe(channels.iter().map(|s| s.to_string()).collect())).await.map(drop)
     }
 

@@ -41,6 +41,9 @@ pub struct Config {
     pub outgoing_queue: usize,
     /// Calls one connection may have running at once; it is not read beyond that (default 256).
     pub max_calls_in_flight: usize,
+    /// Channels one session may be in at once (default 1,000); a subscribe
+    /// past it fails with `bad_args`.
+    pub max_channels_per_session: usize,
     /// Sessions unused for this long are forgotten by the in-memory store (default 30 days).
     pub session_max_age: Duration,
     /// Longest one run of JavaScript server code may take before it is
@@ -94,6 +97,7 @@ impl Default for Config {
             purge_interval: Duration::from_secs(60),
             outgoing_queue: 1024,
             max_calls_in_flight: 256,
+            max_channels_per_session: 1000,
             session_max_age: Duration::from_secs(30 * 24 * 3600),
             js_time_limit: Duration::from_secs(5),
             js_memory_limit: 256 * 1024 * 1024,
@@ -133,24 +137,25 @@ const NO_REDIS: &str = "[redis]: ssrun has no Redis support yet (sessions, users
                         memory of one server); remove the [redis] table";
 
 /// The keys `ssrun` reads, with what each takes (for error messages).
-pub const KEYS: [(&str, &str); 17] = [
-    ("http.port", "a port number"),
+pub const KEYS: [(&str, &str); 18] = [
+    ("http.port", "a port number (0 to 65535)"),
     ("log.level", "0 to 4"),
-    ("client.heartbeat_interval", "seconds"),
+    ("client.heartbeat_interval", "seconds (more than 0)"),
     ("client.log.level", "0 to 4"),
     ("api.enabled", "true or false"),
     ("api.prefix", "a path segment of letters, digits, `-`, `_` and `~`"),
     ("api.auth.basic.module_name", "a lib/server module name"),
-    ("users.online.mins_until_offline", "minutes"),
-    ("users.online.update_interval", "seconds"),
-    ("server.max_message_bytes", "bytes"),
-    ("server.outgoing_queue", "a count"),
-    ("server.max_calls_in_flight", "a count"),
-    ("server.session_max_age", "seconds"),
-    ("server.js_time_limit", "seconds"),
-    ("server.js_memory_limit", "bytes"),
-    ("server.reply_timeout", "seconds"),
-    ("server.header_timeout", "seconds"),
+    ("users.online.mins_until_offline", "minutes (more than 0)"),
+    ("users.online.update_interval", "seconds (more than 0)"),
+    ("server.max_message_bytes", "a number of bytes, at least 1024"),
+    ("server.outgoing_queue", "a count, at least 1"),
+    ("server.max_calls_in_flight", "a count, at least 1"),
+    ("server.max_channels_per_session", "a count, at least 1"),
+    ("server.session_max_age", "seconds (more than 0)"),
+    ("server.js_time_limit", "seconds (more than 0)"),
+    ("server.js_memory_limit", "a number of bytes, at least 1048576 (1 MiB)"),
+    ("server.reply_timeout", "seconds (more than 0)"),
+    ("server.header_timeout", "seconds (more than 0)"),
 ];
 
 impl Config {
@@ -210,6 +215,7 @@ impl Config {
             "server.max_message_bytes" => int(self.max_message_bytes),
             "server.outgoing_queue" => int(self.outgoing_queue),
             "server.max_calls_in_flight" => int(self.max_calls_in_flight),
+            "server.max_channels_per_session" => int(self.max_channels_per_session),
             "server.session_max_age" => seconds(self.session_max_age),
             "server.js_time_limit" => seconds(self.js_time_limit),
             "server.js_memory_limit" => int(self.js_memory_limit),
@@ -331,6 +337,7 @@ impl Config {
             "server.max_message_bytes" => self.max_message_bytes = count(1024)?,
             "server.outgoing_queue" => self.outgoing_queue = count(1)?,
             "server.max_calls_in_flight" => self.max_calls_in_flight = count(1)?,
+            "server.max_channels_per_session" => self.max_channels_per_session = count(1)?,
             "server.session_max_age" => self.session_max_age = seconds()?,
             "server.js_time_limit" => self.js_time_limit = seconds()?,
             "server.js_memory_limit" => self.js_memory_limit = count(1024 * 1024)?,
@@ -439,7 +446,11 @@ mod tests {
             ("[api]\nenabled = \"yes\"\n", "`api.enabled` takes true or false, not the string \"yes\""),
             ("[client.log]\nlevel = 7\n", "`client.log.level` takes 0 to 4, not integer 7"),
             ("[log]\nlevel = \"loud\"\n", "`log.level` takes 0 to 4, not the string \"loud\""),
-            ("[server]\njs_time_limit = -1\n", "`server.js_time_limit` takes seconds, not integer -1"),
+            ("[server]\njs_time_limit = -1\n", "`server.js_time_limit` takes seconds (more than 0), not integer -1"),
+            (
+                "[server]\nmax_message_bytes = 1000\n",
+                "`server.max_message_bytes` takes a number of bytes, at least 1024, not integer 1000",
+            ),
             ("[api]\nprefix = \"a/b\"\n", "`api.prefix` takes a path segment"),
             ("[api]\nprefix = \"a b\"\n", "`api.prefix` takes a path segment of letters, digits"),
             ("[api]\nprefix = \"é\"\n", "`api.prefix` takes a path segment of letters, digits"),

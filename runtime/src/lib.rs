@@ -330,7 +330,12 @@ impl App {
             ),
             loaded: self.loaded,
             publisher: Publisher::new(self.bus).logging(config.log_level),
-            services: Arc::new(SessionServices { store, hub: self.hub.clone(), presence: presence.clone() }),
+            services: Arc::new(SessionServices {
+                store,
+                hub: self.hub.clone(),
+                presence: presence.clone(),
+                max_channels: config.max_channels_per_session,
+            }),
             registry: self.registry,
             basic_auth: self.basic_auth,
             engine: self.engine,

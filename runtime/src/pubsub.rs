@@ -348,6 +348,7 @@ struct Conn {
     state: Arc<Mutex<Session>>,
     session: String,
     user: Option<String>,
+    /// In order (as the session's set gives them), to be searched.
     channels: Vec<String>,
     /// The session version the indexes above reflect.
     version: u64,
@@ -523,7 +524,7 @@ impl Hub {
                 }
             }
             for new in &session.channels {
-                if !conn.channels.contains(new) {
+                if conn.channels.binary_search(new).is_err() {
                     Tables::index(&mut t.by_channel, new, id);
                 }
             }

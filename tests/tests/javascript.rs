@@ -998,6 +998,26 @@ async fn a_logout_takes_the_user_offline_and_session_errors_reach_the_caller() {
     assert!(String::from_utf8_lossy(&logout.body).contains("no session to change"));
 }
 
+/// A session joins at most `server.max_channels_per_session` channels: a
+/// subscribe past it fails alone, with `bad_args`; joining one it is in
+/// already, or one after leaving another, is fine.
+#[tokio::test]
+async fn a_session_joins_a_bounded_number_of_channels() {
+    let s = serve_seed("development", |c| c.max_channels_per_session = 3);
+    let mut c = WsClient::connect(s.server.addr, None).await;
+    assert_eq!(c.call(1, "chat.join", json!([["a", "b"]])).await["result"], json!(["a", "b"]));
+    assert_eq!(c.call(2, "chat.join", json!([["b", "c"]])).await["result"], json!(["a", "b", "c"]));
+    let refused = c.call(3, "chat.join", json!([["d", "a"]])).await;
+    assert_eq!(refused["error"]["code"], "bad_args", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("at most 3 channels (server.max_channels_per_session)"), "{message}");
+    assert!(message.contains("make it 4"), "{message}");
+    assert_eq!(c.call(4, "chat.list", json!([])).await["result"], json!(["a", "b", "c"]), "nothing was joined");
+    assert_eq!(c.call(5, "chat.join", json!(["a"])).await["result"], json!(["a", "b", "c"]));
+    c.call(6, "chat.leave", json!(["a"])).await;
+    assert_eq!(c.call(7, "chat.join", json!(["d"])).await["result"], json!(["b", "c", "d"]));
+}
+
 #[tokio::test]
 async fn the_callback_is_a_function_like_any_other_and_its_first_answer_wins() {
     let served = serve_seed_with(

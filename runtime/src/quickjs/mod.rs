@@ -1160,13 +1160,16 @@ fn install<'js>(ctx: &Ctx<'js>, host: &Shared) -> rquickjs::Result<()> {
                 let spawner = host.clone();
                 let task = async move {
                     let outcome = match session {
-                        None => Err("this code runs outside a call from a client, so it has no session".to_string()),
-                        Some(session) => session_op(&session, &op, &args, before).await.map_err(|e| e.to_string()),
+                        None => Err(ActionError::failed(
+                            "this code runs outside a call from a client, so it has no session",
+                        )),
+                        Some(session) => session_op(&session, &op, &args, before).await,
                     };
                     host.enter(|ctx| {
                         let result = done.restore(&ctx).and_then(|done| match outcome {
                             Ok(value) => done.call::<_, ()>((None::<String>, value.to_string())),
-                            Err(message) => done.call::<_, ()>((Some(message),)),
+                            // The code too: the caller's mistake (`bad_args`) reaches the caller as such.
+                            Err(e) => done.call::<_, ()>((Some(e.to_string()), None::<String>, e.code())),
                         });
                         if let Err(e) = result {
                             crate::errln!("ssrun: [server] a session callback failed: {}", exception_text(&ctx, e).0);

@@ -214,8 +214,10 @@
   function operation(c, op, args, cb, after) {
     var f = fields(c);
     var promise = new Promise(function (resolve, reject) {
-      host.session(f[0], f[4], op, stringify(args), function (error, json) {
-        if (error != null) reject(new Error(error));
+      host.session(f[0], f[4], op, stringify(args), function (error, json, code) {
+        // Arguments the server refused (too many channels) are the
+        // caller's to see, as an SS.Error of that code would be.
+        if (error != null) reject(code === 'bad_args' ? new AppError(error, { code: code }) : new Error(error));
         else resolve(json === undefined ? undefined : JSON.parse(json));
       });
     });
