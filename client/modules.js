@@ -106,6 +106,8 @@ var __ss = (function (global) {
       definitions[id] = [deps, body];
     },
     load: load,
+    // The path of the module `id` (`app/server/chat.js`), for messages.
+    name: describe,
     // The module whose top level threw `error`, when the last load that
     // failed threw it; else the innermost module still loading, which is
     // where what skips catch and finally stopped (the server's time limit).

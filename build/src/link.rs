@@ -522,8 +522,8 @@ fn not_a_module(specifier: &str, side: Side) -> Option<(String, String)> {
             | "gif" | "webp" | "wasm" | "yaml" | "yml" | "toml" | "csv" | "xml",
             Side::Server,
         ) => {
-            "turn its content into a module (`module.exports = { ... }` in a .js file beside it); settings and \
-             secrets belong in config/app.toml or the environment, read by the server"
+            "turn its content into a module (`module.exports = { ... }` in a .js file beside it); secrets belong \
+             in the environment, which server code reads as `process.env` (`process.env.DATABASE_URL`)"
         }
         _ => return None,
     };

@@ -153,3 +153,45 @@ fn ctrl_c_stops_waiting_for_an_input() {
     assert_eq!(rest, ["42"], "{stderr}");
     assert!(stderr.starts_with("interrupted: the console stopped waiting for that input"), "{stderr}");
 }
+
+/// Server code reads the environment as `process.env`, from a module's top
+/// level too, and cannot change it.
+#[test]
+fn server_code_reads_the_environment_as_process_env() {
+    let dir = packed_app(
+        "production",
+        &[
+            ("app/server/app.js", "const db = require('db');\nexports.actions = { url() { return db.url; } };\n"),
+            ("lib/server/db.js", "exports.url = process.env.SS_TEST_DATABASE_URL;\n"),
+        ],
+    );
+    let home = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ssrun"));
+    command
+        .arg("console")
+        .arg(dir.path())
+        .env("HOME", home.path())
+        .env("SS_TEST_DATABASE_URL", "postgres://db/app")
+        .env_remove("TERM")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut console = command.spawn().unwrap();
+    let mut input = console.stdin.take().unwrap();
+    input
+        .write_all(
+            b"await SS.server.app.url()\nprocess.env.SS_TEST_DATABASE_URL = 'changed'\nprocess.env.SS_TEST_DATABASE_URL\n\
+              Object.isFrozen(process.env)\nprocess.env.SS_TEST_NOT_SET\n",
+        )
+        .unwrap();
+    drop(input);
+    let out = console.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        ["\"postgres://db/app\"", "\"changed\"", "\"postgres://db/app\"", "true", "undefined"],
+        "{stderr}"
+    );
+}

@@ -54,3 +54,38 @@ fn a_loop_stopped_by_the_time_limit_while_loading_names_its_file() {
         assert!(text.contains("the time limit for one run of server code passed"), "{env}: {text}");
     }
 }
+
+/// Server files whose functions no one can call (no `actions` object, or a
+/// member that is not a function) are named once at load, with the fix;
+/// the rest of the app's actions load as usual.
+#[test]
+fn server_files_without_callable_actions_are_named_at_load() {
+    let dir = packed_app(
+        "development",
+        &[
+            ("app/server/app.js", "exports.actions = { square(n) { return n * n; }, limit: 5 };\n"),
+            ("app/server/helpers.js", "exports.hello = function () { return 'hi'; };\n"),
+            ("app/server/named.ts", "export function ping() { return 'pong'; }\n"),
+            ("app/server/wrapped.js", "export default { actions: { ping() { return 'pong'; } } };\n"),
+            ("app/server/empty.js", "exports.actions = {};\n"),
+        ],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ssrun"))
+        .arg("console")
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 action(s) in SS.server"), "{stdout}");
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.starts_with("ssrun: warning: ")).collect();
+    assert_eq!(warnings.len(), 4, "{stderr}");
+    assert!(stderr.contains("app/server/app.js: `actions.limit` is the number 5, not a function"), "{stderr}");
+    assert!(stderr.contains("app/server/helpers.js has no `actions` object"), "{stderr}");
+    assert!(stderr.contains("keep helpers in lib/server"), "{stderr}");
+    assert!(stderr.contains("app/server/named.ts has no `actions` object"), "{stderr}");
+    assert!(stderr.contains("app/server/wrapped.js has no `actions` object"), "{stderr}");
+    assert!(stderr.contains("export `actions` by name instead"), "{stderr}");
+    assert!(!stderr.contains("empty.js"), "an empty `actions` is fine: {stderr}");
+}

@@ -99,6 +99,9 @@ pub struct Engine {
 struct Index {
     actions: Vec<String>,
     authenticate: Vec<String>,
+    /// Server files whose actions no one can call (no `actions` object, a
+    /// member that is not a function), each said once at load.
+    warnings: Vec<String>,
 }
 
 impl Engine {
@@ -990,6 +993,7 @@ fn start_host(
         options.global = true;
         options.filename = Some("ssrun:prelude.js".into());
         ctx.eval_with_options::<(), _>(PRELUDE, options).map_err(|e| fail(&ctx, "the server prelude", e))?;
+        install_process_env(&ctx).map_err(|e| fail(&ctx, "installing process.env", e))?;
         let mut options = rquickjs::context::EvalOptions::default();
         options.global = true;
         options.strict = false;
@@ -1001,6 +1005,9 @@ fn start_host(
             .call((files_json.as_str(), lib_json.as_str()))
             .map_err(|e| fail_loading(&ctx, "reading exports.actions of app/server", e))?;
         let mut index: Index = serde_json::from_str(&names).map_err(|e| format!("the action index: {e}"))?;
+        for warning in std::mem::take(&mut index.warnings) {
+            crate::errln!("ssrun: warning: {warning}");
+        }
         // Calls name their action by its place in this order (Rust's, which
         // `Engine::index_of` searches), not by its name.
         index.actions.sort();
@@ -1018,6 +1025,24 @@ fn start_host(
         Ok(index)
     })?;
     Ok((host, loaded))
+}
+
+/// Sets the global `process.env`: this process's environment variables as
+/// they were when the engine started (those whose name and value are
+/// Unicode), as strings, read-only. It is where server code finds its
+/// secrets (`process.env.DATABASE_URL`), as in Node.js; `process` has
+/// nothing else.
+fn install_process_env(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
+    let env = Object::new(ctx.clone())?;
+    for (name, value) in std::env::vars_os() {
+        if let (Ok(name), Ok(value)) = (name.into_string(), value.into_string()) {
+            env.set(name, value)?;
+        }
+    }
+    let process = Object::new(ctx.clone())?;
+    process.set("env", env)?;
+    ctx.globals().set("process", process)?;
+    ctx.eval::<(), _>("Object.freeze(process.env); Object.freeze(process);")
 }
 
 /// Adds `__host.source(file, line, column)` to `__host`: where a position of

@@ -532,17 +532,46 @@
     });
   }
 
-  function walk(tree, prefix) {
+  // What a value is, in a few words, for a warning.
+  function kind(value) {
+    if (value === null) return 'null';
+    if (typeof value === 'object') return Array.isArray(value) ? 'an array' : 'an object';
+    var shown = typeof value === 'string' ? JSON.stringify(value) : String(value);
+    if (shown.length > 40) shown = shown.slice(0, 40) + '...';
+    return 'the ' + typeof value + ' ' + shown;
+  }
+
+  // Mounts the functions of `tree` (the `actions` of the file at `file`,
+  // or a namespace in them at `inner`) as actions named under `prefix`;
+  // what is neither a function nor a namespace of them is noted in
+  // `warnings`, since no one can call it.
+  function walk(tree, prefix, file, inner, warnings) {
     Object.keys(tree || {}).forEach(function (key) {
       var value = tree[key];
       var name = prefix + '.' + key;
       if (typeof value === 'function') {
         actions[name] = { fn: value, owner: tree };
         mountServer(name, value);
-      } else if (value && typeof value === 'object') {
-        walk(value, name);
+      } else if (value && typeof value === 'object' && !Array.isArray(value)) {
+        walk(value, name, file, inner + '.' + key, warnings);
+      } else {
+        warnings.push(file + ': `' + inner + '.' + key + '` is ' + kind(value) +
+          ', not a function, so it cannot be called');
       }
     });
+  }
+
+  // Whether a server file's exports hold its actions; else a warning
+  // saying how to write them (each file of app/server is there for them).
+  function checkActions(exports, file, warnings) {
+    var given = exports.actions;
+    if (given && typeof given === 'object' && !Array.isArray(given)) return true;
+    var fix = exports['default'] && typeof exports['default'] === 'object' && 'actions' in exports['default'] ?
+      'it has `export default { actions }`: export `actions` by name instead (`export const actions = { ... }`)' :
+      'write `exports.actions = { ... }` or `export const actions = { ... }`, and keep helpers in lib/server';
+    warnings.push(file + ' has no `actions` object' + (given === undefined ? '' : ' (`actions` is ' + kind(given) + ')') +
+      ', so none of its functions can be called: ' + fix);
+    return false;
   }
 
   global.__ss_host = {
@@ -552,14 +581,16 @@
       __ss.e = resumeTag;
       libServer = JSON.parse(libJson);
       var guarded = [];
+      var warnings = [];
       JSON.parse(filesJson).forEach(function (file) {
         var exports = __ss.load(file[1]);
-        walk(exports.actions, file[0]);
+        var path = __ss.name(file[1]);
+        if (checkActions(exports, path, warnings)) walk(exports.actions, file[0], path, 'actions', warnings);
         // Read at run time too: `exports.authenticate = SOME_FLAG` is not visible to the packer.
         if (exports.authenticate) guarded.push(file[0]);
       });
       // The host sorts the actions and gives their order back (`order`).
-      return JSON.stringify({ actions: Object.keys(actions), authenticate: guarded });
+      return JSON.stringify({ actions: Object.keys(actions), authenticate: guarded, warnings: warnings });
     },
     // The order the host names actions in: it calls the action at `order[i]`
     // as `i`. Each action is held as the method `__ss_run` of an object of
