@@ -314,7 +314,13 @@ impl Registry {
             let list: Vec<&str> = shown.into_iter().take(20).collect();
             format!("actions here: {}{}", list.join(", "), if total > 20 { ", ..." } else { "" })
         };
-        ActionError::NotFound(format!("no action {name}; {known}"))
+        // A name longer than any action's is cut short: the reply need not
+        // carry back all a caller sent.
+        let shown_name = match name.char_indices().nth(100) {
+            Some((cut, _)) => format!("{}... ({} bytes)", &name[..cut], name.len()),
+            None => name.to_string(),
+        };
+        ActionError::NotFound(format!("no action {shown_name}; {known}"))
     }
 }
 
@@ -555,6 +561,11 @@ mod tests {
         assert_eq!(e.to_string(), "no action app.sqare; actions here: app.square");
         let e = registry().not_found("shop.buy");
         assert_eq!(e.to_string(), "no action shop.buy; actions here: admin.users.list, app.square");
+        // A long name is cut short (at a character, not inside one).
+        let long = format!("app.{}", "é".repeat(30_000));
+        let text = registry().not_found(&long).to_string();
+        assert!(text.starts_with(&format!("no action app.{}... (60004 bytes); ", "é".repeat(96))), "{text}");
+        assert!(text.len() < 400, "{}", text.len());
     }
 
     #[test]

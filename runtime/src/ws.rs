@@ -56,6 +56,10 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4429;
 }
 
+/// Why connections close with `1001`: the server stops (Ctrl-C, SIGTERM),
+/// or a development server hands over to a new build.
+const GOING_AWAY_REASON: &str = "the server is going away (stopping, or serving a new build)";
+
 /// About how long a short reply is (`{"type":"reply","id":12,"result":625}`
 /// and a little more), to make room for at once.
 const REPLY_SIZE: usize = 64;
@@ -419,7 +423,7 @@ impl Connection {
         let mut tick = tokio::time::interval_at(Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         if self.outbox.closed() == Some(Closed::Shutdown) {
-            return closed_with(close::GOING_AWAY, "the server is shutting down");
+            return closed_with(close::GOING_AWAY, GOING_AWAY_REASON);
         }
         self.mark_seen().await;
         self.socket.queue_text(&init_text(&self.shared, &self.session.snapshot()));
@@ -570,7 +574,7 @@ impl Connection {
             }
             // The batch took the rest when it began.
             Event::Out(Ok(None)) => Ok(()),
-            Event::Out(Err(Closed::Shutdown)) => Err(closed_with(close::GOING_AWAY, "the server is shutting down")),
+            Event::Out(Err(Closed::Shutdown)) => Err(closed_with(close::GOING_AWAY, GOING_AWAY_REASON)),
             Event::Out(Err(Closed::Dropped)) => Err(closed_with(close::TOO_SLOW, "the client reads too slowly")),
             Event::Replied(id, outcome) => {
                 self.socket.queue_text_with(REPLY_SIZE, |out| write_reply(out, &id, &outcome));

@@ -91,6 +91,9 @@ fn each_error_status() {
         response
     };
     expect("GET", "/api/app/nope.json", b"", 404, "not_found");
+    // An encoded slash is no path separator, and names no namespace either.
+    let encoded = expect("GET", "/api/app%2Fsquare.json?2", b"", 404, "not_found");
+    assert!(json_of(&encoded)["error"]["message"].as_str().unwrap().starts_with("no action app/square;"));
     expect("GET", "/api/app/square.json?%22x%22", b"", 400, "bad_args");
     expect("GET", "/api/app/square.json?x", b"", 400, "bad_args");
     expect("POST", "/api/app/square.json", b"{oops", 400, "bad_request");

@@ -153,6 +153,14 @@ async fn bad_input_closes_with_a_documented_code_and_others_are_served() {
     let mut c = WsClient::connect(addr, None).await;
     let reply = c.call(1, "app.echo", json!(["y".repeat(900)])).await;
     assert_eq!(reply["result"][0].as_str().unwrap().len(), 900);
+    // Arguments nested up to 126 deep are read (docs/protocol.md); deeper is unreadable.
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let call = |depth: usize| format!(r#"{{"type":"call","id":2,"method":"app.square","args":[{}]}}"#, nested(depth));
+    c.send_message(Message::text(call(126))).await;
+    assert_eq!(c.next_json().await["error"]["code"], "bad_args");
+    let (code, reason) = closes_with(addr, Message::text(call(127))).await;
+    assert_eq!(code, 4400, "{reason}");
+    assert!(reason.contains("recursion limit"), "{reason}");
 }
 
 #[tokio::test]

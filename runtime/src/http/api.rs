@@ -50,7 +50,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request, rest: &str) ->
     let method = request.method().clone();
     // The index answers GET, HEAD and POST; actions run on GET and POST only
     // (a HEAD must not have effects).
-    if segments.len() < 2 && matches!(method, Method::GET | Method::HEAD | Method::POST) {
+    // (A part holding an encoded `/`, as in `/api/app%2Fsquare`, names no
+    // namespace: it goes on, to be an action that is not there.)
+    let namespace = segments.len() < 2 && !segments.iter().any(|s| s.contains('/'));
+    if namespace && matches!(method, Method::GET | Method::HEAD | Method::POST) {
         return index(&shared, format);
     }
     if method != Method::GET && method != Method::POST {
