@@ -61,6 +61,20 @@ pub struct Require {
     pub position: Option<(usize, usize)>,
 }
 
+/// A name an ES module imports from another (`import { a } from './m'`,
+/// `import a from './m'`: `default`), or re-exports by name (`export { a }
+/// from './m'`): the linker checks that the other module exports it, when
+/// that one's exports are all known (an ES module's are).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Import {
+    /// The specifier as written.
+    pub specifier: String,
+    /// The name asked for.
+    pub name: String,
+    /// 1-based line and column of the name, when known.
+    pub position: Option<(usize, usize)>,
+}
+
 /// A compiled module or script.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compiled {
@@ -74,6 +88,12 @@ pub struct Compiled {
     pub requires: Vec<Require>,
     /// Whether the code holds an `await` (see [`Awaits`]).
     pub awaits: bool,
+    /// Whether the file was an ES module, whose exports its syntax gives
+    /// in full (a CommonJS module may add some at run time).
+    pub es_module: bool,
+    /// The names it imports from other modules (an ES module's; TypeScript's
+    /// imports of types are gone by then).
+    pub imports: Vec<Import>,
 }
 
 /// What a module's `await` expressions become.
@@ -197,6 +217,7 @@ pub fn compile_module_with(
                     program.mutate(resolver(unresolved, top_level, false));
                 }
             }
+            let imports = unit.imports(&program);
             if program.is_module() {
                 let features = FeatureFlag { support_block_scoping: true, support_arrow: true };
                 program.mutate(common_js::common_js(Default::default(), unresolved, Default::default(), features));
@@ -222,7 +243,7 @@ pub fn compile_module_with(
                 }
             };
             let (code, map) = unit.finish(program, options, unresolved, top_level, true, es_module, rewritten);
-            Ok(Compiled { code, map, exports, requires, awaits: tags.found })
+            Ok(Compiled { code, map, exports, requires, awaits: tags.found, es_module, imports })
         })
     })
 }
@@ -430,7 +451,7 @@ pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Co
             Some(rest) => format!("//{rest}"),
             None => text.to_string(),
         };
-        return Ok(Compiled { code, map: None, exports: Exports::default(), requires: Vec::new(), awaits: false });
+        return Ok(Compiled { code, map: None, ..Compiled::default() });
     }
     GLOBALS.set(&Globals::new(), || {
         let unresolved = Mark::new();
@@ -439,7 +460,7 @@ pub fn compile_script(path: &str, text: &str, options: CodeOptions) -> Result<Co
         drop_hashbang(&mut program);
         program.mutate(resolver(unresolved, top_level, false));
         let (code, map) = unit.finish(program, options, unresolved, top_level, false, false, false);
-        Ok(Compiled { code, map, exports: Exports::default(), requires: Vec::new(), awaits: false })
+        Ok(Compiled { code, map, ..Compiled::default() })
     })
 }
 
@@ -550,6 +571,50 @@ impl Unit {
                     .with_help("JavaScript engines refuse the whole file for this before running any of it")
             })
             .collect()
+    }
+
+    /// The names an ES module imports, or re-exports by name, from other
+    /// modules (see [`Import`]); none for a script or a CommonJS module.
+    fn imports(&self, program: &Program) -> Vec<Import> {
+        use swc_core::ecma::ast::{ExportSpecifier, ImportSpecifier, ModuleDecl, ModuleExportName};
+        let Program::Module(module) = program else { return Vec::new() };
+        let name_of = |name: &ModuleExportName| match name {
+            ModuleExportName::Ident(i) => i.sym.to_string(),
+            ModuleExportName::Str(s) => s.value.to_string_lossy().into_owned(),
+        };
+        let mut found = Vec::new();
+        let mut add = |src: &swc_core::ecma::ast::Str, name: String, span: Span| {
+            let specifier = src.value.to_string_lossy().into_owned();
+            found.push(Import { specifier, name, position: self.position(span) });
+        };
+        for item in &module.body {
+            match item {
+                ModuleItem::ModuleDecl(ModuleDecl::Import(import)) if !import.type_only => {
+                    for specifier in &import.specifiers {
+                        match specifier {
+                            ImportSpecifier::Named(named) if !named.is_type_only => {
+                                let name = named.imported.as_ref().map_or_else(|| named.local.sym.to_string(), name_of);
+                                add(&import.src, name, named.span);
+                            }
+                            ImportSpecifier::Default(default) => add(&import.src, "default".into(), default.span),
+                            _ => {}
+                        }
+                    }
+                }
+                ModuleItem::ModuleDecl(ModuleDecl::ExportNamed(export)) if !export.type_only => {
+                    let Some(src) = &export.src else { continue };
+                    for specifier in &export.specifiers {
+                        if let ExportSpecifier::Named(named) = specifier
+                            && !named.is_type_only
+                        {
+                            add(src, name_of(&named.orig), named.span);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        found
     }
 
     /// Every `require("literal")` that refers to the module's own `require`.

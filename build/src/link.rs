@@ -115,6 +115,7 @@ pub fn link(
     }
     let exports = follow_star_exports(sources, compiled, &by_path);
     check_app_init(sources, compiled, &exports, failed, &by_path, &mut problems);
+    check_imports(sources, compiled, &exports, failed, &by_path, config, &mut problems);
     check_lib_server_names(sources, &mut problems);
     let mut actions = Vec::new();
     if let Some(server_tree) = trees.get("server") {
@@ -272,6 +273,105 @@ fn check_app_init(
                 .with_help("add `exports.init = function () { ... }` (or `export function init() { ... }`): it runs once the session is ready"),
         ),
         Some(_) => {}
+    }
+}
+
+/// Names imported from an ES module that does not export them: in a
+/// browser's own ES modules that stops the whole page from loading; packed,
+/// the name would be `undefined` at run time, far from the typo. Only
+/// modules whose exports are all known are checked against: an ES module
+/// (not CommonJS, which may add exports at run time) whose `export *`s lead
+/// only to such modules. A module in a private folder is checked only when
+/// something requires it (its problems count then), so not here. Nor is a
+/// TypeScript module's import from another TypeScript module: the name may
+/// be a type (`export { Props } from './types'`), which strip cannot tell
+/// from a value without the types.
+fn check_imports(
+    sources: &[Source],
+    compiled: &[Arc<Compiled>],
+    exports: &[BTreeSet<String>],
+    failed: &BTreeSet<usize>,
+    by_path: &HashMap<&str, usize>,
+    config: &BuildConfig,
+    problems: &mut Vec<Diagnostic>,
+) {
+    // Whether module `i`'s exports are all known, following its `export *`s.
+    fn known(
+        i: usize,
+        sources: &[Source],
+        compiled: &[Arc<Compiled>],
+        failed: &BTreeSet<usize>,
+        by_path: &HashMap<&str, usize>,
+        memo: &mut HashMap<usize, bool>,
+    ) -> bool {
+        if let Some(&k) = memo.get(&i) {
+            return k;
+        }
+        // A cycle of `export *`s adds nothing unknown.
+        memo.insert(i, true);
+        let k = compiled[i].es_module
+            && !failed.contains(&i)
+            && compiled[i].exports.star_from.iter().all(|spec| {
+                resolve(&sources[i].path, spec, side_of(&sources[i]), by_path)
+                    .is_ok_and(|t| known(t, sources, compiled, failed, by_path, memo))
+            });
+        memo.insert(i, k);
+        k
+    }
+    let mut memo = HashMap::new();
+    for (i, source) in sources.iter().enumerate() {
+        if failed.contains(&i) || is_private(&source.path, &config.private_folders) {
+            continue;
+        }
+        for import in &compiled[i].imports {
+            // A require that does not resolve is reported as such.
+            let Ok(target) = resolve(&source.path, &import.specifier, side_of(source), by_path) else { continue };
+            if exports[target].contains(&import.name)
+                || (source.is_typescript() && sources[target].is_typescript())
+                || !known(target, sources, compiled, failed, by_path, &mut memo)
+            {
+                continue;
+            }
+            let what = &sources[target].path;
+            let message = if import.name == "default" {
+                format!("{what} has no default export")
+            } else {
+                format!("`{}` is not exported by {what}", import.name)
+            };
+            let names = &exports[target];
+            let near = names.iter().find(|n| n.eq_ignore_ascii_case(&import.name) || nearly(n, &import.name));
+            let help = match near {
+                Some(near) if import.name == "default" => format!("import a name it exports, such as `{{ {near} }}`"),
+                Some(near) => format!("did you mean `{near}`?"),
+                None if names.is_empty() => format!("{what} exports nothing"),
+                None => {
+                    let list: Vec<&str> = names.iter().map(String::as_str).take(12).collect();
+                    format!("it exports {}{}", list.join(", "), if names.len() > 12 { ", ..." } else { "" })
+                }
+            };
+            let d = match import.position {
+                Some((line, col)) => Diagnostic::at(&source.path, &source.text, line, col, message),
+                None => Diagnostic::file(&source.path, message),
+            };
+            problems.push(d.with_help(help));
+        }
+    }
+}
+
+/// Whether two names are one or two letters apart (a typo): one letter
+/// more, fewer or different, or two next to each other swapped.
+fn nearly(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 1 || a.len().min(b.len()) < 3 {
+        return false;
+    }
+    let start = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let end = a[start..].iter().rev().zip(b[start..].iter().rev()).take_while(|(x, y)| x == y).count();
+    let (ra, rb) = (a.len() - start - end, b.len() - start - end);
+    match (ra, rb) {
+        (0, 1) | (1, 0) | (1, 1) => true,
+        (2, 2) => a[start] == b[start + 1] && a[start + 1] == b[start],
+        _ => false,
     }
 }
 

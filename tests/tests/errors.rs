@@ -69,6 +69,34 @@ fn a_file_and_a_folder_with_one_key_name_both_paths() {
     assert!(text.contains("`app/client/nav.js` and `app/client/nav/` have the same key in SS.client"), "{text}");
 }
 
+/// A name imported from an ES module that does not export it is an error
+/// at the import, with the name meant when it is a typo; a CommonJS module,
+/// which may add exports at run time, is not held to its list.
+#[test]
+fn importing_a_name_an_es_module_does_not_export_is_an_error() {
+    let app = fixture("basic");
+    let root = app.path();
+    write(root, "app/client/parts/helper.js", "export function helper() {}\nexport const other = 1;\n");
+    write(root, "app/client/parts/index.js", "export * from './helper';\n");
+    write(root, "app/client/parts/old.js", "exports.legacy = 1;\n");
+    write(
+        root,
+        "app/client/uses.js",
+        "import { helpr, other } from './parts/helper';\nimport whole from './parts/helper';\n\
+         import { helper, missing } from './parts';\nimport { anything } from './parts/old';\n\
+         export { gone } from './parts/helper';\nexport const all = [helpr, other, whole, helper, missing, anything];\n",
+    );
+    let (err, text) = pack_error(root);
+    assert!(text.contains("app/client/uses.js:1:10") && text.contains("`helpr` is not exported by"), "{text}");
+    assert!(text.contains("help: did you mean `helper`?"), "{text}");
+    assert!(text.contains("app/client/uses.js:2:8") && text.contains("has no default export"), "{text}");
+    assert!(text.contains("`missing` is not exported by app/client/parts/index.js"), "{text}");
+    assert!(text.contains("help: it exports helper, other"), "{text}");
+    assert!(text.contains("`gone` is not exported by app/client/parts/helper.js"), "{text}");
+    assert!(!text.contains("`anything` is not"), "a CommonJS module's exports are not checked: {text}");
+    assert_eq!(err.diagnostics().len(), 4, "{text}");
+}
+
 #[test]
 fn missing_app_entry_is_explained() {
     let app = fixture("basic");
