@@ -138,7 +138,8 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
         bell.watch(&look.folders);
         restless.update(&last, &now, look.pause());
         last = now;
-        if same(&last, &seen, &restless) {
+        let written = bell.take_written();
+        if same(&last, &seen, &restless) && !written {
             continue;
         }
         // Settle: wait until two looks in a row agree, or pack what there
@@ -163,12 +164,19 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
             restless.add(changed(previous, &last));
         }
         // Back as it was (an editor's temporary file, come and gone).
-        if same(&last, &seen, &restless) {
+        let looks_changed = !same(&last, &seen, &restless);
+        if !looks_changed && !written {
             continue;
         }
         seen = last.clone();
         let result = crate::pack_warm(options, &mut warm);
-        let news = !(last_ok && matches!(&result, Ok(r) if r.unchanged));
+        let news = match &result {
+            Ok(r) if r.unchanged => !last_ok,
+            // A write the looks did not see, packed for nothing (the same
+            // bytes saved again), or failing as the last pack did, is no news.
+            Err(_) if !looks_changed => last_ok,
+            _ => true,
+        };
         last_ok = result.is_ok();
         if news && !report(result) {
             return;
@@ -230,6 +238,13 @@ struct Doorbell {
     rings: mpsc::Receiver<()>,
     /// Files written to and not yet closed (Linux only: see [`TRACKS_WRITERS`]).
     writing: std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, Writer>>>,
+    /// A file of the app was written and closed since the last
+    /// [`Doorbell::take_written`] (Linux only): its size and time may not
+    /// show it (a backup restored with its old time, a write of the same
+    /// length within the file system's clock tick), so the watch packs even
+    /// when the looks see no change (a pack of unchanged files costs a few
+    /// milliseconds, and is not reported).
+    written: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Paths reported removed or renamed away: a folder made again under the
     /// same name needs a new watch.
     gone: mpsc::Receiver<PathBuf>,
@@ -276,6 +291,8 @@ impl Doorbell {
         let (root_path, out_path) = (root.to_path_buf(), out.to_path_buf());
         let writing = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
         let writers = writing.clone();
+        let written = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let wrote = written.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             use notify::EventKind;
             use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
@@ -297,7 +314,10 @@ impl Doorbell {
                     for path in &paths {
                         writers.remove(*path);
                     }
-                    return;
+                    if paths.is_empty() {
+                        return;
+                    }
+                    wrote.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 // Reading a file or listing a folder (the looks do) is no change.
                 EventKind::Access(_) => return,
@@ -318,6 +338,7 @@ impl Doorbell {
             watcher: watcher.ok(),
             rings,
             writing,
+            written,
             gone,
             gone_paths: BTreeSet::new(),
             watched: BTreeSet::new(),
@@ -390,6 +411,11 @@ impl Doorbell {
             }
         }
         open
+    }
+
+    /// Whether a file of the app was written and closed since the last call.
+    fn take_written(&self) -> bool {
+        self.written.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits for `pause`, or less when a file event comes (then `true`).
@@ -752,6 +778,53 @@ mod tests {
         // And no second pack follows (the whole file was the one change).
         let quiet = rx.recv_timeout(Duration::from_millis(1500));
         assert!(quiet.is_err(), "a second pack: {quiet:?}");
+        drop(rx);
+        std::fs::write(root.join("app/client/app.js"), "exports.init = function () { return 2; };\n").unwrap();
+        watcher.join().unwrap();
+    }
+
+    /// A file written in place with bytes of the same length, its time then
+    /// set back (a backup restored with `cp -p`), looks the same to the
+    /// looks: the written-and-closed event makes the watch pack anyway. The
+    /// same bytes saved again pack nothing that is reported.
+    #[test]
+    fn a_write_the_looks_cannot_see_is_packed() {
+        if !TRACKS_WRITERS {
+            eprintln!("skipped: file events here do not say when a file written to is closed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        minimal_app(&root);
+        if watching(&root, &root.join("dist")).is_none() {
+            return;
+        }
+        let file = root.join("app/client/extra.js");
+        std::fs::write(&file, "exports.word = 'before';\n").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let options = PackOptions::new(&root, "development");
+        let watcher = std::thread::spawn(move || {
+            watch(&options, |result| tx.send(result.map(|r| r.compiled).map_err(|e| e.to_string())).is_ok())
+        });
+        rx.recv_timeout(Duration::from_secs(20)).expect("the first pack").expect("it packs");
+        let time = std::fs::metadata(&file).unwrap().modified().unwrap();
+        // The same length, and the old time again.
+        std::fs::write(&file, "exports.word = 'after!';\n").unwrap();
+        std::fs::File::options().write(true).open(&file).unwrap().set_modified(time).unwrap();
+        let compiled = rx.recv_timeout(Duration::from_secs(20)).expect("a pack after the write").expect("it packs");
+        assert_eq!(compiled, 1);
+        let code = std::fs::read_dir(root.join("dist/assets"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "js"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect::<String>();
+        // (Earlier builds' assets stay, for pages still open.)
+        assert!(code.contains("after!"), "{code}");
+        // The same bytes again: packed, and nothing to report.
+        std::fs::write(&file, "exports.word = 'after!';\n").unwrap();
+        let quiet = rx.recv_timeout(Duration::from_millis(1500));
+        assert!(quiet.is_err(), "a pack that changed nothing was reported: {quiet:?}");
         drop(rx);
         std::fs::write(root.join("app/client/app.js"), "exports.init = function () { return 2; };\n").unwrap();
         watcher.join().unwrap();
