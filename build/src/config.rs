@@ -102,6 +102,17 @@ pub fn load(disk: &dyn Disk, root: &Path, env: &str) -> Result<(BuildConfig, Vec
                 continue;
             }
         };
+        // The other tables are ssrun's, which checks them when it starts;
+        // one named nearly `build` is a typo, and its settings would be
+        // left out of this pack without a word.
+        for key in table.keys().filter(|k| *k != "build") {
+            if key.eq_ignore_ascii_case("build") || crate::diagnostic::nearly(key, "build") {
+                problems.push(
+                    Diagnostic::file(&rel, format!("[{key}] is no table ssbuild or ssrun reads"))
+                        .with_help("ssbuild's settings go in a [build] table"),
+                );
+            }
+        }
         let Some(build) = table.get("build") else {
             continue;
         };
@@ -210,6 +221,20 @@ mod tests {
         // What could be read still counts, so that the rest of the pack is checked as it will be built.
         assert!(!c.minify);
         assert_eq!(c.private_folders, ["app/client/three"]);
+
+        // A table named nearly `build` is a typo; ssrun's own tables are its to check.
+        disk.insert(
+            "/a/config/environments/qa.toml",
+            "[biuld]\nminify = true\n[Build]\nx = 1\n[api]\nprefix = 'rpc'\n",
+        );
+        let (c, problems) = load(&disk, Path::new("/a"), "qa").unwrap();
+        let messages: Vec<_> = problems.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            ["[Build] is no table ssbuild or ssrun reads", "[biuld] is no table ssbuild or ssrun reads"]
+        );
+        assert_eq!(problems[0].help.as_deref(), Some("ssbuild's settings go in a [build] table"));
+        assert!(!c.minify);
     }
 
     #[test]

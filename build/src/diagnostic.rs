@@ -153,6 +153,23 @@ fn render_all(diagnostics: &[Diagnostic]) -> String {
     out
 }
 
+/// Whether two names are one or two letters apart (a typo): one letter
+/// more, fewer or different, or two next to each other swapped.
+pub(crate) fn nearly(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > 1 || a.len().min(b.len()) < 3 {
+        return false;
+    }
+    let start = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let end = a[start..].iter().rev().zip(b[start..].iter().rev()).take_while(|(x, y)| x == y).count();
+    let (ra, rb) = (a.len() - start - end, b.len() - start - end);
+    match (ra, rb) {
+        (0, 1) | (1, 0) | (1, 1) => true,
+        (2, 2) => a[start] == b[start + 1] && a[start + 1] == b[start],
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -339,7 +339,9 @@ fn check_imports(
                 format!("`{}` is not exported by {what}", import.name)
             };
             let names = &exports[target];
-            let near = names.iter().find(|n| n.eq_ignore_ascii_case(&import.name) || nearly(n, &import.name));
+            let near = names
+                .iter()
+                .find(|n| n.eq_ignore_ascii_case(&import.name) || crate::diagnostic::nearly(n, &import.name));
             let help = match near {
                 Some(near) if import.name == "default" => format!("import a name it exports, such as `{{ {near} }}`"),
                 Some(near) => format!("did you mean `{near}`?"),
@@ -355,23 +357,6 @@ fn check_imports(
             };
             problems.push(d.with_help(help));
         }
-    }
-}
-
-/// Whether two names are one or two letters apart (a typo): one letter
-/// more, fewer or different, or two next to each other swapped.
-fn nearly(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    if a.len().abs_diff(b.len()) > 1 || a.len().min(b.len()) < 3 {
-        return false;
-    }
-    let start = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let end = a[start..].iter().rev().zip(b[start..].iter().rev()).take_while(|(x, y)| x == y).count();
-    let (ra, rb) = (a.len() - start - end, b.len() - start - end);
-    match (ra, rb) {
-        (0, 1) | (1, 0) | (1, 1) => true,
-        (2, 2) => a[start] == b[start + 1] && a[start + 1] == b[start],
-        _ => false,
     }
 }
 
