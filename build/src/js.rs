@@ -73,6 +73,8 @@ pub struct Import {
     pub name: String,
     /// 1-based line and column of the name, when known.
     pub position: Option<(usize, usize)>,
+    /// Re-exported (`export { a } from`) rather than imported.
+    pub reexport: bool,
 }
 
 /// A compiled module or script.
@@ -88,8 +90,9 @@ pub struct Compiled {
     pub requires: Vec<Require>,
     /// Whether the code holds an `await` (see [`Awaits`]).
     pub awaits: bool,
-    /// Whether the file was an ES module, whose exports its syntax gives
-    /// in full (a CommonJS module may add some at run time).
+    /// Whether the file was an ES module whose exports its syntax gives in
+    /// full: one that never touches `module` or `exports` (a CommonJS
+    /// module may add exports at run time).
     pub es_module: bool,
     /// The names it imports from other modules (an ES module's; TypeScript's
     /// imports of types are gone by then).
@@ -180,6 +183,15 @@ pub fn compile_module_with(
                 return Err(mistakes);
             }
             let es_module = program.is_module();
+            // Whether its ES exports are all it exports: not when it also
+            // reaches the `module` or `exports` every module receives
+            // (`module.exports = ...` beside an `import`), nor when it is
+            // TypeScript's `export =`.
+            let exports_known = es_module && {
+                let mut mixed = MixedExports { unresolved: SyntaxContext::empty().apply_mark(unresolved), found: false };
+                program.visit_with(&mut mixed);
+                !mixed.found
+            };
             // The names as written, to tell afterwards whether a transform
             // added one that could capture or be captured.
             // TypeScript's strip moves class fields into the constructor, and
@@ -243,7 +255,7 @@ pub fn compile_module_with(
                 }
             };
             let (code, map) = unit.finish(program, options, unresolved, top_level, true, es_module, rewritten);
-            Ok(Compiled { code, map, exports, requires, awaits: tags.found, es_module, imports })
+            Ok(Compiled { code, map, exports, requires, awaits: tags.found, es_module: exports_known, imports })
         })
     })
 }
@@ -515,7 +527,10 @@ impl Unit {
                     diagnostic.with_help(
                         "decorators (`@name`) are not supported yet: ssbuild has no transform for them, and browsers do not run them",
                     )
-                } else if before.trim_end().ends_with("accessor") && before.ends_with(char::is_whitespace) {
+                } else if let Some(word) = before.trim_end().strip_suffix("accessor")
+                    && !word.ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$')
+                    && before.ends_with(char::is_whitespace)
+                {
                     // A class field written `accessor name` (which JavaScript
                     // files cannot hold yet, and TypeScript's are refused too).
                     diagnostic.with_help(format!("{} {}", AUTO_ACCESSOR.0, AUTO_ACCESSOR.1))
@@ -583,9 +598,9 @@ impl Unit {
             ModuleExportName::Str(s) => s.value.to_string_lossy().into_owned(),
         };
         let mut found = Vec::new();
-        let mut add = |src: &swc_core::ecma::ast::Str, name: String, span: Span| {
+        let mut add = |src: &swc_core::ecma::ast::Str, name: String, span: Span, reexport: bool| {
             let specifier = src.value.to_string_lossy().into_owned();
-            found.push(Import { specifier, name, position: self.position(span) });
+            found.push(Import { specifier, name, position: self.position(span), reexport });
         };
         for item in &module.body {
             match item {
@@ -594,9 +609,11 @@ impl Unit {
                         match specifier {
                             ImportSpecifier::Named(named) if !named.is_type_only => {
                                 let name = named.imported.as_ref().map_or_else(|| named.local.sym.to_string(), name_of);
-                                add(&import.src, name, named.span);
+                                add(&import.src, name, named.span, false);
                             }
-                            ImportSpecifier::Default(default) => add(&import.src, "default".into(), default.span),
+                            ImportSpecifier::Default(default) => {
+                                add(&import.src, "default".into(), default.span, false)
+                            }
                             _ => {}
                         }
                     }
@@ -607,7 +624,7 @@ impl Unit {
                         if let ExportSpecifier::Named(named) = specifier
                             && !named.is_type_only
                         {
-                            add(src, name_of(&named.orig), named.span);
+                            add(src, name_of(&named.orig), named.span, true);
                         }
                     }
                 }
@@ -651,6 +668,11 @@ impl Unit {
         es_module: bool,
         rewritten: bool,
     ) -> (String, Option<String>) {
+        // The names as written, before the minifier renames them.
+        let mut names = NamesAt(HashMap::new());
+        if options.minify && options.source_map {
+            program.visit_with(&mut names);
+        }
         let program = if options.minify {
             let compress = CompressOptions {
                 // One pass, and no dropping of unused top-level declarations: on
@@ -748,7 +770,7 @@ impl Unit {
             }
         }
         let map = options.source_map.then(|| {
-            let map = self.cm.build_source_map(&mappings, None, MapConfig);
+            let map = self.cm.build_source_map(&mappings, None, MapConfig { names: names.0 });
             let mut out = Vec::new();
             map.to_writer(&mut out).expect("writing to memory cannot fail");
             String::from_utf8(out).expect("source maps are JSON")
@@ -879,11 +901,57 @@ impl Comments for KeptComments {
     }
 }
 
-struct MapConfig;
+/// How a module's source map is written. `names`: each identifier's name
+/// as written, by where it starts, for the map's `names` (minified code
+/// renames locals: with these, a debugger or an error tracker shows the
+/// names of the source).
+struct MapConfig {
+    names: HashMap<BytePos, Atom>,
+}
+
+/// Finds, in an ES module, a use of the `module` or `exports` every module
+/// receives (not a binding of its own of that name), or TypeScript's
+/// `export =` / `export import`, each of which exports what its syntax does
+/// not list.
+struct MixedExports {
+    unresolved: SyntaxContext,
+    found: bool,
+}
+
+impl Visit for MixedExports {
+    fn visit_ident(&mut self, ident: &Ident) {
+        if ident.ctxt == self.unresolved && (ident.sym == "module" || ident.sym == "exports") {
+            self.found = true;
+        }
+    }
+
+    fn visit_module_decl(&mut self, decl: &swc_core::ecma::ast::ModuleDecl) {
+        use swc_core::ecma::ast::ModuleDecl;
+        if matches!(decl, ModuleDecl::TsExportAssignment(_) | ModuleDecl::TsImportEquals(_)) {
+            self.found = true;
+        }
+        decl.visit_children_with(self);
+    }
+}
+
+/// The identifiers of a program as written, by where each starts.
+struct NamesAt(HashMap<BytePos, Atom>);
+
+impl Visit for NamesAt {
+    fn visit_ident(&mut self, ident: &Ident) {
+        if !ident.span.lo.is_dummy() {
+            self.0.insert(ident.span.lo, ident.sym.clone());
+        }
+    }
+}
 
 impl SourceMapGenConfig for MapConfig {
     fn file_name_to_source(&self, f: &FileName) -> String {
         f.to_string()
+    }
+
+    fn name_for_bytepos(&self, pos: BytePos) -> Option<&str> {
+        self.names.get(&pos).map(|name| name.as_str())
     }
 
     fn inline_sources_content(&self, _: &FileName) -> bool {
@@ -1251,6 +1319,22 @@ mod tests {
         }
         // `import.meta` and a method named `import` are not dynamic imports.
         assert!(compile_module("app/client/n.js", "exports.x = { import() { return 1; } }.import();\n", DEV).is_ok());
+    }
+
+    /// A minified module's map names the identifiers as written, so that a
+    /// debugger or an error tracker can show them for the short ones.
+    #[test]
+    fn minified_maps_carry_the_names_as_written() {
+        let options = CodeOptions { minify: true, compress: true, source_map: true };
+        let src = "exports.total = function (prices) {\n  let runningTotal = 0;\n  for (const price of prices) runningTotal += price;\n  return runningTotal;\n};\n";
+        let c = compile_module("app/client/sum.js", src, options).unwrap();
+        assert!(!c.code.contains("runningTotal"), "{}", c.code);
+        let map: serde_json::Value = serde_json::from_str(c.map.as_deref().unwrap()).unwrap();
+        let names: Vec<&str> = map["names"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect();
+        assert!(names.contains(&"runningTotal") && names.contains(&"prices"), "{names:?}");
+        // Unminified, names stay as written and the map needs none.
+        let c = compile_module("app/client/sum.js", src, DEV).unwrap();
+        assert!(c.code.contains("runningTotal"));
     }
 
     /// An auto-accessor, which TypeScript's parser accepts and no engine

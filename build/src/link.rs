@@ -285,7 +285,9 @@ fn check_app_init(
 /// something requires it (its problems count then), so not here. Nor is a
 /// TypeScript module's import from another TypeScript module: the name may
 /// be a type (`export { Props } from './types'`), which strip cannot tell
-/// from a value without the types.
+/// from a value without the types; nor a TypeScript module's re-export by
+/// name, which may name a type a declaration file beside a JavaScript
+/// module gives.
 fn check_imports(
     sources: &[Source],
     compiled: &[Arc<Compiled>],
@@ -327,7 +329,7 @@ fn check_imports(
             // A require that does not resolve is reported as such.
             let Ok(target) = resolve(&source.path, &import.specifier, side_of(source), by_path) else { continue };
             if exports[target].contains(&import.name)
-                || (source.is_typescript() && sources[target].is_typescript())
+                || (source.is_typescript() && (sources[target].is_typescript() || import.reexport))
                 || !known(target, sources, compiled, failed, by_path, &mut memo)
             {
                 continue;

@@ -127,6 +127,7 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
     bell.watch(&look.folders);
     let first = crate::pack_warm(options, &mut warm);
     let mut last_ok = first.is_ok();
+    let mut last_error = first.as_ref().err().map(ToString::to_string);
     if !report(first) {
         return;
     }
@@ -138,8 +139,7 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
         bell.watch(&look.folders);
         restless.update(&last, &now, look.pause());
         last = now;
-        let written = bell.take_written();
-        if same(&last, &seen, &restless) && !written {
+        if same(&last, &seen, &restless) && !bell.written(&restless, false) {
             continue;
         }
         // Settle: wait until two looks in a row agree, or pack what there
@@ -165,19 +165,23 @@ pub fn watch(options: &PackOptions, mut report: impl FnMut(Result<PackReport, Pa
         }
         // Back as it was (an editor's temporary file, come and gone).
         let looks_changed = !same(&last, &seen, &restless);
-        if !looks_changed && !written {
+        // Taken now: what is written from here on is for the next pack.
+        if !bell.written(&restless, true) && !looks_changed {
             continue;
         }
         seen = last.clone();
         let result = crate::pack_warm(options, &mut warm);
+        let error = result.as_ref().err().map(ToString::to_string);
         let news = match &result {
             Ok(r) if r.unchanged => !last_ok,
             // A write the looks did not see, packed for nothing (the same
-            // bytes saved again), or failing as the last pack did, is no news.
-            Err(_) if !looks_changed => last_ok,
+            // bytes saved again), or failing just as the last pack did, is
+            // no news.
+            Err(_) if !looks_changed => error != last_error,
             _ => true,
         };
         last_ok = result.is_ok();
+        last_error = error;
         if news && !report(result) {
             return;
         }
@@ -238,13 +242,12 @@ struct Doorbell {
     rings: mpsc::Receiver<()>,
     /// Files written to and not yet closed (Linux only: see [`TRACKS_WRITERS`]).
     writing: std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, Writer>>>,
-    /// A file of the app was written and closed since the last
-    /// [`Doorbell::take_written`] (Linux only): its size and time may not
-    /// show it (a backup restored with its old time, a write of the same
-    /// length within the file system's clock tick), so the watch packs even
-    /// when the looks see no change (a pack of unchanged files costs a few
-    /// milliseconds, and is not reported).
-    written: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The app's files written and closed since the last pack (Linux only):
+    /// their size and time may not show it (a backup restored with its old
+    /// time, a write of the same length within the file system's clock
+    /// tick), so the watch packs even when the looks see no change (a pack
+    /// of unchanged files is not reported). Restless files do not count.
+    written: std::sync::Arc<std::sync::Mutex<BTreeSet<PathBuf>>>,
     /// Paths reported removed or renamed away: a folder made again under the
     /// same name needs a new watch.
     gone: mpsc::Receiver<PathBuf>,
@@ -291,7 +294,7 @@ impl Doorbell {
         let (root_path, out_path) = (root.to_path_buf(), out.to_path_buf());
         let writing = std::sync::Arc::new(std::sync::Mutex::new(BTreeMap::new()));
         let writers = writing.clone();
-        let written = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let written = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
         let wrote = written.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             use notify::EventKind;
@@ -317,7 +320,8 @@ impl Doorbell {
                     if paths.is_empty() {
                         return;
                     }
-                    wrote.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let mut wrote = wrote.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    wrote.extend(paths.iter().map(|path| path.to_path_buf()));
                 }
                 // Reading a file or listing a folder (the looks do) is no change.
                 EventKind::Access(_) => return,
@@ -413,9 +417,16 @@ impl Doorbell {
         open
     }
 
-    /// Whether a file of the app was written and closed since the last call.
-    fn take_written(&self) -> bool {
-        self.written.swap(false, std::sync::atomic::Ordering::Relaxed)
+    /// Whether a file of the app that is not restless was written and
+    /// closed since the last pack; `take` starts over (for the pack about
+    /// to run).
+    fn written(&self, restless: &Restless, take: bool) -> bool {
+        let mut written = self.written.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let any = written.iter().any(|path| !restless.0.contains_key(path.as_os_str()));
+        if take {
+            written.clear();
+        }
+        any
     }
 
     /// Waits for `pause`, or less when a file event comes (then `true`).

@@ -460,13 +460,15 @@ impl SessionHandle {
     pub async fn subscribe(&self, channels: &[&str]) -> Result<(), ActionError> {
         check_channels(channels)?;
         let limit = self.services.max_channels;
-        let after = {
+        let (new, after) = {
             let state = self.state.lock().expect("session lock");
             let new: std::collections::BTreeSet<&str> =
                 channels.iter().copied().filter(|c| !state.channels.contains(*c)).collect();
-            state.channels.len() + new.len()
+            (new.len(), state.channels.len() + new.len())
         };
-        if after > limit {
+        // (Joining only channels it is in already is fine, even past a
+        // limit lowered since.)
+        if new > 0 && after > limit {
             return Err(ActionError::BadArgs(format!(
                 "a session can be in at most {limit} channels (server.max_channels_per_session), and this would make \
                  it {after}: unsubscribe from some first, or raise the setting"

@@ -79,17 +79,26 @@ fn importing_a_name_an_es_module_does_not_export_is_an_error() {
     write(root, "app/client/parts/helper.js", "export function helper() {}\nexport const other = 1;\n");
     write(root, "app/client/parts/index.js", "export * from './helper';\n");
     write(root, "app/client/parts/old.js", "exports.legacy = 1;\n");
+    // ES syntax beside the `module` every module receives: its exports are not all listed.
+    write(root, "app/client/parts/mixed.js", "import { other } from './helper';\nmodule.exports = () => other;\n");
+    write(
+        root,
+        "app/client/parts/assign.js",
+        "import { other } from './helper';\nObject.assign(exports, { other });\n",
+    );
     write(
         root,
         "app/client/uses.js",
         "import { helpr, other } from './parts/helper';\nimport whole from './parts/helper';\n\
          import { helper, missing } from './parts';\nimport { anything } from './parts/old';\n\
-         export { gone } from './parts/helper';\nexport const all = [helpr, other, whole, helper, missing, anything];\n",
+         import mixed from './parts/mixed';\nimport { other as again } from './parts/assign';\n\
+         export { gone } from './parts/helper';\nexport const all = [helpr, other, whole, helper, missing, anything, mixed, again];\n",
     );
     let (err, text) = pack_error(root);
     assert!(text.contains("app/client/uses.js:1:10") && text.contains("`helpr` is not exported by"), "{text}");
     assert!(text.contains("help: did you mean `helper`?"), "{text}");
     assert!(text.contains("app/client/uses.js:2:8") && text.contains("has no default export"), "{text}");
+    assert!(!text.contains("parts/mixed.js has") && !text.contains("by app/client/parts/assign.js"), "{text}");
     assert!(text.contains("`missing` is not exported by app/client/parts/index.js"), "{text}");
     assert!(text.contains("help: it exports helper, other"), "{text}");
     assert!(text.contains("`gone` is not exported by app/client/parts/helper.js"), "{text}");

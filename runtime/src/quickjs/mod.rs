@@ -1027,11 +1027,11 @@ fn start_host(
     Ok((host, loaded))
 }
 
-/// Sets the global `process.env`: this process's environment variables as
-/// they were when the engine started (those whose name and value are
-/// Unicode), as strings, read-only. It is where server code finds its
-/// secrets (`process.env.DATABASE_URL`), as in Node.js; `process` has
-/// nothing else.
+/// Sets the global `process.env`: a copy of this process's environment
+/// variables as they were when the engine started (those whose name and
+/// value are Unicode), as strings. It is where server code finds its
+/// secrets (`process.env.DATABASE_URL`), as in Node.js; a change to it stays
+/// in the engine, and `process` has nothing else.
 fn install_process_env(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
     let env = Object::new(ctx.clone())?;
     for (name, value) in std::env::vars_os() {
@@ -1041,8 +1041,7 @@ fn install_process_env(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
     }
     let process = Object::new(ctx.clone())?;
     process.set("env", env)?;
-    ctx.globals().set("process", process)?;
-    ctx.eval::<(), _>("Object.freeze(process.env); Object.freeze(process);")
+    ctx.globals().set("process", process)
 }
 
 /// Adds `__host.source(file, line, column)` to `__host`: where a position of
