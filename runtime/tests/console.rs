@@ -11,9 +11,10 @@ use common::packed_app;
 use std::process::{Command, Stdio};
 
 /// `ssrun console` on the app in `dir`, with `home` as its home folder and
-/// its three streams piped.
-fn console(dir: &std::path::Path, home: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_ssrun"))
+/// its three streams piped, to start.
+fn console_command(dir: &std::path::Path, home: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ssrun"));
+    command
         .arg("console")
         .arg(dir)
         .env("HOME", home)
@@ -21,9 +22,13 @@ fn console(dir: &std::path::Path, home: &std::path::Path) -> std::process::Child
         .env_remove("TERM")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the console starts")
+        .stderr(Stdio::piped());
+    command
+}
+
+/// [`console_command`], started.
+fn console(dir: &std::path::Path, home: &std::path::Path) -> std::process::Child {
+    console_command(dir, home).spawn().expect("the console starts")
 }
 
 #[test]
@@ -69,14 +74,10 @@ fn lines_typed_at_a_terminal_are_kept_in_the_history() {
     std::fs::write(home.path().join(".ssrun_history"), "earlier(1)\n").unwrap();
     let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal");
     let (mut master, slave) = (std::fs::File::from(pty.master), pty.slave);
-    let mut console = Command::new(env!("CARGO_BIN_EXE_ssrun"))
-        .arg("console")
-        .arg(dir.path())
-        .env("HOME", home.path())
+    let mut console = console_command(dir.path(), home.path())
         .env("TERM", "xterm")
         .stdin(Stdio::from(slave.try_clone().unwrap()))
         .stdout(Stdio::from(slave))
-        .stderr(Stdio::piped())
         .spawn()
         .expect("the console starts");
     let seen = Arc::new(Mutex::new(String::new()));
@@ -166,17 +167,8 @@ fn server_code_reads_the_environment_as_process_env() {
         ],
     );
     let home = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ssrun"));
-    command
-        .arg("console")
-        .arg(dir.path())
-        .env("HOME", home.path())
-        .env("SS_TEST_DATABASE_URL", "postgres://db/app")
-        .env_remove("TERM")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut console = command.spawn().unwrap();
+    let mut console =
+        console_command(dir.path(), home.path()).env("SS_TEST_DATABASE_URL", "postgres://db/app").spawn().unwrap();
     let mut input = console.stdin.take().unwrap();
     input
         .write_all(
