@@ -39,6 +39,19 @@ impl Diagnostic {
         }
     }
 
+    /// [`Diagnostic::at`] the position when there is one, else [`Diagnostic::file`].
+    pub fn at_or_file(
+        file: impl Into<String>,
+        source: &str,
+        position: Option<(usize, usize)>,
+        message: impl Into<String>,
+    ) -> Self {
+        match position {
+            Some((line, column)) => Diagnostic::at(file, source, line, column, message),
+            None => Diagnostic::file(file, message),
+        }
+    }
+
     /// Adds a suggestion.
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());

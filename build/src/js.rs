@@ -160,19 +160,21 @@ pub fn compile_module_with(
             let top_level = Mark::new();
             let mut program = program;
             program.mutate(resolver(unresolved, top_level, typescript));
-            // Both only read the tree (the checks look at no scope marks):
-            // on a large file they run side by side on two cores.
+            // Both only read the tree: on a large file they run side by side
+            // on two cores. (The other thread has none of swc's globals, so
+            // a mark is made into a context here, and only compared there.)
+            let unresolved_context = SyntaxContext::empty().apply_mark(unresolved);
             let mut checked = None;
             let mistakes = rayon::in_place_scope(|scope| {
                 scope.spawn(|_| {
                     let (exports, problems) = read_exports(&program);
-                    let mut body = FunctionBodyCheck { depth: 0, found: Vec::new() };
+                    let mut body = FunctionBodyCheck::new(unresolved_context);
                     program.visit_with(&mut body);
-                    checked = Some((exports, module_problems(problems, body.found)));
+                    checked = Some((exports, module_problems(problems, body.found), body.exports_unlisted));
                 });
                 unit.early_errors(&program, unresolved, top_level)
             });
-            let (exports, problems) = checked.expect("the scope waits for its tasks");
+            let (exports, problems, exports_unlisted) = checked.expect("the scope waits for its tasks");
             if !problems.is_empty() {
                 return Err(problems
                     .into_iter()
@@ -183,15 +185,8 @@ pub fn compile_module_with(
                 return Err(mistakes);
             }
             let es_module = program.is_module();
-            // Whether its ES exports are all it exports: not when it also
-            // reaches the `module` or `exports` every module receives
-            // (`module.exports = ...` beside an `import`), nor when it is
-            // TypeScript's `export =`.
-            let exports_known = es_module && {
-                let mut mixed = MixedExports { unresolved: SyntaxContext::empty().apply_mark(unresolved), found: false };
-                program.visit_with(&mut mixed);
-                !mixed.found
-            };
+            // Whether its ES exports are all it exports (see [`FunctionBodyCheck`]).
+            let exports_known = es_module && !exports_unlisted;
             // The names as written, to tell afterwards whether a transform
             // added one that could capture or be captured.
             // TypeScript's strip moves class fields into the constructor, and
@@ -508,10 +503,7 @@ impl Unit {
     }
 
     fn diagnostic(&self, span: Span, message: impl Into<String>) -> Diagnostic {
-        match self.position(span) {
-            Some((line, col)) => Diagnostic::at(&self.path, &self.file.src, line, col, message),
-            None => Diagnostic::file(&self.path, message),
-        }
+        Diagnostic::at_or_file(&self.path, &self.file.src, self.position(span), message)
     }
 
     fn syntax_errors(&self, errors: Vec<swc_core::ecma::parser::error::Error>) -> Vec<Diagnostic> {
@@ -909,31 +901,6 @@ struct MapConfig {
     names: HashMap<BytePos, Atom>,
 }
 
-/// Finds, in an ES module, a use of the `module` or `exports` every module
-/// receives (not a binding of its own of that name), or TypeScript's
-/// `export =` / `export import`, each of which exports what its syntax does
-/// not list.
-struct MixedExports {
-    unresolved: SyntaxContext,
-    found: bool,
-}
-
-impl Visit for MixedExports {
-    fn visit_ident(&mut self, ident: &Ident) {
-        if ident.ctxt == self.unresolved && (ident.sym == "module" || ident.sym == "exports") {
-            self.found = true;
-        }
-    }
-
-    fn visit_module_decl(&mut self, decl: &swc_core::ecma::ast::ModuleDecl) {
-        use swc_core::ecma::ast::ModuleDecl;
-        if matches!(decl, ModuleDecl::TsExportAssignment(_) | ModuleDecl::TsImportEquals(_)) {
-            self.found = true;
-        }
-        decl.visit_children_with(self);
-    }
-}
-
 /// The identifiers of a program as written, by where each starts.
 struct NamesAt(HashMap<BytePos, Atom>);
 
@@ -964,10 +931,23 @@ impl SourceMapGenConfig for MapConfig {
 /// required, so `await` outside any function and `import.meta` would make the
 /// whole bundle fail to parse in the browser. Also what the parser accepts
 /// but no engine runs yet, and nothing here transforms: an auto-accessor
-/// (`accessor x = 1`, which TypeScript files may hold).
+/// (`accessor x = 1`, which TypeScript files may hold). In the same walk,
+/// whether the file exports what its syntax does not list
+/// (`exports_unlisted`): it reaches the `module` or `exports` every module
+/// receives (`module.exports = ...` beside an `import`; `unresolved` tells
+/// those from bindings of its own of that name), or it is TypeScript's
+/// `export =` or `export import`.
 struct FunctionBodyCheck {
     depth: usize,
     found: Vec<(Span, &'static str, String)>,
+    unresolved: SyntaxContext,
+    exports_unlisted: bool,
+}
+
+impl FunctionBodyCheck {
+    fn new(unresolved: SyntaxContext) -> FunctionBodyCheck {
+        FunctionBodyCheck { depth: 0, found: Vec::new(), unresolved, exports_unlisted: false }
+    }
 }
 
 const TOP_LEVEL_AWAIT: (&str, &str) = (
@@ -994,6 +974,20 @@ const AUTO_ACCESSOR: (&str, &str) = (
 );
 
 impl Visit for FunctionBodyCheck {
+    fn visit_ident(&mut self, ident: &Ident) {
+        if ident.ctxt == self.unresolved && (ident.sym == "module" || ident.sym == "exports") {
+            self.exports_unlisted = true;
+        }
+    }
+
+    fn visit_module_decl(&mut self, decl: &swc_core::ecma::ast::ModuleDecl) {
+        use swc_core::ecma::ast::ModuleDecl;
+        if matches!(decl, ModuleDecl::TsExportAssignment(_) | ModuleDecl::TsImportEquals(_)) {
+            self.exports_unlisted = true;
+        }
+        decl.visit_children_with(self);
+    }
+
     fn visit_call_expr(&mut self, call: &CallExpr) {
         if let Callee::Import(_) = call.callee {
             // The path as written, when it is a plain string.

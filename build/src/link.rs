@@ -297,30 +297,27 @@ fn check_imports(
     config: &BuildConfig,
     problems: &mut Vec<Diagnostic>,
 ) {
-    // Whether module `i`'s exports are all known, following its `export *`s.
-    fn known(
-        i: usize,
-        sources: &[Source],
-        compiled: &[Arc<Compiled>],
-        failed: &BTreeSet<usize>,
-        by_path: &HashMap<&str, usize>,
-        memo: &mut HashMap<usize, bool>,
-    ) -> bool {
-        if let Some(&k) = memo.get(&i) {
-            return k;
+    // Whether each module's exports are all known, its `export *`s followed:
+    // every ES module that compiled, then, round by round, not those whose
+    // `export *` leads to a module that is not (or to none). What stays is
+    // the largest such set, so a cycle of `export *`s adds nothing unknown,
+    // whichever module of it is asked about first.
+    let stars: Vec<Vec<Option<usize>>> = sources
+        .iter()
+        .zip(compiled)
+        .map(|(s, c)| c.exports.star_from.iter().map(|spec| resolve(&s.path, spec, side_of(s), by_path).ok()).collect())
+        .collect();
+    let mut known: Vec<bool> = (0..sources.len()).map(|i| compiled[i].es_module && !failed.contains(&i)).collect();
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for i in 0..sources.len() {
+            if known[i] && stars[i].iter().any(|target| !target.is_some_and(|t| known[t])) {
+                known[i] = false;
+                changed = true;
+            }
         }
-        // A cycle of `export *`s adds nothing unknown.
-        memo.insert(i, true);
-        let k = compiled[i].es_module
-            && !failed.contains(&i)
-            && compiled[i].exports.star_from.iter().all(|spec| {
-                resolve(&sources[i].path, spec, side_of(&sources[i]), by_path)
-                    .is_ok_and(|t| known(t, sources, compiled, failed, by_path, memo))
-            });
-        memo.insert(i, k);
-        k
     }
-    let mut memo = HashMap::new();
     for (i, source) in sources.iter().enumerate() {
         if failed.contains(&i) || is_private(&source.path, &config.private_folders) {
             continue;
@@ -330,7 +327,7 @@ fn check_imports(
             let Ok(target) = resolve(&source.path, &import.specifier, side_of(source), by_path) else { continue };
             if exports[target].contains(&import.name)
                 || (source.is_typescript() && (sources[target].is_typescript() || import.reexport))
-                || !known(target, sources, compiled, failed, by_path, &mut memo)
+                || !known[target]
             {
                 continue;
             }
@@ -353,11 +350,7 @@ fn check_imports(
                     format!("it exports {}{}", list.join(", "), if names.len() > 12 { ", ..." } else { "" })
                 }
             };
-            let d = match import.position {
-                Some((line, col)) => Diagnostic::at(&source.path, &source.text, line, col, message),
-                None => Diagnostic::file(&source.path, message),
-            };
-            problems.push(d.with_help(help));
+            problems.push(Diagnostic::at_or_file(&source.path, &source.text, import.position, message).with_help(help));
         }
     }
 }
@@ -471,11 +464,7 @@ fn resolve_requires(
             Err(p) => p,
         };
         let (message, help) = problem;
-        let d = match req.position {
-            Some((line, col)) => Diagnostic::at(&source.path, &source.text, line, col, message),
-            None => Diagnostic::file(&source.path, message),
-        };
-        problems.push(d.with_help(help));
+        problems.push(Diagnostic::at_or_file(&source.path, &source.text, req.position, message).with_help(help));
     }
     deps
 }

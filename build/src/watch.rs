@@ -744,13 +744,7 @@ mod tests {
     #[test]
     fn a_file_still_open_for_writing_is_not_packed_half_written() {
         use std::io::Write;
-        if !TRACKS_WRITERS {
-            eprintln!("skipped: file events here do not say when a file written to is closed");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        minimal_app(&root);
+        let Some((_dir, root)) = app_where_closes_are_seen() else { return };
         std::fs::create_dir_all(root.join("app/server")).unwrap();
         std::fs::write(root.join("app/server/extra.js"), "exports.actions = { x() { return 1; } };\n").unwrap();
         // Each pack's server code, as text.
@@ -800,13 +794,7 @@ mod tests {
     /// same bytes saved again pack nothing that is reported.
     #[test]
     fn a_write_the_looks_cannot_see_is_packed() {
-        if !TRACKS_WRITERS {
-            eprintln!("skipped: file events here do not say when a file written to is closed");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_path_buf();
-        minimal_app(&root);
+        let Some((_dir, root)) = app_where_closes_are_seen() else { return };
         if watching(&root, &root.join("dist")).is_none() {
             return;
         }
@@ -839,6 +827,20 @@ mod tests {
         drop(rx);
         std::fs::write(root.join("app/client/app.js"), "exports.init = function () { return 2; };\n").unwrap();
         watcher.join().unwrap();
+    }
+
+    /// A minimal app in a folder of its own (kept while the first part
+    /// lives), where file events say when a file written to is closed;
+    /// `None` (the test skips, saying why) elsewhere.
+    fn app_where_closes_are_seen() -> Option<(tempfile::TempDir, PathBuf)> {
+        if !TRACKS_WRITERS {
+            eprintln!("skipped: file events here do not say when a file written to is closed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        minimal_app(&root);
+        Some((dir, root))
     }
 
     /// A folder with an empty `app/client` and a bell on it, where file

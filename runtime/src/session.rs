@@ -146,6 +146,13 @@ impl Sessions {
         entry.confirmed = true;
         Some(entry)
     }
+
+    /// Forgets the session `id`, keeping the count of unconfirmed ones.
+    fn forget(&mut self, id: &str) {
+        if let Some(entry) = self.by_id.remove(id) {
+            self.unconfirmed -= usize::from(!entry.confirmed);
+        }
+    }
 }
 
 impl MemoryStore {
@@ -214,11 +221,9 @@ impl MemoryStore {
         if excess > 0 && excess < idle.len() {
             idle.select_nth_unstable(excess);
         }
-        let gone: Vec<(bool, String)> =
-            idle.into_iter().take(excess).map(|(confirmed, _, id)| (confirmed, id.clone())).collect();
-        for (confirmed, id) in &gone {
-            sessions.by_id.remove(id);
-            sessions.unconfirmed -= usize::from(!confirmed);
+        let gone: Vec<String> = idle.into_iter().take(excess).map(|(_, _, id)| id.clone()).collect();
+        for id in &gone {
+            sessions.forget(id);
         }
         let look_above = limit.max(count - excess + limit / 10);
         if all {
@@ -291,9 +296,7 @@ impl SessionStore for MemoryStore {
             && self.outlived(entry)
             && !self.live_hubs().iter().any(|hub| hub.has_session(id))
         {
-            let confirmed = entry.confirmed;
-            sessions.by_id.remove(id);
-            sessions.unconfirmed -= usize::from(!confirmed);
+            sessions.forget(id);
             return Box::pin(std::future::ready(Ok(None)));
         }
         let found = sessions.touch(id).map(|e| e.session.clone());

@@ -7,24 +7,8 @@
 use std::io::Write;
 
 mod common;
-use common::packed_app;
+use common::{console_command, packed_app};
 use std::process::{Command, Stdio};
-
-/// `ssrun console` on the app in `dir`, with `home` as its home folder and
-/// its three streams piped, to start.
-fn console_command(dir: &std::path::Path, home: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ssrun"));
-    command
-        .arg("console")
-        .arg(dir)
-        .env("HOME", home)
-        // Some terminal types make the line editor print its prompt even to a pipe.
-        .env_remove("TERM")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
 
 /// [`console_command`], started.
 fn console(dir: &std::path::Path, home: &std::path::Path) -> std::process::Child {

@@ -4,7 +4,7 @@
 #![cfg(unix)]
 
 mod common;
-use common::packed_app;
+use common::{console_command, packed_app};
 
 use std::process::Command;
 
@@ -70,12 +70,8 @@ fn server_files_without_callable_actions_are_named_at_load() {
             ("app/server/empty.js", "exports.actions = {};\n"),
         ],
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_ssrun"))
-        .arg("console")
-        .arg(dir.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = console_command(dir.path(), home.path()).stdin(std::process::Stdio::null()).output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("1 action(s) in SS.server"), "{stdout}");

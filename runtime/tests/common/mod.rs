@@ -118,3 +118,19 @@ pub fn start_ssrun(command: &mut Command) -> (Running, String, std::io::Lines<Bu
     };
     (running, address, lines)
 }
+
+/// `ssrun console` on the app in `dir`, with `home` as its home folder and
+/// its three streams piped, to start.
+pub fn console_command(dir: &std::path::Path, home: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ssrun"));
+    command
+        .arg("console")
+        .arg(dir)
+        .env("HOME", home)
+        // Some terminal types make the line editor print its prompt even to a pipe.
+        .env_remove("TERM")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
